@@ -1,0 +1,204 @@
+"""Reads the YAML configuration and turns every problem into a message an installer can act on:
+file, line and column, the key path, what was expected, and a near-miss suggestion."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from edge.config import GatehouseConfig
+from edge.errors import ConfigError
+
+Path_ = tuple[str | int, ...]
+_SECRET = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def resolve_secret(name: str) -> str | None:
+    """A secret by name: the environment first, then systemd's credentials directory."""
+    if name in os.environ:
+        return os.environ[name]
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials:
+        candidate = Path(credentials) / name
+        if candidate.is_file():
+            return candidate.read_text().strip()
+    return None
+
+
+class _Marks:
+    """Where each value of the YAML document came from."""
+
+    def __init__(self) -> None:
+        self.by_path: dict[Path_, tuple[int, int]] = {}
+
+    def near(self, path: Path_) -> tuple[int, int] | None:
+        for cut in range(len(path), -1, -1):
+            mark = self.by_path.get(path[:cut])
+            if mark:
+                return mark
+        return None
+
+
+def _to_python(node: yaml.Node, path: Path_, marks: _Marks, source: str) -> Any:
+    marks.by_path[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in result:
+                raise ConfigError(
+                    f"{source}:{key_node.start_mark.line + 1}:{key_node.start_mark.column + 1} "
+                    f"{_dotted((*path, key))}: key appears twice"
+                )
+            marks.by_path[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            result[key] = _to_python(value_node, (*path, key), marks, source)
+            marks.by_path[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(item, (*path, i), marks, source) for i, item in enumerate(node.value)]
+    value = yaml.SafeLoader("").construct_object(node, deep=True)
+    if isinstance(value, str):
+        value = _substitute(value, path, marks, source)
+    return value
+
+
+
+def _substitute(value: str, path: Path_, marks: _Marks, source: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        secret = resolve_secret(match.group(1))
+        if secret is None:
+            line, col = marks.near(path) or (0, 0)
+            raise ConfigError(
+                f"{source}:{line}:{col} {_dotted(path)}: secret ${{{match.group(1)}}} is not set; "
+                f"export {match.group(1)}=… or put a file named {match.group(1)} in the systemd "
+                f"credentials directory (LoadCredential=)"
+            )
+        return secret
+
+    return _SECRET.sub(replace, value)
+
+
+def _dotted(path: Path_) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _data_path(loc: tuple[Any, ...], data: Any) -> Path_:
+    """Pydantic's error location with the union tags (which are not keys in the file) removed."""
+    path: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str) and part == node.get("kind"):
+            continue
+        else:
+            path.append(part)
+            node = None
+    return tuple(path)
+
+
+def _model_at(path: Path_, data: Any) -> type[BaseModel] | None:
+    """The configuration model that owns the mapping at `path`, to suggest its field names."""
+    from drivers.registry import device_config_models
+
+    model: type[BaseModel] | None = GatehouseConfig
+    node = data
+    for part in path:
+        if model is None:
+            return None
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        field = model.model_fields.get(part)
+        node = node.get(part) if isinstance(node, dict) else None
+        if field is None:
+            return None
+        model = _model_of_annotation(field.annotation, node, device_config_models())
+    return model
+
+
+def _model_of_annotation(annotation: Any, node: Any, device_models: tuple[type[BaseModel], ...]) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    sample = node[0] if isinstance(node, list) and node else node
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_of_annotation(arg, sample, device_models)
+        if found is not None:
+            return found
+    metadata = getattr(annotation, "__metadata__", None)
+    if metadata is not None and isinstance(sample, dict):
+        for model in device_models:
+            kind = model.model_fields["kind"].annotation
+            if sample.get("kind") in getattr(kind, "__args__", ()):
+                return model
+    return None
+
+
+def _message(error: Any, data: Any, marks: _Marks, source: str) -> str:
+    path = _data_path(tuple(error["loc"]), data)
+    line, col = marks.near(path) or (1, 1)
+    where = f"{source}:{line}:{col} {_dotted(path)}"
+    if error["type"] == "extra_forbidden":
+        owner = _model_at(path[:-1], data)
+        known = list(owner.model_fields) if owner else []
+        hint = difflib.get_close_matches(str(path[-1]), known, n=1)
+        suggestion = f"; did you mean '{hint[0]}'?" if hint else (f"; known keys: {', '.join(known)}" if known else "")
+        return f"{where}: unknown key '{path[-1]}'{suggestion}"
+    if error["type"] == "missing":
+        return f"{where}: required key is missing"
+    if error["type"] == "union_tag_invalid":
+        return f"{where}: {error['msg']}"
+    got = error.get("input")
+    shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+    return f"{where}: {error['msg'].rstrip('.')}{shown}"
+
+
+def parse_config(text: str, source: str = "<config>") -> Any:
+    """Validate YAML text into a GatehouseConfig, or raise ConfigError with every problem."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from err
+    if root is None:
+        raise ConfigError(f"{source}: the file is empty; start from config/example-compound.yaml")
+    marks = _Marks()
+    data = _to_python(root, (), marks, source)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}:1:1: the top level must be a mapping of sections (site:, gateway:, …)")
+    try:
+        return GatehouseConfig.model_validate(data)
+    except ValidationError as err:
+        lines = [_message(error, data, marks, source) for error in err.errors()]
+        raise ConfigError("\n".join(lines)) from err
+
+
+def load_config(path: str | Path) -> Any:
+    """Read and validate the configuration file at `path`."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise ConfigError(
+            f"{file}: no such file; create it with 'gatehouse init' or pass --config PATH"
+        ) from err
+    except PermissionError as err:
+        raise ConfigError(f"{file}: permission denied; run as the gatehouse user or with sudo") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{file}: not UTF-8 text ({err.reason})") from err
+    return parse_config(text, str(file))

@@ -1,0 +1,24 @@
+"""Personal data as the gateway may keep it: credentials only as a keyed hash and the last 4."""
+
+import hashlib
+import hmac
+
+from edge.events import CredentialRef
+
+
+def credential_hash(raw: str, salt: str, kind: str) -> str:
+    """HMAC-SHA256 keyed with the site's salt, over the kind and the normalised credential, so the
+    same card hashes alike at every gateway of a site and differently at another site."""
+    normalised = raw.strip().upper()
+    message = f"{kind}:{normalised}".encode()
+    return hmac.new(salt.encode(), message, hashlib.sha256).hexdigest()
+
+
+def credential_ref(raw: str, salt: str, kind: str, card_format: str | None = None) -> CredentialRef:
+    normalised = raw.strip().upper()
+    return CredentialRef(
+        kind=kind,  # type: ignore[arg-type]
+        hash=credential_hash(normalised, salt, kind),
+        last4=normalised[-4:],
+        format=card_format,
+    )
