@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal, Protocol
 from pydantic import Field
 
 from edge.config_base import StrictModel
+from edge.errors import DeviceMisconfigured
 
 
 class DeviceConfig(StrictModel):
@@ -95,6 +96,30 @@ class ZoneSample:
 
 
 @dataclass(frozen=True, slots=True)
+class ZoneCondition:
+    """A zone rule broken or restored: a vehicle kept too long in a keep-clear zone (fire lane),
+    or too many people at a gate."""
+
+    device: str
+    zone: str
+    condition: Literal["blocked", "crowded"]
+    active: bool = True
+    detail: str = ""
+    plate: str | None = None
+    crop_jpeg: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Availability:
+    """The driver lost or regained its device while it keeps running (it reconnects by itself).
+    Becomes device.offline / device.online."""
+
+    device: str
+    online: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Tamper:
     device: str
     active: bool
@@ -116,6 +141,8 @@ Observation = (
     | VehiclePassage
     | PlateRead
     | ZoneSample
+    | ZoneCondition
+    | Availability
     | Tamper
     | Health
 )
@@ -188,6 +215,12 @@ class Driver(abc.ABC):
     def accepts(self, command: Command) -> bool:
         """Whether this device can act on the command (a camera cannot open a gate)."""
         return False
+
+    async def self_test(self, timeout_s: float, out_dir: str) -> str:
+        """`gatehouse devices test ID`: exercise the device and say what happened (a reader
+        waits for a card, a gate pulses open and waits for its limit, a camera saves a frame).
+        Raises DeviceNotReady when the device does not answer."""
+        raise DeviceMisconfigured(f"{self.kind} devices have no self-test")
 
 
 @dataclass
