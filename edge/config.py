@@ -19,48 +19,107 @@ DEFAULT_CONFIG_PATH = Path("/etc/gatehouse/gatehouse.yaml")
 
 
 class SiteConfig(StrictModel):
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="compound id, as the community database knows it")
+    id: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="compound id, as the community database knows it",
+    )
     name: str = Field(default="", description="compound name for people")
-    timezone: str = Field(default="UTC", description="IANA time zone of the compound, e.g. Asia/Shanghai")
-    home_province: str | None = Field(default=None, max_length=1, description="province character of local plates, e.g. 津; settles near-ties in plate reading")
-    salt: str = Field(min_length=16, description="site-wide secret salt for hashing card numbers and QR tokens; write ${NAME}")
+    timezone: str = Field(
+        default="UTC", description="IANA time zone of the compound, e.g. Asia/Shanghai"
+    )
+    home_province: str | None = Field(
+        default=None,
+        max_length=1,
+        description="province character of local plates, e.g. 津; settles near-ties in plate reading",
+    )
+    salt: str = Field(
+        min_length=16,
+        description="site-wide secret salt for hashing card numbers and QR tokens; write ${NAME}",
+    )
 
 
 class GatewayConfig(StrictModel):
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="this gateway's id; also its MQTT client id")
-    state_dir: str = Field(default="/var/lib/gatehouse", description="where the store, snapshots and counters live")
-    signing_key: str | None = Field(default=None, min_length=32, description="HMAC key (hex or text) that signs commands to this gateway; write ${NAME}")
+    id: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="this gateway's id; also its MQTT client id",
+    )
+    state_dir: str = Field(
+        default="/var/lib/gatehouse", description="where the store, snapshots and counters live"
+    )
+    signing_key: str | None = Field(
+        default=None,
+        min_length=32,
+        description="HMAC key (hex or text) that signs commands to this gateway; write ${NAME}",
+    )
 
 
 class RetentionConfig(StrictModel):
-    plates_days: int = Field(default=90, ge=1, description="days plate text is kept in local events")
-    snapshots_days: int = Field(default=30, ge=1, description="days JPEG snapshots and crops are kept")
+    plates_days: int = Field(
+        default=90, ge=1, description="days plate text is kept in local events"
+    )
+    snapshots_days: int = Field(
+        default=30, ge=1, description="days JPEG snapshots and crops are kept"
+    )
 
 
 class StoreConfig(StrictModel):
-    file: str = Field(default="gatehouse.db", description="SQLite file name inside the state directory")
-    quota_mb: float = Field(default=512, gt=0, description="most disk the event store may use; beyond it synced rows, then telemetry, are dropped")
-    synchronous: Literal["full", "normal"] = Field(default="full", description="full: each commit survives power loss; normal: survives a process crash only")
-    retention: RetentionConfig = Field(default_factory=RetentionConfig, description="how long personal data is kept")
+    file: str = Field(
+        default="gatehouse.db", description="SQLite file name inside the state directory"
+    )
+    quota_mb: float = Field(
+        default=512,
+        gt=0,
+        description="most disk the event store may use; beyond it synced rows, then telemetry, are dropped",
+    )
+    synchronous: Literal["full", "normal"] = Field(
+        default="full",
+        description="full: each commit survives power loss; normal: survives a process crash only",
+    )
+    retention: RetentionConfig = Field(
+        default_factory=RetentionConfig, description="how long personal data is kept"
+    )
 
 
 class GateConfig(StrictModel):
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="gate or lane id, e.g. north-in")
+    id: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="gate or lane id, e.g. north-in"
+    )
     name: str = Field(default="", description="what the guards call it")
     kind: Literal["vehicle", "pedestrian"] = Field(description="vehicle lane or pedestrian door")
-    direction: Literal["in", "out", "both"] = Field(default="both", description="which way people or vehicles pass")
+    direction: Literal["in", "out", "both"] = Field(
+        default="both", description="which way people or vehicles pass"
+    )
     barrier: str | None = Field(default=None, description="device id of the barrier or door lock")
-    readers: tuple[str, ...] = Field(default=(), description="device ids of card/QR readers at this gate")
-    cameras: tuple[str, ...] = Field(default=(), description="device ids of cameras watching this gate's lane")
-    open_on_plate: bool = Field(default=True, description="open the barrier for an allowed plate read by this gate's cameras")
+    readers: tuple[str, ...] = Field(
+        default=(), description="device ids of card/QR readers at this gate"
+    )
+    cameras: tuple[str, ...] = Field(
+        default=(), description="device ids of cameras watching this gate's lane"
+    )
+    open_on_plate: bool = Field(
+        default=True,
+        description="open the barrier for an allowed plate read by this gate's cameras",
+    )
 
 
 class SupervisorConfig(StrictModel):
-    queue_size: int = Field(default=1000, ge=10, description="observations waiting for the rules before new ones are dropped (and counted)")
-    restart_min_s: float = Field(default=1.0, gt=0, description="first restart delay of a failed driver")
+    queue_size: int = Field(
+        default=1000,
+        ge=10,
+        description="observations waiting for the rules before new ones are dropped (and counted)",
+    )
+    restart_min_s: float = Field(
+        default=1.0, gt=0, description="first restart delay of a failed driver"
+    )
     restart_max_s: float = Field(default=60.0, gt=0, description="longest restart delay")
-    offline_alert_after: int = Field(default=3, ge=1, description="failed restarts in a row before a device.offline becomes an alert")
-    shutdown_timeout_s: float = Field(default=5.0, gt=0, description="SIGTERM drains and closes within this time")
+    offline_alert_after: int = Field(
+        default=3,
+        ge=1,
+        description="failed restarts in a row before a device.offline becomes an alert",
+    )
+    shutdown_timeout_s: float = Field(
+        default=5.0, gt=0, description="SIGTERM drains and closes within this time"
+    )
 
 
 DeviceConfigUnion = Annotated[
@@ -75,11 +134,21 @@ class GatehouseConfig(StrictModel):
     site: SiteConfig = Field(description="the compound")
     gateway: GatewayConfig = Field(description="this gateway")
     store: StoreConfig = Field(default_factory=StoreConfig, description="the local event store")
-    mqtt: MqttConfig | None = Field(default=None, description="the uplink to the community database; absent: events stay local")
-    supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig, description="how drivers are run")
-    inference: InferenceConfig = Field(default_factory=InferenceConfig, description="on-device inference")
-    gates: tuple[GateConfig, ...] = Field(default=(), description="vehicle lanes and pedestrian doors")
-    devices: tuple[DeviceConfigUnion, ...] = Field(default=(), description="readers, barriers, cameras")  # type: ignore[valid-type]
+    mqtt: MqttConfig | None = Field(
+        default=None, description="the uplink to the community database; absent: events stay local"
+    )
+    supervisor: SupervisorConfig = Field(
+        default_factory=SupervisorConfig, description="how drivers are run"
+    )
+    inference: InferenceConfig = Field(
+        default_factory=InferenceConfig, description="on-device inference"
+    )
+    gates: tuple[GateConfig, ...] = Field(
+        default=(), description="vehicle lanes and pedestrian doors"
+    )
+    devices: tuple[DeviceConfigUnion, ...] = Field(
+        default=(), description="readers, barriers, cameras"
+    )  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _references(self) -> GatehouseConfig:

@@ -56,9 +56,15 @@ def _to_python(node: yaml.Node, path: Path_, marks: _Marks, source: str) -> Any:
                     f"{source}:{key_node.start_mark.line + 1}:{key_node.start_mark.column + 1} "
                     f"{_dotted((*path, key))}: key appears twice"
                 )
-            marks.by_path[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            marks.by_path[(*path, key)] = (
+                key_node.start_mark.line + 1,
+                key_node.start_mark.column + 1,
+            )
             result[key] = _to_python(value_node, (*path, key), marks, source)
-            marks.by_path[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            marks.by_path[(*path, key)] = (
+                key_node.start_mark.line + 1,
+                key_node.start_mark.column + 1,
+            )
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_to_python(item, (*path, i), marks, source) for i, item in enumerate(node.value)]
@@ -66,7 +72,6 @@ def _to_python(node: yaml.Node, path: Path_, marks: _Marks, source: str) -> Any:
     if isinstance(value, str):
         value = _substitute(value, path, marks, source)
     return value
-
 
 
 def _substitute(value: str, path: Path_, marks: _Marks, source: str) -> str:
@@ -96,7 +101,9 @@ def _data_path(loc: tuple[Any, ...], data: Any) -> Path_:
     path: list[str | int] = []
     node = data
     for part in loc:
-        if (isinstance(node, dict) and part in node) or (isinstance(node, list) and isinstance(part, int) and part < len(node)):
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and part < len(node)
+        ):
             path.append(part)
             node = node[part]
         elif isinstance(node, dict) and isinstance(part, str) and part == node.get("kind"):
@@ -127,7 +134,9 @@ def _model_at(path: Path_, data: Any) -> type[BaseModel] | None:
     return model
 
 
-def _model_of_annotation(annotation: Any, node: Any, device_models: tuple[type[BaseModel], ...]) -> type[BaseModel] | None:
+def _model_of_annotation(
+    annotation: Any, node: Any, device_models: tuple[type[BaseModel], ...]
+) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     sample = node[0] if isinstance(node, list) and node else node
@@ -152,7 +161,11 @@ def _message(error: Any, data: Any, marks: _Marks, source: str) -> str:
         owner = _model_at(path[:-1], data)
         known = list(owner.model_fields) if owner else []
         hint = difflib.get_close_matches(str(path[-1]), known, n=1)
-        suggestion = f"; did you mean '{hint[0]}'?" if hint else (f"; known keys: {', '.join(known)}" if known else "")
+        suggestion = (
+            f"; did you mean '{hint[0]}'?"
+            if hint
+            else (f"; known keys: {', '.join(known)}" if known else "")
+        )
         return f"{where}: unknown key '{path[-1]}'{suggestion}"
     if error["type"] == "missing":
         return f"{where}: required key is missing"
@@ -177,7 +190,9 @@ def parse_config(text: str, source: str = "<config>") -> Any:
     marks = _Marks()
     data = _to_python(root, (), marks, source)
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}:1:1: the top level must be a mapping of sections (site:, gateway:, …)")
+        raise ConfigError(
+            f"{source}:1:1: the top level must be a mapping of sections (site:, gateway:, …)"
+        )
     try:
         return GatehouseConfig.model_validate(data)
     except ValidationError as err:
@@ -195,7 +210,9 @@ def load_config(path: str | Path) -> Any:
             f"{file}: no such file; create it with 'gatehouse init' or pass --config PATH"
         ) from err
     except PermissionError as err:
-        raise ConfigError(f"{file}: permission denied; run as the gatehouse user or with sudo") from err
+        raise ConfigError(
+            f"{file}: permission denied; run as the gatehouse user or with sudo"
+        ) from err
     except UnicodeDecodeError as err:
         raise ConfigError(f"{file}: not UTF-8 text ({err.reason})") from err
     return parse_config(text, str(file))

@@ -8,10 +8,17 @@ from edge.config_base import StrictModel
 
 
 class TlsConfig(StrictModel):
-    ca: str | None = Field(default=None, description="path of the CA certificate (PEM) that signed the broker's certificate")
-    cert: str | None = Field(default=None, description="path of this gateway's client certificate (PEM)")
+    ca: str | None = Field(
+        default=None,
+        description="path of the CA certificate (PEM) that signed the broker's certificate",
+    )
+    cert: str | None = Field(
+        default=None, description="path of this gateway's client certificate (PEM)"
+    )
     key: str | None = Field(default=None, description="path of this gateway's client key (PEM)")
-    insecure_skip_verify: bool = Field(default=False, description="accept any broker certificate (testing only)")
+    insecure_skip_verify: bool = Field(
+        default=False, description="accept any broker certificate (testing only)"
+    )
 
 
 class MqttConfig(StrictModel):
@@ -19,13 +26,25 @@ class MqttConfig(StrictModel):
     port: int = Field(default=1883, ge=1, le=65535, description="broker port (8883 for TLS)")
     protocol: Literal["5", "3.1.1"] = Field(default="5", description="MQTT protocol version")
     username: str | None = Field(default=None, description="broker user name")
-    password: str | None = Field(default=None, description="broker password; write ${NAME} to read it from a secret")
+    password: str | None = Field(
+        default=None, description="broker password; write ${NAME} to read it from a secret"
+    )
     tls: TlsConfig | None = Field(default=None, description="TLS settings; absent means plain TCP")
     keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive interval")
-    connect_timeout_s: float = Field(default=5.0, gt=0, description="no CONNACK within this time counts as a failed connect")
+    connect_timeout_s: float = Field(
+        default=5.0, gt=0, description="no CONNACK within this time counts as a failed connect"
+    )
     topic_prefix: str = Field(default="gatehouse/v1", description="first levels of every topic")
-    batch_size: int = Field(default=50, ge=1, le=1000, description="events per message when draining a backlog")
-    inflight_window: int = Field(default=20, ge=1, le=200, description="unacknowledged messages in flight at once")
-    max_rate_msgs_s: float = Field(default=500.0, gt=0, description="backlog drain rate limit in messages per second; live alerts are not limited")
+    batch_size: int = Field(
+        default=50, ge=1, le=1000, description="events per message when draining a backlog"
+    )
+    inflight_window: int = Field(
+        default=20, ge=1, le=200, description="unacknowledged messages in flight at once"
+    )
+    max_rate_msgs_s: float = Field(
+        default=500.0,
+        gt=0,
+        description="backlog drain rate limit in messages per second; live alerts are not limited",
+    )
     reconnect_min_s: float = Field(default=1.0, gt=0, description="first reconnect delay")
     reconnect_max_s: float = Field(default=60.0, gt=0, description="longest reconnect delay")

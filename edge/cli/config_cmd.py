@@ -11,12 +11,15 @@ from edge.cli.common import add_command, config_path, load
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "config", help="check the configuration file or print its JSON Schema",
+        "config",
+        help="check the configuration file or print its JSON Schema",
         description="Check the configuration file or print its JSON Schema.",
     )
     group = parser.add_subparsers(dest="config_command", metavar="ACTION", title="actions")
     add_command(group, "check", "validate the configuration file and say what is wrong", _check)
-    add_command(group, "schema", "print the JSON Schema of the configuration (for editors)", _schema)
+    add_command(
+        group, "schema", "print the JSON Schema of the configuration (for editors)", _schema
+    )
 
 
 def _check(args: argparse.Namespace) -> int:
