@@ -48,3 +48,26 @@ class MqttConfig(StrictModel):
     )
     reconnect_min_s: float = Field(default=1.0, gt=0, description="first reconnect delay")
     reconnect_max_s: float = Field(default=60.0, gt=0, description="longest reconnect delay")
+    session_expiry_s: int = Field(
+        default=86400,
+        ge=0,
+        description="how long the broker keeps this gateway's session (and queues its commands) "
+        "while it is offline",
+    )
+    status_interval_s: float = Field(
+        default=30.0, gt=0, description="how often the retained status (with metrics) is refreshed"
+    )
+    max_command_bytes: int = Field(
+        default=1_048_576, ge=1024, description="larger commands are rejected as oversized"
+    )
+    max_command_lifetime_s: int = Field(
+        default=86400,
+        ge=1,
+        description="longest expires_at - issued_at a command may ask for; also how long its "
+        "nonce is remembered",
+    )
+    clock_skew_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="how far in the future a command's issued_at may be (clocks differ)",
+    )

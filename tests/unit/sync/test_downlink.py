@@ -1,0 +1,230 @@
+"""Every refusal of the downlink: the reply's error code, and proof that nothing executed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.store import Store
+from sync import commands, signing
+from sync.commands import Command, ErrorCode, Reply
+from sync.config import MqttConfig
+from sync.downlink import CommandRejected, Downlink
+
+SITE, GATEWAY = "oak-court", "gw-1"
+KEY = "5e" * 32
+NOW = datetime(2026, 5, 1, 8, 0, 0, tzinfo=UTC)
+
+
+class RecordingExecutor:
+    def __init__(self) -> None:
+        self.calls: list[Command] = []
+
+    async def execute(self, command: Command) -> dict[str, Any]:
+        self.calls.append(command)
+        if command.name == "snapshot":
+            raise CommandRejected("camera cam-9 is not configured", detail={"camera": "cam-9"})
+        return {"done": command.name}
+
+
+def make_downlink(store: Store, executor: RecordingExecutor, **config: Any) -> Downlink:
+    return Downlink(
+        store,
+        executor,
+        site=SITE,
+        gateway=GATEWAY,
+        key=KEY,
+        config=MqttConfig(**config),
+        clock=lambda: NOW.timestamp(),
+    )
+
+
+def command(
+    name: str = "open_gate", args: dict[str, Any] | None = None, **kw: Any
+) -> dict[str, Any]:
+    return commands.build(
+        name,
+        args if args is not None else {"gate": "north-in"},
+        site=kw.pop("site", SITE),
+        gateway=kw.pop("gateway", GATEWAY),
+        key=kw.pop("key", KEY),
+        ttl_s=kw.pop("ttl_s", 30),
+        now=kw.pop("now", NOW),
+    )
+
+
+def run(
+    downlink: Downlink, document: dict[str, Any] | bytes, topic_name: str | None = None
+) -> Reply:
+    payload = document if isinstance(document, bytes) else json.dumps(document).encode()
+    name = topic_name or (document["name"] if isinstance(document, dict) else "open_gate")
+    reply = asyncio.run(downlink.process(name, payload))
+    # the reply is machine-readable JSON that parses back into the model
+    return Reply.model_validate_json(reply.model_dump_json())
+
+
+@pytest.fixture
+def executor() -> RecordingExecutor:
+    return RecordingExecutor()
+
+
+@pytest.fixture
+def downlink(store: Store, executor: RecordingExecutor) -> Downlink:
+    return make_downlink(store, executor)
+
+
+def test_valid_command_executes_once(downlink: Downlink, executor: RecordingExecutor) -> None:
+    document = command()
+    reply = run(downlink, document)
+    assert reply.ok and reply.result == {"done": "open_gate"} and reply.id == document["id"]
+    assert [c.args.gate for c in executor.calls] == ["north-in"]
+
+
+def refused(
+    downlink: Downlink,
+    executor: RecordingExecutor,
+    document: Any,
+    code: ErrorCode,
+    topic: str | None = None,
+) -> Reply:
+    reply = run(downlink, document, topic)
+    assert not reply.ok
+    assert reply.error is not None and reply.error.code == code
+    assert executor.calls == []
+    return reply
+
+
+def test_oversized(store: Store, executor: RecordingExecutor) -> None:
+    small = make_downlink(store, executor, max_command_bytes=1024)
+    document = command("alert.ack", {"alert_id": "a1", "by": "x" * 100})
+    document["args"]["pad"] = "y" * 2000
+    reply = refused(small, executor, document, ErrorCode.OVERSIZED)
+    assert reply.error is not None and reply.error.detail == {"max": 1024}
+
+
+def test_malformed(downlink: Downlink, executor: RecordingExecutor) -> None:
+    refused(downlink, executor, b"{not json", ErrorCode.MALFORMED, "open_gate")
+    refused(downlink, executor, b"[1, 2]", ErrorCode.MALFORMED, "open_gate")
+
+
+def test_unknown_command(downlink: Downlink, executor: RecordingExecutor) -> None:
+    document = signing.sign({**command(), "name": "self_destruct"}, KEY)
+    reply = refused(downlink, executor, document, ErrorCode.UNKNOWN_COMMAND)
+    assert reply.error is not None and "open_gate" in reply.error.detail["known"]
+
+
+def test_name_must_match_topic(downlink: Downlink, executor: RecordingExecutor) -> None:
+    refused(downlink, executor, command(), ErrorCode.UNKNOWN_COMMAND, "config.reload")
+
+
+def test_unsigned(downlink: Downlink, executor: RecordingExecutor) -> None:
+    document = command()
+    del document["sig"]
+    refused(downlink, executor, document, ErrorCode.UNSIGNED)
+
+
+def test_badly_signed(downlink: Downlink, executor: RecordingExecutor) -> None:
+    refused(downlink, executor, command(key="ab" * 32), ErrorCode.BAD_SIGNATURE)
+    tampered = command()
+    tampered["args"]["gate"] = "south-out"
+    refused(downlink, executor, tampered, ErrorCode.BAD_SIGNATURE)
+    refused(downlink, executor, {**command(), "sig": "zz"}, ErrorCode.BAD_SIGNATURE)
+
+
+def test_no_key_configured_refuses_everything(store: Store, executor: RecordingExecutor) -> None:
+    keyless = Downlink(store, executor, site=SITE, gateway=GATEWAY, key=None)
+    refused(keyless, executor, command(), ErrorCode.BAD_SIGNATURE)
+
+
+def test_schema_violation_even_when_signed(downlink: Downlink, executor: RecordingExecutor) -> None:
+    document = command()
+    document["args"] = {"gate": "north-in", "unexpected": 1}
+    reply = refused(downlink, executor, signing.sign(document, KEY), ErrorCode.INVALID)
+    assert reply.error is not None
+    assert reply.error.detail["errors"][0]["loc"] == "args.unexpected"
+    missing = command()
+    missing["args"] = {}
+    refused(downlink, executor, signing.sign(missing, KEY), ErrorCode.INVALID)
+    no_nonce = command()
+    del no_nonce["nonce"]
+    refused(downlink, executor, signing.sign(no_nonce, KEY), ErrorCode.INVALID)
+
+
+def test_wrong_gateway(downlink: Downlink, executor: RecordingExecutor) -> None:
+    refused(downlink, executor, command(gateway="gw-2"), ErrorCode.WRONG_GATEWAY)
+
+
+def test_expired(downlink: Downlink, executor: RecordingExecutor) -> None:
+    stale = command(now=NOW - timedelta(minutes=5), ttl_s=60)
+    refused(downlink, executor, stale, ErrorCode.EXPIRED)
+
+
+def test_issued_in_the_future(downlink: Downlink, executor: RecordingExecutor) -> None:
+    refused(downlink, executor, command(now=NOW + timedelta(minutes=5)), ErrorCode.NOT_YET_VALID)
+
+
+def test_lifetime_too_long(downlink: Downlink, executor: RecordingExecutor) -> None:
+    refused(downlink, executor, command(ttl_s=7 * 86400), ErrorCode.LIFETIME_TOO_LONG)
+
+
+def test_replayed_even_after_a_restart(tmp_path: Path) -> None:
+    document = command()
+    first = RecordingExecutor()
+    with Store(tmp_path / "g.db") as store:
+        assert run(make_downlink(store, first), document).ok
+        refused(
+            make_downlink(store, RecordingExecutor()),
+            RecordingExecutor(),
+            document,
+            ErrorCode.REPLAYED,
+        )
+    again = RecordingExecutor()
+    with Store(tmp_path / "g.db") as reopened:
+        refused(make_downlink(reopened, again), again, document, ErrorCode.REPLAYED)
+    assert len(first.calls) == 1
+
+
+def test_allowlist_delta_with_a_gap_asks_for_the_full_list(
+    downlink: Downlink, executor: RecordingExecutor
+) -> None:
+    delta = {"from_version": 3, "to_version": 4, "add": [{"kind": "plate", "value": "津A12345"}]}
+    reply = refused(downlink, executor, command("allowlist.apply", delta), ErrorCode.VERSION_GAP)
+    assert reply.error is not None and reply.error.detail == {"have": 0, "snapshot_required": True}
+    full = {"full": True, "to_version": 3, "add": [{"kind": "plate", "value": "津A12345"}]}
+    assert run(downlink, command("allowlist.apply", full)).result == {
+        "done": "allowlist.apply",
+        "version": 3,
+    }
+    assert run(downlink, command("allowlist.apply", delta)).ok
+    assert downlink.allowlist_version() == 4
+    assert [c.args.to_version for c in executor.calls] == [3, 4]
+
+
+def test_a_delta_must_step_by_one() -> None:
+    with pytest.raises(ValueError, match="N to N\\+1"):
+        commands.AllowlistApplyArgs(from_version=1, to_version=3)
+
+
+def test_executor_refusal_is_a_machine_readable_error(
+    downlink: Downlink, executor: RecordingExecutor
+) -> None:
+    reply = run(downlink, command("snapshot", {"camera": "cam-9"}))
+    assert reply.error is not None and reply.error.code == ErrorCode.REJECTED
+    assert reply.error.detail == {"camera": "cam-9"}
+
+
+def test_every_command_has_a_model() -> None:
+    assert set(commands.COMMAND_NAMES) == {
+        "open_gate",
+        "allowlist.apply",
+        "pass.issue",
+        "pass.revoke",
+        "alert.ack",
+        "snapshot",
+        "config.reload",
+    }
