@@ -1,0 +1,1 @@
+"""Vehicle barriers driven through RS-485 relay/IO boards over Modbus RTU (pymodbus)."""

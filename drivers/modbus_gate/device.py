@@ -1,0 +1,199 @@
+"""The barrier driver: polls the board's inputs, runs the state machine, pulses relays."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import Literal
+
+from drivers.base import (
+    CloseGate,
+    Command,
+    Driver,
+    Emit,
+    OpenGate,
+    SetOutput,
+)
+from drivers.modbus_gate.bus import ModbusBus
+from drivers.modbus_gate.config import ModbusGateConfig
+from drivers.modbus_gate.state import GateStateMachine, Inputs
+from drivers.serial.port import Backoff, LinkState
+from edge.errors import DeviceMisconfigured, DeviceNotReady
+
+log = logging.getLogger(__name__)
+
+
+class ModbusGate(Driver):
+    kind = "modbus_gate"
+    config_model = ModbusGateConfig
+    config: ModbusGateConfig
+
+    def __init__(self, config: ModbusGateConfig, context: object) -> None:
+        super().__init__(config, context)  # type: ignore[arg-type]
+        self.machine = GateStateMachine(self.id, config.travel_timeout_s, config.held_open_s)
+        self.coil_writes: deque[tuple[int, bool, float]] = deque(maxlen=1024)
+        """(relay, on, time.monotonic() just before the write was issued): the last writes."""
+        self._bus: ModbusBus | None = None
+        self._emit: Emit | None = None
+        self._pending_close = False
+        self._releases: set[asyncio.Task[None]] = set()
+
+    async def run(self, emit: Emit) -> None:
+        self._emit = emit
+        link = LinkState(self.id, emit)
+        backoff = Backoff(self.config.serial.reconnect_min_s, self.config.serial.reconnect_max_s)
+        delays = backoff.delays()
+        self._bus = ModbusBus.acquire(self.config.serial, self.config.request_timeout_s)
+        answered = False
+        try:
+            while True:
+                try:
+                    inputs = await self._read_inputs()
+                except DeviceMisconfigured:
+                    raise
+                except DeviceNotReady as err:
+                    if not answered:
+                        raise
+                    link.down(str(err))
+                    emit.alive()
+                    await asyncio.sleep(next(delays))
+                    continue
+                answered = True
+                link.up()
+                backoff.reset()
+                now = time.monotonic()
+                for observation in self.machine.update(inputs, now):
+                    emit(observation)
+                await self._after_poll(now)
+                emit.alive()
+                await asyncio.sleep(self.config.poll_interval_s)
+        finally:
+            for task in list(self._releases):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(task, self.config.profile.pulse_ms / 1000 + 2)
+            self._bus.release()
+            self._bus = None
+
+    def accepts(self, command: Command) -> bool:
+        if isinstance(command, OpenGate | CloseGate):
+            return True
+        return isinstance(command, SetOutput) and command.output in self.config.profile.outputs
+
+    async def execute(self, command: Command) -> None:
+        if isinstance(command, OpenGate):
+            self._pending_close = False
+            await self._pulse("open")
+        elif isinstance(command, CloseGate):
+            if self.machine.loop_occupied:
+                log.info("%s: vehicle on the loop; closing when it has passed", self.id)
+                self._pending_close = True
+                return
+            await self._pulse("close")
+        elif isinstance(command, SetOutput) and command.output in self.config.profile.outputs:
+            await self._write(self.config.profile.outputs[command.output], command.on)
+
+    async def _after_poll(self, now: float) -> None:
+        if self.machine.loop_occupied:
+            return
+        if self._pending_close:
+            self._pending_close = False
+            await self._pulse("close")
+            return
+        close_after = self.config.close_after_s
+        if (
+            close_after is not None
+            and self.machine.state == "open"
+            and self.machine.expect is None
+            and self.machine.open_since is not None
+            and now - self.machine.open_since >= close_after
+        ):
+            await self._pulse("close")
+
+    async def _pulse(self, direction: Literal["open", "close"]) -> None:
+        profile = self.config.profile
+        coil = profile.open_coil if direction == "open" else profile.close_coil
+        await self._write(coil, True)
+        if self._emit is not None:
+            for observation in self.machine.command(direction, time.monotonic()):
+                self._emit(observation)
+        task = asyncio.create_task(self._release(coil), name=f"{self.id}-release-{coil}")
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def _release(self, coil: int) -> None:
+        await asyncio.sleep(self.config.profile.pulse_ms / 1000)
+        for attempt in range(3):
+            try:
+                await self._write(coil, False)
+                return
+            except DeviceNotReady as err:
+                log.warning(
+                    "%s: releasing relay %d failed (%s), try %d", self.id, coil, err, attempt
+                )
+                await asyncio.sleep(0.2)
+
+    async def _write(self, coil: int, on: bool) -> None:
+        bus = self._bus
+        if bus is None:
+            raise DeviceNotReady(f"{self.id} is not running")
+        self.coil_writes.append((coil, on, time.monotonic()))
+        await bus.write_coil(self.config.unit_id, coil, on)
+
+    async def _read_inputs(self) -> Inputs:
+        assert self._bus is not None
+        profile = self.config.profile
+        first, count = profile.input_span
+        bits = await self._bus.read_inputs(self.config.unit_id, first, count)
+
+        def bit(address: int | None) -> bool:
+            if address is None:
+                return False
+            return bits[address - first] != profile.inputs_active_low
+
+        return Inputs(
+            open_limit=bit(profile.open_limit_input),
+            closed_limit=bit(profile.closed_limit_input),
+            loop=bit(profile.loop_input),
+            fault=bit(profile.fault_input),
+        )
+
+    async def self_test(self, timeout_s: float, out_dir: str) -> str:
+        """Pulse open and wait for the open limit."""
+        self._bus = ModbusBus.acquire(self.config.serial, self.config.request_timeout_s)
+        try:
+            before = await self._read_inputs()
+            self.machine.update(before, time.monotonic())
+            lines = [
+                f"unit {self.config.unit_id} on {self.config.serial.port} answered; "
+                f"arm {self.machine.state}, loop {'occupied' if before.loop else 'free'}"
+            ]
+            started = time.monotonic()
+            await self._pulse("open")
+            while time.monotonic() - started < timeout_s:
+                inputs = await self._read_inputs()
+                if inputs.open_limit:
+                    lines.append(
+                        f"open pulse sent; open limit reached after "
+                        f"{time.monotonic() - started:.1f} s"
+                    )
+                    return "\n".join(lines)
+                await asyncio.sleep(self.config.poll_interval_s)
+            raise DeviceNotReady(
+                "\n".join(
+                    [
+                        *lines,
+                        f"open pulse sent, but no open limit within {timeout_s:g} s: "
+                        "check the relay wiring to the barrier controller and the open-limit "
+                        "input address",
+                    ]
+                )
+            )
+        finally:
+            for task in list(self._releases):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(task, self.config.profile.pulse_ms / 1000 + 2)
+            self._bus.release()
+            self._bus = None

@@ -1,0 +1,1 @@
+"""Serial transport shared by the serial-line drivers (OSDP, Wiegand converters, Modbus RTU)."""

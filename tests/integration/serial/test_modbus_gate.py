@@ -1,0 +1,195 @@
+"""The barrier driver against a pymodbus RTU server modelling barrier boards, over a pty pair."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drivers.base import (
+    Availability,
+    CloseGate,
+    DriverContext,
+    GateCondition,
+    GateStateChanged,
+    OpenGate,
+    VehiclePassage,
+)
+from drivers.modbus_gate.config import ModbusGateConfig
+from drivers.modbus_gate.device import ModbusGate
+from drivers.modbus_gate.sim import Barrier, BarrierBoardServer
+from tests.support.pty import Recorder, VirtualCable, eventually
+
+pytestmark = pytest.mark.serial
+
+Body = Callable[[dict[int, ModbusGate], BarrierBoardServer, dict[int, Recorder]], Awaitable[None]]
+
+
+def gate_config(port: str, unit: int = 1, **overrides: Any) -> ModbusGateConfig:
+    return ModbusGateConfig.model_validate(
+        {
+            "id": f"barrier-{unit}",
+            "kind": "modbus_gate",
+            "serial": {"port": port, "baudrate": 115200, "reconnect_min_s": 0.1},
+            "unit_id": unit,
+            "poll_interval_s": 0.05,
+            "travel_timeout_s": 3.0,
+            "profile": {"pulse_ms": 100},
+            **overrides,
+        }
+    )
+
+
+def run_gates(
+    cable: VirtualCable,
+    tmp_path: Path,
+    body: Body,
+    barriers: dict[int, Barrier] | None = None,
+    **overrides: Any,
+) -> None:
+    barriers = barriers or {1: Barrier(travel_s=0.3)}
+
+    async def main() -> None:
+        async with asyncio.timeout(60):
+            server = BarrierBoardServer(cable.path_b, barriers, baudrate=115200)
+            async with server:
+                drivers = {
+                    unit: ModbusGate(
+                        gate_config(cable.path_a, unit, **overrides),
+                        DriverContext(state_dir=str(tmp_path)),
+                    )
+                    for unit in barriers
+                }
+                recorders = {unit: Recorder() for unit in barriers}
+                tasks = [
+                    asyncio.create_task(drivers[unit].run(recorders[unit])) for unit in barriers
+                ]
+                try:
+                    for unit in barriers:
+                        await eventually(
+                            lambda unit=unit: recorders[unit].of(GateStateChanged),
+                            what=f"unit {unit}'s first state",
+                        )
+                    await body(drivers, server, recorders)
+                finally:
+                    for task in tasks:
+                        task.cancel()
+                    results = await asyncio.gather(*tasks, return_exceptions=True)
+                    for result in results:
+                        if not isinstance(result, asyncio.CancelledError):
+                            raise AssertionError(f"driver ended with {result!r}")
+
+    asyncio.run(main())
+
+
+def states(recorder: Recorder) -> list[str]:
+    return [o.state for o in recorder.of(GateStateChanged)]
+
+
+def conditions(recorder: Recorder, name: str) -> list[bool]:
+    return [o.active for o in recorder.of(GateCondition) if o.condition == name]
+
+
+def test_open_pulses_the_open_relay_and_follows_the_limits(cable, tmp_path):
+    async def body(drivers, server, recorders):
+        gate, rec = drivers[1], recorders[1]
+        await gate.execute(OpenGate(reason="test"))
+        await eventually(lambda: "open" in states(rec), what="open limit")
+        await eventually(lambda: len([w for w in server.writes if w.coil == 0]) == 2)
+        assert [(w.coil, w.on) for w in server.writes] == [(0, True), (0, False)]
+        assert states(rec) == ["closed", "opening", "open"]
+        opening = rec.of(GateStateChanged)[1]
+        assert opening.commanded and opening.previous == "closed"
+        assert gate.coil_writes[0][:2] == (0, True)
+
+    run_gates(cable, tmp_path, body)
+
+
+def test_an_arm_that_never_reaches_its_limit_is_stuck(cable, tmp_path):
+    async def body(drivers, server, recorders):
+        rec = recorders[1]
+        await drivers[1].execute(OpenGate())
+        await eventually(lambda: conditions(rec, "stuck") == [True], what="stuck")
+        assert states(rec)[-1] == "fault"
+        stuck = next(o for o in rec.of(GateCondition) if o.condition == "stuck")
+        assert "no open limit" in stuck.detail
+        server.barrier(1).stuck = False
+        await eventually(lambda: conditions(rec, "stuck") == [True, False], what="cleared")
+        assert states(rec)[-1] == "open"
+
+    run_gates(cable, tmp_path, body, {1: Barrier(travel_s=0.2, stuck=True)}, travel_timeout_s=0.5)
+
+
+def test_a_vehicle_on_the_loop_blocks_closing(cable, tmp_path):
+    async def body(drivers, server, recorders):
+        gate, rec = drivers[1], recorders[1]
+        await gate.execute(OpenGate())
+        await eventually(lambda: "open" in states(rec), what="open")
+        server.barrier(1).vehicle = True
+        await eventually(lambda: gate.machine.loop_occupied, what="loop seen")
+        await gate.execute(CloseGate())
+        polls = rec.heartbeats
+        await eventually(lambda: rec.heartbeats >= polls + 10, what="ten more polls")
+        assert server.pulses(1, 1) == 0
+        assert states(rec)[-1] == "open"
+        server.barrier(1).vehicle = False
+        await eventually(lambda: server.pulses(1, 1) == 1, what="close pulse after the car")
+        await eventually(lambda: states(rec)[-1] == "closed", what="closed")
+        assert len(rec.of(VehiclePassage)) == 1
+        closing = [o for o in rec.of(GateStateChanged) if o.state == "closing"]
+        assert closing and closing[0].commanded
+
+    run_gates(cable, tmp_path, body)
+
+
+def test_an_arm_lifted_without_a_command_is_forced_open(cable, tmp_path):
+    async def body(drivers, server, recorders):
+        rec = recorders[1]
+        server.barrier(1).force_open()
+        await eventually(lambda: conditions(rec, "forced_open") == [True], what="forced")
+        assert states(rec)[-1] == "open"
+        assert not [o for o in rec.of(GateStateChanged) if o.commanded]
+        await drivers[1].execute(CloseGate())
+        await eventually(lambda: conditions(rec, "forced_open") == [True, False], what="clear")
+
+    run_gates(cable, tmp_path, body)
+
+
+def test_an_arm_left_open_with_no_vehicle_is_held_open(cable, tmp_path):
+    async def body(drivers, server, recorders):
+        rec = recorders[1]
+        await drivers[1].execute(OpenGate())
+        await eventually(lambda: conditions(rec, "held_open") == [True], what="held open")
+        assert conditions(rec, "forced_open") == []
+        await drivers[1].execute(CloseGate())
+        await eventually(lambda: conditions(rec, "held_open") == [True, False], what="cleared")
+
+    run_gates(cable, tmp_path, body, held_open_s=0.4)
+
+
+def test_two_units_share_one_line(cable, tmp_path):
+    async def body(drivers, server, recorders):
+        await drivers[2].execute(OpenGate())
+        await eventually(lambda: "open" in states(recorders[2]), what="unit 2 open")
+        assert server.pulses(2, 0) == 1
+        assert server.pulses(1, 0) == 0
+        assert states(recorders[1]) == ["closed"]
+
+    run_gates(cable, tmp_path, body, {1: Barrier(travel_s=0.2), 2: Barrier(travel_s=0.2)})
+
+
+def test_unplug_and_replug_mid_session(cable, tmp_path):
+    async def body(drivers, server, recorders):
+        rec = recorders[1]
+        cable.unplug("a")
+        await eventually(lambda: rec.of(Availability), what="offline")
+        cable.replug("a")
+        await eventually(lambda: len(rec.of(Availability)) == 2, what="online again")
+        assert [a.online for a in rec.of(Availability)] == [False, True]
+        await drivers[1].execute(OpenGate())
+        await eventually(lambda: "open" in states(rec), what="open after replug")
+
+    run_gates(cable, tmp_path, body)
