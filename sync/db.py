@@ -1,0 +1,316 @@
+"""The community resource database: one schema for SQLite (embedded, zero set-up) and
+PostgreSQL (production), with named forward migrations recorded in `schema_migrations`.
+
+SQL is written once with `?` placeholders and `{json}` where a JSON column goes (TEXT in
+SQLite, JSONB in PostgreSQL); `ON CONFLICT … DO NOTHING/UPDATE` works on both engines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from edge.errors import ConfigError, GatehouseError
+
+DEFAULT_URL = "sqlite:///community.db"
+"""sqlite:///relative/path.db or sqlite:////absolute/path.db; postgresql://user@host/db"""
+
+
+class DatabaseError(GatehouseError):
+    """The community database cannot be opened or written."""
+
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_people_places_things",
+        """
+CREATE TABLE property_companies (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    phone TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE sites (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL DEFAULT '',
+    company_id TEXT REFERENCES property_companies(id),
+    address TEXT,
+    salt TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE buildings (
+    id TEXT PRIMARY KEY,
+    site_id TEXT NOT NULL REFERENCES sites(id),
+    name TEXT NOT NULL
+);
+CREATE TABLE households (
+    id TEXT PRIMARY KEY,
+    building_id TEXT REFERENCES buildings(id),
+    unit TEXT NOT NULL
+);
+CREATE TABLE residents (
+    id TEXT PRIMARY KEY,
+    household_id TEXT REFERENCES households(id),
+    name TEXT NOT NULL,
+    phone_last4 TEXT
+);
+CREATE TABLE vehicles (
+    plate TEXT PRIMARY KEY,
+    household_id TEXT REFERENCES households(id),
+    colour TEXT,
+    kind TEXT
+);
+CREATE TABLE gateways (
+    site_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    signing_key TEXT,
+    state TEXT,
+    status {json},
+    status_at TEXT,
+    allowlist_version BIGINT NOT NULL DEFAULT 0,
+    applied_version BIGINT,
+    PRIMARY KEY (site_id, id)
+);
+CREATE TABLE gates (
+    site_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    gateway_id TEXT,
+    name TEXT NOT NULL DEFAULT '',
+    kind TEXT NOT NULL DEFAULT 'vehicle',
+    PRIMARY KEY (site_id, id)
+);
+CREATE TABLE lanes (
+    site_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    gate_id TEXT NOT NULL,
+    direction TEXT NOT NULL DEFAULT 'both',
+    PRIMARY KEY (site_id, id)
+);
+CREATE TABLE devices (
+    site_id TEXT NOT NULL,
+    gateway_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    kind TEXT,
+    state TEXT,
+    last_seen TEXT,
+    PRIMARY KEY (site_id, gateway_id, id)
+);
+CREATE TABLE events (
+    id TEXT PRIMARY KEY,
+    site_id TEXT NOT NULL,
+    gateway_id TEXT NOT NULL,
+    device_id TEXT,
+    type TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    ts_ms BIGINT NOT NULL,
+    seq BIGINT NOT NULL,
+    payload {json} NOT NULL,
+    attachments {json},
+    received_at TEXT NOT NULL
+);
+CREATE INDEX events_gateway_seq ON events(site_id, gateway_id, seq);
+CREATE INDEX events_type_ts ON events(type, ts_ms);
+CREATE TABLE rejected_messages (
+    topic TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    payload TEXT,
+    received_at TEXT NOT NULL
+);
+CREATE TABLE allowlist_entries (
+    site_id TEXT NOT NULL,
+    gateway_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    entry {json} NOT NULL,
+    version BIGINT NOT NULL,
+    PRIMARY KEY (site_id, gateway_id, kind, value)
+);
+CREATE TABLE allowlist_changes (
+    site_id TEXT NOT NULL,
+    gateway_id TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    op TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    entry {json},
+    PRIMARY KEY (site_id, gateway_id, version, kind, value)
+);
+CREATE TABLE passes (
+    id TEXT PRIMARY KEY,
+    site_id TEXT NOT NULL,
+    gateway_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    plate TEXT,
+    credential {json},
+    host TEXT,
+    valid_from TEXT NOT NULL,
+    valid_until TEXT NOT NULL,
+    max_uses BIGINT,
+    revoked_at TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE commands (
+    id TEXT PRIMARY KEY,
+    site_id TEXT NOT NULL,
+    gateway_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    issued_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    document {json} NOT NULL,
+    ok BIGINT,
+    reply {json},
+    replied_at TEXT
+)
+""",
+    ),
+]
+
+
+def now_iso() -> str:
+    moment = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + f".{int(moment * 1000) % 1000:03d}Z"
+
+
+class Database:
+    """A connection to the community database, SQLite or PostgreSQL, used from one thread."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parsed = urlparse(url)
+        if parsed.scheme == "sqlite":
+            self.dialect = "sqlite"
+            path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ""
+            if not path:
+                raise ConfigError(f"{url}: give a file, e.g. sqlite:///community.db")
+            self.path: Path | None = Path(path)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=60000")
+            self._conn: Any = conn
+        elif parsed.scheme in ("postgresql", "postgres"):
+            import psycopg
+
+            self.dialect = "postgresql"
+            self.path = None
+            try:
+                self._conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            except psycopg.Error as err:
+                raise DatabaseError(
+                    f"cannot open {parsed.hostname}/{parsed.path.lstrip('/')}: {err}"
+                ) from err
+        else:
+            raise ConfigError(f"{url}: the database URL must start with sqlite:/// or postgresql://")
+        self._in_transaction = False
+
+    def sql(self, text: str) -> str:
+        text = text.replace("{json}", "JSONB" if self.dialect == "postgresql" else "TEXT")
+        return text.replace("?", "%s") if self.dialect == "postgresql" else text
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._in_transaction:
+            yield
+            return
+        self._in_transaction = True
+        try:
+            if self.dialect == "sqlite":
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            else:
+                with self._conn.transaction():
+                    yield
+        finally:
+            self._in_transaction = False
+
+    def execute(self, text: str, params: Sequence[Any] = ()) -> int:
+        cursor = self._conn.execute(self.sql(text), tuple(params))
+        return int(cursor.rowcount or 0)
+
+    def executemany(self, text: str, rows: Sequence[Sequence[Any]]) -> int:
+        if not rows:
+            return 0
+        if self.dialect == "sqlite":
+            before = self._conn.total_changes
+            self._conn.executemany(self.sql(text), rows)
+            return int(self._conn.total_changes - before)
+        with self._conn.cursor() as cursor:
+            cursor.executemany(self.sql(text), rows)
+            return int(cursor.rowcount or 0)
+
+    def query(self, text: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in self._conn.execute(self.sql(text), tuple(params)).fetchall()]
+
+    def one(self, text: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        rows = self.query(text, params)
+        return rows[0] if rows else None
+
+    def migrate(self) -> list[str]:
+        """Apply the migrations not yet applied; returns their names."""
+        with self.transaction():
+            self.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
+        if self.dialect == "postgresql":
+            self.execute("SELECT pg_advisory_lock(74021)")
+        try:
+            done = {row[0] for row in self.query("SELECT name FROM schema_migrations")}
+            applied = []
+            for name, script in MIGRATIONS:
+                if name in done:
+                    continue
+                with self.transaction():
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            self.execute(statement)
+                    self.execute(
+                        "INSERT INTO schema_migrations(name, applied_at) VALUES (?, ?)", (name, now_iso())
+                    )
+                applied.append(name)
+            return applied
+        finally:
+            if self.dialect == "postgresql":
+                self.execute("SELECT pg_advisory_unlock(74021)")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._conn.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # what the fault tests and `gatehouse admin gaps` ask
+
+    def event_ids(self) -> list[str]:
+        return [row[0] for row in self.query("SELECT id FROM events")]
+
+    def seq_gaps(self, site: str, gateway: str) -> list[tuple[int, int]]:
+        """Missing seq ranges (first, last) between the lowest and highest seq received."""
+        rows = self.query(
+            "SELECT seq + 1, next_seq - 1 FROM (SELECT seq, LEAD(seq) OVER (ORDER BY seq) AS next_seq "
+            "FROM events WHERE site_id = ? AND gateway_id = ?) AS ordered WHERE next_seq > seq + 1 "
+            "ORDER BY seq",
+            (site, gateway),
+        )
+        return [(int(a), int(b)) for a, b in rows]
+
+
+def open_database(url: str) -> Database:
+    db = Database(url)
+    db.migrate()
+    return db

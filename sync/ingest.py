@@ -1,0 +1,276 @@
+"""The ingest service: gateway events and statuses from MQTT into the community database.
+
+Each worker subscribes to `$share/ingest/gatehouse/v1/+/+/events/#` (the broker spreads the
+events over the workers of the group), to every gateway's retained `status`, and to command
+replies (shared as well). Events are validated with the gateway's own models and inserted by
+id (insert-or-ignore), so redeliveries are harmless. A message is acknowledged only after its
+transaction committed: paho sends the PUBACK when `on_message` returns.
+
+Sessions: a worker connects with its own client id, `clean_start=False` and a short session
+expiry (60 s by default). Mosquitto keeps a shared-subscription member in the group while its
+session lives and goes on queueing that member's share of the messages: with a long session a
+dead worker would sit on its share until it came back (or the session expired, losing it);
+with a clean session, the messages in flight to a worker that is killed are dropped with its
+session. A short session is the middle way: a worker restarted by systemd within the expiry
+picks up its share and its unacknowledged messages; a worker gone for good holds its share for
+at most the expiry.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from pydantic import ValidationError
+
+from edge.errors import AuthFailed
+from edge.events import Event
+from sync import mqtt as mqttc
+from sync import topics
+from sync.commands import ErrorCode, Reply
+from sync.config import MqttConfig
+from sync.db import Database, now_iso, open_database
+from sync.uplink import backoff_delay
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SESSION_EXPIRY_S = 60
+
+INSERT_EVENT = (
+    "INSERT INTO events (id, site_id, gateway_id, device_id, type, ts, ts_ms, seq, payload, "
+    "attachments, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (id) DO NOTHING"
+)
+
+
+@dataclass
+class IngestStats:
+    messages: int = 0
+    events: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    statuses: int = 0
+    replies: int = 0
+
+
+class IngestWorker:
+    """One member of the `ingest` shared-subscription group."""
+
+    def __init__(
+        self,
+        db_url: str,
+        config: MqttConfig,
+        *,
+        name: str = "0",
+        session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S,
+        on_version_gap: Any = None,
+    ) -> None:
+        self.db_url = db_url
+        self.config = config
+        self.client_id = f"ingest-{name}"
+        self.session_expiry_s = session_expiry_s
+        self.on_version_gap = on_version_gap
+        self.stats = IngestStats()
+        self.connected = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._db: Database | None = None
+        self._rng = random.Random()
+        self.last_error: str | None = None
+
+    # lifecycle
+
+    def start(self) -> IngestWorker:
+        self._db = open_database(self.db_url)
+        self._thread = threading.Thread(target=self._run, name=self.client_id, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def run_forever(self) -> None:
+        self.start()
+        try:
+            while self._thread is not None and self._thread.is_alive():
+                self._thread.join(1.0)
+        finally:
+            self.stop()
+
+    def __enter__(self) -> IngestWorker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # the reconnect loop
+
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stopping.is_set():
+            session = mqttc.Session()
+            client = mqttc.new_client(self.config, self.client_id, clean=False)
+            client.on_connect = session.on_connect
+            client.on_disconnect = session.on_disconnect
+            client.on_message = self._on_message
+            try:
+                mqttc.connect(
+                    client,
+                    self.config,
+                    clean=False,
+                    session_expiry_s=self.session_expiry_s,
+                    connack=session.connack,
+                    outcome=session.outcome,
+                )
+            except (mqttc.MqttError, AuthFailed) as err:
+                if self.last_error != str(err):
+                    log.warning("ingest %s: %s", self.client_id, err)
+                self.last_error = str(err)
+                delay = backoff_delay(
+                    attempt, self.config.reconnect_min_s, self.config.reconnect_max_s, self._rng
+                )
+                attempt += 1
+                self._stopping.wait(delay)
+                continue
+            attempt = 0
+            self.last_error = None
+            prefix = self.config.topic_prefix
+            client.subscribe(
+                [
+                    (topics.events_filter(prefix), 1),
+                    (topics.status_filter(prefix), 1),
+                    (topics.reply_filter(prefix), 1),
+                ]
+            )
+            self.connected.set()
+            while not self._stopping.is_set() and not session.closed.is_set():
+                session.closed.wait(0.2)
+            self.connected.clear()
+            mqttc.stop(client)
+
+    # messages (paho's network thread); the PUBACK goes out when this returns
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        db = self._db
+        if db is None:
+            return
+        self.stats.messages += 1
+        parsed = topics.parse(message.topic, self.config.topic_prefix)
+        try:
+            if parsed is None:
+                self._reject(db, message.topic, "not a gatehouse topic", message.payload)
+            elif parsed.kind == "event":
+                self._events(db, parsed, message.topic, message.payload)
+            elif parsed.kind == "status":
+                self._status(db, parsed, message.payload)
+            elif parsed.kind == "reply":
+                self._reply(db, parsed, message.payload)
+        except Exception:
+            log.exception("ingest %s: cannot store a message on %s", self.client_id, message.topic)
+            raise
+
+    def _reject(self, db: Database, topic: str, reason: str, payload: bytes) -> None:
+        self.stats.rejected += 1
+        log.warning("ingest: rejected a message on %s: %s", topic, reason)
+        with db.transaction():
+            db.execute(
+                "INSERT INTO rejected_messages(topic, reason, payload, received_at) VALUES (?, ?, ?, ?)",
+                (topic, reason[:2000], payload[:65536].decode("utf-8", "replace"), now_iso()),
+            )
+
+    def _events(self, db: Database, parsed: topics.ParsedTopic, topic: str, payload: bytes) -> None:
+        try:
+            document = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            self._reject(db, topic, f"not JSON: {err}", payload)
+            return
+        items = document if isinstance(document, list) else [document]
+        rows = []
+        received = now_iso()
+        for item in items:
+            try:
+                event = Event.model_validate(item)
+            except ValidationError as err:
+                self._reject(db, topic, f"invalid event: {err}", json.dumps(item).encode())
+                continue
+            if (event.site, event.gateway, event.type) != (parsed.site, parsed.gateway, parsed.name):
+                self._reject(
+                    db,
+                    topic,
+                    "the event's site, gateway or type differ from its topic",
+                    json.dumps(item).encode(),
+                )
+                continue
+            body = event.model_dump(mode="json")
+            rows.append(
+                (
+                    str(event.id),
+                    event.site,
+                    event.gateway,
+                    event.device,
+                    event.type,
+                    body["ts"],
+                    event.ts_ms,
+                    event.seq,
+                    json.dumps(body["payload"], ensure_ascii=False),
+                    json.dumps(body["attachments"]) if event.attachments else None,
+                    received,
+                )
+            )
+        if not rows:
+            return
+        with db.transaction():
+            inserted = db.executemany(INSERT_EVENT, rows)
+        self.stats.events += len(rows)
+        self.stats.inserted += inserted
+        self.stats.duplicates += len(rows) - inserted
+
+    def _status(self, db: Database, parsed: topics.ParsedTopic, payload: bytes) -> None:
+        try:
+            status = json.loads(payload) if payload else {"state": "removed"}
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            self._reject(db, f"{parsed.site}/{parsed.gateway}/status", "status is not JSON", payload)
+            return
+        self.stats.statuses += 1
+        with db.transaction():
+            db.execute(
+                "INSERT INTO gateways(site_id, id, state, status, status_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (site_id, id) DO UPDATE SET state = excluded.state, "
+                "status = excluded.status, status_at = excluded.status_at",
+                (parsed.site, parsed.gateway, str(status.get("state")), json.dumps(status), now_iso()),
+            )
+
+    def _reply(self, db: Database, parsed: topics.ParsedTopic, payload: bytes) -> None:
+        try:
+            reply = Reply.model_validate_json(payload)
+        except ValidationError as err:
+            self._reject(db, f"{parsed.site}/{parsed.gateway}/reply", f"invalid reply: {err}", payload)
+            return
+        self.stats.replies += 1
+        with db.transaction():
+            if reply.id is not None:
+                db.execute(
+                    "UPDATE commands SET ok = ?, reply = ?, replied_at = ? WHERE id = ?",
+                    (int(reply.ok), reply.model_dump_json(), now_iso(), reply.id),
+                )
+            if reply.ok and reply.name == "allowlist.apply" and reply.result:
+                db.execute(
+                    "UPDATE gateways SET applied_version = ? WHERE site_id = ? AND id = ?",
+                    (reply.result.get("version"), parsed.site, parsed.gateway),
+                )
+        if reply.error is not None and reply.error.code == ErrorCode.VERSION_GAP:
+            log.info("ingest: %s/%s asks for the full allow-list", parsed.site, parsed.gateway)
+            if self.on_version_gap is not None:
+                self.on_version_gap(parsed.site, parsed.gateway)

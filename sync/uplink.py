@@ -1,0 +1,570 @@
+"""The store-and-forward uplink: outbox rows to the broker, at least once.
+
+One sender thread owns the schedule; paho's network thread only reports CONNACKs, PUBACKs and
+commands. For each connection (a fresh paho client, our own jittered backoff between tries):
+
+- every priority class is marked "dirty" and read from the outbox from the start, so rows
+  that were sent but not acknowledged before a disconnect or a restart go out again;
+- live rows (handed over by the store's commit listener) go out one per message at once when
+  they are alerts or access decisions, or when their class has no backlog; otherwise the drain
+  picks them up in order;
+- the drain sends the lowest dirty class first, `batch_size` events per message (a JSON array,
+  grouped by type), within an in-flight window that keeps room for live messages, and a rate
+  limit; live messages bypass both;
+- a row is marked synced only when its PUBACK arrives with a success code. "No matching
+  subscribers" (MQTT 5, 0x10) is not a delivery: those rows are tried again later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge.errors import AuthFailed
+from edge.events import Priority
+from edge.store import OutboxRow, Store
+from sync import mqtt as mqttc
+from sync.config import MqttConfig
+from sync.downlink import Downlink
+from sync.topics import Topics
+
+log = logging.getLogger(__name__)
+
+LIVE_QUEUE_MAX = 10_000
+MAX_MESSAGE_BYTES = 256 * 1024
+NO_SUBSCRIBERS_RETRY_S = 5.0
+STATUS_KV = "sync.status"
+COUNTERS = ("sync.sent", "sync.acked", "sync.resent", "sync.nacked")
+IDLE_WAIT_S = 0.5
+NO_MATCHING_SUBSCRIBERS = 0x10
+
+
+def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
+    """Full jitter: a random delay up to min(high, low * 2^attempt), at least `low`/2."""
+    ceiling = min(high, low * (2 ** min(attempt, 20)))
+    return max(low / 2, rng.uniform(0, ceiling))
+
+
+@dataclass
+class _Flight:
+    rowids: tuple[int, ...]
+    priority: int
+    live: bool
+    sent_at: float
+
+
+@dataclass
+class Metrics:
+    sent: int = 0
+    acked: int = 0
+    resent: int = 0
+    nacked: int = 0
+    messages: int = 0
+    connects: int = 0
+    last_puback_ms: int | None = None
+    connected_since_ms: int | None = None
+    flushed: dict[str, int] = field(default_factory=dict)
+
+
+class _Connection:
+    """One MQTT session: a paho client and what is in flight on it."""
+
+    def __init__(self, uplink: Uplink) -> None:
+        self.uplink = uplink
+        self.connack = threading.Event()
+        self.outcome: dict[str, Any] = {}
+        self.closed = threading.Event()
+        self.lock = threading.Lock()
+        self.flights: dict[int, _Flight | None] = {}
+        self.early: dict[int, int] = {}
+        self.acks: collections.deque[tuple[_Flight, int]] = collections.deque()
+        config = uplink.config
+        client = mqttc.new_client(config, uplink.gateway, clean=False)
+        client.max_inflight_messages_set(config.inflight_window)
+        client.max_queued_messages_set(0)
+        client.will_set(
+            uplink.topics.status,
+            json.dumps({"state": "offline", "reason": "lost"}),
+            qos=1,
+            retain=True,
+        )
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        self.client = client
+
+    # paho's network thread
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self.outcome["reason"] = reason
+        self.outcome["session_present"] = getattr(flags, "session_present", False)
+        self.connack.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self.outcome.setdefault("reason", None)
+        self.outcome["disconnect"] = reason
+        self.closed.set()
+        self.connack.set()
+        self.uplink._wake()
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        code = int(getattr(reason, "value", 0))
+        with self.lock:
+            if mid not in self.flights:
+                self.early[mid] = code
+                return
+            flight = self.flights.pop(mid)
+        if flight is not None:
+            self.acks.append((flight, code))
+            self.uplink._wake()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        downlink = self.uplink.downlink
+        if downlink is None:
+            return
+        props = getattr(message, "properties", None)
+        response_topic = getattr(props, "ResponseTopic", None) if props else None
+        correlation = getattr(props, "CorrelationData", None) if props else None
+        downlink.submit(message.topic, message.payload, response_topic, correlation)
+
+    # the sender thread (and reply publishers)
+
+    def publish(
+        self,
+        topic: str,
+        payload: bytes | str,
+        flight: _Flight | None,
+        *,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> bool:
+        info = self.client.publish(topic, payload, qos=1, retain=retain, properties=properties)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return False
+        with self.lock:
+            code = self.early.pop(info.mid, None)
+            if code is None:
+                self.flights[info.mid] = flight
+                return True
+        if flight is not None:
+            self.acks.append((flight, code))
+        return True
+
+    def unacked(self) -> list[_Flight]:
+        with self.lock:
+            return [f for f in self.flights.values() if f is not None]
+
+    def in_flight(self) -> tuple[int, int]:
+        """(backlog messages, live messages) awaiting PUBACK."""
+        with self.lock:
+            live = sum(1 for f in self.flights.values() if f is not None and f.live)
+            backlog = sum(1 for f in self.flights.values() if f is not None and not f.live)
+        return backlog, live
+
+
+class Uplink:
+    """Sends the store's outbox to the broker and hands commands to a Downlink.
+
+    `start()` returns at once; `stop()` says goodbye (retained offline status) and joins."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: MqttConfig,
+        *,
+        site: str,
+        gateway: str,
+        version: str = "",
+        downlink: Downlink | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.site = site
+        self.gateway = gateway
+        self.version = version
+        self.downlink = downlink
+        self.topics = Topics(site, gateway, config.topic_prefix)
+        self.metrics = Metrics()
+        self.connected = threading.Event()
+        self._rng = rng or random.Random()
+        self._cond = threading.Condition()
+        self._live: collections.deque[OutboxRow] = collections.deque()
+        self._live_overflow: set[int] = set()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: _Connection | None = None
+        self._started = time.monotonic()
+        self._loop_thread: threading.Thread | None = None
+        self._own_loop: asyncio.AbstractEventLoop | None = None
+        self.last_error: str | None = None
+        store.add_commit_listener(self._on_commit)
+
+    # lifecycle
+
+    def start(self, command_loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Start sending. Commands run on `command_loop` (the gateway's event loop); without one
+        the uplink runs a loop of its own for them."""
+        if self.downlink is not None:
+            if command_loop is None:
+                self._own_loop = asyncio.new_event_loop()
+                self._loop_thread = threading.Thread(
+                    target=self._own_loop.run_forever, name="downlink-loop", daemon=True
+                )
+                self._loop_thread.start()
+                command_loop = self._own_loop
+            self.downlink.bind(self.publish_reply, command_loop)
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        if self._own_loop is not None:
+            self._own_loop.call_soon_threadsafe(self._own_loop.stop)
+            if self._loop_thread is not None:
+                self._loop_thread.join(timeout)
+            self._own_loop.close()
+            self._own_loop = None
+
+    def __enter__(self) -> Uplink:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # hand-over from the store (writer thread: keep it short)
+
+    def _on_commit(self, rows: list[OutboxRow]) -> None:
+        with self._cond:
+            for row in rows:
+                if len(self._live) >= LIVE_QUEUE_MAX:
+                    self._live_overflow.add(row.priority)
+                else:
+                    self._live.append(row)
+            self._cond.notify()
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    # the reconnect loop
+
+    def _run(self) -> None:
+        attempt = 0
+        while not self._stopping.is_set():
+            conn = _Connection(self)
+            try:
+                mqttc.connect(
+                    conn.client,
+                    self.config,
+                    clean=False,
+                    session_expiry_s=self.config.session_expiry_s,
+                    connack=conn.connack,
+                    outcome=conn.outcome,
+                )
+            except (mqttc.MqttError, AuthFailed) as err:
+                if self.last_error != str(err):
+                    log.warning("uplink: %s", err)
+                self.last_error = str(err)
+                delay = backoff_delay(
+                    attempt, self.config.reconnect_min_s, self.config.reconnect_max_s, self._rng
+                )
+                attempt += 1
+                self._stopping.wait(delay)
+                continue
+            if self.last_error is not None:
+                log.info("uplink: connected to %s:%s again", self.config.host, self.config.port)
+            self.last_error = None
+            attempt = 0
+            self._conn = conn
+            self.metrics.connects += 1
+            self.metrics.connected_since_ms = int(time.time() * 1000)
+            self.connected.set()
+            try:
+                self._serve(conn)
+            finally:
+                self.connected.clear()
+                self._conn = None
+                lost = conn.unacked()
+                self.metrics.resent += sum(len(f.rowids) for f in lost)
+                if not self._stopping.is_set():
+                    log.warning(
+                        "uplink: connection lost (%s); %d messages unacknowledged",
+                        conn.outcome.get("disconnect"),
+                        len(lost),
+                    )
+                mqttc.stop(conn.client)
+                self._flush_metrics()
+
+    # one connection
+
+    def _serve(self, conn: _Connection) -> None:
+        config = self.config
+        if self.downlink is not None:
+            conn.client.subscribe(self.topics.cmd_filter, qos=1)
+        self._publish_status(conn, "online")
+        priorities = [int(p) for p in sorted(Priority)]
+        cursors = dict.fromkeys(priorities, 0)
+        dirty = set(priorities)
+        retry_at: dict[int, float] = {}
+        handled: set[int] = set()
+        with self._cond:
+            self._live.clear()
+            self._live_overflow.clear()
+        backlog_window = max(1, config.inflight_window - max(1, config.inflight_window // 4))
+        tokens = float(config.inflight_window)
+        last_refill = time.monotonic()
+        next_status = time.monotonic() + config.status_interval_s
+        while not self._stopping.is_set() and not conn.closed.is_set():
+            self._settle(conn, handled, cursors, dirty, retry_at)
+            now = time.monotonic()
+            for priority, when in list(retry_at.items()):
+                if when <= now:
+                    dirty.add(priority)
+                    cursors[priority] = 0
+                    del retry_at[priority]
+            with self._cond:
+                live = list(self._live)
+                self._live.clear()
+                for priority in self._live_overflow:
+                    dirty.add(priority)
+                self._live_overflow.clear()
+            for row in live:
+                if row.rowid in handled:
+                    continue
+                if row.priority > Priority.ACCESS and row.priority in dirty:
+                    continue
+                if not self._send(conn, [row], live=True, handled=handled):
+                    break
+                if row.priority not in dirty:
+                    cursors[row.priority] = max(cursors[row.priority], row.rowid)
+            tokens = min(float(config.inflight_window), tokens + (now - last_refill) * config.max_rate_msgs_s)
+            last_refill = now
+            sent_backlog = False
+            while dirty and tokens >= 1 and not conn.closed.is_set():
+                in_backlog, _ = conn.in_flight()
+                if in_backlog >= backlog_window:
+                    break
+                priority = min(dirty)
+                rows = self.store.pending(priority, cursors[priority], config.batch_size)
+                if not rows:
+                    dirty.discard(priority)
+                    continue
+                cursors[priority] = rows[-1].rowid
+                fresh = [row for row in rows if row.rowid not in handled]
+                if not fresh:
+                    continue
+                tokens -= self._send_batch(conn, fresh, handled)
+                sent_backlog = True
+                if self._has_live():
+                    break
+            if time.monotonic() >= next_status:
+                self._publish_status(conn, "online")
+                self._flush_metrics()
+                next_status = time.monotonic() + config.status_interval_s
+            if sent_backlog and dirty and tokens >= 1:
+                in_backlog, _ = conn.in_flight()
+                if in_backlog < backlog_window:
+                    continue
+            with self._cond:
+                if not self._live and not conn.acks and not conn.closed.is_set():
+                    wait = IDLE_WAIT_S
+                    if dirty and tokens < 1:
+                        wait = min(wait, (1 - tokens) / config.max_rate_msgs_s)
+                    self._cond.wait(wait)
+        if self._stopping.is_set() and not conn.closed.is_set():
+            self._goodbye(conn, handled, cursors, dirty, retry_at)
+
+    def _has_live(self) -> bool:
+        with self._cond:
+            return bool(self._live)
+
+    def _send_batch(self, conn: _Connection, rows: list[OutboxRow], handled: set[int]) -> int:
+        """Publish rows as few messages as possible, one type per message; returns messages."""
+        by_type: dict[str, list[OutboxRow]] = {}
+        for row in rows:
+            by_type.setdefault(row.type, []).append(row)
+        messages = 0
+        for group in by_type.values():
+            chunk: list[OutboxRow] = []
+            size = 0
+            for row in group:
+                if chunk and size + len(row.body) > MAX_MESSAGE_BYTES:
+                    self._send(conn, chunk, live=False, handled=handled)
+                    messages += 1
+                    chunk, size = [], 0
+                chunk.append(row)
+                size += len(row.body) + 1
+            self._send(conn, chunk, live=False, handled=handled)
+            messages += 1
+        return messages
+
+    def _send(self, conn: _Connection, rows: list[OutboxRow], *, live: bool, handled: set[int]) -> bool:
+        single = len(rows) == 1 and live
+        payload = rows[0].body if single else "[" + ",".join(row.body for row in rows) + "]"
+        flight = _Flight(tuple(r.rowid for r in rows), rows[0].priority, live, time.monotonic())
+        if not conn.publish(self.topics.event(rows[0].type), payload, flight):
+            conn.closed.set()
+            return False
+        handled.update(flight.rowids)
+        self.metrics.sent += len(rows)
+        self.metrics.messages += 1
+        return True
+
+    def _settle(
+        self,
+        conn: _Connection,
+        handled: set[int],
+        cursors: dict[int, int],
+        dirty: set[int],
+        retry_at: dict[int, float],
+    ) -> None:
+        """Mark acknowledged rows synced (one transaction for all PUBACKs that came in)."""
+        done: list[int] = []
+        while conn.acks:
+            flight, code = conn.acks.popleft()
+            if code < 0x80 and code != NO_MATCHING_SUBSCRIBERS:
+                done.extend(flight.rowids)
+                continue
+            self.metrics.nacked += len(flight.rowids)
+            handled.difference_update(flight.rowids)
+            retry_at[flight.priority] = time.monotonic() + NO_SUBSCRIBERS_RETRY_S
+            log.warning(
+                "uplink: broker did not take %d events (reason 0x%02x); will retry",
+                len(flight.rowids),
+                code,
+            )
+        if done:
+            self.store.mark_synced(done)
+            handled.difference_update(done)
+            self.metrics.acked += len(done)
+            self.metrics.last_puback_ms = int(time.time() * 1000)
+
+    def _goodbye(
+        self,
+        conn: _Connection,
+        handled: set[int],
+        cursors: dict[int, int],
+        dirty: set[int],
+        retry_at: dict[int, float],
+    ) -> None:
+        deadline = time.monotonic() + 1.0
+        while conn.unacked() and time.monotonic() < deadline and not conn.closed.is_set():
+            conn.closed.wait(0.02)
+            self._settle(conn, handled, cursors, dirty, retry_at)
+        self._settle(conn, handled, cursors, dirty, retry_at)
+        self._publish_status(conn, "offline", reason="stopped")
+
+    # status and metrics
+
+    def status(self) -> dict[str, Any]:
+        backlog = self.store.backlog()
+        now_ms = int(time.time() * 1000)
+        return {
+            "version": self.version,
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "backlog": {
+                "count": backlog.count,
+                "oldest_age_s": None
+                if backlog.oldest_ts_ms is None
+                else round((now_ms - backlog.oldest_ts_ms) / 1000, 1),
+                "by_priority": {Priority(p).name.lower(): n for p, n in backlog.by_priority.items()},
+            },
+            "sent": self.metrics.sent,
+            "acked": self.metrics.acked,
+            "resent": self.metrics.resent,
+            "nacked": self.metrics.nacked,
+            "connects": self.metrics.connects,
+            "last_puback": _iso(self.metrics.last_puback_ms),
+            "connected_since": _iso(self.metrics.connected_since_ms),
+        }
+
+    def _publish_status(self, conn: _Connection, state: str, reason: str | None = None) -> None:
+        document = {"state": state, **self.status()}
+        if reason:
+            document["reason"] = reason
+        body = json.dumps(document)
+        conn.publish(self.topics.status, body, None, retain=True)
+        self.store.kv_set(STATUS_KV, body)
+
+    def _flush_metrics(self) -> None:
+        current = {
+            "sync.sent": self.metrics.sent,
+            "sync.acked": self.metrics.acked,
+            "sync.resent": self.metrics.resent,
+            "sync.nacked": self.metrics.nacked,
+        }
+        for name, value in current.items():
+            delta = value - self.metrics.flushed.get(name, 0)
+            if delta:
+                self.store.add_counter(name, delta)
+                self.metrics.flushed[name] = value
+        if self.metrics.last_puback_ms is not None:
+            self.store.set_counter("sync.last_puback_ms", self.metrics.last_puback_ms)
+
+    # replies to commands (called from the command loop)
+
+    def publish_reply(self, topic: str, payload: bytes, correlation: bytes | None) -> None:
+        conn = self._conn
+        if conn is None:
+            log.warning("reply on %s dropped: not connected", topic)
+            return
+        properties = None
+        if mqttc.is_v5(self.config):
+            properties = Properties(PacketTypes.PUBLISH)
+            if correlation is not None:
+                properties.CorrelationData = correlation
+            properties.ContentType = "application/json"
+        conn.publish(topic, payload, None, properties=properties)
+
+    def wait_synced(self, timeout: float) -> bool:
+        """Wait until the outbox has nothing unsynced (tests, `gatehouse` shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.store.backlog().count == 0:
+                return True
+            time.sleep(0.05)
+        return self.store.backlog().count == 0
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def sync_status(store: Store) -> dict[str, Any]:
+    """What `gatehouse status` shows about the uplink: the last status the uplink published,
+    the persisted counters and the backlog as the store sees it now."""
+    raw = store.kv_get(STATUS_KV)
+    last = json.loads(raw) if raw else {}
+    backlog = store.backlog()
+    counters = {name.removeprefix("sync."): store.counter(name) for name in COUNTERS}
+    last_puback = store.counter("sync.last_puback_ms") or None
+    return {
+        "state": last.get("state", "never connected"),
+        "backlog": backlog.count,
+        "backlog_oldest": _iso(backlog.oldest_ts_ms),
+        "backlog_by_priority": {Priority(p).name.lower(): n for p, n in backlog.by_priority.items()},
+        **counters,
+        "last_puback": _iso(last_puback),
+    }
