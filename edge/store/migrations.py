@@ -1,0 +1,121 @@
+"""Forward migrations of the local store, applied in order; `PRAGMA user_version` records how many
+have run. Never edit a released migration: append a new one."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    name: str
+    apply: Callable[[sqlite3.Connection], None]
+
+
+def _script(sql: str) -> Callable[[sqlite3.Connection], None]:
+    def run(conn: sqlite3.Connection) -> None:
+        for statement in sql.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+
+    return run
+
+
+INITIAL_SCHEMA = """
+CREATE TABLE outbox (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    device TEXT,
+    body TEXT NOT NULL,
+    synced_ms INTEGER
+);
+-- Each index costs a page written per commit, so the outbox keeps only three. seq is the row id
+-- (commit order), and ids are UUIDv7 made here: unique without an index.
+-- What the uplink reads: unsynced rows of one class in commit order. Partial, and no plain index
+-- on (priority, ...) exists beside it, so the planner uses it (a test checks the plan).
+CREATE INDEX outbox_pending ON outbox(priority, seq) WHERE synced_ms IS NULL;
+CREATE INDEX outbox_synced ON outbox(synced_ms) WHERE synced_ms IS NOT NULL;
+CREATE INDEX outbox_type ON outbox(type, seq);
+CREATE TABLE attachments (
+    sha256 TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mime TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX attachments_created ON attachments(created_ms);
+CREATE TABLE allow_cards (
+    hash TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    last4 TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    valid_from_ms INTEGER,
+    valid_until_ms INTEGER,
+    gates TEXT
+);
+CREATE TABLE allow_plates (
+    plate TEXT PRIMARY KEY,
+    subject TEXT NOT NULL,
+    valid_from_ms INTEGER,
+    valid_until_ms INTEGER,
+    gates TEXT
+);
+CREATE TABLE passes (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    plate TEXT,
+    token_hash TEXT,
+    token_last4 TEXT,
+    holder TEXT,
+    valid_from_ms INTEGER NOT NULL,
+    valid_until_ms INTEGER NOT NULL,
+    gates TEXT,
+    max_entries INTEGER,
+    used INTEGER NOT NULL DEFAULT 0,
+    revoked_ms INTEGER,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX passes_plate ON passes(plate) WHERE plate IS NOT NULL;
+CREATE INDEX passes_token ON passes(token_hash) WHERE token_hash IS NOT NULL;
+CREATE TABLE devices (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    since_ms INTEGER NOT NULL,
+    last_error TEXT,
+    restarts INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO counters(name, value) VALUES ('seq', 0)
+"""
+
+
+MIGRATIONS: list[Migration] = [
+    Migration("0001_initial", _script(INITIAL_SCHEMA)),
+]
+
+
+def migrate(conn: sqlite3.Connection, migrations: list[Migration] | None = None) -> int:
+    """Apply every migration not yet applied, each in its own transaction. Returns the version."""
+    steps = MIGRATIONS if migrations is None else migrations
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(steps):
+        raise RuntimeError(
+            f"the store is at schema version {version}, newer than this gatehouse "
+            f"({len(steps)}); upgrade gatehouse or restore an older store"
+        )
+    for index in range(version, len(steps)):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            steps[index].apply(conn)
+            conn.execute(f"PRAGMA user_version = {index + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(steps)

@@ -1,0 +1,757 @@
+"""The local store: one SQLite file in WAL mode holding the outbox of events, attachment metadata,
+allow-lists and passes, device state and counters.
+
+Its promises:
+- `append()` returns only after the event is committed. Appends from many threads or tasks are
+  gathered by one writer thread into a shared transaction (group commit), so durability costs
+  one commit per group, not one per event.
+- `seq` is given under the same lock that queues the row, so commit order is seq order; it is
+  persisted in the same transaction as the rows, and a high-water mark reserved ahead in a side
+  file means a store that had to be replaced never hands out a number twice.
+- Past the quota the store drops synced rows first, then unsynced telemetry, never access
+  events or alerts; it counts what it dropped and raises (and later clears) an alert.
+- A database that cannot be opened or fails its integrity check is moved aside, reported and
+  replaced by a new one; it is never deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+from edge.errors import StoreError, StoreFull
+from edge.events import AlertClearedPayload, AlertPayload, Event, EventFactory, Priority
+from edge.ids import uuid7
+from edge.store.migrations import migrate
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SEQ_RESERVE = 10_000
+LOW_WATERMARK = 0.9
+CLEAR_WATERMARK = 0.5
+EVICT_CHUNK = 100
+CHECKPOINT_INTERVAL_S = 1.0
+QUOTA_ALERT_KEY = "store.quota"
+CORRUPT_ALERT_KEY = "store.corrupt"
+
+
+class OutboxRow(NamedTuple):
+    """An outbox row; `rowid` is the seq (the outbox's primary key), kept under both names."""
+
+    rowid: int
+    id: str
+    seq: int
+    type: str
+    priority: int
+    ts_ms: int
+    body: str
+
+
+class Backlog(NamedTuple):
+    count: int
+    oldest_ts_ms: int | None
+    by_priority: dict[int, int]
+
+
+@dataclass
+class _Group:
+    """Appends and writes that share one transaction."""
+
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    calls: list[_Call] = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+    waiters: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = field(
+        default_factory=dict
+    )
+
+
+@dataclass
+class _Call:
+    fn: Callable[[sqlite3.Connection], Any]
+    result: Any = None
+    error: BaseException | None = None
+
+
+def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    return conn
+
+
+class Store:
+    """The gateway's SQLite store. Thread-safe; one writer thread, read connections per thread."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        quota_bytes: int = 512 * 1024 * 1024,
+        synchronous: str = "full",
+        events: EventFactory | None = None,
+        max_page_count: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.quota_bytes = quota_bytes
+        self.synchronous = synchronous
+        self.factory = events or EventFactory("local", "local")
+        self.attachments_dir = self.path.parent / "attachments"
+        self._seq_file = self.path.with_name(self.path.name + ".seq")
+        self.recovered_from: Path | None = None
+        self._conn = self._open_or_replace()
+        if max_page_count is not None:
+            self._conn.execute(f"PRAGMA max_page_count={int(max_page_count)}")
+        self._page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
+        self._seq = self._initial_seq()
+        self._reserved = self._seq
+        self._reserve_seq(self._seq)
+        self._cond = threading.Condition()
+        self._group = _Group()
+        self._closing = False
+        self._listeners: list[Callable[[list[OutboxRow]], None]] = []
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._written_since_check = 0
+        self._check_every = max(4096, min(1 << 20, quota_bytes // 100))
+        self._quota_alert_open = self.kv_get_direct(f"alert:{QUOTA_ALERT_KEY}") is not None
+        self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
+        self._writer.start()
+        self._checkpointer_stop = threading.Event()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="store-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
+        if self.recovered_from is not None:
+            self._record_corruption()
+
+    # Opening, integrity and recovery
+
+    def _open_or_replace(self) -> sqlite3.Connection:
+        try:
+            conn = _connect(self.path, self.synchronous)
+            problem = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if problem != "ok":
+                conn.close()
+                raise sqlite3.DatabaseError(f"integrity check failed: {problem}")
+        except sqlite3.DatabaseError as err:
+            if not _is_corruption(err):
+                raise StoreError(f"cannot open the store {self.path}: {err}") from err
+            aside = self._move_aside(err)
+            log.error(
+                "store %s is unreadable (%s); moved to %s, starting a new one",
+                self.path,
+                err,
+                aside,
+            )
+            conn = _connect(self.path, self.synchronous)
+        migrate(conn)
+        return conn
+
+    def _move_aside(self, err: BaseException) -> Path:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{self.path}{suffix}")
+            if source.exists():
+                source.rename(Path(f"{aside}{suffix}"))
+        self.recovered_from = aside
+        self._corruption = str(err)
+        return aside
+
+    def _record_corruption(self) -> None:
+        payload = AlertPayload(
+            alert_id=str(uuid7()),
+            kind="store.corrupt",
+            key=CORRUPT_ALERT_KEY,
+            severity="critical",
+            message=(
+                f"the event store was unreadable ({self._corruption}); it was moved to "
+                f"{self.recovered_from} and a new one started"
+            ),
+            detail={"moved_to": str(self.recovered_from)},
+        )
+        self.append(self.factory.make("alert.raised", payload))
+
+    def _initial_seq(self) -> int:
+        """The last seq handed out: the newest row's, or the counter kept when rows are evicted;
+        for a store that had to be replaced (or vanished), the reserved high-water mark, so the
+        upstream sees a gap rather than a repeat."""
+        counted = self._conn.execute("SELECT value FROM counters WHERE name='seq'").fetchone()[0]
+        newest = self._conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0]
+        seq = max(int(counted), int(newest))
+        reserved = 0
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            reserved = int(self._seq_file.read_text().strip())
+        if seq == 0 or self.recovered_from is not None:
+            return max(seq, reserved)
+        return seq
+
+    def _reserve_seq(self, seq: int) -> None:
+        """Write a high-water mark ahead of `seq`, durably, before numbers below it are used."""
+        self._reserved = seq + SEQ_RESERVE
+        tmp = self._seq_file.with_suffix(".tmp")
+        with open(tmp, "w") as handle:
+            handle.write(str(self._reserved))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self._seq_file)
+
+    # Appending
+
+    def _enqueue(self, event: Event) -> tuple[Event, _Group]:
+        body = event.model_dump_json()
+        with self._cond:
+            if self._closing:
+                raise StoreError("the store is closed")
+            self._seq += 1
+            seq = self._seq
+            if seq >= self._reserved:
+                self._reserve_seq(seq)
+            # The event was serialised with seq 0; fields before "seq" are id, v, site, gateway,
+            # device, type and ts, whose JSON cannot contain an unescaped ',"seq":0,'.
+            body = body.replace(',"seq":0,', f',"seq":{seq},', 1)
+            group = self._group
+            group.rows.append(
+                (
+                    str(event.id),
+                    seq,
+                    event.type,
+                    int(event.priority),
+                    event.ts_ms,
+                    event.device,
+                    body,
+                )
+            )
+            self._cond.notify()
+        return event.model_copy(update={"seq": seq}), group
+
+    def append(self, event: Event, timeout: float = 30.0) -> Event:
+        """Commit the event; return it with its seq once it is durable."""
+        stored, group = self._enqueue(event)
+        self._wait(group, timeout)
+        return stored
+
+    async def append_async(self, event: Event) -> Event:
+        """Commit the event without blocking the event loop: the writer resolves one future per
+        waiting task, with one wake-up of the loop per group."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        stored, group = self._enqueue(event)
+        with self._cond:
+            if group.done.is_set():
+                future.set_result(None)
+            else:
+                group.waiters.setdefault(loop, []).append(future)
+        await future
+        if group.error is not None:
+            raise group.error
+        return stored
+
+    def write(self, fn: Callable[[sqlite3.Connection], T], timeout: float = 30.0) -> T:
+        """Run `fn(conn)` atomically on the writer thread (a savepoint inside the group's
+        transaction) and return its result."""
+        call = _Call(fn)
+        with self._cond:
+            if self._closing:
+                raise StoreError("the store is closed")
+            group = self._group
+            group.calls.append(call)
+            self._cond.notify()
+        self._wait(group, timeout)
+        if call.error is not None:
+            raise call.error
+        return call.result  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _wait(group: _Group, timeout: float) -> None:
+        if not group.done.wait(timeout):
+            raise StoreError(f"the store did not commit within {timeout} s")
+        if group.error is not None:
+            raise group.error
+
+    def add_commit_listener(self, callback: Callable[[list[OutboxRow]], None]) -> None:
+        """Call `callback(rows)` on the writer thread after each commit of new events, in commit
+        order. Keep it quick: hand the rows to your own thread or loop."""
+        self._listeners.append(callback)
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._group.rows and not self._group.calls and not self._closing:
+                    self._cond.wait()
+                group = self._group
+                self._group = _Group()
+                closing = self._closing
+            rows = self._commit(group) if group.rows or group.calls else []
+            self._finish(group)
+            if rows:
+                self._after_commit(rows)
+            if closing:
+                return
+
+    def _after_commit(self, rows: list[OutboxRow]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(rows)
+            except Exception:
+                log.exception("commit listener failed")
+        # Measuring the file costs more than a small commit: do it once per slice of the quota
+        # written, not once per group.
+        self._written_since_check += sum(len(r.body) for r in rows)
+        if self._written_since_check >= self._check_every:
+            self._written_since_check = 0
+            self._enforce_quota()
+
+    def _finish(self, group: _Group) -> None:
+        with self._cond:
+            group.done.set()
+            waiters = group.waiters
+            group.waiters = {}
+        for loop, futures in waiters.items():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, futures)
+
+    def _commit(self, group: _Group) -> list[OutboxRow]:
+        conn = self._conn
+        for attempt in (1, 2):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                committed: list[OutboxRow] = []
+                if group.rows:
+                    conn.executemany(
+                        "INSERT INTO outbox(id, seq, type, priority, ts_ms, device, body) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        group.rows,
+                    )
+                    committed = [
+                        OutboxRow(r[1], r[0], r[1], r[2], r[3], r[4], r[6]) for r in group.rows
+                    ]
+                for index, call in enumerate(group.calls):
+                    conn.execute(f"SAVEPOINT call{index}")
+                    try:
+                        call.result = call.fn(conn)
+                        conn.execute(f"RELEASE call{index}")
+                    except sqlite3.OperationalError as err:
+                        conn.execute(f"ROLLBACK TO call{index}")
+                        conn.execute(f"RELEASE call{index}")
+                        if _is_full(err):
+                            raise
+                        call.error = err
+                    except Exception as err:
+                        conn.execute(f"ROLLBACK TO call{index}")
+                        conn.execute(f"RELEASE call{index}")
+                        call.error = err
+                conn.execute("COMMIT")
+                return committed
+            except sqlite3.Error as err:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                for call in group.calls:
+                    call.result, call.error = None, None
+                if _is_full(err) and attempt == 1 and any((self._evict(force=True) or {}).values()):
+                    continue
+                group.error = (
+                    StoreFull(
+                        f"the store is full ({err}); free disk space under {self.path.parent}"
+                    )
+                    if _is_full(err)
+                    else StoreError(f"the store could not commit: {err}")
+                )
+                log.error("store commit failed: %s", err)
+                return []
+        return []
+
+    # Quota
+
+    def used_bytes(self) -> int:
+        pages, free = self._conn.execute(
+            "SELECT (SELECT page_count FROM pragma_page_count), "
+            "(SELECT freelist_count FROM pragma_freelist_count)"
+        ).fetchone()
+        return int((pages - free) * self._page_size)
+
+    def _enforce_quota(self) -> None:
+        """Dropping synced rows is housekeeping (counted, no alert). Dropping unsynced telemetry,
+        or being over quota with nothing left to drop, raises the alert; it clears once a round
+        needs to drop only synced rows again, or usage falls under half the quota."""
+        if self.used_bytes() <= self.quota_bytes:
+            if self._quota_alert_open and self.used_bytes() < self.quota_bytes * CLEAR_WATERMARK:
+                self._clear_quota_alert()
+            return
+        dropped = self._evict(force=False)
+        if dropped is None:
+            return
+        losing_data = dropped["telemetry"] > 0 or self.used_bytes() > self.quota_bytes
+        if losing_data and not self._quota_alert_open:
+            self._raise_quota_alert(dropped)
+        elif not losing_data and self._quota_alert_open:
+            self._clear_quota_alert()
+
+    def _evict(self, force: bool) -> dict[str, int] | None:
+        """Drop synced rows, then unsynced telemetry, until under the low watermark (with
+        `force`, one chunk, to make room when the disk is full). Returns what was dropped, or
+        None when eviction failed."""
+        target = self.quota_bytes * LOW_WATERMARK
+        conn = self._conn
+        dropped = {"synced": 0, "telemetry": 0}
+        steps = (
+            (
+                "synced",
+                "SELECT seq FROM outbox WHERE synced_ms IS NOT NULL ORDER BY synced_ms LIMIT ?",
+            ),
+            (
+                "telemetry",
+                "SELECT seq FROM outbox WHERE synced_ms IS NULL AND priority="
+                f"{int(Priority.TELEMETRY)} ORDER BY seq LIMIT ?",
+            ),
+        )
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "UPDATE counters SET value=max(value, (SELECT coalesce(max(seq), 0) FROM outbox)) "
+                "WHERE name='seq'"
+            )
+            for name, select in steps:
+                while force or self.used_bytes() > target:
+                    rowids = [r[0] for r in conn.execute(select, (EVICT_CHUNK,))]
+                    if not rowids:
+                        break
+                    conn.executemany("DELETE FROM outbox WHERE seq=?", [(r,) for r in rowids])
+                    dropped[name] += len(rowids)
+                    if force:
+                        break
+                if force and dropped[name]:
+                    break
+            for name, count in dropped.items():
+                if count:
+                    conn.execute(
+                        "INSERT INTO counters(name, value) VALUES (?, ?) "
+                        "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                        (f"dropped_{name}", count),
+                    )
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            log.error("eviction failed: %s", err)
+            return None
+        if dropped["telemetry"]:
+            log.warning(
+                "store over quota: dropped %d synced and %d unsynced telemetry rows",
+                dropped["synced"],
+                dropped["telemetry"],
+            )
+        return dropped
+
+    def _raise_quota_alert(self, dropped: dict[str, int]) -> None:
+        payload = AlertPayload(
+            alert_id=str(uuid7()),
+            kind="store.quota",
+            key=QUOTA_ALERT_KEY,
+            severity="critical" if not dropped["telemetry"] else "warning",
+            message=(
+                f"event store over its quota of {self.quota_bytes / 1e6:.1f} MB: dropped "
+                f"{dropped['telemetry']} unsynced telemetry rows; is the uplink down?"
+                if dropped["telemetry"]
+                else f"event store over its quota of {self.quota_bytes / 1e6:.1f} MB and only "
+                "access events and alerts are left; they are kept: free disk or restore the uplink"
+            ),
+            detail=dict(dropped),
+        )
+        event = self.factory.make("alert.raised", payload)
+        self._quota_alert_open = True
+        self._insert_internal(event, {f"alert:{QUOTA_ALERT_KEY}": payload.alert_id})
+
+    def _clear_quota_alert(self) -> None:
+        alert_id = self.kv_get_direct(f"alert:{QUOTA_ALERT_KEY}") or ""
+        event = self.factory.make(
+            "alert.cleared",
+            AlertClearedPayload(
+                alert_id=alert_id, key=QUOTA_ALERT_KEY, reason="usage back under quota"
+            ),
+        )
+        self._quota_alert_open = False
+        self._insert_internal(event, {f"alert:{QUOTA_ALERT_KEY}": None})
+
+    def _insert_internal(self, event: Event, kv: dict[str, str | None]) -> None:
+        """Append from the writer thread itself (it cannot wait on its own queue)."""
+        with self._cond:
+            self._seq += 1
+            seq = self._seq
+            if seq >= self._reserved:
+                self._reserve_seq(seq)
+        body = event.model_dump_json().replace(',"seq":0,', f',"seq":{seq},', 1)
+        row = (str(event.id), seq, event.type, int(event.priority), event.ts_ms, event.device, body)
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT INTO outbox(id, seq, type, priority, ts_ms, device, body) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            conn.execute("UPDATE counters SET value=max(value, ?) WHERE name='seq'", (seq,))
+            for key, value in kv.items():
+                if value is None:
+                    conn.execute("DELETE FROM kv WHERE key=?", (key,))
+                else:
+                    conn.execute(
+                        "INSERT INTO kv(key, value) VALUES (?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                        (key, value),
+                    )
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            log.error("could not record %s: %s", event.type, err)
+            return
+        rows = [OutboxRow(seq, row[0], seq, row[2], row[3], row[4], body)]
+        for listener in self._listeners:
+            with contextlib.suppress(Exception):
+                listener(rows)
+
+    # Reading
+
+    def read(self) -> sqlite3.Connection:
+        """A read-only connection for the calling thread."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
+            conn.execute("PRAGMA query_only=1")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def pending(self, priority: int, after_rowid: int = 0, limit: int = 100) -> list[OutboxRow]:
+        rows = self.read().execute(
+            "SELECT seq, id, seq, type, priority, ts_ms, body FROM outbox "
+            "WHERE synced_ms IS NULL AND priority=? AND seq>? ORDER BY seq LIMIT ?",
+            (priority, after_rowid, limit),
+        )
+        return [OutboxRow(*row) for row in rows]
+
+    def mark_synced(self, rowids: Iterable[int]) -> None:
+        now = int(time.time() * 1000)
+        params = [(now, rowid) for rowid in rowids]
+        if params:
+            self.write(lambda c: c.executemany("UPDATE outbox SET synced_ms=? WHERE seq=?", params))
+
+    def backlog(self) -> Backlog:
+        rows = (
+            self.read()
+            .execute(
+                "SELECT priority, count(*), min(ts_ms) FROM outbox WHERE synced_ms IS NULL "
+                "GROUP BY priority"
+            )
+            .fetchall()
+        )
+        by_priority = {int(p): int(n) for p, n, _ in rows}
+        oldest = min((ts for _, _, ts in rows), default=None)
+        return Backlog(sum(by_priority.values()), oldest, by_priority)
+
+    def events(
+        self,
+        *,
+        since_ms: int | None = None,
+        types: Iterable[str] = (),
+        after_rowid: int = 0,
+        limit: int = 100,
+        newest: bool = False,
+    ) -> list[tuple[int, Event]]:
+        """Stored events, oldest first (or the newest `limit` when `newest`)."""
+        clauses, params = ["seq > ?"], [after_rowid]
+        if since_ms is not None:
+            clauses.append("ts_ms >= ?")
+            params.append(since_ms)
+        type_list = list(types)
+        if type_list:
+            patterns = [t.replace("*", "%") for t in type_list]
+            clauses.append("(" + " OR ".join("type LIKE ?" for _ in patterns) + ")")
+            params.extend(patterns)  # type: ignore[arg-type]
+        order = "DESC" if newest else "ASC"
+        sql = (
+            f"SELECT seq, body FROM outbox WHERE {' AND '.join(clauses)} "
+            f"ORDER BY seq {order} LIMIT ?"
+        )
+        rows = self.read().execute(sql, (*params, limit)).fetchall()
+        if newest:
+            rows.reverse()
+        return [(rowid, Event.model_validate_json(body)) for rowid, body in rows]
+
+    def counter(self, name: str) -> int:
+        row = self.read().execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def counters(self) -> dict[str, int]:
+        return {n: int(v) for n, v in self.read().execute("SELECT name, value FROM counters")}
+
+    def add_counter(self, name: str, delta: int) -> None:
+        self.write(
+            lambda c: c.execute(
+                "INSERT INTO counters(name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+                (name, delta),
+            )
+        )
+
+    def set_counter(self, name: str, value: int) -> None:
+        self.write(
+            lambda c: c.execute(
+                "INSERT INTO counters(name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                (name, value),
+            )
+        )
+
+    def kv_get(self, key: str) -> str | None:
+        row = self.read().execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def kv_get_direct(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def kv_set(self, key: str, value: str) -> None:
+        self.write(
+            lambda c: c.execute(
+                "INSERT INTO kv(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, value),
+            )
+        )
+
+    # Attachments
+
+    def put_attachment(self, data: bytes, mime: str = "image/jpeg") -> tuple[str, int]:
+        """Keep a blob on disk under its sha256 (written and synced before it is recorded)."""
+        import hashlib
+
+        digest = hashlib.sha256(data).hexdigest()
+        target = self.attachments_dir / digest[:2] / digest
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(".tmp")
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        now = int(time.time() * 1000)
+        self.write(
+            lambda c: c.execute(
+                "INSERT OR IGNORE INTO attachments(sha256, size, mime, created_ms) VALUES (?,?,?,?)",
+                (digest, len(data), mime, now),
+            )
+        )
+        return digest, len(data)
+
+    def attachment_path(self, sha256: str) -> Path:
+        return self.attachments_dir / sha256[:2] / sha256
+
+    def expire_attachments(self, older_than_ms: int) -> int:
+        """Delete attachment files recorded before `older_than_ms` (snapshot retention)."""
+        old = [
+            r[0]
+            for r in self.read().execute(
+                "SELECT sha256 FROM attachments WHERE created_ms < ?", (older_than_ms,)
+            )
+        ]
+        for digest in old:
+            with contextlib.suppress(FileNotFoundError):
+                self.attachment_path(digest).unlink()
+        if old:
+            self.write(
+                lambda c: c.executemany(
+                    "DELETE FROM attachments WHERE sha256=?", [(d,) for d in old]
+                )
+            )
+        return len(old)
+
+    # Life cycle
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Commit what is queued and close. Appends after this raise StoreError."""
+        with self._cond:
+            if self._closing:
+                return
+            self._closing = True
+            self._cond.notify()
+        self._writer.join(timeout)
+        self._checkpointer_stop.set()
+        self._checkpointer.join(timeout)
+        with self._readers_lock:
+            for conn in self._readers:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._readers.clear()
+        if not self._writer.is_alive():
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.close()
+
+    def _checkpoint_loop(self) -> None:
+        """Copy the WAL back into the database off the commit path (the committing connection
+        has automatic checkpoints turned off, which would otherwise stall every few hundred
+        commits)."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            while not self._checkpointer_stop.wait(CHECKPOINT_INTERVAL_S):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as err:
+                    log.warning("WAL checkpoint failed: %s", err)
+        finally:
+            conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A consistent read transaction for several queries."""
+        conn = self.read()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+
+def _is_full(err: BaseException) -> bool:
+    code = getattr(err, "sqlite_errorcode", None)
+    return code == sqlite3.SQLITE_FULL or "database or disk is full" in str(err)
+
+
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
+def _is_corruption(err: BaseException) -> bool:
+    code = getattr(err, "sqlite_errorcode", None)
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return True
+    text = str(err)
+    return "integrity check failed" in text or "malformed" in text or "not a database" in text

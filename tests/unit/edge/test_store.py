@@ -1,0 +1,218 @@
+"""The local store's promises, each proven on a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from edge.errors import StoreFull
+from edge.events import EventFactory, Priority
+from edge.store import Store
+from edge.store.migrations import MIGRATIONS, migrate
+
+
+def gate_event(factory: EventFactory, state: str = "open"):
+    return factory.make("gate.state", {"gate": "north", "state": state}, device="barrier-1")
+
+
+def telemetry(factory: EventFactory, count: int = 1):
+    return factory.make("occupancy.sample", {"zone": "lot-a", "count": count}, device="cam-1")
+
+
+def access(factory: EventFactory):
+    return factory.make(
+        "access.granted",
+        {"gate": "north", "reason": "resident", "subject": "p-1", "plate": "津A12345"},
+        device="reader-1",
+    )
+
+
+def test_append_returns_committed_event_with_increasing_seq(fresh_store: Store, factory: EventFactory):
+    first = fresh_store.append(gate_event(factory))
+    second = fresh_store.append(gate_event(factory, "closed"))
+    assert (first.seq, second.seq) == (1, 2)
+    other = sqlite3.connect(fresh_store.path)
+    stored = other.execute("SELECT seq, type FROM outbox ORDER BY seq").fetchall()
+    assert stored == [(1, "gate.state"), (2, "gate.state")]
+    assert [e.seq for _, e in fresh_store.events()] == [1, 2]
+
+
+def test_seq_persists_across_restart(tmp_path: Path, factory: EventFactory):
+    path = tmp_path / "g.db"
+    with Store(path, synchronous="normal", events=factory) as store:
+        for _ in range(5):
+            store.append(gate_event(factory))
+    with Store(path, synchronous="normal", events=factory) as store:
+        assert store.append(gate_event(factory)).seq == 6
+
+
+def test_seq_survives_eviction_of_every_row(tmp_path: Path, factory: EventFactory):
+    path = tmp_path / "g.db"
+    with Store(path, synchronous="normal", events=factory) as store:
+        rows = [store.append(gate_event(factory)).seq for _ in range(3)]
+        store.mark_synced(rows)
+        store.write(lambda c: c.execute("UPDATE counters SET value=3 WHERE name='seq'"))
+        store.write(lambda c: c.execute("DELETE FROM outbox"))
+    with Store(path, synchronous="normal", events=factory) as store:
+        assert store.append(gate_event(factory)).seq == 4
+
+
+def test_concurrent_producers_share_commits(fresh_store: Store, factory: EventFactory):
+    commits: list[int] = []
+    fresh_store.add_commit_listener(lambda rows: commits.append(len(rows)))
+    events = [gate_event(factory) for _ in range(800)]
+
+    def produce(chunk):
+        for event in chunk:
+            fresh_store.append(event)
+
+    threads = [threading.Thread(target=produce, args=(events[i::8],)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sum(commits) == 800
+    assert len(commits) < 800, "every event got its own commit: no group commit happened"
+    seqs = [e.seq for _, e in fresh_store.events(limit=1000)]
+    assert seqs == list(range(1, 801))
+
+
+def test_async_append(fresh_store: Store, factory: EventFactory):
+    async def main():
+        return await asyncio.gather(*(fresh_store.append_async(gate_event(factory)) for _ in range(50)))
+
+    stored = asyncio.run(main())
+    assert sorted(e.seq for e in stored) == list(range(1, 51))
+    assert fresh_store.backlog().count == 50
+
+
+def test_commit_listener_sees_rows_in_order(fresh_store: Store, factory: EventFactory):
+    seen: list[int] = []
+    fresh_store.add_commit_listener(lambda rows: seen.extend(r.seq for r in rows))
+    for _ in range(5):
+        fresh_store.append(gate_event(factory))
+    assert seen == [1, 2, 3, 4, 5]
+
+
+def test_pending_orders_by_class_and_mark_synced(fresh_store: Store, factory: EventFactory):
+    fresh_store.append(telemetry(factory))
+    granted = fresh_store.append(access(factory))
+    fresh_store.append(telemetry(factory))
+    assert [r.seq for r in fresh_store.pending(int(Priority.ACCESS))] == [granted.seq]
+    assert [r.seq for r in fresh_store.pending(int(Priority.TELEMETRY))] == [1, 3]
+    fresh_store.mark_synced([1])
+    assert [r.seq for r in fresh_store.pending(int(Priority.TELEMETRY))] == [3]
+    backlog = fresh_store.backlog()
+    assert backlog.count == 2
+    assert backlog.by_priority == {int(Priority.ACCESS): 1, int(Priority.TELEMETRY): 1}
+
+
+def test_pending_query_uses_the_partial_index(fresh_store: Store):
+    plan = fresh_store.read().execute(
+        "EXPLAIN QUERY PLAN SELECT seq FROM outbox WHERE synced_ms IS NULL AND priority=? AND seq>? "
+        "ORDER BY seq LIMIT ?",
+        (1, 0, 10),
+    ).fetchall()
+    assert "outbox_pending" in " ".join(str(step[-1]) for step in plan)
+
+
+def test_quota_drops_synced_first_then_telemetry_never_access(tmp_path: Path, factory: EventFactory):
+    store = Store(tmp_path / "q.db", synchronous="normal", events=factory, quota_bytes=400_000)
+    try:
+        kept_access = [store.append(access(factory)).seq for _ in range(300)]
+        synced = [store.append(gate_event(factory)).seq for _ in range(300)]
+        store.mark_synced(synced)
+        for i in range(3000):
+            store.append(telemetry(factory, i))
+        counters = store.counters()
+        assert counters.get("dropped_synced", 0) == 300
+        assert counters.get("dropped_telemetry", 0) > 0
+        remaining = {r[0] for r in store.read().execute("SELECT seq FROM outbox")}
+        assert set(kept_access) <= remaining
+        assert not set(synced) & remaining
+        assert store.used_bytes() <= 400_000
+        alerts = [e for _, e in store.events(types=["alert.*"], limit=10)]
+        assert len(alerts) == 1
+        assert alerts[0].payload.key == "store.quota"
+    finally:
+        store.close()
+
+
+def test_quota_never_drops_alerts_or_access(tmp_path: Path, factory: EventFactory):
+    store = Store(tmp_path / "q.db", synchronous="normal", events=factory, quota_bytes=100_000)
+    try:
+        seqs = [store.append(access(factory)).seq for _ in range(1500)]
+        stored = {r[0] for r in store.read().execute("SELECT seq FROM outbox WHERE type='access.granted'")}
+        assert stored == set(seqs)
+    finally:
+        store.close()
+
+
+def test_disk_full_raises_and_keeps_what_was_committed(tmp_path: Path, factory: EventFactory):
+    store = Store(tmp_path / "full.db", synchronous="normal", events=factory, max_page_count=40)
+    try:
+        committed = []
+        with pytest.raises(StoreFull, match="free disk space"):
+            for _ in range(5000):
+                committed.append(store.append(access(factory)).seq)
+        stored = {r[0] for r in store.read().execute("SELECT seq FROM outbox")}
+        assert set(committed) <= stored
+        assert len(committed) > 10
+    finally:
+        store.close()
+
+
+def test_corrupt_file_is_moved_aside_reported_and_replaced(tmp_path: Path, factory: EventFactory):
+    path = tmp_path / "c.db"
+    with Store(path, synchronous="normal", events=factory) as store:
+        last = [store.append(gate_event(factory)).seq for _ in range(20)][-1]
+    data = bytearray(path.read_bytes())
+    data[0:100] = b"\x00garbage" * 12 + b"\x00" * 4
+    path.write_bytes(bytes(data))
+    with Store(path, synchronous="normal", events=factory) as store:
+        assert store.recovered_from is not None
+        assert store.recovered_from.exists(), "the corrupt file must be kept"
+        assert store.recovered_from.read_bytes()[:8] == b"\x00garbage"
+        alerts = [e for _, e in store.events(types=["alert.raised"])]
+        assert [a.payload.kind for a in alerts] == ["store.corrupt"]
+        assert alerts[0].seq > last, "seq must never repeat after recovery"
+
+
+def test_migrations_from_empty_and_each_earlier_version(tmp_path: Path):
+    for applied in range(len(MIGRATIONS) + 1):
+        conn = sqlite3.connect(tmp_path / f"m{applied}.db", isolation_level=None)
+        migrate(conn, MIGRATIONS[:applied])
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == applied
+        assert migrate(conn) == len(MIGRATIONS)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"outbox", "counters", "kv", "devices", "attachments", "passes"} <= tables
+        conn.close()
+
+
+def test_store_from_a_newer_gatehouse_is_refused(tmp_path: Path):
+    conn = sqlite3.connect(tmp_path / "new.db", isolation_level=None)
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 5}")
+    with pytest.raises(RuntimeError, match="newer than this gatehouse"):
+        migrate(conn)
+
+
+def test_attachments_are_content_addressed(fresh_store: Store):
+    digest, size = fresh_store.put_attachment(b"\xff\xd8jpeg-bytes")
+    again, _ = fresh_store.put_attachment(b"\xff\xd8jpeg-bytes")
+    assert digest == again and size == len(b"\xff\xd8jpeg-bytes")
+    assert fresh_store.attachment_path(digest).read_bytes() == b"\xff\xd8jpeg-bytes"
+    assert fresh_store.expire_attachments(older_than_ms=2**62) == 1
+    assert not fresh_store.attachment_path(digest).exists()
+
+
+def test_kv_and_counters(fresh_store: Store):
+    fresh_store.kv_set("allowlist.version", "7")
+    fresh_store.add_counter("drops", 2)
+    fresh_store.add_counter("drops", 3)
+    assert fresh_store.kv_get("allowlist.version") == "7"
+    assert fresh_store.counter("drops") == 5
