@@ -105,6 +105,9 @@ class Mosquitto:
             f"log_dest file {self.log_path}",
             *self.extra,
         ]
+        if os.geteuid() == 0:
+            # as root, mosquitto would switch to the `mosquitto` user and lose our files
+            lines.append("user root")
         self.config_path.write_text("\n".join(lines) + "\n")
 
     def start(self) -> Mosquitto:

@@ -1,0 +1,148 @@
+"""`gatehouse ingest`: the community side of the sync, MQTT into the community database."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+from typing import Any
+
+from edge.cli.common import add_command
+
+log = logging.getLogger(__name__)
+
+
+def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("broker (default: 127.0.0.1:1883 if it answers, else a started one)")
+    group.add_argument("--host", help="broker host")
+    group.add_argument("--port", type=int, help="broker port")
+    group.add_argument("--protocol", choices=("5", "3.1.1"), default="5", help="MQTT version (default 5)")
+    group.add_argument("--username", help="broker user name")
+    group.add_argument(
+        "--password-env", metavar="NAME", help="read the broker password from this environment variable"
+    )
+    group.add_argument("--ca", help="CA certificate (PEM) for TLS")
+    group.add_argument("--cert", help="client certificate (PEM) for TLS")
+    group.add_argument("--key", help="client key (PEM) for TLS")
+
+
+def broker_config(args: argparse.Namespace) -> Any:
+    """The MqttConfig the arguments describe, or None to let ensure_broker choose."""
+    from sync.config import MqttConfig, TlsConfig
+
+    if args.host is None and args.port is None:
+        return None
+    fields: dict[str, Any] = {"host": args.host or "127.0.0.1", "protocol": args.protocol}
+    if args.port is not None:
+        fields["port"] = args.port
+    if args.username:
+        fields["username"] = args.username
+    if args.password_env:
+        fields["password"] = os.environ.get(args.password_env)
+    if args.ca or args.cert:
+        fields["tls"] = TlsConfig(ca=args.ca, cert=args.cert, key=args.key)
+    return MqttConfig(**fields)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _worker_main(db_url: str, config_json: str, name: str, session_expiry_s: int) -> None:
+    from sync.config import MqttConfig
+    from sync.ingest import IngestWorker
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    worker = IngestWorker(
+        db_url, MqttConfig.model_validate_json(config_json), name=name, session_expiry_s=session_expiry_s
+    )
+    try:
+        worker.run_forever()
+    except KeyboardInterrupt:
+        worker.stop()
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    from sync.broker import ensure_broker
+    from sync.db import open_database
+
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO)
+    open_database(args.db).close()
+    handle = ensure_broker(broker_config(args))
+    if handle.kind not in ("configured", "local"):
+        print(f"started {handle.kind} on {handle.config.host}:{handle.config.port}", flush=True)
+    base = args.name or socket.gethostname().split(".")[0].lower()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    context = multiprocessing.get_context("spawn")
+    children = [
+        context.Process(
+            target=_worker_main,
+            args=(args.db, handle.config.model_dump_json(), f"{base}-{index}", args.session_expiry_s),
+            daemon=True,
+        )
+        for index in range(1, args.workers)
+    ]
+    for child in children:
+        child.start()
+    from sync.ingest import IngestWorker
+
+    worker = IngestWorker(
+        args.db, handle.config, name=f"{base}-0", session_expiry_s=args.session_expiry_s
+    ).start()
+    print(
+        f"ingest: {args.workers} worker(s) on {handle.config.host}:{handle.config.port} into {args.db}",
+        flush=True,
+    )
+    try:
+        while not stop.wait(30):
+            stats = worker.stats
+            log.info("ingest: %d events, %d new, %d repeated", stats.events, stats.inserted, stats.duplicates)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        worker.stop()
+        for child in children:
+            child.terminate()
+            child.join(5)
+        handle.close()
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    from sync.db import DEFAULT_URL
+    from sync.ingest import DEFAULT_SESSION_EXPIRY_S
+
+    parser = add_command(
+        subparsers,
+        "ingest",
+        "store gateway events from MQTT into the community database",
+        run_ingest,
+        description=(
+            "Subscribe to every gateway's events (shared subscription $share/ingest/...) and "
+            "status, validate them, and write them into the community database. Several workers "
+            "share the load; each keeps a short MQTT session (--session-expiry-s) so that a "
+            "restarted worker picks up its unacknowledged messages while a dead one does not "
+            "hold its share for long."
+        ),
+    )
+    parser.add_argument(
+        "--db",
+        default=DEFAULT_URL,
+        help=f"sqlite:///path or postgresql://user@host/db (default {DEFAULT_URL})",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="worker processes in the group (default 1)")
+    parser.add_argument(
+        "--name", help="worker name prefix; client ids are ingest-NAME-N (default: host name)"
+    )
+    parser.add_argument(
+        "--session-expiry-s",
+        type=int,
+        default=DEFAULT_SESSION_EXPIRY_S,
+        help=f"MQTT session expiry of each worker (default {DEFAULT_SESSION_EXPIRY_S})",
+    )
+    add_broker_arguments(parser)

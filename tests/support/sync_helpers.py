@@ -1,0 +1,58 @@
+"""Helpers for the sync integration tests, the fault tests' child processes and the benches."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from edge.events import Event, EventFactory
+from edge.store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+SITE, GATEWAY = "oak-court", "gw-1"
+KEY = "7a" * 32
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def produce(store: Store, factory: EventFactory, count: int, kind: str = "occupancy.sample") -> list[Event]:
+    made = []
+    for index in range(count):
+        if kind == "occupancy.sample":
+            event = factory.make(kind, {"zone": "court", "count": index % 40}, device="cam-1")
+        elif kind == "alert.raised":
+            event = factory.make(
+                kind, {"alert_id": f"a{index}", "kind": "gate.forced_open", "key": f"k{index}"}
+            )
+        else:
+            event = factory.make(kind, {"gate": "north-in", "reason": "resident", "plate": "津A12345"})
+        made.append(store.append(event))
+    return made
+
+
+def outbox_ids(store_path: Path) -> set[str]:
+    with sqlite3.connect(f"file:{store_path}?mode=ro", uri=True) as conn:
+        return {row[0] for row in conn.execute("SELECT id FROM outbox")}
+
+
+def spawn(script: Path, *args: str) -> subprocess.Popen[bytes]:
+    """Run a helper script in a child process with the repository importable."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, str(script), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
