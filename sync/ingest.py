@@ -102,7 +102,9 @@ class IngestWorker:
             self._db = None
 
     def run_forever(self) -> None:
-        self.start()
+        """Run until stopped (SIGTERM in the CLI); starts the worker unless already started."""
+        if self._thread is None:
+            self.start()
         try:
             while self._thread is not None and self._thread.is_alive():
                 self._thread.join(1.0)

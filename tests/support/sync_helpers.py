@@ -56,3 +56,40 @@ def spawn(script: Path, *args: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+
+
+def telemetry(factory: EventFactory, index: int) -> Event:
+    return factory.make("occupancy.sample", {"zone": "court", "count": index % 40}, device="cam-1")
+
+
+def produce_fast(store: Store, factory: EventFactory, count: int, chunk: int = 1000) -> None:
+    """Append many telemetry events, `chunk` at a time so that the store commits them in groups."""
+    import asyncio
+
+    async def fill() -> None:
+        for start in range(0, count, chunk):
+            size = min(chunk, count - start)
+            await asyncio.gather(*(store.append_async(telemetry(factory, start + i)) for i in range(size)))
+
+    asyncio.run(fill())
+
+
+def wait_for_line(process: subprocess.Popen[bytes], marker: bytes, timeout: float) -> None:
+    """Read the child's output until a line contains `marker`."""
+    import selectors
+
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    seen = b""
+    while time.monotonic() < deadline:
+        if not selector.select(max(0.0, deadline - time.monotonic())):
+            break
+        line = process.stdout.readline()
+        if not line:
+            break
+        seen += line
+        if marker in line:
+            return
+    raise AssertionError(f"the child did not print {marker!r} in {timeout} s; it printed:\n{seen.decode()}")
