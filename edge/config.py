@@ -24,9 +24,7 @@ class SiteConfig(StrictModel):
         description="compound id, as the community database knows it",
     )
     name: str = Field(default="", description="compound name for people")
-    timezone: str = Field(
-        default="UTC", description="IANA time zone of the compound, e.g. Asia/Shanghai"
-    )
+    timezone: str = Field(default="UTC", description="IANA time zone of the compound, e.g. Asia/Shanghai")
     home_province: str | None = Field(
         default=None,
         max_length=1,
@@ -54,18 +52,12 @@ class GatewayConfig(StrictModel):
 
 
 class RetentionConfig(StrictModel):
-    plates_days: int = Field(
-        default=90, ge=1, description="days plate text is kept in local events"
-    )
-    snapshots_days: int = Field(
-        default=30, ge=1, description="days JPEG snapshots and crops are kept"
-    )
+    plates_days: int = Field(default=90, ge=1, description="days plate text is kept in local events")
+    snapshots_days: int = Field(default=30, ge=1, description="days JPEG snapshots and crops are kept")
 
 
 class StoreConfig(StrictModel):
-    file: str = Field(
-        default="gatehouse.db", description="SQLite file name inside the state directory"
-    )
+    file: str = Field(default="gatehouse.db", description="SQLite file name inside the state directory")
     quota_mb: float = Field(
         default=512,
         gt=0,
@@ -81,18 +73,14 @@ class StoreConfig(StrictModel):
 
 
 class GateConfig(StrictModel):
-    id: str = Field(
-        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="gate or lane id, e.g. north-in"
-    )
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="gate or lane id, e.g. north-in")
     name: str = Field(default="", description="what the guards call it")
     kind: Literal["vehicle", "pedestrian"] = Field(description="vehicle lane or pedestrian door")
     direction: Literal["in", "out", "both"] = Field(
         default="both", description="which way people or vehicles pass"
     )
     barrier: str | None = Field(default=None, description="device id of the barrier or door lock")
-    readers: tuple[str, ...] = Field(
-        default=(), description="device ids of card/QR readers at this gate"
-    )
+    readers: tuple[str, ...] = Field(default=(), description="device ids of card/QR readers at this gate")
     cameras: tuple[str, ...] = Field(
         default=(), description="device ids of cameras watching this gate's lane"
     )
@@ -108,9 +96,7 @@ class SupervisorConfig(StrictModel):
         ge=10,
         description="observations waiting for the rules before new ones are dropped (and counted)",
     )
-    restart_min_s: float = Field(
-        default=1.0, gt=0, description="first restart delay of a failed driver"
-    )
+    restart_min_s: float = Field(default=1.0, gt=0, description="first restart delay of a failed driver")
     restart_max_s: float = Field(default=60.0, gt=0, description="longest restart delay")
     offline_alert_after: int = Field(
         default=3,
@@ -137,18 +123,10 @@ class GatehouseConfig(StrictModel):
     mqtt: MqttConfig | None = Field(
         default=None, description="the uplink to the community database; absent: events stay local"
     )
-    supervisor: SupervisorConfig = Field(
-        default_factory=SupervisorConfig, description="how drivers are run"
-    )
-    inference: InferenceConfig = Field(
-        default_factory=InferenceConfig, description="on-device inference"
-    )
-    gates: tuple[GateConfig, ...] = Field(
-        default=(), description="vehicle lanes and pedestrian doors"
-    )
-    devices: tuple[DeviceConfigUnion, ...] = Field(
-        default=(), description="readers, barriers, cameras"
-    )  # type: ignore[valid-type]
+    supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig, description="how drivers are run")
+    inference: InferenceConfig = Field(default_factory=InferenceConfig, description="on-device inference")
+    gates: tuple[GateConfig, ...] = Field(default=(), description="vehicle lanes and pedestrian doors")
+    devices: tuple[DeviceConfigUnion, ...] = Field(default=(), description="readers, barriers, cameras")  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _references(self) -> GatehouseConfig:

@@ -162,9 +162,7 @@ def _message(error: Any, data: Any, marks: _Marks, source: str) -> str:
         known = list(owner.model_fields) if owner else []
         hint = difflib.get_close_matches(str(path[-1]), known, n=1)
         suggestion = (
-            f"; did you mean '{hint[0]}'?"
-            if hint
-            else (f"; known keys: {', '.join(known)}" if known else "")
+            f"; did you mean '{hint[0]}'?" if hint else (f"; known keys: {', '.join(known)}" if known else "")
         )
         return f"{where}: unknown key '{path[-1]}'{suggestion}"
     if error["type"] == "missing":
@@ -190,9 +188,7 @@ def parse_config(text: str, source: str = "<config>") -> Any:
     marks = _Marks()
     data = _to_python(root, (), marks, source)
     if not isinstance(data, dict):
-        raise ConfigError(
-            f"{source}:1:1: the top level must be a mapping of sections (site:, gateway:, …)"
-        )
+        raise ConfigError(f"{source}:1:1: the top level must be a mapping of sections (site:, gateway:, …)")
     try:
         return GatehouseConfig.model_validate(data)
     except ValidationError as err:
@@ -210,9 +206,7 @@ def load_config(path: str | Path) -> Any:
             f"{file}: no such file; create it with 'gatehouse init' or pass --config PATH"
         ) from err
     except PermissionError as err:
-        raise ConfigError(
-            f"{file}: permission denied; run as the gatehouse user or with sudo"
-        ) from err
+        raise ConfigError(f"{file}: permission denied; run as the gatehouse user or with sudo") from err
     except UnicodeDecodeError as err:
         raise ConfigError(f"{file}: not UTF-8 text ({err.reason})") from err
     return parse_config(text, str(file))

@@ -17,9 +17,7 @@ def register(subparsers: Any) -> None:
     )
     group = parser.add_subparsers(dest="config_command", metavar="ACTION", title="actions")
     add_command(group, "check", "validate the configuration file and say what is wrong", _check)
-    add_command(
-        group, "schema", "print the JSON Schema of the configuration (for editors)", _schema
-    )
+    add_command(group, "schema", "print the JSON Schema of the configuration (for editors)", _schema)
 
 
 def _check(args: argparse.Namespace) -> int:

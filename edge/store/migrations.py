@@ -95,8 +95,29 @@ INSERT INTO counters(name, value) VALUES ('seq', 0)
 """
 
 
+ALERTS = """
+CREATE TABLE alerts (
+    alert_id TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    state TEXT NOT NULL,
+    message TEXT NOT NULL,
+    gate TEXT,
+    raised_ms INTEGER NOT NULL,
+    acked_ms INTEGER,
+    acked_by TEXT,
+    cleared_ms INTEGER,
+    repeats INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX alerts_open_key ON alerts(key) WHERE state != 'cleared';
+CREATE INDEX alerts_raised ON alerts(raised_ms)
+"""
+
+
 MIGRATIONS: list[Migration] = [
     Migration("0001_initial", _script(INITIAL_SCHEMA)),
+    Migration("0002_alerts", _script(ALERTS)),
 ]
 
 

@@ -69,12 +69,12 @@ class _Group:
     """Appends and writes that share one transaction."""
 
     rows: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
     calls: list[_Call] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
-    waiters: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = field(
-        default_factory=dict
-    )
+    waiters: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -117,9 +117,9 @@ class Store:
         if max_page_count is not None:
             self._conn.execute(f"PRAGMA max_page_count={int(max_page_count)}")
         self._page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
-        self._seq = self._initial_seq()
-        self._reserved = self._seq
-        self._reserve_seq(self._seq)
+        self._seq_floor = self._initial_seq()
+        self._reserved = 0
+        self._reserve_seq(self._seq_floor)
         self._cond = threading.Condition()
         self._group = _Group()
         self._closing = False
@@ -204,6 +204,8 @@ class Store:
 
     def _reserve_seq(self, seq: int) -> None:
         """Write a high-water mark ahead of `seq`, durably, before numbers below it are used."""
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            seq = max(seq, int(self._seq_file.read_text().strip()) - SEQ_RESERVE)
         self._reserved = seq + SEQ_RESERVE
         tmp = self._seq_file.with_suffix(".tmp")
         with open(tmp, "w") as handle:
@@ -214,45 +216,53 @@ class Store:
 
     # Appending
 
-    def _enqueue(self, event: Event) -> tuple[Event, _Group]:
+    def _enqueue(self, event: Event) -> tuple[int, _Group]:
         body = event.model_dump_json()
         with self._cond:
             if self._closing:
                 raise StoreError("the store is closed")
-            self._seq += 1
-            seq = self._seq
-            if seq >= self._reserved:
-                self._reserve_seq(seq)
-            # The event was serialised with seq 0; fields before "seq" are id, v, site, gateway,
-            # device, type and ts, whose JSON cannot contain an unescaped ',"seq":0,'.
-            body = body.replace(',"seq":0,', f',"seq":{seq},', 1)
             group = self._group
             group.rows.append(
-                (
-                    str(event.id),
-                    seq,
-                    event.type,
-                    int(event.priority),
-                    event.ts_ms,
-                    event.device,
-                    body,
-                )
+                (str(event.id), 0, event.type, int(event.priority), event.ts_ms, event.device, body)
             )
+            group.events.append(event)
             self._cond.notify()
-        return event.model_copy(update={"seq": seq}), group
+            return len(group.rows) - 1, group
+
+    def _next_seq(self, conn: sqlite3.Connection) -> int:
+        """The next seq, read inside the write transaction, so that another process appending
+        to the same file (the CLI) can never take the same number."""
+        newest = conn.execute(
+            "SELECT max(coalesce((SELECT max(seq) FROM outbox), 0), "
+            "(SELECT value FROM counters WHERE name='seq'))"
+        ).fetchone()[0]
+        return max(int(newest), self._seq_floor) + 1
+
+    def _number(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Give the rows their seq and put it into their JSON. The events were serialised with
+        seq 0; the fields before "seq" (id, v, site, gateway, device, type, ts) cannot contain
+        an unescaped ',"seq":0,'."""
+        first = self._next_seq(conn)
+        last = first + len(rows) - 1
+        if last >= self._reserved:
+            self._reserve_seq(last)
+        return [
+            (r[0], first + i, r[2], r[3], r[4], r[5], r[6].replace(',"seq":0,', f',"seq":{first + i},', 1))
+            for i, r in enumerate(rows)
+        ]
 
     def append(self, event: Event, timeout: float = 30.0) -> Event:
         """Commit the event; return it with its seq once it is durable."""
-        stored, group = self._enqueue(event)
+        index, group = self._enqueue(event)
         self._wait(group, timeout)
-        return stored
+        return event.model_copy(update={"seq": group.seqs[index]})
 
     async def append_async(self, event: Event) -> Event:
         """Commit the event without blocking the event loop: the writer resolves one future per
         waiting task, with one wake-up of the loop per group."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        stored, group = self._enqueue(event)
+        index, group = self._enqueue(event)
         with self._cond:
             if group.done.is_set():
                 future.set_result(None)
@@ -261,7 +271,7 @@ class Store:
         await future
         if group.error is not None:
             raise group.error
-        return stored
+        return event.model_copy(update={"seq": group.seqs[index]})
 
     def write(self, fn: Callable[[sqlite3.Connection], T], timeout: float = 30.0) -> T:
         """Run `fn(conn)` atomically on the writer thread (a savepoint inside the group's
@@ -277,6 +287,10 @@ class Store:
         if call.error is not None:
             raise call.error
         return call.result  # type: ignore[no-any-return]
+
+    async def write_async(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`write()` from a worker thread, without blocking the event loop."""
+        return await asyncio.to_thread(self.write, fn)
 
     @staticmethod
     def _wait(group: _Group, timeout: float) -> None:
@@ -334,14 +348,13 @@ class Store:
                 conn.execute("BEGIN IMMEDIATE")
                 committed: list[OutboxRow] = []
                 if group.rows:
+                    numbered = self._number(conn, group.rows)
                     conn.executemany(
                         "INSERT INTO outbox(id, seq, type, priority, ts_ms, device, body) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        group.rows,
+                        numbered,
                     )
-                    committed = [
-                        OutboxRow(r[1], r[0], r[1], r[2], r[3], r[4], r[6]) for r in group.rows
-                    ]
+                    committed = [OutboxRow(r[1], r[0], r[1], r[2], r[3], r[4], r[6]) for r in numbered]
                 for index, call in enumerate(group.calls):
                     conn.execute(f"SAVEPOINT call{index}")
                     try:
@@ -358,6 +371,7 @@ class Store:
                         conn.execute(f"RELEASE call{index}")
                         call.error = err
                 conn.execute("COMMIT")
+                group.seqs = [row.seq for row in committed]
                 return committed
             except sqlite3.Error as err:
                 if conn.in_transaction:
@@ -367,9 +381,7 @@ class Store:
                 if _is_full(err) and attempt == 1 and any((self._evict(force=True) or {}).values()):
                     continue
                 group.error = (
-                    StoreFull(
-                        f"the store is full ({err}); free disk space under {self.path.parent}"
-                    )
+                    StoreFull(f"the store is full ({err}); free disk space under {self.path.parent}")
                     if _is_full(err)
                     else StoreError(f"the store could not commit: {err}")
                 )
@@ -482,31 +494,24 @@ class Store:
         alert_id = self.kv_get_direct(f"alert:{QUOTA_ALERT_KEY}") or ""
         event = self.factory.make(
             "alert.cleared",
-            AlertClearedPayload(
-                alert_id=alert_id, key=QUOTA_ALERT_KEY, reason="usage back under quota"
-            ),
+            AlertClearedPayload(alert_id=alert_id, key=QUOTA_ALERT_KEY, reason="usage back under quota"),
         )
         self._quota_alert_open = False
         self._insert_internal(event, {f"alert:{QUOTA_ALERT_KEY}": None})
 
     def _insert_internal(self, event: Event, kv: dict[str, str | None]) -> None:
         """Append from the writer thread itself (it cannot wait on its own queue)."""
-        with self._cond:
-            self._seq += 1
-            seq = self._seq
-            if seq >= self._reserved:
-                self._reserve_seq(seq)
-        body = event.model_dump_json().replace(',"seq":0,', f',"seq":{seq},', 1)
-        row = (str(event.id), seq, event.type, int(event.priority), event.ts_ms, event.device, body)
+        body = event.model_dump_json()
+        row = (str(event.id), 0, event.type, int(event.priority), event.ts_ms, event.device, body)
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
+            (row,) = self._number(conn, [row])
             conn.execute(
                 "INSERT INTO outbox(id, seq, type, priority, ts_ms, device, body) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
-            conn.execute("UPDATE counters SET value=max(value, ?) WHERE name='seq'", (seq,))
             for key, value in kv.items():
                 if value is None:
                     conn.execute("DELETE FROM kv WHERE key=?", (key,))
@@ -522,7 +527,7 @@ class Store:
                 conn.execute("ROLLBACK")
             log.error("could not record %s: %s", event.type, err)
             return
-        rows = [OutboxRow(seq, row[0], seq, row[2], row[3], row[4], body)]
+        rows = [OutboxRow(row[1], row[0], row[1], row[2], row[3], row[4], row[6])]
         for listener in self._listeners:
             with contextlib.suppress(Exception):
                 listener(rows)
@@ -558,8 +563,7 @@ class Store:
         rows = (
             self.read()
             .execute(
-                "SELECT priority, count(*), min(ts_ms) FROM outbox WHERE synced_ms IS NULL "
-                "GROUP BY priority"
+                "SELECT priority, count(*), min(ts_ms) FROM outbox WHERE synced_ms IS NULL GROUP BY priority"
             )
             .fetchall()
         )
@@ -587,10 +591,7 @@ class Store:
             clauses.append("(" + " OR ".join("type LIKE ?" for _ in patterns) + ")")
             params.extend(patterns)  # type: ignore[arg-type]
         order = "DESC" if newest else "ASC"
-        sql = (
-            f"SELECT seq, body FROM outbox WHERE {' AND '.join(clauses)} "
-            f"ORDER BY seq {order} LIMIT ?"
-        )
+        sql = f"SELECT seq, body FROM outbox WHERE {' AND '.join(clauses)} ORDER BY seq {order} LIMIT ?"
         rows = self.read().execute(sql, (*params, limit)).fetchall()
         if newest:
             rows.reverse()
@@ -678,11 +679,7 @@ class Store:
             with contextlib.suppress(FileNotFoundError):
                 self.attachment_path(digest).unlink()
         if old:
-            self.write(
-                lambda c: c.executemany(
-                    "DELETE FROM attachments WHERE sha256=?", [(d,) for d in old]
-                )
-            )
+            self.write(lambda c: c.executemany("DELETE FROM attachments WHERE sha256=?", [(d,) for d in old]))
         return len(old)
 
     # Life cycle

@@ -1,0 +1,147 @@
+"""The gateway runtime: configuration → drivers (under the supervisor) → rules → store, and
+commands back from the rules to the drivers.
+
+    gateway = Gateway(config)
+    await gateway.run(stop_event)        # until stop_event is set; then drains and closes
+
+`gateway.store`, `gateway.rules`, `gateway.alerts`, `gateway.supervisor` are there for the CLI,
+the uplink and tests; `await gateway.command(device_id, OpenGate())` acts on a device."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from drivers.base import Command, Driver, DriverContext
+from drivers.registry import driver_for
+from edge.config_loader import resolve_secret
+from edge.errors import DeviceNotReady
+from edge.events import EventFactory
+from edge.rules.alerts import AlertEngine
+from edge.rules.engine import Rules
+from edge.store import Store
+from edge.supervisor import DeviceStatus, ObservationQueue, Supervisor
+
+log = logging.getLogger(__name__)
+
+COMMAND_TIMEOUT_S = 5.0
+
+
+def open_store(config: Any, factory: EventFactory | None = None) -> Store:
+    """The store at the configured place, with the configured quota and durability."""
+    return Store(
+        config.store_path,
+        quota_bytes=int(config.store.quota_mb * 1024 * 1024),
+        synchronous=config.store.synchronous,
+        events=factory or EventFactory(config.site.id, config.gateway.id),
+    )
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: Any,
+        *,
+        store: Store | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.factory = EventFactory(config.site.id, config.gateway.id)
+        Path(config.gateway.state_dir).mkdir(parents=True, exist_ok=True)
+        self.store = store or open_store(config, self.factory)
+        self.alerts = AlertEngine(self.store, self.factory, clock=clock)
+        self.rules = Rules(config, self.store, self.factory, self.alerts, self.command, clock=clock)
+        context = DriverContext(
+            state_dir=str(config.gateway.state_dir),
+            resolve_secret=lambda name: resolve_secret(name) or "",
+            home_province=config.site.home_province,
+        )
+        self.drivers: dict[str, Driver] = {}
+        for device in config.devices:
+            if device.enabled:
+                self.drivers[device.id] = driver_for(device)(device, context)
+        self.supervisor: Supervisor | None = None
+        self.queue: ObservationQueue | None = None
+        self.started = asyncio.Event()
+        self.handled = 0
+
+    async def command(self, device_id: str, command: Command) -> None:
+        """Send a command to a device; failures are logged and reported, never raised into the
+        rules (a reader whose LED fails must not stop the barrier opening)."""
+        driver = self.drivers.get(device_id)
+        if driver is None or not driver.accepts(command):
+            log.warning("no device %s accepting %s", device_id, type(command).__name__)
+            return
+        try:
+            await asyncio.wait_for(driver.execute(command), COMMAND_TIMEOUT_S)
+        except (TimeoutError, DeviceNotReady) as err:
+            log.warning("%s on %s failed: %s", type(command).__name__, device_id, err or "timeout")
+
+    async def _on_device_state(self, status: DeviceStatus, needs_person: bool, reason: str) -> None:
+        threshold = self.config.supervisor.offline_alert_after
+        await self.rules.device_availability(
+            status.device,
+            status.online,
+            reason,
+            kind=status.kind,
+            restarts=status.restarts,
+            alert=needs_person or status.failures_in_row >= threshold,
+        )
+
+    async def _consume(self) -> None:
+        assert self.queue is not None
+        while True:
+            observation = await self.queue.queue.get()
+            try:
+                await self.rules.handle(observation)
+            except Exception:
+                log.exception("rules failed on %r", type(observation).__name__)
+            finally:
+                self.handled += 1
+                self.queue.queue.task_done()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set; then stop the drivers, let the rules finish what is queued
+        and close the store, within the configured shutdown time."""
+        loop = asyncio.get_running_loop()
+        self.queue = ObservationQueue(loop, self.config.supervisor.queue_size)
+        self.supervisor = Supervisor(
+            list(self.drivers.values()),
+            self.queue,
+            self._on_device_state,
+            restart_min_s=self.config.supervisor.restart_min_s,
+            restart_max_s=self.config.supervisor.restart_max_s,
+        )
+        consumer = asyncio.create_task(self._consume(), name="rules")
+        self.supervisor.start()
+        self.started.set()
+        try:
+            await stop.wait()
+        finally:
+            await self._shutdown(consumer)
+
+    async def _shutdown(self, consumer: asyncio.Task[None]) -> None:
+        budget = self.config.supervisor.shutdown_timeout_s
+        deadline = loop_time() + budget
+        if self.supervisor is not None:
+            await self.supervisor.stop(timeout=budget * 0.4)
+        if self.queue is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.queue.queue.join(), max(0.1, deadline - loop_time()))
+        consumer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer
+        await asyncio.to_thread(self.store.close, max(0.5, deadline - loop_time()))
+
+    def dropped(self) -> dict[str, int]:
+        return dict(self.queue.dropped) if self.queue else {}
+
+
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()

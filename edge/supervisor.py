@@ -1,0 +1,170 @@
+"""The supervisor runs each driver in isolation: a driver that raises or stops showing signs of
+life is cancelled, reported and restarted with backoff, while the others keep running. What
+drivers see goes into one bounded queue; when it is full new observations are dropped and
+counted, never blocking a driver."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from drivers.base import Driver, Observation
+from edge.errors import AuthFailed, DeviceMisconfigured
+
+log = logging.getLogger(__name__)
+
+HANG_CHECK_S = 0.5
+CANCEL_GRACE_S = 2.0
+
+
+@dataclass
+class DeviceStatus:
+    """What the supervisor knows of one device."""
+
+    device: str
+    kind: str
+    online: bool = False
+    restarts: int = 0
+    failures_in_row: int = 0
+    last_error: str = ""
+    since: float = field(default_factory=time.time)
+
+
+StateCallback = Callable[[DeviceStatus, bool, str], Awaitable[None]]
+
+
+class ObservationQueue:
+    """Bounded queue between drivers and rules. Thread-safe `put`; drops are counted per device."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, maxsize: int) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[Observation] = asyncio.Queue(maxsize)
+        self.dropped: Counter[str] = Counter()
+        self._loop_thread = threading.get_ident()
+
+    def put(self, observation: Observation) -> None:
+        if threading.get_ident() == self._loop_thread:
+            self._put(observation)
+        else:
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self._put, observation)
+
+    def _put(self, observation: Observation) -> None:
+        try:
+            self.queue.put_nowait(observation)
+        except asyncio.QueueFull:
+            device = getattr(observation, "device", "?")
+            if not self.dropped[device]:
+                log.warning("observation queue full: dropping from %s", device)
+            self.dropped[device] += 1
+
+
+class _Emit:
+    """What a driver calls to report; every call is also a sign of life."""
+
+    def __init__(self, queue: ObservationQueue, on_alive: Callable[[], None]) -> None:
+        self._queue = queue
+        self._on_alive = on_alive
+        self.last_alive = time.monotonic()
+
+    def __call__(self, observation: Observation) -> None:
+        self.alive()
+        self._queue.put(observation)
+
+    def alive(self) -> None:
+        self.last_alive = time.monotonic()
+        self._on_alive()
+
+
+class Supervisor:
+    def __init__(
+        self,
+        drivers: list[Driver],
+        queue: ObservationQueue,
+        on_state: StateCallback,
+        *,
+        restart_min_s: float = 1.0,
+        restart_max_s: float = 60.0,
+    ) -> None:
+        self.drivers = {driver.id: driver for driver in drivers}
+        self.queue = queue
+        self.on_state = on_state
+        self.restart_min_s = restart_min_s
+        self.restart_max_s = restart_max_s
+        self.status = {driver.id: DeviceStatus(driver.id, driver.kind) for driver in drivers}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        for driver in self.drivers.values():
+            self._tasks.append(asyncio.create_task(self._keep_running(driver), name=f"driver:{driver.id}"))
+
+    async def stop(self, timeout: float = 2.0) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=timeout)
+        self._tasks.clear()
+
+    async def _keep_running(self, driver: Driver) -> None:
+        status = self.status[driver.id]
+        hang_timeout = float(getattr(driver.config, "hang_timeout_s", 30.0))
+        while True:
+            alive_flag = asyncio.Event()
+            emit = _Emit(self.queue, alive_flag.set)
+            task = asyncio.create_task(driver.run(emit), name=f"run:{driver.id}")
+            reason = await self._watch(driver, task, emit, alive_flag, hang_timeout)
+            status.restarts += 1
+            status.failures_in_row += 1
+            status.last_error = reason
+            needs_person = isinstance(
+                task.exception() if task.done() and not task.cancelled() else None,
+                AuthFailed | DeviceMisconfigured,
+            )
+            if status.online:
+                status.online = False
+                status.since = time.time()
+            await self.on_state(status, needs_person, reason)
+            delay = min(self.restart_max_s, self.restart_min_s * 2 ** (status.failures_in_row - 1))
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+
+    async def _watch(
+        self,
+        driver: Driver,
+        task: asyncio.Task[None],
+        emit: _Emit,
+        alive_flag: asyncio.Event,
+        hang_timeout: float,
+    ) -> str:
+        """Wait until the driver task ends or hangs; report it online at its first sign of life.
+        Returns why it stopped."""
+        status = self.status[driver.id]
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=HANG_CHECK_S)
+            if alive_flag.is_set() and not status.online and not done:
+                alive_flag.clear()
+                status.online = True
+                status.failures_in_row = 0
+                status.since = time.time()
+                await self.on_state(status, False, "")
+            if done:
+                if task.cancelled():
+                    return "cancelled"
+                error = task.exception()
+                if error is None:
+                    return "driver stopped"
+                log.warning("driver %s failed: %s", driver.id, error)
+                return f"{type(error).__name__}: {error}"
+            if time.monotonic() - emit.last_alive > hang_timeout:
+                task.cancel()
+                await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
+                log.warning(
+                    "driver %s showed no sign of life for %.0f s; restarting", driver.id, hang_timeout
+                )
+                return f"no sign of life for {hang_timeout:.0f} s (hung)"
