@@ -47,9 +47,7 @@ class BoardProfile(StrictModel):
         coils = [c for c in (self.open_coil, self.close_coil, self.stop_coil) if c is not None]
         coils += list(self.outputs.values())
         if len(set(coils)) != len(coils):
-            raise ValueError(
-                "open_coil, close_coil, stop_coil and outputs must be different relays"
-            )
+            raise ValueError("open_coil, close_coil, stop_coil and outputs must be different relays")
         inputs = [
             i
             for i in (
@@ -88,12 +86,8 @@ class ModbusGateConfig(DeviceConfig):
     unit_id: int = Field(
         ge=1, le=247, description="the board's Modbus unit id (DIP switches or its setup tool)"
     )
-    profile: BoardProfile = Field(
-        default_factory=BoardProfile, description="the board's coils and inputs"
-    )
-    poll_interval_s: float = Field(
-        default=0.1, gt=0, le=5, description="how often the inputs are read"
-    )
+    profile: BoardProfile = Field(default_factory=BoardProfile, description="the board's coils and inputs")
+    poll_interval_s: float = Field(default=0.1, gt=0, le=5, description="how often the inputs are read")
     request_timeout_s: float = Field(
         default=0.3, gt=0, le=5, description="how long to wait for the board's answer"
     )

@@ -130,9 +130,7 @@ class ModbusGate(Driver):
                 await self._write(coil, False)
                 return
             except DeviceNotReady as err:
-                log.warning(
-                    "%s: releasing relay %d failed (%s), try %d", self.id, coil, err, attempt
-                )
+                log.warning("%s: releasing relay %d failed (%s), try %d", self.id, coil, err, attempt)
                 await asyncio.sleep(0.2)
 
     async def _write(self, coil: int, on: bool) -> None:
@@ -176,8 +174,7 @@ class ModbusGate(Driver):
                 inputs = await self._read_inputs()
                 if inputs.open_limit:
                     lines.append(
-                        f"open pulse sent; open limit reached after "
-                        f"{time.monotonic() - started:.1f} s"
+                        f"open pulse sent; open limit reached after {time.monotonic() - started:.1f} s"
                     )
                     return "\n".join(lines)
                 await asyncio.sleep(self.config.poll_interval_s)

@@ -124,9 +124,7 @@ class GateStateMachine:
             return "closing", None
         return self.state, None
 
-    def _set_state(
-        self, state: State, *, commanded: bool, detail: str | None = None
-    ) -> list[Observation]:
+    def _set_state(self, state: State, *, commanded: bool, detail: str | None = None) -> list[Observation]:
         if state == self.state:
             return []
         previous = self.state

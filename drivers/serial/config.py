@@ -38,12 +38,8 @@ class SerialSettings(StrictModel):
             "adapters switch direction by themselves and need nothing here"
         ),
     )
-    exclusive: bool = Field(
-        default=True, description="refuse to share the port with another program"
-    )
-    reconnect_min_s: float = Field(
-        default=0.5, gt=0, description="first wait before reopening a lost port"
-    )
+    exclusive: bool = Field(default=True, description="refuse to share the port with another program")
+    reconnect_min_s: float = Field(default=0.5, gt=0, description="first wait before reopening a lost port")
     reconnect_max_s: float = Field(
         default=10.0, gt=0, description="longest wait between attempts to reopen a lost port"
     )

@@ -48,9 +48,7 @@ class Recorder:
         return [o for o in self.observations if isinstance(o, kind)]
 
 
-async def eventually(
-    condition: Callable[[], T], timeout_s: float = 10.0, what: str = "condition"
-) -> T:
+async def eventually(condition: Callable[[], T], timeout_s: float = 10.0, what: str = "condition") -> T:
     """Wait until `condition()` is truthy and return it; fail after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while True:

@@ -64,9 +64,7 @@ def run_gates(
                     for unit in barriers
                 }
                 recorders = {unit: Recorder() for unit in barriers}
-                tasks = [
-                    asyncio.create_task(drivers[unit].run(recorders[unit])) for unit in barriers
-                ]
+                tasks = [asyncio.create_task(drivers[unit].run(recorders[unit])) for unit in barriers]
                 try:
                     for unit in barriers:
                         await eventually(

@@ -1,0 +1,1 @@
+"""OSDP card readers, driven as a Control Panel on libosdp."""
