@@ -28,11 +28,12 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from pydantic import ValidationError
 
-from edge.errors import AuthFailed
+from edge.errors import AuthFailed, ConfigError
 from edge.events import Event
 from sync import mqtt as mqttc
 from sync import topics
 from sync.commands import ErrorCode, Reply
+from sync.community import Community, publish_command
 from sync.config import MqttConfig
 from sync.db import Database, now_iso, open_database
 from sync.uplink import backoff_delay
@@ -69,13 +70,11 @@ class IngestWorker:
         *,
         name: str = "0",
         session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S,
-        on_version_gap: Any = None,
     ) -> None:
         self.db_url = db_url
         self.config = config
         self.client_id = f"ingest-{name}"
         self.session_expiry_s = session_expiry_s
-        self.on_version_gap = on_version_gap
         self.stats = IngestStats()
         self.connected = threading.Event()
         self._stopping = threading.Event()
@@ -178,7 +177,7 @@ class IngestWorker:
             elif parsed.kind == "status":
                 self._status(db, parsed, message.payload)
             elif parsed.kind == "reply":
-                self._reply(db, parsed, message.payload)
+                self._reply(db, parsed, message.payload, client)
         except Exception:
             log.exception("ingest %s: cannot store a message on %s", self.client_id, message.topic)
             raise
@@ -254,7 +253,7 @@ class IngestWorker:
                 (parsed.site, parsed.gateway, str(status.get("state")), json.dumps(status), now_iso()),
             )
 
-    def _reply(self, db: Database, parsed: topics.ParsedTopic, payload: bytes) -> None:
+    def _reply(self, db: Database, parsed: topics.ParsedTopic, payload: bytes, client: mqtt.Client) -> None:
         try:
             reply = Reply.model_validate_json(payload)
         except ValidationError as err:
@@ -274,5 +273,9 @@ class IngestWorker:
                 )
         if reply.error is not None and reply.error.code == ErrorCode.VERSION_GAP:
             log.info("ingest: %s/%s asks for the full allow-list", parsed.site, parsed.gateway)
-            if self.on_version_gap is not None:
-                self.on_version_gap(parsed.site, parsed.gateway)
+            try:
+                document = Community(db).allowlist_full(parsed.site, parsed.gateway)
+            except ConfigError as err:
+                log.warning("ingest: cannot send the full allow-list: %s", err)
+                return
+            publish_command(client, self.config, document)

@@ -1,0 +1,245 @@
+"""`gatehouse admin`: manage allow-lists, passes and gates from the community database; every
+change is sent to the gateway as a command signed with that gateway's key."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from edge.cli.common import add_command
+from edge.cli.ingest import add_broker_arguments, broker_config
+from edge.errors import ConfigError
+
+
+def _secret(name: str | None, what: str) -> str | None:
+    if name is None:
+        return None
+    value = os.environ.get(name)
+    if not value:
+        raise ConfigError(f"{what}: the environment variable {name} is not set")
+    return value
+
+
+def _community(args: argparse.Namespace) -> Any:
+    from sync.community import Community
+    from sync.db import open_database
+
+    return Community(open_database(args.db))
+
+
+def _send(args: argparse.Namespace, document: dict[str, Any]) -> int:
+    from sync.broker import ensure_broker
+    from sync.community import send_and_wait
+
+    if args.no_send:
+        print(json.dumps(document, ensure_ascii=False))
+        return 0
+    with ensure_broker(broker_config(args)) as handle:
+        reply = send_and_wait(handle.config, document, args.wait_s)
+    if reply is None:
+        print(
+            f"sent {document['name']} {document['id']}; no reply within {args.wait_s:g} s. The gateway "
+            f"runs it when it reconnects, unless that is after {document['expires_at']}."
+        )
+        return 0
+    print(json.dumps(reply, ensure_ascii=False))
+    return 0 if reply.get("ok") else 1
+
+
+def _credential_args(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--plate", help="plate text, e.g. 津A12345")
+    which.add_argument("--card", help="card number (hashed with the site's salt before it is stored)")
+    which.add_argument("--qr", help="QR token (hashed with the site's salt)")
+
+
+def _which(args: argparse.Namespace) -> tuple[str, str]:
+    for kind in ("plate", "card", "qr"):
+        value = getattr(args, kind)
+        if value:
+            return kind, value
+    raise ConfigError("give --plate, --card or --qr")
+
+
+def cmd_gateway_add(args: argparse.Namespace) -> int:
+    community = _community(args)
+    key = _secret(args.key_env, "--key-env")
+    assert key is not None
+    community.add_site(args.site, salt=_secret(args.salt_env, "--salt-env"))
+    community.register_gateway(args.site, args.gateway, key)
+    print(f"gateway {args.site}/{args.gateway} registered")
+    return 0
+
+
+def cmd_allow_add(args: argparse.Namespace) -> int:
+    from sync.commands import AllowEntry
+
+    community = _community(args)
+    kind, raw = _which(args)
+    value, last4 = community.credential(args.site, kind, raw)
+    entry = AllowEntry(
+        kind=kind, value=value, last4=last4, subject=args.subject, gates=tuple(args.gate or ())
+    )  # type: ignore[arg-type]
+    version = community.allow_add(args.site, args.gateway, [entry])
+    print(f"allow-list of {args.site}/{args.gateway} is at version {version}")
+    return _send(args, community.allowlist_delta(args.site, args.gateway, version))
+
+
+def cmd_allow_remove(args: argparse.Namespace) -> int:
+    from sync.commands import AllowKey
+
+    community = _community(args)
+    kind, raw = _which(args)
+    value, _ = community.credential(args.site, kind, raw)
+    version = community.allow_remove(args.site, args.gateway, [AllowKey(kind=kind, value=value)])  # type: ignore[arg-type]
+    print(f"allow-list of {args.site}/{args.gateway} is at version {version}")
+    return _send(args, community.allowlist_delta(args.site, args.gateway, version))
+
+
+def cmd_allow_import(args: argparse.Namespace) -> int:
+    community = _community(args)
+    path = Path(args.csv)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file")
+    version, rows = community.allow_import(args.site, args.gateway, path)
+    print(f"imported {rows} entries; allow-list of {args.site}/{args.gateway} is at version {version}")
+    return _send(args, community.allowlist_delta(args.site, args.gateway, version))
+
+
+def cmd_pass_issue(args: argparse.Namespace) -> int:
+    community = _community(args)
+    if not args.plate and not args.qr:
+        raise ConfigError("a pass needs --plate or --qr")
+    pass_args = community.new_pass(
+        args.site,
+        plate=args.plate,
+        qr=args.qr,
+        hours=args.hours,
+        kind=args.kind,
+        host=args.host,
+        max_uses=args.max_uses,
+        gates=tuple(args.gate or ()),
+    )
+    print(f"pass {pass_args.pass_id} valid until {pass_args.valid_until.isoformat()}")
+    return _send(args, community.pass_issue(args.site, args.gateway, pass_args))
+
+
+def cmd_open_gate(args: argparse.Namespace) -> int:
+    community = _community(args)
+    document = community.command(
+        args.site,
+        args.gateway,
+        "open_gate",
+        {"gate": args.gate, "reason": args.reason, "by": args.by},
+        args.ttl_s,
+    )
+    return _send(args, document)
+
+
+def cmd_gaps(args: argparse.Namespace) -> int:
+    from sync.db import open_database
+
+    with open_database(args.db) as db:
+        gaps = db.seq_gaps(args.site, args.gateway)
+    if not gaps:
+        print(f"{args.site}/{args.gateway}: no gaps in seq")
+        return 0
+    for first, last in gaps:
+        print(f"{args.site}/{args.gateway}: missing seq {first}" + (f"–{last}" if last != first else ""))
+    return 1
+
+
+def _target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("site", help="site (compound) id")
+    parser.add_argument("gateway", help="gateway id")
+
+
+def _sending(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait-s", type=float, default=10.0, help="how long to wait for the reply (default 10)"
+    )
+    parser.add_argument(
+        "--no-send", action="store_true", help="print the signed command instead of sending it"
+    )
+
+
+def register(subparsers: Any) -> None:
+    from sync.db import DEFAULT_URL
+
+    admin = add_command(
+        subparsers,
+        "admin",
+        "manage allow-lists, passes and gates in the community database",
+        lambda args: admin.print_help() or 1,
+    )
+    admin.add_argument("--db", default=DEFAULT_URL, help=f"community database URL (default {DEFAULT_URL})")
+    add_broker_arguments(admin)
+    sub = admin.add_subparsers(dest="admin_command", metavar="COMMAND", title="commands")
+
+    gateway = add_command(
+        sub, "gateway", "register gateways and their keys", lambda a: gateway.print_help() or 1
+    )
+    gateway_sub = gateway.add_subparsers(metavar="COMMAND", title="commands")
+    gateway_add = add_command(
+        gateway_sub, "add", "register a gateway with its signing key (and the site's salt)", cmd_gateway_add
+    )
+    _target(gateway_add)
+    gateway_add.add_argument(
+        "--key-env", required=True, metavar="NAME", help="environment variable holding the gateway's HMAC key"
+    )
+    gateway_add.add_argument(
+        "--salt-env", metavar="NAME", help="environment variable holding the site's credential salt"
+    )
+
+    allow = add_command(sub, "allow", "change a gateway's allow-list", lambda a: allow.print_help() or 1)
+    allow_sub = allow.add_subparsers(metavar="COMMAND", title="commands")
+    allow_add = add_command(allow_sub, "add", "allow a plate, card or QR token at a gateway", cmd_allow_add)
+    _target(allow_add)
+    _credential_args(allow_add)
+    allow_add.add_argument("--subject", help="resident or household it belongs to")
+    allow_add.add_argument("--gate", action="append", help="only at this gate (repeat; default every gate)")
+    _sending(allow_add)
+    allow_remove = add_command(allow_sub, "remove", "remove a plate, card or QR token", cmd_allow_remove)
+    _target(allow_remove)
+    _credential_args(allow_remove)
+    _sending(allow_remove)
+    allow_import = add_command(
+        allow_sub,
+        "import",
+        "add every row of a CSV file (kind,value,subject[,gates][,valid_until])",
+        cmd_allow_import,
+    )
+    _target(allow_import)
+    allow_import.add_argument("csv", help="CSV file with a header row")
+    _sending(allow_import)
+
+    passes = add_command(sub, "pass", "visitor and delivery passes", lambda a: passes.print_help() or 1)
+    pass_sub = passes.add_subparsers(metavar="COMMAND", title="commands")
+    pass_issue = add_command(pass_sub, "issue", "issue a pass for a plate or a QR token", cmd_pass_issue)
+    _target(pass_issue)
+    pass_issue.add_argument("--plate", help="visitor's plate")
+    pass_issue.add_argument("--qr", help="QR token handed to the visitor")
+    pass_issue.add_argument("--hours", type=float, default=4.0, help="valid for this many hours (default 4)")
+    pass_issue.add_argument(
+        "--kind", choices=("visitor", "delivery", "contractor"), default="visitor", help="pass kind"
+    )
+    pass_issue.add_argument("--host", help="household visited")
+    pass_issue.add_argument("--max-uses", type=int, help="entries allowed (default unlimited)")
+    pass_issue.add_argument("--gate", action="append", help="only at this gate (repeat)")
+    _sending(pass_issue)
+
+    open_gate = add_command(sub, "open-gate", "open a gate now (signed, expires in 30 s)", cmd_open_gate)
+    _target(open_gate)
+    open_gate.add_argument("gate", help="gate or lane id")
+    open_gate.add_argument("--reason", default="operator", help="why, for the log")
+    open_gate.add_argument("--by", default="operator", help="who asks")
+    open_gate.add_argument(
+        "--ttl-s", type=float, default=30.0, help="expires after this many seconds (default 30)"
+    )
+    _sending(open_gate)
+
+    gaps = add_command(sub, "gaps", "report missing seq numbers of a gateway's events", cmd_gaps)
+    _target(gaps)

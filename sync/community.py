@@ -1,0 +1,320 @@
+"""The community side of the downlink: allow-lists and passes kept in the community database,
+turned into signed commands for a gateway, and sent over MQTT.
+
+An allow-list has a version per gateway. Each change (an add, a removal, a CSV import) makes
+one new version, recorded in `allowlist_changes`; the gateway is sent the delta N → N+1. A
+gateway that holds another version answers `version_gap`, and the ingest service then sends
+the whole list at the current version.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge.errors import ConfigError
+from edge.privacy import credential_hash
+from sync import commands
+from sync import mqtt as mqttc
+from sync.commands import AllowEntry, AllowKey, PassIssueArgs
+from sync.config import MqttConfig
+from sync.db import Database, now_iso
+from sync.topics import Topics
+
+DELTA_TTL_S = 6 * 3600
+OPEN_GATE_TTL_S = 30
+PASS_TTL_S = 6 * 3600
+
+
+class Community:
+    """Allow-lists, passes and commands for the gateways of the community database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # sites and gateways
+
+    def add_site(self, site: str, *, name: str = "", salt: str | None = None) -> None:
+        with self.db.transaction():
+            self.db.execute(
+                "INSERT INTO sites(id, name, salt, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
+                "salt = COALESCE(excluded.salt, sites.salt)",
+                (site, name, salt, now_iso()),
+            )
+
+    def register_gateway(self, site: str, gateway: str, key: str) -> None:
+        with self.db.transaction():
+            self.db.execute(
+                "INSERT INTO gateways(site_id, id, signing_key) VALUES (?, ?, ?) "
+                "ON CONFLICT (site_id, id) DO UPDATE SET signing_key = excluded.signing_key",
+                (site, gateway, key),
+            )
+
+    def key(self, site: str, gateway: str) -> str:
+        row = self.db.one("SELECT signing_key FROM gateways WHERE site_id = ? AND id = ?", (site, gateway))
+        if row is None or not row[0]:
+            raise ConfigError(
+                f"no signing key for gateway {site}/{gateway}; register it with "
+                f"`gatehouse admin gateway add {site} {gateway} --key-env NAME`"
+            )
+        return str(row[0])
+
+    def salt(self, site: str) -> str:
+        row = self.db.one("SELECT salt FROM sites WHERE id = ?", (site,))
+        if row is None or not row[0]:
+            raise ConfigError(
+                f"site {site} has no credential salt in the community database; add it with "
+                f"`gatehouse admin gateway add {site} GATEWAY --key-env NAME --salt-env NAME`"
+            )
+        return str(row[0])
+
+    def credential(self, site: str, kind: str, raw: str) -> tuple[str, str | None]:
+        """The value an allow-list or pass carries for a raw credential: plates as they are,
+        cards and QR tokens as the site-salted hash (with their last 4)."""
+        if kind == "plate":
+            return raw.strip().upper(), None
+        normalised = raw.strip().upper()
+        return credential_hash(normalised, self.salt(site), kind), normalised[-4:]
+
+    # allow-lists
+
+    def allowlist_version(self, site: str, gateway: str) -> int:
+        row = self.db.one(
+            "SELECT allowlist_version FROM gateways WHERE site_id = ? AND id = ?", (site, gateway)
+        )
+        return int(row[0]) if row else 0
+
+    def _change(
+        self, site: str, gateway: str, adds: Iterable[AllowEntry], removes: Iterable[AllowKey]
+    ) -> int:
+        self.key(site, gateway)
+        with self.db.transaction():
+            version = self.allowlist_version(site, gateway) + 1
+            for entry in adds:
+                body = entry.model_dump_json(exclude_none=True)
+                self.db.execute(
+                    "INSERT INTO allowlist_entries(site_id, gateway_id, kind, value, entry, version) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (site_id, gateway_id, kind, value) "
+                    "DO UPDATE SET entry = excluded.entry, version = excluded.version",
+                    (site, gateway, entry.kind, entry.value, body, version),
+                )
+                self.db.execute(
+                    "INSERT INTO allowlist_changes(site_id, gateway_id, version, op, kind, value, entry) "
+                    "VALUES (?, ?, ?, 'add', ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (site, gateway, version, entry.kind, entry.value, body),
+                )
+            for key in removes:
+                self.db.execute(
+                    "DELETE FROM allowlist_entries WHERE site_id = ? AND gateway_id = ? AND kind = ? "
+                    "AND value = ?",
+                    (site, gateway, key.kind, key.value),
+                )
+                self.db.execute(
+                    "INSERT INTO allowlist_changes(site_id, gateway_id, version, op, kind, value) "
+                    "VALUES (?, ?, ?, 'remove', ?, ?) ON CONFLICT DO NOTHING",
+                    (site, gateway, version, key.kind, key.value),
+                )
+            self.db.execute(
+                "UPDATE gateways SET allowlist_version = ? WHERE site_id = ? AND id = ?",
+                (version, site, gateway),
+            )
+        return version
+
+    def allow_add(self, site: str, gateway: str, entries: Iterable[AllowEntry]) -> int:
+        return self._change(site, gateway, list(entries), [])
+
+    def allow_remove(self, site: str, gateway: str, keys: Iterable[AllowKey]) -> int:
+        return self._change(site, gateway, [], list(keys))
+
+    def allow_import(self, site: str, gateway: str, path: Path) -> tuple[int, int]:
+        """Add every row of a CSV file (columns kind,value,subject[,gates][,valid_until]; gates
+        separated by spaces; card and qr values are raw and hashed here). Returns (version, rows)."""
+        entries = []
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            for line, row in enumerate(csv.DictReader(handle), start=2):
+                missing = {"kind", "value"} - {k for k, v in row.items() if v}
+                if missing:
+                    raise ConfigError(f"{path}:{line}: missing {', '.join(sorted(missing))}")
+                value, last4 = self.credential(site, row["kind"], row["value"])
+                try:
+                    entries.append(
+                        AllowEntry(
+                            kind=row["kind"],  # type: ignore[arg-type]
+                            value=value,
+                            last4=last4,
+                            subject=row.get("subject") or None,
+                            gates=tuple((row.get("gates") or "").split()),
+                            valid_until=row.get("valid_until") or None,  # type: ignore[arg-type]
+                        )
+                    )
+                except ValueError as err:
+                    raise ConfigError(f"{path}:{line}: {err}") from err
+        return self.allow_add(site, gateway, entries), len(entries)
+
+    def allowlist_delta(self, site: str, gateway: str, version: int | None = None) -> dict[str, Any]:
+        """The signed delta that takes the gateway from version-1 to version (default: latest)."""
+        version = version or self.allowlist_version(site, gateway)
+        rows = self.db.query(
+            "SELECT op, kind, value, entry FROM allowlist_changes WHERE site_id = ? AND gateway_id = ? "
+            "AND version = ? ORDER BY op, kind, value",
+            (site, gateway, version),
+        )
+        args = {
+            "from_version": version - 1,
+            "to_version": version,
+            "add": [_json(entry) for op, _, _, entry in rows if op == "add"],
+            "remove": [{"kind": kind, "value": value} for op, kind, value, _ in rows if op == "remove"],
+        }
+        return self.command(site, gateway, "allowlist.apply", args, DELTA_TTL_S)
+
+    def allowlist_full(self, site: str, gateway: str) -> dict[str, Any]:
+        with self.db.transaction():
+            version = self.allowlist_version(site, gateway)
+            rows = self.db.query(
+                "SELECT entry FROM allowlist_entries WHERE site_id = ? AND gateway_id = ? "
+                "ORDER BY kind, value",
+                (site, gateway),
+            )
+        args = {"full": True, "to_version": max(version, 1), "add": [_json(row[0]) for row in rows]}
+        return self.command(site, gateway, "allowlist.apply", args, DELTA_TTL_S)
+
+    # passes and gates
+
+    def pass_issue(self, site: str, gateway: str, args: PassIssueArgs) -> dict[str, Any]:
+        with self.db.transaction():
+            self.db.execute(
+                "INSERT INTO passes(id, site_id, gateway_id, kind, plate, credential, host, valid_from, "
+                "valid_until, max_uses, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    args.pass_id,
+                    site,
+                    gateway,
+                    args.kind,
+                    args.plate,
+                    args.credential.model_dump_json() if args.credential else None,
+                    args.host,
+                    args.valid_from.isoformat(),
+                    args.valid_until.isoformat(),
+                    args.max_uses,
+                    now_iso(),
+                ),
+            )
+        return self.command(site, gateway, "pass.issue", args, PASS_TTL_S)
+
+    def new_pass(
+        self,
+        site: str,
+        *,
+        plate: str | None = None,
+        qr: str | None = None,
+        hours: float = 4.0,
+        kind: str = "visitor",
+        host: str | None = None,
+        max_uses: int | None = None,
+        gates: tuple[str, ...] = (),
+    ) -> PassIssueArgs:
+        start = datetime.now(UTC).replace(microsecond=0)
+        credential = None
+        if qr is not None:
+            value, _ = self.credential(site, "qr", qr)
+            credential = AllowKey(kind="qr", value=value)
+        return PassIssueArgs(
+            pass_id=f"p-{uuid.uuid4().hex[:12]}",
+            kind=kind,  # type: ignore[arg-type]
+            plate=plate.strip().upper() if plate else None,
+            credential=credential,
+            host=host,
+            gates=gates,
+            valid_from=start,
+            valid_until=start + timedelta(hours=hours),
+            max_uses=max_uses,
+        )
+
+    def command(
+        self, site: str, gateway: str, name: str, args: Any, ttl_s: float = OPEN_GATE_TTL_S
+    ) -> dict[str, Any]:
+        """A command signed with the gateway's key and recorded in `commands`."""
+        document = commands.build(
+            name, args, site=site, gateway=gateway, key=self.key(site, gateway), ttl_s=ttl_s
+        )
+        with self.db.transaction():
+            self.db.execute(
+                "INSERT INTO commands(id, site_id, gateway_id, name, issued_at, expires_at, document) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    document["id"],
+                    site,
+                    gateway,
+                    name,
+                    document["issued_at"],
+                    document["expires_at"],
+                    json.dumps(document, ensure_ascii=False),
+                ),
+            )
+        return document
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def publish_command(
+    client: mqtt.Client, config: MqttConfig, document: dict[str, Any]
+) -> mqtt.MQTTMessageInfo:
+    """Send a command; under MQTT 5 it names `…/cmd/{name}/reply` as its response topic and its
+    id as correlation data (3.1.1 gateways reply there anyway)."""
+    topics = Topics(document["site"], document["gateway"], config.topic_prefix)
+    properties = None
+    if mqttc.is_v5(config):
+        properties = Properties(PacketTypes.PUBLISH)
+        properties.ResponseTopic = topics.reply(document["name"])
+        properties.CorrelationData = document["id"].encode()
+    return client.publish(
+        topics.cmd(document["name"]), json.dumps(document, ensure_ascii=False), qos=1, properties=properties
+    )
+
+
+def send_and_wait(config: MqttConfig, document: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+    """Publish a command and wait for its reply (None when none came in time)."""
+    topics = Topics(document["site"], document["gateway"], config.topic_prefix)
+    session = mqttc.Session()
+    client = mqttc.new_client(config, f"admin-{uuid.uuid4().hex[:8]}", clean=True)
+    client.on_connect = session.on_connect
+    client.on_disconnect = session.on_disconnect
+    replies: list[dict[str, Any]] = []
+    arrived = threading.Event()
+
+    def on_message(c: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            body = json.loads(message.payload)
+        except ValueError:
+            return
+        if body.get("id") == document["id"]:
+            replies.append(body)
+            arrived.set()
+
+    client.on_message = on_message
+    mqttc.connect(
+        client, config, clean=True, session_expiry_s=0, connack=session.connack, outcome=session.outcome
+    )
+    try:
+        subscribed = threading.Event()
+        client.on_subscribe = lambda *a: subscribed.set()
+        client.subscribe(topics.reply(document["name"]), qos=1)
+        subscribed.wait(timeout)
+        publish_command(client, config, document).wait_for_publish(timeout)
+        arrived.wait(timeout)
+    finally:
+        mqttc.stop(client)
+    return replies[0] if replies else None

@@ -1,0 +1,112 @@
+"""`gatehouse admin` against a real broker and gateway: allow-list deltas, the full list after a
+version gap (sent by the ingest service), passes and open-gate, all signed with the gateway's key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.cli import main
+from edge.store import Store
+from sync.commands import AllowEntry, Command
+from sync.community import Community
+from sync.db import open_database
+from sync.downlink import Downlink
+from sync.ingest import IngestWorker
+from sync.uplink import Uplink
+from tests.support.mosquitto import TestBroker
+from tests.support.sync_helpers import KEY, SITE, wait_until
+
+pytestmark = pytest.mark.broker
+GATEWAY = "gw-admin"
+SALT = "a-site-salt-of-some-length"
+
+
+class Gate:
+    def __init__(self) -> None:
+        self.calls: list[Command] = []
+
+    async def execute(self, command: Command) -> dict[str, Any]:
+        self.calls.append(command)
+        return {}
+
+
+def test_admin_commands_reach_the_gateway(
+    shared_broker: TestBroker,
+    store: Store,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    db_url = f"sqlite:///{tmp_path / 'community.db'}"
+    monkeypatch.setenv("GW_KEY", KEY)
+    monkeypatch.setenv("SITE_SALT", SALT)
+    broker_args = ["--db", db_url, "--host", "127.0.0.1", "--port", str(shared_broker.port)]
+    assert (
+        main(
+            [
+                "admin",
+                *broker_args,
+                "gateway",
+                "add",
+                SITE,
+                GATEWAY,
+                "--key-env",
+                "GW_KEY",
+                "--salt-env",
+                "SITE_SALT",
+            ]
+        )
+        == 0
+    )
+    csv_file = tmp_path / "residents.csv"
+    csv_file.write_text(
+        "kind,value,subject,gates\nplate,津a12345,unit-3-402,north-in\ncard,0012345678,unit-3-402,\n"
+    )
+    gate = Gate()
+    downlink = Downlink(store, gate, site=SITE, gateway=GATEWAY, key=KEY)
+    config = shared_broker.mqtt_config()
+    with (
+        IngestWorker(db_url, config, name="admin") as worker,
+        Uplink(store, config, site=SITE, gateway=GATEWAY, downlink=downlink) as uplink,
+    ):
+        wait_until(lambda: worker.connected.is_set() and uplink.connected.is_set(), 10, "connections")
+        assert main(["admin", *broker_args, "allow", "import", SITE, GATEWAY, str(csv_file)]) == 0
+        assert downlink.allowlist_version() == 1
+        applied = gate.calls[-1].args
+        assert {entry.kind for entry in applied.add} == {"plate", "card"}
+        card = next(entry for entry in applied.add if entry.kind == "card")
+        assert card.last4 == "5678" and "0012345678" not in card.value
+
+        community = Community(open_database(db_url))
+        community.allow_add(SITE, GATEWAY, [AllowEntry(kind="plate", value="津B00001")])
+        assert main(["admin", *broker_args, "allow", "add", SITE, GATEWAY, "--plate", "津C00002"]) == 1
+        assert "version_gap" in capsys.readouterr().out
+        wait_until(lambda: downlink.allowlist_version() == 3, 20, "the full list sent after the gap")
+        full = gate.calls[-1].args
+        assert full.full and len(full.add) == 4
+        assert {e.value for e in full.add if e.kind == "plate"} == {"津A12345", "津B00001", "津C00002"}
+
+        assert (
+            main(
+                ["admin", *broker_args, "pass", "issue", SITE, GATEWAY, "--plate", "津D00003", "--hours", "2"]
+            )
+            == 0
+        )
+        assert gate.calls[-1].name == "pass.issue" and gate.calls[-1].args.plate == "津D00003"
+        assert main(["admin", *broker_args, "open-gate", SITE, GATEWAY, "north-in"]) == 0
+        assert gate.calls[-1].name == "open_gate" and gate.calls[-1].args.gate == "north-in"
+
+        db = open_database(db_url)
+        wait_until(
+            lambda: db.one("SELECT count(*) FROM commands WHERE ok IS NULL") == (0,),
+            10,
+            "every reply recorded",
+        )
+        db.close()
+    assert (
+        main(["admin", "--db", db_url, "allow", "add", SITE, "gw-unknown", "--plate", "X1", "--no-send"]) == 2
+    )
+    assert "no signing key" in capsys.readouterr().err
