@@ -37,3 +37,7 @@ class StoreFull(StoreError):
 
 class ModelError(GatehouseError):
     """An inference model is missing, does not match its checksum, or cannot be loaded."""
+
+
+class UsageError(GatehouseError):
+    """A command was called with arguments that cannot work; the message says the right form."""

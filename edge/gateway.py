@@ -85,6 +85,22 @@ class Gateway:
 
     async def _on_device_state(self, status: DeviceStatus, needs_person: bool, reason: str) -> None:
         threshold = self.config.supervisor.offline_alert_after
+        row = (
+            status.device,
+            status.kind,
+            "online" if status.online else "offline",
+            int(status.since * 1000),
+            status.last_error or None,
+            status.restarts,
+        )
+        await self.store.write_async(
+            lambda c: c.execute(
+                "INSERT INTO devices(id, kind, state, since_ms, last_error, restarts) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT(id) DO UPDATE SET state=excluded.state, since_ms=excluded.since_ms, "
+                "last_error=excluded.last_error, restarts=excluded.restarts",
+                row,
+            )
+        )
         await self.rules.device_availability(
             status.device,
             status.online,

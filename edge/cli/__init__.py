@@ -9,7 +9,7 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
-from edge.errors import ConfigError, GatehouseError
+from edge.errors import ConfigError, GatehouseError, UsageError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -50,6 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"configuration error:\n{err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except UsageError as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG
     except GatehouseError as err:
         if args.debug:

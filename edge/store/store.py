@@ -32,6 +32,7 @@ from edge.errors import StoreError, StoreFull
 from edge.events import AlertClearedPayload, AlertPayload, Event, EventFactory, Priority
 from edge.ids import uuid7
 from edge.store.migrations import migrate
+from edge.store.queries import query_events
 
 log = logging.getLogger(__name__)
 
@@ -571,31 +572,9 @@ class Store:
         oldest = min((ts for _, _, ts in rows), default=None)
         return Backlog(sum(by_priority.values()), oldest, by_priority)
 
-    def events(
-        self,
-        *,
-        since_ms: int | None = None,
-        types: Iterable[str] = (),
-        after_rowid: int = 0,
-        limit: int = 100,
-        newest: bool = False,
-    ) -> list[tuple[int, Event]]:
-        """Stored events, oldest first (or the newest `limit` when `newest`)."""
-        clauses, params = ["seq > ?"], [after_rowid]
-        if since_ms is not None:
-            clauses.append("ts_ms >= ?")
-            params.append(since_ms)
-        type_list = list(types)
-        if type_list:
-            patterns = [t.replace("*", "%") for t in type_list]
-            clauses.append("(" + " OR ".join("type LIKE ?" for _ in patterns) + ")")
-            params.extend(patterns)  # type: ignore[arg-type]
-        order = "DESC" if newest else "ASC"
-        sql = f"SELECT seq, body FROM outbox WHERE {' AND '.join(clauses)} ORDER BY seq {order} LIMIT ?"
-        rows = self.read().execute(sql, (*params, limit)).fetchall()
-        if newest:
-            rows.reverse()
-        return [(rowid, Event.model_validate_json(body)) for rowid, body in rows]
+    def events(self, **filters: Any) -> list[Event]:
+        """Stored events; see `edge.store.queries.query_events` for the filters."""
+        return query_events(self.read(), **filters)
 
     def counter(self, name: str) -> int:
         row = self.read().execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()

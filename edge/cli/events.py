@@ -1,0 +1,152 @@
+"""`gatehouse events` and `gatehouse status`: what the gateway recorded, read from its store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sqlite3
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from edge.cli.common import add_command, load
+from edge.errors import StoreError, UsageError
+from edge.events import Event, Priority
+from edge.store.queries import query_events
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+
+
+def register(subparsers: Any) -> None:
+    parser = add_command(
+        subparsers, "events", "list recorded events (newest last); --follow to watch", _events
+    )
+    parser.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    parser.add_argument(
+        "--type", "-t", action="append", default=[], help="only this type; * matches, e.g. 'access.*'"
+    )
+    parser.add_argument("--since", help="only events since: 10m, 2h, 1d, or an ISO time")
+    parser.add_argument("--limit", "-n", type=int, default=50, help="how many (default 50)")
+    parser.add_argument("--json", action="store_true", help="one JSON event per line")
+    add_command(subparsers, "status", "show counters, backlog and devices from the store", _status)
+
+
+def parse_since(text: str, now: float | None = None) -> int:
+    """`10m`, `2h`, `1d` ago, or an ISO 8601 time; milliseconds since the epoch."""
+    match = _DURATION.match(text.strip())
+    if match:
+        seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+        return int(((now or time.time()) - seconds) * 1000)
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as err:
+        raise UsageError(
+            f"--since {text!r}: expected 10m, 2h, 1d or an ISO time like 2026-11-25T08:00"
+        ) from err
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def reader(config: Any) -> sqlite3.Connection:
+    """A read-only connection to the store; the daemon may be running."""
+    path = config.store_path
+    if not path.exists():
+        raise StoreError(f"no store at {path} yet; has 'gatehouse run' (or the demo) started?")
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    conn.execute("PRAGMA query_only=1")
+    return conn
+
+
+def summary(event: Event) -> str:
+    """One line a guard can read."""
+    p: Any = event.payload
+    match event.type:
+        case "access.granted" | "access.denied":
+            who = p.subject or (f"card …{p.credential.last4}" if p.credential else p.plate or "?")
+            what = p.plate or (f"{p.credential.kind} …{p.credential.last4}" if p.credential else "")
+            return f"{p.gate}: {what} → {p.reason}" + (f" ({who})" if p.subject else "")
+        case "gate.state":
+            return f"{p.gate}: {p.previous or '?'} → {p.state}" + (f" ({p.detail})" if p.detail else "")
+        case "vehicle.plate":
+            return f"{p.lane}: {p.plate} {p.colour or ''} {p.confidence:.2f}".strip()
+        case "alert.raised":
+            return f"[{p.severity}] {p.message}"
+        case "alert.acknowledged":
+            return f"acknowledged {p.key} by {p.by}"
+        case "alert.cleared":
+            return f"cleared {p.key}" + (f": {p.reason}" if p.reason else "")
+        case "occupancy.sample":
+            return f"{p.zone}: {p.count}" + (f" ({p.occupied}/{p.capacity} spaces)" if p.capacity else "")
+        case "device.online" | "device.offline":
+            state = "online" if event.type == "device.online" else "offline"
+            return f"{state}" + (f": {p.reason}" if p.reason else "")
+    return event.payload.model_dump_json()
+
+
+def format_row(event: Event) -> str:
+    local = event.ts.astimezone().strftime("%m-%d %H:%M:%S")
+    return f"{local}  {event.seq:>7}  {event.type:<18}  {event.device or '-':<14}  {summary(event)}"
+
+
+HEADER = f"{'time':<14}  {'seq':>7}  {'type':<18}  {'device':<14}  what"
+
+
+def _events(args: argparse.Namespace) -> int:
+    config = load(args)
+    conn = reader(config)
+    since = parse_since(args.since) if args.since else None
+    events = query_events(conn, since_ms=since, types=args.type, limit=args.limit)
+    if not args.json:
+        print(HEADER)
+    last = 0
+    for event in events:
+        print(event.model_dump_json() if args.json else format_row(event), flush=True)
+        last = event.seq
+    if not args.follow:
+        return 0
+    if not events:
+        last = conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0]
+    while True:
+        time.sleep(0.5)
+        for event in query_events(conn, types=args.type, after_seq=last, limit=500, newest=False):
+            print(event.model_dump_json() if args.json else format_row(event), flush=True)
+            last = event.seq
+
+
+def _status(args: argparse.Namespace) -> int:
+    config = load(args)
+    conn = reader(config)
+    counters = dict(conn.execute("SELECT name, value FROM counters"))
+    backlog = conn.execute(
+        "SELECT priority, count(*), min(ts_ms) FROM outbox WHERE synced_ms IS NULL GROUP BY priority"
+    ).fetchall()
+    total = conn.execute("SELECT count(*), coalesce(max(seq), 0) FROM outbox").fetchone()
+    print(f"gateway {config.gateway.id} at site {config.site.id}; store {config.store_path}")
+    print(f"events stored: {total[0]}, last seq: {max(total[1], counters.get('seq', 0))}")
+    if backlog:
+        oldest = min(row[2] for row in backlog)
+        age = max(0.0, time.time() - oldest / 1000)
+        parts = ", ".join(f"{Priority(p).name.lower()} {n}" for p, n, _ in backlog)
+        print(f"backlog (not yet synced): {sum(r[1] for r in backlog)} ({parts}); oldest {age:.0f} s ago")
+    else:
+        print("backlog (not yet synced): 0")
+    for name in sorted(counters):
+        if name != "seq":
+            print(f"  {name}: {counters[name]}")
+    uplink = conn.execute("SELECT value FROM kv WHERE key='uplink.status'").fetchone()
+    if uplink:
+        for key, value in json.loads(uplink[0]).items():
+            print(f"  uplink {key}: {value}")
+    open_alerts = conn.execute(
+        "SELECT severity, message FROM alerts WHERE state != 'cleared' ORDER BY raised_ms"
+    ).fetchall()
+    print(f"open alerts: {len(open_alerts)}")
+    for severity, message in open_alerts:
+        print(f"  [{severity}] {message}")
+    devices = conn.execute("SELECT id, kind, state, last_error, restarts FROM devices ORDER BY id").fetchall()
+    for device_id, kind, state, error, restarts in devices:
+        extra = f" — {error}" if error else ""
+        print(f"  device {device_id} ({kind}): {state}, {restarts} restarts{extra}")
+    return 0
