@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 
 from drivers.registry import device_config_models
 from edge.config_base import StrictModel
+from edge.rules.config import RulesConfig
 from models.config import InferenceConfig
 from sync.config import MqttConfig
 
@@ -126,6 +127,10 @@ class GatehouseConfig(StrictModel):
     supervisor: SupervisorConfig = Field(default_factory=SupervisorConfig, description="how drivers are run")
     inference: InferenceConfig = Field(default_factory=InferenceConfig, description="on-device inference")
     gates: tuple[GateConfig, ...] = Field(default=(), description="vehicle lanes and pedestrian doors")
+    rules: RulesConfig = Field(
+        default_factory=RulesConfig,
+        description="access rules (anti-passback) and alert thresholds and outputs",
+    )
     devices: tuple[DeviceConfigUnion, ...] = Field(default=(), description="readers, barriers, cameras")  # type: ignore[valid-type]
 
     @model_validator(mode="after")

@@ -137,19 +137,28 @@ def _model_at(path: Path_, data: Any) -> type[BaseModel] | None:
 def _model_of_annotation(
     annotation: Any, node: Any, device_models: tuple[type[BaseModel], ...]
 ) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
+    """The model an annotation stands for, choosing a union member by the data's `kind`."""
+    candidates: list[type[BaseModel]] = []
+
+    def collect(tp: Any) -> None:
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            candidates.append(tp)
+            return
+        for arg in getattr(tp, "__args__", ()) or ():
+            collect(arg)
+        origin = getattr(tp, "__origin__", None)
+        if origin is not None and getattr(tp, "__metadata__", None) is not None:
+            collect(origin)
+
+    collect(annotation)
+    if len(candidates) <= 1:
+        return candidates[0] if candidates else None
     sample = node[0] if isinstance(node, list) and node else node
-    for arg in getattr(annotation, "__args__", ()) or ():
-        found = _model_of_annotation(arg, sample, device_models)
-        if found is not None:
-            return found
-    metadata = getattr(annotation, "__metadata__", None)
-    if metadata is not None and isinstance(sample, dict):
-        for model in device_models:
-            kind = model.model_fields["kind"].annotation
-            if sample.get("kind") in getattr(kind, "__args__", ()):
-                return model
+    kind = sample.get("kind") if isinstance(sample, dict) else None
+    for model in candidates:
+        field = model.model_fields.get("kind")
+        if field is not None and kind in getattr(field.annotation, "__args__", ()):
+            return model
     return None
 
 
@@ -167,8 +176,22 @@ def _message(error: Any, data: Any, marks: _Marks, source: str) -> str:
         return f"{where}: unknown key '{path[-1]}'{suggestion}"
     if error["type"] == "missing":
         return f"{where}: required key is missing"
-    if error["type"] == "union_tag_invalid":
-        return f"{where}: {error['msg']}"
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        from drivers.registry import device_config_models
+
+        kinds = sorted(
+            kind
+            for model in device_config_models()
+            for kind in getattr(model.model_fields["kind"].annotation, "__args__", ())
+        )
+        got = error.get("input", {}).get("kind") if isinstance(error.get("input"), dict) else None
+        line, col = marks.near((*path, "kind")) or (line, col)
+        where = f"{source}:{line}:{col} {_dotted((*path, 'kind'))}"
+        if got is None:
+            return f"{where}: every device needs a kind; one of: {', '.join(kinds)}"
+        hint = difflib.get_close_matches(str(got), kinds, n=1)
+        suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
+        return f"{where}: unknown device kind '{got}'{suggestion} (known: {', '.join(kinds)})"
     got = error.get("input")
     shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
     return f"{where}: {error['msg'].rstrip('.')}{shown}"

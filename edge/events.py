@@ -77,6 +77,9 @@ class AccessPayload(Payload):
     subject: str | None = Field(default=None, description="person, household or pass id")
     reason: AccessReason
     direction: Literal["in", "out"] | None = None
+    household: str | None = Field(default=None, description="the resident's household")
+    pass_id: str | None = Field(default=None, description="the visitor or delivery pass used")
+    detail: str = Field(default="", description="why, in words a guard can read")
 
 
 GateState = Literal["closed", "opening", "open", "closing", "fault", "unknown"]

@@ -47,11 +47,13 @@ def install_stop_signals(stop: asyncio.Event) -> None:
 
 async def _serve(config: Any) -> None:
     from edge.gateway import Gateway
+    from edge.systemd import notifying
 
     stop = asyncio.Event()
     install_stop_signals(stop)
     gateway = Gateway(config)
-    await gateway.run(stop)
+    async with notifying(gateway, stop):
+        await gateway.run(stop)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -38,7 +38,7 @@ def test_append_returns_committed_event_with_increasing_seq(fresh_store: Store, 
     other = sqlite3.connect(fresh_store.path)
     stored = other.execute("SELECT seq, type FROM outbox ORDER BY seq").fetchall()
     assert stored == [(1, "gate.state"), (2, "gate.state")]
-    assert [e.seq for _, e in fresh_store.events()] == [1, 2]
+    assert [e.seq for e in fresh_store.events()] == [1, 2]
 
 
 def test_seq_persists_across_restart(tmp_path: Path, factory: EventFactory):
@@ -77,7 +77,7 @@ def test_concurrent_producers_share_commits(fresh_store: Store, factory: EventFa
         thread.join(30)
     assert sum(commits) == 800
     assert len(commits) < 800, "every event got its own commit: no group commit happened"
-    seqs = [e.seq for _, e in fresh_store.events(limit=1000)]
+    seqs = [e.seq for e in fresh_store.events(limit=1000)]
     assert seqs == list(range(1, 801))
 
 
@@ -112,11 +112,15 @@ def test_pending_orders_by_class_and_mark_synced(fresh_store: Store, factory: Ev
 
 
 def test_pending_query_uses_the_partial_index(fresh_store: Store):
-    plan = fresh_store.read().execute(
-        "EXPLAIN QUERY PLAN SELECT seq FROM outbox WHERE synced_ms IS NULL AND priority=? AND seq>? "
-        "ORDER BY seq LIMIT ?",
-        (1, 0, 10),
-    ).fetchall()
+    plan = (
+        fresh_store.read()
+        .execute(
+            "EXPLAIN QUERY PLAN SELECT seq FROM outbox WHERE synced_ms IS NULL AND priority=? AND seq>? "
+            "ORDER BY seq LIMIT ?",
+            (1, 0, 10),
+        )
+        .fetchall()
+    )
     assert "outbox_pending" in " ".join(str(step[-1]) for step in plan)
 
 
@@ -135,7 +139,7 @@ def test_quota_drops_synced_first_then_telemetry_never_access(tmp_path: Path, fa
         assert set(kept_access) <= remaining
         assert not set(synced) & remaining
         assert store.used_bytes() <= 400_000
-        alerts = [e for _, e in store.events(types=["alert.*"], limit=10)]
+        alerts = store.events(types=["alert.*"], limit=10)
         assert len(alerts) == 1
         assert alerts[0].payload.key == "store.quota"
     finally:
@@ -177,7 +181,7 @@ def test_corrupt_file_is_moved_aside_reported_and_replaced(tmp_path: Path, facto
         assert store.recovered_from is not None
         assert store.recovered_from.exists(), "the corrupt file must be kept"
         assert store.recovered_from.read_bytes()[:8] == b"\x00garbage"
-        alerts = [e for _, e in store.events(types=["alert.raised"])]
+        alerts = store.events(types=["alert.raised"])
         assert [a.payload.kind for a in alerts] == ["store.corrupt"]
         assert alerts[0].seq > last, "seq must never repeat after recovery"
 

@@ -1,0 +1,7 @@
+"""`python -m edge.cli` is `gatehouse`."""
+
+import sys
+
+from edge.cli import main
+
+sys.exit(main())

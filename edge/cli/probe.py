@@ -1,0 +1,267 @@
+"""`gatehouse probe PORT`: what answers on a serial port.
+
+Tries, in turn: OSDP readers (polls at the common addresses and baud rates), Modbus RTU
+boards (a discrete-input read at each unit id, baud rate and parity), and Wiegand converters
+(listens while someone presents a card, and tries every frame profile on what arrives). Says
+what answered, with the settings to put into the configuration."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from edge.cli.common import add_command
+from edge.errors import DeviceMisconfigured, DeviceNotReady
+
+OSDP_BAUDS = (9600, 19200, 38400, 115200)
+MODBUS_BAUDS = (9600, 19200, 38400, 115200)
+
+
+@dataclass
+class Finding:
+    protocol: str
+    baudrate: int
+    detail: str
+    settings: str
+
+
+def register(subparsers: Any) -> None:
+    parser = add_command(
+        subparsers,
+        "probe",
+        "find out what answers on a serial port (OSDP readers, Modbus boards, Wiegand converters)",
+        _probe,
+        description=(
+            "Probe a serial port: OSDP polls at common addresses and baud rates, Modbus reads at "
+            "each unit id, then listen for Wiegand converter frames while you present a card. "
+            "Stop the gateway first (`systemctl stop gatehouse`): the port can only be open once."
+        ),
+    )
+    parser.add_argument("port", help="serial device, e.g. /dev/serial/by-id/usb-FTDI_...-port0")
+    parser.add_argument(
+        "--baud", type=int, action="append", help="only this baud rate (repeatable; default: common ones)"
+    )
+    parser.add_argument(
+        "--osdp-addresses", default="0-3", help="OSDP addresses to poll, e.g. 0-3 or 0,1,5 (default 0-3)"
+    )
+    parser.add_argument("--units", default="1-10", help="Modbus unit ids to try (default 1-10)")
+    parser.add_argument(
+        "--parity", action="append", choices=["N", "E", "O"], help="Modbus parity to try (default N and E)"
+    )
+    parser.add_argument(
+        "--listen", type=float, default=5.0, help="seconds to listen for Wiegand frames (0 to skip)"
+    )
+    parser.add_argument(
+        "--only", choices=["osdp", "modbus", "wiegand"], action="append", help="probe only these protocols"
+    )
+
+
+def numbers(text: str, low: int, high: int) -> list[int]:
+    """'0-3' or '1,2,7' as a list, each within [low, high]."""
+    found: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        first, _, last = part.partition("-")
+        try:
+            start, end = int(first), int(last or first)
+        except ValueError as err:
+            raise DeviceMisconfigured(f"{text!r}: write numbers like 0-3 or 1,2,7") from err
+        if not low <= start <= end <= high:
+            raise DeviceMisconfigured(f"{text!r}: numbers must be within {low}-{high}")
+        found.extend(range(start, end + 1))
+    return sorted(set(found))
+
+
+def _check_port(port: str, baudrate: int) -> None:
+    from drivers.serial.config import SerialSettings
+    from drivers.serial.port import open_serial
+
+    open_serial(SerialSettings(port=port, baudrate=baudrate)).close()
+
+
+async def probe_osdp(port: str, baudrate: int, addresses: list[int], wait_s: float = 1.5) -> list[Finding]:
+    import osdp
+
+    from drivers.osdp.bus import PortChannel
+    from drivers.serial.config import SerialSettings
+    from drivers.serial.port import SerialPort
+
+    serial_port = SerialPort(SerialSettings(port=port, baudrate=baudrate))
+    serial_port.open()
+    channel = PortChannel(serial_port)
+    infos = [osdp.PDInfo(address, channel, name=f"probe-{address}") for address in addresses]
+    cp = osdp.ControlPanel(infos, log_level=osdp.LogLevel.Emergency)
+    cp.start()
+    try:
+        await asyncio.sleep(wait_s)
+        found = []
+        for address in addresses:
+            ident = cp.get_pd_id(address)
+            if not (ident.vendor_code or ident.serial_number or cp.is_online(address)):
+                continue
+            secure = cp.check_capability(address, osdp.Capability.CommunicationSecurity)[0] > 0
+            found.append(
+                Finding(
+                    "OSDP",
+                    baudrate,
+                    f"reader at address {address}: vendor {ident.vendor_code & 0xFFFFFF:06x}, model "
+                    f"{ident.model}, serial {ident.serial_number & 0xFFFFFFFF:08x}"
+                    + ("; supports the secure channel (set scbk)" if secure else ""),
+                    f"kind: osdp, serial: {{port: {port}, baudrate: {baudrate}}}, address: {address}",
+                )
+            )
+        return found
+    finally:
+        cp.stop()
+        serial_port.close()
+
+
+async def probe_modbus(port: str, baudrate: int, parity: str, units: list[int]) -> list[Finding]:
+    from pymodbus import FramerType
+    from pymodbus.client import AsyncModbusSerialClient
+    from pymodbus.exceptions import ModbusException
+
+    client = AsyncModbusSerialClient(
+        port,
+        framer=FramerType.RTU,
+        baudrate=baudrate,
+        parity=parity,
+        timeout=0.15,
+        retries=0,
+        reconnect_delay=0,
+    )
+    async with asyncio.timeout(5):
+        connected = await client.connect()
+    if not connected:
+        raise DeviceNotReady(f"cannot open {port} for Modbus")
+    found = []
+    try:
+        for unit in units:
+            try:
+                async with asyncio.timeout(1):
+                    reply = await client.read_discrete_inputs(0, count=8, device_id=unit)
+            except (ModbusException, TimeoutError):
+                continue
+            answer = (
+                f"exception {reply.exception_code} to a discrete-input read (it answers; check the "
+                "board's register map)"
+                if reply.isError()
+                else "inputs 0-7 = " + "".join("1" if bit else "0" for bit in reply.bits[:8])
+            )
+            found.append(
+                Finding(
+                    "Modbus",
+                    baudrate,
+                    f"unit {unit} ({parity} parity): {answer}",
+                    f"kind: modbus_gate, serial: {{port: {port}, baudrate: {baudrate}, parity: {parity}}}, "
+                    f"unit_id: {unit}",
+                )
+            )
+    finally:
+        client.close()
+    return found
+
+
+async def probe_wiegand(port: str, baudrate: int, listen_s: float) -> list[Finding]:
+    from drivers.serial.config import SerialSettings
+    from drivers.serial.port import SerialPort
+    from drivers.wiegand.bits import WiegandError
+    from drivers.wiegand.device import credential_of
+    from drivers.wiegand.framing import PROFILES, Deframer
+
+    serial_port = SerialPort(SerialSettings(port=port, baudrate=baudrate))
+    serial_port.open()
+    received = bytearray()
+    deadline = time.monotonic() + listen_s
+    try:
+        while time.monotonic() < deadline:
+            received += await serial_port.read(timeout_s=max(0.01, min(0.2, deadline - time.monotonic())))
+    finally:
+        serial_port.close()
+    found = []
+    for name in sorted(PROFILES):
+        deframer = Deframer(name)
+        reads = []
+        for frame in deframer.feed(bytes(received)):
+            with contextlib.suppress(WiegandError):
+                reads.append(credential_of(frame))
+        if reads:
+            shown = ", ".join(f"{credential} ({fmt})" for credential, fmt in reads[:3])
+            found.append(
+                Finding(
+                    "Wiegand",
+                    baudrate,
+                    f"{len(reads)} read(s) as profile {name}: {shown}"
+                    + (f"; {deframer.rejected} rejected" if deframer.rejected else ""),
+                    f"kind: wiegand, serial: {{port: {port}, baudrate: {baudrate}}}, profile: {name}",
+                )
+            )
+    if received and not found:
+        found.append(
+            Finding(
+                "Wiegand",
+                baudrate,
+                f"{len(received)} bytes arrived but fit no profile (first: {bytes(received[:24])!r}); "
+                "try another --baud",
+                "",
+            )
+        )
+    return found
+
+
+async def run_probe(args: argparse.Namespace, say: Any) -> list[Finding]:
+    only = set(args.only or ["osdp", "modbus", "wiegand"])
+    findings: list[Finding] = []
+    _check_port(args.port, (args.baud or [9600])[0])
+    if "osdp" in only:
+        addresses = numbers(args.osdp_addresses, 0, 126)
+        for baud in args.baud or OSDP_BAUDS:
+            say(f"OSDP   {baud:>6} baud, addresses {args.osdp_addresses} ...")
+            hits = await probe_osdp(args.port, baud, addresses)
+            findings += hits
+            if hits:
+                break
+    if "modbus" in only:
+        units = numbers(args.units, 1, 247)
+        done = False
+        for baud in args.baud or MODBUS_BAUDS:
+            for parity in args.parity or ["N", "E"]:
+                say(f"Modbus {baud:>6} baud 8{parity}1, units {args.units} ...")
+                hits = await probe_modbus(args.port, baud, parity, units)
+                findings += hits
+                done = bool(hits)
+                if done:
+                    break
+            if done:
+                break
+    if "wiegand" in only and args.listen > 0:
+        for baud in args.baud or [9600]:
+            say(f"Wiegand {baud:>5} baud: present a card now (listening {args.listen:g} s) ...")
+            findings += await probe_wiegand(args.port, baud, args.listen)
+    return findings
+
+
+def _probe(args: argparse.Namespace) -> int:
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    say(f"probing {args.port}")
+    findings = asyncio.run(run_probe(args, say))
+    if not findings:
+        print(
+            "nothing answered. Check the device's power, the A/B (D+/D-) wiring (swap them if unsure), "
+            "a 120 ohm terminator at the far end of long lines, and the baud rate in the device's manual."
+        )
+        return 1
+    print("answered:")
+    for finding in findings:
+        print(f"  {finding.protocol} at {finding.baudrate} baud: {finding.detail}")
+        if finding.settings:
+            print(f"    config: {finding.settings}")
+    return 0

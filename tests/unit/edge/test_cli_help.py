@@ -1,0 +1,42 @@
+"""Installers discover the CLI with --help: every command and sub-command must explain itself."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from edge.cli import build_parser, main
+
+
+def walk(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, sub in action.choices.items():
+                yield (*path, name), helps.get(name), sub
+                yield from walk(sub, (*path, name))
+
+
+def test_every_command_has_help_text():
+    commands = list(walk(build_parser()))
+    assert len(commands) >= 6
+    missing = [" ".join(path) for path, help_text, _ in commands if not help_text or not help_text.strip()]
+    assert not missing, f"commands without help: {missing}"
+
+
+def test_every_option_has_help_text():
+    missing = []
+    for path, _, parser in walk(build_parser()):
+        for action in parser._actions:
+            if action.option_strings and action.help in (None, "") and action.dest != "help":
+                missing.append(f"{' '.join(path)} {action.option_strings[0]}")
+    assert not missing, f"options without help: {missing}"
+
+
+@pytest.mark.parametrize("command", ["run", "demo", "events", "status", "config"])
+def test_core_commands_exist(command: str, capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip()

@@ -1,0 +1,183 @@
+"""Configuration errors are for installers: file, line, key path, what was expected, a
+suggestion; exit code 2; no traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge.cli import main
+from edge.cli.config_cmd import schema_text
+from edge.config_loader import load_config, parse_config
+from edge.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[3]
+
+GOOD = """\
+site:
+  id: compound-7
+  salt: ${TEST_SITE_SALT}
+gateway:
+  id: gw-north
+  state_dir: {state}
+gates:
+  - id: north-in
+    kind: vehicle
+    barrier: north-barrier
+devices:
+  - kind: sim_lane
+    id: north-barrier
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gatehouse.yaml"
+    path.write_text(text.replace("{state}", str(tmp_path / "state")))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def salt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_SITE_SALT", "a-long-enough-test-salt")
+
+
+def test_good_config_loads_and_secret_is_substituted(tmp_path: Path):
+    config = load_config(write(tmp_path, GOOD))
+    assert config.site.salt == "a-long-enough-test-salt"
+    assert config.gate_of("north-barrier").id == "north-in"
+
+
+def test_secret_from_systemd_credentials_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("TEST_SITE_SALT")
+    credentials = tmp_path / "creds"
+    credentials.mkdir()
+    (credentials / "TEST_SITE_SALT").write_text("salt-from-credentials-dir\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    assert load_config(write(tmp_path, GOOD)).site.salt == "salt-from-credentials-dir"
+
+
+def test_missing_secret_names_the_variable_and_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("TEST_SITE_SALT")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, GOOD))
+    assert "gatehouse.yaml:3:9 site.salt: secret ${TEST_SITE_SALT} is not set" in str(err.value)
+
+
+def test_misspelt_key_gets_line_path_and_suggestion(tmp_path: Path):
+    text = GOOD.replace("    barrier: north-barrier", "    barier: north-barrier")
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert "gatehouse.yaml:10:5 gates[0].barier: unknown key 'barier'; did you mean 'barrier'?" in str(
+        err.value
+    )
+
+
+def test_misspelt_device_key_inside_a_union_member(tmp_path: Path):
+    text = GOOD + "    stuck_probabilty: 0.5\n"
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert (
+        "devices[0].stuck_probabilty: unknown key 'stuck_probabilty'; did you mean 'stuck_probability'?"
+        in str(err.value)
+    )
+    assert ":14:5 " in str(err.value)
+
+
+def test_out_of_range_value_says_what_was_expected(tmp_path: Path):
+    text = GOOD + "    stuck_probability: 7\n"
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    message = str(err.value)
+    assert "devices[0].stuck_probability: Input should be less than or equal to 1 (got 7)" in message
+
+
+def test_unknown_device_kind_lists_known_kinds(tmp_path: Path):
+    text = GOOD.replace("kind: sim_lane", "kind: sim_lan")
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert "devices[0].kind: unknown device kind 'sim_lan'; did you mean 'sim_lane'?" in str(err.value)
+
+
+def test_dangling_device_reference(tmp_path: Path):
+    text = GOOD.replace("barrier: north-barrier", "barrier: south-barrier")
+    with pytest.raises(ConfigError, match="gate 'north-in' names device 'south-barrier'"):
+        load_config(write(tmp_path, text))
+
+
+def test_yaml_syntax_error_has_position(tmp_path: Path):
+    with pytest.raises(ConfigError, match=r"gatehouse.yaml:\d+:\d+: not valid YAML"):
+        load_config(write(tmp_path, "site:\n  id: [unclosed\n"))
+
+
+def test_missing_file_says_how_to_create_one(tmp_path: Path):
+    with pytest.raises(ConfigError, match="gatehouse init"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_duplicate_key_is_an_error():
+    with pytest.raises(ConfigError, match="key appears twice"):
+        parse_config("site: {id: a, salt: aaaaaaaaaaaaaaaaaa}\nsite: {id: b}\n", "x.yaml")
+
+
+def test_config_check_exit_codes_and_no_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    good = write(tmp_path, GOOD)
+    assert main(["--config", str(good), "config", "check"]) == 0
+    assert "OK" in capsys.readouterr().out
+    bad = write(tmp_path, GOOD.replace("kind: vehicle", "kind: vehicles"))
+    assert main(["--config", str(bad), "config", "check"]) == 2
+    err = capsys.readouterr().err
+    assert "gates[0].kind" in err and "Traceback" not in err
+
+
+def test_config_check_as_a_process(tmp_path: Path):
+    bad = write(tmp_path, GOOD.replace("id: gw-north", "id: GW North"))
+    result = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "--config", str(bad), "config", "check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "gateway.id" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_committed_schema_is_current():
+    committed = (REPO / "config" / "gatehouse.schema.json").read_text()
+    assert committed == schema_text(), "run: gatehouse config schema > config/gatehouse.schema.json"
+    assert json.loads(committed)["additionalProperties"] is False
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "example-compound.yaml"])
+def test_example_configs_are_valid(name: str, monkeypatch: pytest.MonkeyPatch):
+    for secret in (
+        "GATEHOUSE_SITE_SALT",
+        "GATEHOUSE_SIGNING_KEY",
+        "GATEHOUSE_MQTT_PASSWORD",
+        "NORTH_READER_KEY",
+        "EAST_READER_KEY",
+        "WEST_READER_KEY",
+    ):
+        monkeypatch.setenv(secret, "0123456789abcdef0123456789abcdef")
+    config = load_config(REPO / "config" / name)
+    assert config.devices
+
+
+def test_every_field_has_a_description():
+    schema = json.loads(schema_text())
+    missing: list[str] = []
+
+    def walk(node: dict, path: str) -> None:
+        for key, value in node.get("properties", {}).items():
+            if "description" not in value and key != "kind":
+                missing.append(f"{path}.{key}")
+
+    for name, definition in schema.get("$defs", {}).items():
+        walk(definition, name)
+    walk(schema, "root")
+    assert not missing, f"fields without description: {missing}"

@@ -1,0 +1,102 @@
+"""Supervisor isolation: a driver that raises or hangs is restarted and reported; the others keep
+running; the queue between drivers and rules is bounded and counts drops."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import ClassVar, Literal
+
+from drivers.base import DeviceConfig, Driver, DriverContext, Emit, Health
+from edge.supervisor import DeviceStatus, ObservationQueue, Supervisor
+
+
+class ProbeConfig(DeviceConfig):
+    kind: Literal["test"] = "test"
+
+
+class Healthy(Driver):
+    kind: ClassVar[str] = "test"
+    config_model = ProbeConfig
+
+    async def run(self, emit: Emit) -> None:
+        while True:
+            emit(Health(self.id, {"tick": 1}))
+            await asyncio.sleep(0.02)
+
+
+class Raising(Healthy):
+    async def run(self, emit: Emit) -> None:
+        emit.alive()
+        await asyncio.sleep(0.05)
+        raise OSError("serial port vanished")
+
+
+class Hanging(Healthy):
+    async def run(self, emit: Emit) -> None:
+        emit.alive()
+        await asyncio.Event().wait()
+
+
+def make(cls: type[Driver], device_id: str, hang_timeout_s: float = 30.0) -> Driver:
+    return cls(ProbeConfig(id=device_id, hang_timeout_s=hang_timeout_s), DriverContext(state_dir="."))
+
+
+async def run_supervisor(drivers: list[Driver], seconds: float, queue_size: int = 1000):
+    loop = asyncio.get_running_loop()
+    queue = ObservationQueue(loop, queue_size)
+    reports: list[tuple[str, bool, str]] = []
+
+    async def on_state(status: DeviceStatus, needs_person: bool, reason: str) -> None:
+        reports.append((status.device, status.online, reason))
+
+    supervisor = Supervisor(drivers, queue, on_state, restart_min_s=0.05, restart_max_s=0.2)
+    supervisor.start()
+    seen: dict[str, int] = {}
+
+    async def drain() -> None:
+        while True:
+            item = await queue.queue.get()
+            seen[item.device] = seen.get(item.device, 0) + 1
+
+    consumer = asyncio.create_task(drain())
+    await asyncio.sleep(seconds)
+    await supervisor.stop()
+    consumer.cancel()
+    return supervisor, reports, seen, queue
+
+
+def test_raising_driver_is_restarted_and_others_keep_running():
+    supervisor, reports, seen, _ = asyncio.run(
+        run_supervisor([make(Healthy, "good"), make(Raising, "flaky")], seconds=2.5)
+    )
+    flaky = supervisor.status["flaky"]
+    assert flaky.restarts >= 2
+    assert "OSError: serial port vanished" in flaky.last_error
+    offline = [r for r in reports if r[0] == "flaky" and not r[1]]
+    assert offline and "serial port vanished" in offline[0][2]
+    assert seen["good"] > 50, "the healthy driver must keep reporting while the other fails"
+    assert supervisor.status["good"].restarts == 0
+
+
+def test_hanging_driver_is_cancelled_and_restarted():
+    supervisor, reports, seen, _ = asyncio.run(
+        run_supervisor([make(Healthy, "good"), make(Hanging, "stuck", hang_timeout_s=0.3)], seconds=3.0)
+    )
+    stuck = supervisor.status["stuck"]
+    assert stuck.restarts >= 1
+    assert "hung" in stuck.last_error
+    assert ("stuck", True, "") in reports
+    assert seen["good"] > 50
+
+
+def test_full_queue_drops_and_counts_without_blocking_drivers():
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        queue = ObservationQueue(loop, maxsize=10)
+        for i in range(25):
+            queue.put(Health("cam", {"i": i}))
+        return queue
+
+    queue = asyncio.run(scenario())
+    assert queue.queue.qsize() == 10
+    assert queue.dropped["cam"] == 15
