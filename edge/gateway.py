@@ -137,6 +137,13 @@ class Gateway:
         consumer = asyncio.create_task(self._consume(), name="rules")
         self.supervisor.start()
         self.started.set()
+        log.info(
+            "gateway %s at site %s started: %d devices, store %s",
+            self.config.gateway.id,
+            self.config.site.id,
+            len(self.drivers),
+            self.store.path,
+        )
         try:
             await stop.wait()
         finally:
@@ -154,6 +161,7 @@ class Gateway:
         with contextlib.suppress(asyncio.CancelledError):
             await consumer
         await asyncio.to_thread(self.store.close, max(0.5, deadline - loop_time()))
+        log.info("gateway %s stopped; store closed", self.config.gateway.id)
 
     def dropped(self) -> dict[str, int]:
         return dict(self.queue.dropped) if self.queue else {}
