@@ -21,6 +21,9 @@ from drivers.serial.port import open_serial
 from edge.errors import DeviceMisconfigured, DeviceNotReady
 
 log = logging.getLogger(__name__)
+logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+"""pymodbus logs an error for every unanswered poll (ten a second for an unplugged board); the
+driver reports the change of state once instead."""
 
 
 class ModbusBus:

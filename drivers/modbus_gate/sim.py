@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
@@ -109,22 +110,36 @@ class BarrierBoardServer:
         self.writes: list[CoilWrite] = []
         self.listeners: list[Callable[[CoilWrite], None]] = []
         self._clock = clock
-        devices = [
-            SimDevice(
-                unit,
-                simdata=(
-                    [SimData(0, count=_COIL_SPAN, values=False, datatype=DataType.BITS)],
-                    [SimData(0, count=_INPUT_SPAN, values=False, datatype=DataType.BITS)],
-                    [SimData(0, values=0, datatype=DataType.REGISTERS)],
-                    [SimData(0, values=0, datatype=DataType.REGISTERS)],
-                ),
-                action=partial(self._action, unit),
-            )
-            for unit in barriers
-        ]
+        devices = [self._device(unit, partial(self._action, unit)) for unit in barriers]
+        devices.append(self._device(0, None))
         self._server = ModbusSerialServer(
-            devices, framer=FramerType.RTU, port=port, baudrate=baudrate, reconnect_delay=0.2
+            devices,
+            framer=FramerType.RTU,
+            port=port,
+            baudrate=baudrate,
+            reconnect_delay=0.2,
+            trace_packet=self._only_present_units,
         )
+
+    @staticmethod
+    def _device(unit: int, action: Any) -> SimDevice:
+        return SimDevice(
+            unit,
+            simdata=(
+                [SimData(0, count=_COIL_SPAN, values=False, datatype=DataType.BITS)],
+                [SimData(0, count=_INPUT_SPAN, values=False, datatype=DataType.BITS)],
+                [SimData(0, values=0, datatype=DataType.REGISTERS)],
+                [SimData(0, values=0, datatype=DataType.REGISTERS)],
+            ),
+            action=action,
+        )
+
+    def _only_present_units(self, sending: bool, packet: bytes) -> bytes:
+        """Units that are not on the line stay silent, as on a real RS-485 bus (pymodbus would
+        answer for any unit id: id 0 catches those requests and this drops the replies)."""
+        if sending and packet and packet[0] not in self.barriers:
+            return b""
+        return packet
 
     def barrier(self, unit: int) -> Barrier:
         return self.barriers[unit]

@@ -15,6 +15,7 @@ import errno
 import grp
 import logging
 import os
+import termios
 from collections.abc import Iterator
 
 import serial
@@ -60,6 +61,12 @@ def open_serial(settings: SerialSettings, timeout_s: float = 0.0) -> serial.Seri
         port.open()
     except PermissionError as err:
         raise _permission_error(settings.port) from err
+    except termios.error as err:
+        raise DeviceMisconfigured(
+            f"{settings.port} refuses {settings.baudrate} baud {settings.bytesize}{settings.parity}"
+            f"{settings.stopbits} ({err}); check the line settings (a pty or some adapters accept "
+            "no parity)"
+        ) from err
     except (serial.SerialException, OSError, ValueError) as err:
         code = err.errno if isinstance(err, OSError) else (err.args[0] if err.args else None)
         if code in (errno.EACCES, errno.EPERM):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -78,11 +79,11 @@ def numbers(text: str, low: int, high: int) -> list[int]:
     return sorted(set(found))
 
 
-def _check_port(port: str, baudrate: int) -> None:
+def _check_port(port: str, baudrate: int, parity: str = "N") -> None:
     from drivers.serial.config import SerialSettings
     from drivers.serial.port import open_serial
 
-    open_serial(SerialSettings(port=port, baudrate=baudrate)).close()
+    open_serial(SerialSettings(port=port, baudrate=baudrate, parity=parity)).close()  # type: ignore[arg-type]
 
 
 async def probe_osdp(port: str, baudrate: int, addresses: list[int], wait_s: float = 1.5) -> list[Finding]:
@@ -233,6 +234,11 @@ async def run_probe(args: argparse.Namespace, say: Any) -> list[Finding]:
         for baud in args.baud or MODBUS_BAUDS:
             for parity in args.parity or ["N", "E"]:
                 say(f"Modbus {baud:>6} baud 8{parity}1, units {args.units} ...")
+                try:
+                    _check_port(args.port, baud, parity)
+                except DeviceMisconfigured as err:
+                    say(f"  skipped: {err}")
+                    continue
                 hits = await probe_modbus(args.port, baud, parity, units)
                 findings += hits
                 done = bool(hits)
@@ -248,6 +254,8 @@ async def run_probe(args: argparse.Namespace, say: Any) -> list[Finding]:
 
 
 def _probe(args: argparse.Namespace) -> int:
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
     def say(line: str) -> None:
         print(line, flush=True)
 

@@ -1,0 +1,153 @@
+"""`gatehouse probe` and `gatehouse devices list|test` against simulated devices over ptys."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from drivers.modbus_gate.sim import Barrier, BarrierBoardServer
+from drivers.osdp.sim import ReaderLineSim, SimReader
+from drivers.wiegand.sim import ConverterSim
+from edge.cli import main
+from tests.support.pty import VirtualCable
+
+pytestmark = pytest.mark.serial
+
+
+@contextmanager
+def barrier_board(port: str, barriers: dict[int, Barrier]) -> Iterator[BarrierBoardServer]:
+    """The pymodbus board simulator on its own thread and loop, as the CLI runs its own loop."""
+    loop = asyncio.new_event_loop()
+    made: list[BarrierBoardServer] = []
+    started = threading.Event()
+
+    async def start() -> None:
+        made.append(BarrierBoardServer(port, barriers, baudrate=115200))
+        await made[0].start()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(start())
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert started.wait(10), "the board simulator did not start"
+    server = made[0]
+    try:
+        yield server
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@contextmanager
+def card_every(sim: ConverterSim, interval_s: float) -> Iterator[None]:
+    stop = threading.Event()
+
+    def swipe() -> None:
+        while not stop.wait(interval_s):
+            sim.present_card(42, 4242)
+
+    thread = threading.Thread(target=swipe, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def write_config(tmp_path: Path, devices: str) -> Path:
+    path = tmp_path / "gatehouse.yaml"
+    path.write_text(
+        f"""
+site: {{id: test-site, salt: test-salt-0123456789}}
+gateway: {{id: test-gw, state_dir: {tmp_path / "state"}}}
+gates:
+  - {{id: lane, kind: vehicle, barrier: barrier-1, readers: [reader-1]}}
+devices:
+{devices}
+"""
+    )
+    return path
+
+
+def test_probe_finds_an_osdp_reader(cable: VirtualCable, capsys):
+    with ReaderLineSim(cable.path_b, [SimReader(1, bytes(16))], baudrate=115200):
+        code = main(["probe", cable.path_a, "--baud", "115200", "--only", "osdp"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "OSDP at 115200 baud: reader at address 1" in out
+    assert "address: 1" in out
+
+
+def test_probe_finds_modbus_units(cable: VirtualCable, capsys):
+    with barrier_board(cable.path_b, {3: Barrier()}):
+        code = main(["probe", cable.path_a, "--baud", "115200", "--only", "modbus", "--units", "1-4"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "unit 3 (N parity): inputs 0-7 = 01000000" in out
+    assert "unit 1 " not in out
+
+
+def test_probe_recognises_a_wiegand_converter_profile(cable: VirtualCable, capsys):
+    with ConverterSim(cable.path_b, "maxiprox", baudrate=115200) as sim, card_every(sim, 0.2):
+        code = main(["probe", cable.path_a, "--baud", "115200", "--only", "wiegand", "--listen", "1"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "as profile maxiprox: 42:4242 (wiegand26)" in out
+
+
+def test_probe_says_when_nothing_answers(cable: VirtualCable, capsys):
+    code = main(["probe", cable.path_a, "--baud", "115200", "--only", "modbus", "--units", "1"])
+    assert code == 1
+    assert "nothing answered" in capsys.readouterr().out
+
+
+def test_devices_list_and_test(cable: VirtualCable, tmp_path: Path, capsys):
+    other = VirtualCable(tmp_path, "readers")
+    config = write_config(
+        tmp_path,
+        f"""
+  - {{id: barrier-1, kind: modbus_gate, unit_id: 2, serial: {{port: {cable.path_a}, baudrate: 115200}}}}
+  - {{id: reader-1, kind: osdp, address: 0, serial: {{port: {other.path_a}, baudrate: 115200}}}}
+""",
+    )
+    try:
+        assert main(["--config", str(config), "devices", "list"]) == 0
+        listing = capsys.readouterr().out
+        assert "barrier-1  modbus_gate" in listing
+        assert f"{cable.path_a} unit 2" in listing
+        assert f"{other.path_a} address 0" in listing
+
+        with barrier_board(cable.path_b, {2: Barrier(travel_s=0.2)}) as board:
+            assert main(["--config", str(config), "devices", "test", "barrier-1", "--timeout", "5"]) == 0
+            assert board.pulses(2, 0) == 1
+        out = capsys.readouterr().out
+        assert "open limit reached" in out and "barrier-1: OK" in out
+
+        with barrier_board(cable.path_b, {2: Barrier(stuck=True)}):
+            assert main(["--config", str(config), "devices", "test", "barrier-1", "--timeout", "1"]) == 1
+        assert "no open limit within 1 s" in capsys.readouterr().err
+
+        with ReaderLineSim(other.path_b, [SimReader(0, bytes(16))], baudrate=115200) as readers:
+            swiper = threading.Timer(1.5, lambda: readers.reader(0).present_card(5, 6))
+            swiper.start()
+            assert main(["--config", str(config), "devices", "test", "reader-1", "--timeout", "10"]) == 0
+            swiper.join()
+        out = capsys.readouterr().out
+        assert "read card 5:6 (wiegand26)" in out
+
+        assert main(["--config", str(config), "devices", "test", "reader-2"]) == 2
+        assert "did you mean 'reader-1'" in capsys.readouterr().err
+    finally:
+        other.close()
