@@ -129,10 +129,11 @@ async def watchdog(gateway: Any, stop: asyncio.Event, notifier: Notifier) -> Non
     if stop.is_set():
         notifier.stopping()
         return
-    devices = len(getattr(gateway, "drivers", {}))
-    notifier.ready(f"running: {devices} devices")
-    progress = RulesProgress(gateway)
     interval = notifier.watchdog_s
+    devices = len(getattr(gateway, "drivers", {}))
+    running = f"running: {devices} devices" + (f"; watchdog every {interval:g} s" if interval else "")
+    notifier.ready(running)
+    progress = RulesProgress(gateway)
     unhealthy = ""
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
@@ -144,7 +145,7 @@ async def watchdog(gateway: Any, stop: asyncio.Event, notifier: Notifier) -> Non
             notifier.ping()
             if unhealthy:
                 log.info("watchdog: healthy again")
-                notifier.status(f"running: {devices} devices")
+                notifier.status(running)
             unhealthy = ""
         elif reason != unhealthy:
             log.error("watchdog: withholding the ping: %s", reason)
