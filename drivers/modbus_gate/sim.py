@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -191,3 +193,42 @@ class BarrierBoardServer:
                 for listener in self.listeners:
                     listener(write)
         return None
+
+
+@contextmanager
+def board_in_thread(
+    port: str, barriers: dict[int, Barrier], baudrate: int = 9600
+) -> Iterator[BarrierBoardServer]:
+    """The board simulator on a thread and event loop of its own, for callers that run their own
+    loop (the CLI, the demo) or none."""
+    loop = asyncio.new_event_loop()
+    made: list[BarrierBoardServer] = []
+    started = threading.Event()
+    failed: list[BaseException] = []
+
+    async def start() -> None:
+        made.append(BarrierBoardServer(port, barriers, baudrate=baudrate))
+        await made[0].start()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(start())
+        except BaseException as err:
+            failed.append(err)
+            return
+        finally:
+            started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, name=f"board-{port}", daemon=True)
+    thread.start()
+    if not started.wait(10) or failed:
+        raise RuntimeError(f"the barrier board simulator did not start on {port}: {failed}")
+    try:
+        yield made[0]
+    finally:
+        asyncio.run_coroutine_threadsafe(made[0].stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

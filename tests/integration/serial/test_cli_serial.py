@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,43 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from drivers.modbus_gate.sim import Barrier, BarrierBoardServer
+from drivers.modbus_gate.sim import Barrier, board_in_thread
 from drivers.osdp.sim import ReaderLineSim, SimReader
 from drivers.wiegand.sim import ConverterSim
 from edge.cli import main
 from tests.support.pty import VirtualCable
 
 pytestmark = pytest.mark.serial
-
-
-@contextmanager
-def barrier_board(port: str, barriers: dict[int, Barrier]) -> Iterator[BarrierBoardServer]:
-    """The pymodbus board simulator on its own thread and loop, as the CLI runs its own loop."""
-    loop = asyncio.new_event_loop()
-    made: list[BarrierBoardServer] = []
-    started = threading.Event()
-
-    async def start() -> None:
-        made.append(BarrierBoardServer(port, barriers, baudrate=115200))
-        await made[0].start()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(start())
-        started.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert started.wait(10), "the board simulator did not start"
-    server = made[0]
-    try:
-        yield server
-    finally:
-        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 @contextmanager
@@ -91,7 +60,7 @@ def test_probe_finds_an_osdp_reader(cable: VirtualCable, capsys):
 
 
 def test_probe_finds_modbus_units(cable: VirtualCable, capsys):
-    with barrier_board(cable.path_b, {3: Barrier()}):
+    with board_in_thread(cable.path_b, {3: Barrier()}, 115200):
         code = main(["probe", cable.path_a, "--baud", "115200", "--only", "modbus", "--units", "1-4"])
     out = capsys.readouterr().out
     assert code == 0, out
@@ -129,13 +98,13 @@ def test_devices_list_and_test(cable: VirtualCable, tmp_path: Path, capsys):
         assert f"{cable.path_a} unit 2" in listing
         assert f"{other.path_a} address 0" in listing
 
-        with barrier_board(cable.path_b, {2: Barrier(travel_s=0.2)}) as board:
+        with board_in_thread(cable.path_b, {2: Barrier(travel_s=0.2)}, 115200) as board:
             assert main(["--config", str(config), "devices", "test", "barrier-1", "--timeout", "5"]) == 0
             assert board.pulses(2, 0) == 1
         out = capsys.readouterr().out
         assert "open limit reached" in out and "barrier-1: OK" in out
 
-        with barrier_board(cable.path_b, {2: Barrier(stuck=True)}):
+        with board_in_thread(cable.path_b, {2: Barrier(stuck=True)}, 115200):
             assert main(["--config", str(config), "devices", "test", "barrier-1", "--timeout", "1"]) == 1
         assert "no open limit within 1 s" in capsys.readouterr().err
 

@@ -1,0 +1,109 @@
+"""Card at an OSDP reader (libosdp PD) → the gateway decides → LED/buzzer at the reader and the
+barrier's open relay pulsed at the Modbus board (pymodbus server), all over ptys, through the
+real `Gateway` (drivers, supervisor, rules, store)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import osdp
+import pytest
+
+from drivers.sim_peers import start_protocol_peers
+from edge.allowlist import AllowList
+from edge.config import GatehouseConfig
+from edge.gateway import Gateway
+from edge.store.queries import query_events
+from tests.support.pty import eventually
+
+pytestmark = pytest.mark.serial
+
+KEY = "000102030405060708090a0b0c0d0e0f"
+
+
+def lane_config(state_dir: Path) -> GatehouseConfig:
+    return GatehouseConfig.model_validate(
+        {
+            "site": {"id": "e2e", "salt": "e2e-salt-0123456789"},
+            "gateway": {"id": "gw", "state_dir": str(state_dir)},
+            "store": {"synchronous": "normal"},
+            "gates": [
+                {"id": "lane", "kind": "vehicle", "barrier": "barrier", "readers": ["reader"]},
+            ],
+            "devices": [
+                {
+                    "kind": "osdp",
+                    "id": "reader",
+                    "serial": {"port": "reader-line", "baudrate": 115200},
+                    "address": 1,
+                    "scbk": KEY,
+                },
+                {
+                    "kind": "modbus_gate",
+                    "id": "barrier",
+                    "serial": {"port": "barrier-line", "baudrate": 115200},
+                    "unit_id": 1,
+                    "profile": {"pulse_ms": 100},
+                },
+            ],
+        }
+    )
+
+
+def test_card_to_decision_to_feedback_and_coil(tmp_path: Path):
+    config = lane_config(tmp_path / "state")
+    with start_protocol_peers(config, tmp_path / "ptys") as peers:
+        reader = peers.readers["reader"]
+        board = peers.boards["barrier-line"]
+        allowed, stranger = peers.cards[0], peers.strangers[0]
+
+        async def main() -> None:
+            gateway = Gateway(peers.config)
+            AllowList(gateway.store, config.site.salt).add_credential(
+                f"{allowed[0]}:{allowed[1]}", "resident-1", kind="card"
+            )
+            stop = asyncio.Event()
+            runner = asyncio.create_task(gateway.run(stop))
+            try:
+                async with asyncio.timeout(60):
+                    await gateway.started.wait()
+                    driver = gateway.drivers["reader"]
+                    await eventually(
+                        lambda: driver._bus and driver._slot and driver._bus.secure(driver._slot),
+                        what="reader online over the secure channel",
+                    )
+                    reader.present_card(*allowed)
+                    await eventually(lambda: board.pulses(1, 0) == 1, what="open relay pulsed")
+                    await eventually(lambda: reader.received(osdp.Command.LED), what="LED")
+                    await eventually(lambda: reader.received(osdp.Command.Buzzer), what="buzzer")
+                    leds, beeps = reader.received(osdp.Command.LED), reader.received(osdp.Command.Buzzer)
+                    assert leds[0].command["on_color"] == osdp.CommandLEDColor.Green
+                    assert beeps[0].command["rep_count"] == 1
+                    await eventually(lambda: peers.barriers["barrier"].position == "open", what="arm open")
+
+                    reader.present_card(*stranger)
+                    await eventually(lambda: len(reader.received(osdp.Command.LED)) == 2, what="red LED")
+                    await eventually(lambda: len(reader.received(osdp.Command.Buzzer)) == 2, what="beeps")
+                    leds, beeps = reader.received(osdp.Command.LED), reader.received(osdp.Command.Buzzer)
+                    assert leds[1].command["on_color"] == osdp.CommandLEDColor.Red
+                    assert beeps[1].command["rep_count"] == 3
+                    assert board.pulses(1, 0) == 1
+
+                    def recorded() -> list:
+                        wanted = ["access.*", "gate.state"]
+                        return query_events(gateway.store.read(), types=wanted, newest=False)
+
+                    await eventually(
+                        lambda: any(e.type == "gate.state" and e.payload.state == "open" for e in recorded()),
+                        what="gate.state open recorded",
+                    )
+                    access = [e for e in recorded() if e.type.startswith("access.")]
+                    assert [e.type for e in access] == ["access.granted", "access.denied"]
+                    assert access[0].payload.gate == "lane"
+                    assert access[0].payload.credential.last4 == str(allowed[1])[-4:]
+            finally:
+                stop.set()
+                await asyncio.wait_for(runner, 30)
+
+        asyncio.run(main())
