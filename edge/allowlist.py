@@ -1,21 +1,80 @@
-"""Who may pass: resident cards, QR tokens and plates, and visitor or delivery passes, as kept in
-the local store. Raw credentials never reach the store: only their salted hash and last 4."""
+"""Who may pass, as kept in the local store: residents (person, household, building, unit) with
+their cards, QR tokens, PINs and plates, each with a validity window; a blocklist; and visitor,
+delivery and contractor passes. Raw credentials never reach the store: only their site-salted
+hash and last 4.
+
+Rows carry a `source`: `local` for what was entered at the gatehouse (`gatehouse allow …`),
+`sync` for what the community database sent (`allowlist.apply`). A full list from upstream
+replaces the `sync` rows and leaves the local ones alone.
+
+The community side sends versioned deltas (N → N+1). `apply()` checks the version, applies the
+delta and records the new version in one transaction: a delta is applied entirely or not at
+all, and a repeated one changes nothing."""
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 import sqlite3
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
 
+from edge.errors import GatehouseError, UsageError
 from edge.ids import uuid7
 from edge.privacy import credential_hash
 from edge.store import Store
 
+ALLOWLIST_VERSION_KEY = "sync.allowlist_version"
+"""The kv key holding the allow-list version; the same key `sync.downlink` reads."""
+
+CREDENTIAL_KINDS = ("card", "qr", "pin")
+PASS_KINDS = ("visitor", "delivery", "contractor")
+CredentialKind = Literal["card", "qr", "pin"]
+EntryKind = Literal["card", "qr", "pin", "plate"]
+_HASH = re.compile(r"^[0-9a-f]{64}$")
+_PLATE = re.compile(r"^[\w\u4e00-\u9fff·-]{4,12}$")
+
+
+class VersionGap(GatehouseError):
+    """A delta that does not continue the version this gateway holds; ask for the full list."""
+
+    def __init__(self, have: int, starts_at: int | None) -> None:
+        super().__init__(
+            f"this gateway holds allow-list version {have}; the delta starts at {starts_at}: "
+            "send the full list"
+        )
+        self.have = have
+        self.starts_at = starts_at
+
+
+def normalise_plate(plate: str) -> str:
+    text = re.sub(r"[\s·.-]", "", plate).upper()
+    if not _PLATE.match(text):
+        raise ValueError(f"{plate!r} does not look like a plate (e.g. 津A12345)")
+    return text
+
+
+def to_ms(moment: datetime | str | int | float | None) -> int | None:
+    """Milliseconds since the epoch from a datetime, an ISO 8601 text (UTC when no zone is
+    given) or a number of milliseconds."""
+    if moment is None or moment == "":
+        return None
+    if isinstance(moment, int | float):
+        return int(moment)
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment.strip().replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
 
 def _gates(gates: Iterable[str] | None) -> str | None:
-    chosen = sorted(set(gates or ()))
+    chosen = sorted({g for g in gates or () if g})
     return json.dumps(chosen) if chosen else None
 
 
@@ -26,18 +85,186 @@ class PassRecord:
     plate: str | None
     token_last4: str | None
     holder: str | None
+    host: str | None
     valid_from_ms: int
     valid_until_ms: int
     gates: tuple[str, ...]
     max_entries: int | None
     used: int
     revoked: bool
+    source: str
+
+    def state(self, now_ms: int) -> str:
+        if self.revoked:
+            return "revoked"
+        if now_ms < self.valid_from_ms:
+            return "not yet valid"
+        if now_ms >= self.valid_until_ms:
+            return "expired"
+        if self.max_entries is not None and self.used >= self.max_entries:
+            return "used up"
+        return "valid"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One row of `gatehouse allow list`: a credential or plate of a resident, or a blocked one."""
+
+    list: Literal["allow", "block"]
+    kind: str
+    shown: str
+    subject: str | None
+    household: str | None
+    building: str | None
+    unit: str | None
+    valid_from_ms: int | None
+    valid_until_ms: int | None
+    gates: tuple[str, ...]
+    source: str
+    reason: str = ""
+
+
+@dataclass
+class ImportResult:
+    residents: int = 0
+    credentials: int = 0
+    plates: int = 0
+    blocked: int = 0
+    households: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class _Row:
+    """A CSV line or a delta entry, checked and ready to write."""
+
+    list: Literal["allow", "block"]
+    kind: EntryKind
+    value: str
+    last4: str
+    subject: str | None
+    household: str | None = None
+    building: str | None = None
+    unit: str | None = None
+    valid_from_ms: int | None = None
+    valid_until_ms: int | None = None
+    gates: str | None = None
+    reason: str = ""
+
+
+def _write_row(conn: sqlite3.Connection, row: _Row, source: str, now_ms: int) -> None:
+    if row.list == "block":
+        conn.execute(
+            "INSERT INTO blocklist(kind, value, last4, reason, valid_until_ms, created_ms, source) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(kind, value) DO UPDATE SET "
+            "last4=excluded.last4, reason=excluded.reason, valid_until_ms=excluded.valid_until_ms, "
+            "source=excluded.source",
+            (row.kind, row.value, row.last4, row.reason, row.valid_until_ms, now_ms, source),
+        )
+        return
+    subject = row.subject or row.household
+    if not subject:
+        raise ValueError(f"{row.kind} …{row.last4}: an allowed entry needs a person or a household")
+    conn.execute(
+        "INSERT INTO residents(id, household, building, unit, source) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT(id) DO UPDATE SET household=coalesce(excluded.household, household), "
+        "building=coalesce(excluded.building, building), unit=coalesce(excluded.unit, unit)",
+        (subject, row.household, row.building, row.unit, source),
+    )
+    if row.kind == "plate":
+        conn.execute(
+            "INSERT INTO allow_plates(plate, subject, valid_from_ms, valid_until_ms, gates, source) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(plate) DO UPDATE SET subject=excluded.subject, "
+            "valid_from_ms=excluded.valid_from_ms, valid_until_ms=excluded.valid_until_ms, "
+            "gates=excluded.gates, source=excluded.source",
+            (row.value, subject, row.valid_from_ms, row.valid_until_ms, row.gates, source),
+        )
+    else:
+        conn.execute(
+            "INSERT INTO allow_cards(hash, kind, last4, subject, valid_from_ms, valid_until_ms, gates, "
+            "source) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(hash) DO UPDATE SET "
+            "kind=excluded.kind, last4=excluded.last4, subject=excluded.subject, "
+            "valid_from_ms=excluded.valid_from_ms, valid_until_ms=excluded.valid_until_ms, "
+            "gates=excluded.gates, source=excluded.source",
+            (
+                row.value,
+                row.kind,
+                row.last4,
+                subject,
+                row.valid_from_ms,
+                row.valid_until_ms,
+                row.gates,
+                source,
+            ),
+        )
+
+
+def _delete(conn: sqlite3.Connection, kind: str, value: str, block: bool, source: str | None) -> int:
+    only = " AND source=?" if source else ""
+    extra: tuple[str, ...] = (source,) if source else ()
+    if block:
+        sql, params = f"DELETE FROM blocklist WHERE kind=? AND value=?{only}", (kind, value, *extra)
+    elif kind == "plate":
+        sql, params = f"DELETE FROM allow_plates WHERE plate=?{only}", (value, *extra)
+    else:
+        sql, params = f"DELETE FROM allow_cards WHERE hash=?{only}", (value, *extra)
+    return int(conn.execute(sql, params).rowcount)
+
+
+def _field(item: Any, name: str, default: Any = None) -> Any:
+    if isinstance(item, Mapping):
+        return item.get(name, default)
+    return getattr(item, name, default)
+
+
+def version_of(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM kv WHERE key=?", (ALLOWLIST_VERSION_KEY,)).fetchone()
+    return int(row[0]) if row else 0
 
 
 class AllowList:
-    def __init__(self, store: Store, salt: str) -> None:
+    def __init__(self, store: Store, salt: str, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.salt = salt
+        self.clock = clock
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def _credential(self, raw: str, kind: str) -> tuple[str, str]:
+        normalised = raw.strip().upper()
+        if kind not in CREDENTIAL_KINDS:
+            raise ValueError(f"credential kind {kind!r}: expected one of {', '.join(CREDENTIAL_KINDS)}")
+        if not normalised:
+            raise ValueError(f"empty {kind}")
+        return credential_hash(normalised, self.salt, kind), normalised[-4:]
+
+    # residents and their credentials
+
+    def add_resident(
+        self,
+        person: str,
+        *,
+        household: str | None = None,
+        building: str | None = None,
+        unit: str | None = None,
+        name: str | None = None,
+        valid_from_ms: int | None = None,
+        valid_until_ms: int | None = None,
+    ) -> None:
+        row = (person, household, building, unit, name, valid_from_ms, valid_until_ms)
+        self.store.write(lambda c: c.execute(_RESIDENT_UPSERT, row))
+
+    def remove_resident(self, person: str) -> int:
+        """Remove a resident with every card, token, PIN and plate of theirs; returns the number
+        of credentials and plates removed."""
+
+        def write(conn: sqlite3.Connection) -> int:
+            removed = conn.execute("DELETE FROM allow_cards WHERE subject=?", (person,)).rowcount
+            removed += conn.execute("DELETE FROM allow_plates WHERE subject=?", (person,)).rowcount
+            conn.execute("DELETE FROM residents WHERE id=?", (person,))
+            return int(removed)
+
+        return self.store.write(write)
 
     def add_credential(
         self,
@@ -49,18 +276,22 @@ class AllowList:
         valid_until_ms: int | None = None,
         gates: Iterable[str] | None = None,
     ) -> str:
-        normalised = raw.strip().upper()
-        digest = credential_hash(normalised, self.salt, kind)
-        row = (digest, kind, normalised[-4:], subject, valid_from_ms, valid_until_ms, _gates(gates))
-        self.store.write(
-            lambda c: c.execute(
-                "INSERT INTO allow_cards(hash, kind, last4, subject, valid_from_ms, valid_until_ms, gates) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(hash) DO UPDATE SET subject=excluded.subject, "
-                "valid_from_ms=excluded.valid_from_ms, valid_until_ms=excluded.valid_until_ms, "
-                "gates=excluded.gates",
-                row,
-            )
-        )
+        digest, last4 = self._credential(raw, kind)
+        row = _Row(
+            "allow",
+            kind,
+            digest,
+            last4,
+            subject,
+            None,
+            None,
+            None,
+            valid_from_ms,
+            valid_until_ms,
+            _gates(gates),
+        )  # type: ignore[arg-type]
+        now = self._now_ms()
+        self.store.write(lambda c: _write_row(c, row, "local", now))
         return digest
 
     def add_plate(
@@ -71,30 +302,325 @@ class AllowList:
         valid_from_ms: int | None = None,
         valid_until_ms: int | None = None,
         gates: Iterable[str] | None = None,
-    ) -> None:
-        row = (plate.strip().upper(), subject, valid_from_ms, valid_until_ms, _gates(gates))
-        self.store.write(
-            lambda c: c.execute(
-                "INSERT INTO allow_plates(plate, subject, valid_from_ms, valid_until_ms, gates) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(plate) DO UPDATE SET subject=excluded.subject, "
-                "valid_from_ms=excluded.valid_from_ms, valid_until_ms=excluded.valid_until_ms, "
-                "gates=excluded.gates",
-                row,
-            )
+    ) -> str:
+        text = normalise_plate(plate)
+        row = _Row(
+            "allow",
+            "plate",
+            text,
+            text[-4:],
+            subject,
+            None,
+            None,
+            None,
+            valid_from_ms,
+            valid_until_ms,
+            _gates(gates),
         )
+        now = self._now_ms()
+        self.store.write(lambda c: _write_row(c, row, "local", now))
+        return text
 
     def remove_credential(self, raw: str, kind: str = "card") -> bool:
-        digest = credential_hash(raw, self.salt, kind)
-        return self.store.write(
-            lambda c: c.execute("DELETE FROM allow_cards WHERE hash=?", (digest,)).rowcount > 0
-        )
+        digest, _ = self._credential(raw, kind)
+        return self.store.write(lambda c: _delete(c, kind, digest, False, None) > 0)
 
     def remove_plate(self, plate: str) -> bool:
-        return self.store.write(
-            lambda c: (
-                c.execute("DELETE FROM allow_plates WHERE plate=?", (plate.strip().upper(),)).rowcount > 0
+        text = normalise_plate(plate)
+        return self.store.write(lambda c: _delete(c, "plate", text, False, None) > 0)
+
+    # the blocklist
+
+    def block(self, kind: str, raw: str, *, reason: str = "", valid_until_ms: int | None = None) -> str:
+        """Block a card, QR token, PIN or plate: it is denied (`blocklisted`) and raises an alert,
+        even when it is also allowed."""
+        if kind == "plate":
+            value = normalise_plate(raw)
+            last4 = value[-4:]
+        else:
+            value, last4 = self._credential(raw, kind)
+        row = _Row("block", kind, value, last4, None, valid_until_ms=valid_until_ms, reason=reason)  # type: ignore[arg-type]
+        now = self._now_ms()
+        self.store.write(lambda c: _write_row(c, row, "local", now))
+        return value
+
+    def unblock(self, kind: str, raw: str) -> bool:
+        value = normalise_plate(raw) if kind == "plate" else self._credential(raw, kind)[0]
+        return self.store.write(lambda c: _delete(c, kind, value, True, None) > 0)
+
+    # listing
+
+    def entries(self, *, blocked: bool | None = None) -> list[Entry]:
+        """Allowed credentials and plates with their resident's household (blocked=False), the
+        blocklist (blocked=True), or both (None)."""
+        conn = self.store.read()
+        found: list[Entry] = []
+        if blocked is not True:
+            rows = conn.execute(
+                "SELECT e.kind, e.shown, e.subject, r.household, r.building, r.unit, e.valid_from_ms, "
+                "e.valid_until_ms, e.gates, e.source FROM ("
+                " SELECT kind, '…' || last4 AS shown, subject, valid_from_ms, valid_until_ms, gates, source "
+                " FROM allow_cards UNION ALL "
+                " SELECT 'plate', plate, subject, valid_from_ms, valid_until_ms, gates, source"
+                " FROM allow_plates"
+                ") AS e LEFT JOIN residents r ON r.id = e.subject "
+                "ORDER BY coalesce(r.household, e.subject), e.subject, e.kind, e.shown"
+            ).fetchall()
+            for kind, shown, subject, household, building, unit, start, end, gates, source in rows:
+                found.append(
+                    Entry(
+                        "allow",
+                        kind,
+                        shown,
+                        subject,
+                        household,
+                        building,
+                        unit,
+                        start,
+                        end,
+                        tuple(json.loads(gates)) if gates else (),
+                        source,
+                    )
+                )
+        if blocked is not False:
+            rows = conn.execute(
+                "SELECT kind, value, last4, reason, valid_until_ms, source FROM blocklist "
+                "ORDER BY kind, value"
+            ).fetchall()
+            for kind, value, last4, reason, end, source in rows:
+                shown = value if kind == "plate" else f"…{last4}"
+                found.append(
+                    Entry("block", kind, shown, None, None, None, None, None, end, (), source, reason)
+                )
+        return found
+
+    def counts(self) -> dict[str, int]:
+        conn = self.store.read()
+        return {
+            "residents": conn.execute("SELECT count(*) FROM residents").fetchone()[0],
+            "credentials": conn.execute("SELECT count(*) FROM allow_cards").fetchone()[0],
+            "plates": conn.execute("SELECT count(*) FROM allow_plates").fetchone()[0],
+            "blocked": conn.execute("SELECT count(*) FROM blocklist").fetchone()[0],
+            "passes": conn.execute("SELECT count(*) FROM passes WHERE revoked_ms IS NULL").fetchone()[0],
+        }
+
+    # CSV import
+
+    def import_csv(self, path: str | Path) -> ImportResult:
+        """Import residents from a CSV file with a header line. Columns (any order; all but
+        `person` or `household` optional): person, household, building, unit, name, card, qr,
+        pin, plate, valid_from, valid_until, gates (separated by spaces or `;`), list (allow or
+        block), reason. Every line is checked first; one bad line imports nothing, and the
+        error names the file, line and column."""
+        source = Path(path)
+        try:
+            handle = source.open(newline="", encoding="utf-8-sig")
+        except OSError as err:
+            raise UsageError(f"{source}: cannot read it ({err.strerror})") from err
+        rows: list[_Row] = []
+        residents: dict[str, tuple[str | None, str | None, str | None, str | None]] = {}
+        problems: list[str] = []
+        result = ImportResult()
+        known = {
+            "person", "household", "building", "unit", "name", "card", "qr", "pin", "plate",
+            "valid_from", "valid_until", "gates", "list", "reason",
+        }  # fmt: skip
+        with handle:
+            reader = csv.DictReader(handle)
+            header = [h.strip() for h in reader.fieldnames or []]
+            unknown = [h for h in header if h not in known]
+            if not header or unknown:
+                raise UsageError(
+                    f"{source}:1: unknown column(s) {', '.join(unknown) or '(no header)'}; "
+                    f"expected some of: {', '.join(sorted(known))}"
+                )
+            for line_no, raw in enumerate(reader, start=2):
+                line = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
+                try:
+                    made = self._csv_rows(line)
+                except ValueError as err:
+                    problems.append(f"{source}:{line_no}: {err}")
+                    continue
+                rows.extend(made)
+                person = line.get("person") or None
+                if person and line.get("list", "allow") != "block":
+                    residents[person] = (
+                        line.get("household") or None,
+                        line.get("building") or None,
+                        line.get("unit") or None,
+                        line.get("name") or None,
+                    )
+        if problems:
+            shown = "\n".join(problems[:20])
+            more = f"\n… and {len(problems) - 20} more" if len(problems) > 20 else ""
+            raise UsageError(f"nothing imported; fix these lines:\n{shown}{more}")
+        now = self._now_ms()
+
+        def write(conn: sqlite3.Connection) -> None:
+            for row in rows:
+                _write_row(conn, row, "local", now)
+            for person, (household, building, unit, name) in residents.items():
+                conn.execute(_RESIDENT_UPSERT, (person, household, building, unit, name, None, None))
+
+        self.store.write(write)
+        result.residents = len(residents)
+        for row in rows:
+            if row.list == "block":
+                result.blocked += 1
+            elif row.kind == "plate":
+                result.plates += 1
+            else:
+                result.credentials += 1
+            if row.household:
+                result.households.add(row.household)
+        return result
+
+    def _csv_rows(self, line: dict[str, str]) -> list[_Row]:
+        listed = line.get("list") or "allow"
+        if listed not in ("allow", "block"):
+            raise ValueError(f"list: expected allow or block (got {listed!r})")
+        person = line.get("person") or None
+        household = line.get("household") or None
+        if listed == "allow" and not (person or household):
+            raise ValueError("person or household: one of them is needed")
+        try:
+            start = to_ms(line.get("valid_from") or None)
+            end = to_ms(line.get("valid_until") or None)
+        except ValueError as err:
+            raise ValueError(
+                f"valid_from/valid_until: expected an ISO time like 2027-01-31T23:59 ({err})"
+            ) from err
+        if start is not None and end is not None and end <= start:
+            raise ValueError("valid_until must be after valid_from")
+        gates = _gates(re.split(r"[;\s]+", line.get("gates", "")))
+        made: list[_Row] = []
+        for kind in (*CREDENTIAL_KINDS, "plate"):
+            raw = line.get(kind)
+            if not raw:
+                continue
+            if kind == "plate":
+                try:
+                    value = normalise_plate(raw)
+                except ValueError as err:
+                    raise ValueError(f"plate: {err}") from err
+                last4 = value[-4:]
+            else:
+                value, last4 = self._credential(raw, kind)
+            made.append(
+                _Row(
+                    listed,  # type: ignore[arg-type]
+                    kind,  # type: ignore[arg-type]
+                    value,
+                    last4,
+                    person,
+                    household,
+                    line.get("building") or None,
+                    line.get("unit") or None,
+                    start,
+                    end,
+                    gates,
+                    line.get("reason", ""),
+                )
             )
+        if not made and not person:
+            raise ValueError("no card, qr, pin or plate on this line")
+        return made
+
+    # versioned deltas from the community database
+
+    def version(self) -> int:
+        return version_of(self.store.read())
+
+    def apply(self, delta: Any) -> dict[str, Any]:
+        """Apply an `allowlist.apply` command's arguments (a `sync.commands.AllowlistApplyArgs`
+        or a mapping with the same fields): `full`, `from_version`, `to_version`, `add` and
+        `remove`.
+
+        Each entry of `add` has `kind` (card, qr, pin, plate), `value` (the plate, or the
+        credential's site-salted hash in hex), `last4`, `subject`, `gates`, `valid_until`, and
+        may have `valid_from`, `household`, `building`, `unit`, `list` ("allow" or "block")
+        and `reason`. Each of `remove` has `kind`, `value` and may have `list`.
+
+        In one transaction: a delta that is already applied (to_version ≤ the version held)
+        changes nothing and says so; one that does not start at the version held raises
+        VersionGap; a full list replaces every row that came from upstream. Invalid entries
+        raise ValueError and nothing is applied. Returns what changed and the version now held."""
+        full = bool(_field(delta, "full", False))
+        from_version = _field(delta, "from_version")
+        to_version = int(_field(delta, "to_version"))
+        additions = [self._delta_row(item) for item in _field(delta, "add", ()) or ()]
+        removals = [self._delta_key(item) for item in _field(delta, "remove", ()) or ()]
+        now = self._now_ms()
+
+        def write(conn: sqlite3.Connection) -> dict[str, Any]:
+            have = version_of(conn)
+            if not full:
+                if to_version <= have:
+                    return {"applied": False, "version": have, "added": 0, "removed": 0}
+                if from_version != have:
+                    raise VersionGap(have, from_version)
+            replaced = 0
+            if full:
+                for table in ("allow_cards", "allow_plates", "blocklist", "residents"):
+                    replaced += conn.execute(f"DELETE FROM {table} WHERE source='sync'").rowcount
+            removed = sum(_delete(conn, kind, value, block, "sync") for kind, value, block in removals)
+            for row in additions:
+                _write_row(conn, row, "sync", now)
+            conn.execute(
+                "INSERT INTO kv(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (ALLOWLIST_VERSION_KEY, str(to_version)),
+            )
+            result: dict[str, Any] = {
+                "applied": True,
+                "version": to_version,
+                "added": len(additions),
+                "removed": removed,
+            }
+            if full:
+                result["replaced"] = replaced
+            return result
+
+        return self.store.write(write)
+
+    @staticmethod
+    def _delta_key(item: Any) -> tuple[str, str, bool]:
+        kind = str(_field(item, "kind"))
+        value = str(_field(item, "value"))
+        if kind == "plate":
+            value = normalise_plate(value)
+        elif kind not in CREDENTIAL_KINDS:
+            raise ValueError(f"kind {kind!r}: expected card, qr, pin or plate")
+        return kind, value, _field(item, "list", "allow") == "block"
+
+    def _delta_row(self, item: Any) -> _Row:
+        kind, value, block = self._delta_key(item)
+        if kind != "plate" and not _HASH.match(value):
+            raise ValueError(
+                f"{kind} entries carry the credential's site-salted SHA-256 (64 hex digits), "
+                f"not {len(value)} characters"
+            )
+        last4 = _field(item, "last4") or value[-4:]
+        subject = _field(item, "subject")
+        household = _field(item, "household")
+        if not block and not (subject or household):
+            raise ValueError(f"{kind} …{last4}: an allowed entry needs a subject or a household")
+        return _Row(
+            "block" if block else "allow",
+            kind,  # type: ignore[arg-type]
+            value,
+            str(last4),
+            subject,
+            household,
+            _field(item, "building"),
+            _field(item, "unit"),
+            to_ms(_field(item, "valid_from")),
+            to_ms(_field(item, "valid_until")),
+            _gates(_field(item, "gates", ())),
+            str(_field(item, "reason", "") or ""),
         )
+
+    # passes
 
     def issue_pass(
         self,
@@ -102,35 +628,54 @@ class AllowList:
         kind: str = "visitor",
         plate: str | None = None,
         token: str | None = None,
+        token_hash: str | None = None,
+        token_last4: str | None = None,
         holder: str | None = None,
+        host: str | None = None,
         valid_from_ms: int | None = None,
         valid_until_ms: int,
         gates: Iterable[str] | None = None,
         max_entries: int | None = None,
         pass_id: str | None = None,
+        source: str = "local",
     ) -> str:
-        if not plate and not token:
+        """A pass for a plate and/or a QR token (raw `token`, or its site-salted `token_hash`
+        as upstream sends it), valid from–until at the given gates (all when empty), for at most
+        `max_entries` entries. Issuing the same `pass_id` again changes nothing."""
+        if kind not in PASS_KINDS:
+            raise ValueError(f"pass kind {kind!r}: expected one of {', '.join(PASS_KINDS)}")
+        if not plate and not token and not token_hash:
             raise ValueError("a pass needs a plate or a QR token")
-        now = int(time.time() * 1000)
+        if max_entries is not None and max_entries < 1:
+            raise ValueError("a pass allows at least one entry")
+        now = self._now_ms()
+        start = valid_from_ms if valid_from_ms is not None else now
+        if valid_until_ms <= start:
+            raise ValueError("a pass must end after it starts")
+        if token:
+            token_hash, token_last4 = self._credential(token, "qr")
+        elif token_hash is not None and not _HASH.match(token_hash):
+            raise ValueError("token_hash: expected the site-salted SHA-256 (64 hex digits)")
         identifier = pass_id or f"pass-{uuid7()}"
-        token_hash = credential_hash(token, self.salt, "qr") if token else None
         row = (
             identifier,
             kind,
-            plate.strip().upper() if plate else None,
+            normalise_plate(plate) if plate else None,
             token_hash,
-            token.strip().upper()[-4:] if token else None,
+            token_last4 or (token_hash[-4:] if token_hash else None),
             holder,
-            valid_from_ms if valid_from_ms is not None else now,
+            host,
+            start,
             valid_until_ms,
             _gates(gates),
             max_entries,
             now,
+            source,
         )
         self.store.write(
             lambda c: c.execute(
-                "INSERT INTO passes(id, kind, plate, token_hash, token_last4, holder, valid_from_ms, "
-                "valid_until_ms, gates, max_entries, created_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                "INSERT INTO passes(id, kind, plate, token_hash, token_last4, holder, host, valid_from_ms, "
+                "valid_until_ms, gates, max_entries, created_ms, source) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(id) DO NOTHING",
                 row,
             )
@@ -138,7 +683,8 @@ class AllowList:
         return identifier
 
     def revoke_pass(self, pass_id: str) -> bool:
-        now = int(time.time() * 1000)
+        """Revoke a pass; False when there is no such pass or it was already revoked."""
+        now = self._now_ms()
         return self.store.write(
             lambda c: (
                 c.execute(
@@ -148,40 +694,47 @@ class AllowList:
             )
         )
 
+    def get_pass(self, pass_id: str) -> PassRecord | None:
+        row = self.store.read().execute(_PASS_SELECT + " WHERE id=?", (pass_id,)).fetchone()
+        return _pass_record(row) if row else None
+
     def passes(self, include_ended: bool = False, now_ms: int | None = None) -> list[PassRecord]:
-        now = now_ms if now_ms is not None else int(time.time() * 1000)
-        sql = (
-            "SELECT id, kind, plate, token_last4, holder, valid_from_ms, valid_until_ms, gates, "
-            "max_entries, used, revoked_ms FROM passes"
-        )
-        params: tuple[int, ...] = ()
+        now = now_ms if now_ms is not None else self._now_ms()
+        sql, params = _PASS_SELECT, ()
         if not include_ended:
             sql += " WHERE revoked_ms IS NULL AND valid_until_ms > ?"
-            params = (now,)
-        rows = self.store.read().execute(sql + " ORDER BY valid_from_ms", params).fetchall()
+            params = (now,)  # type: ignore[assignment]
+        rows = self.store.read().execute(sql + " ORDER BY valid_from_ms, id", params).fetchall()
         return [_pass_record(row) for row in rows]
 
-    def counts(self) -> dict[str, int]:
-        conn = self.store.read()
-        return {
-            "credentials": conn.execute("SELECT count(*) FROM allow_cards").fetchone()[0],
-            "plates": conn.execute("SELECT count(*) FROM allow_plates").fetchone()[0],
-            "passes": conn.execute("SELECT count(*) FROM passes WHERE revoked_ms IS NULL").fetchone()[0],
-        }
+
+_RESIDENT_UPSERT = (
+    "INSERT INTO residents(id, household, building, unit, name, valid_from_ms, valid_until_ms) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+    "household=coalesce(excluded.household, household), building=coalesce(excluded.building, building), "
+    "unit=coalesce(excluded.unit, unit), name=coalesce(excluded.name, name), "
+    "valid_from_ms=excluded.valid_from_ms, valid_until_ms=excluded.valid_until_ms"
+)
+_PASS_SELECT = (
+    "SELECT id, kind, plate, token_last4, holder, host, valid_from_ms, valid_until_ms, gates, "
+    "max_entries, used, revoked_ms, source FROM passes"
+)
 
 
-def _pass_record(row: sqlite3.Row | tuple[object, ...]) -> PassRecord:
-    (pid, kind, plate, last4, holder, start, end, gates, max_entries, used, revoked) = row
+def _pass_record(row: tuple[Any, ...]) -> PassRecord:
+    (pid, kind, plate, last4, holder, host, start, end, gates, max_entries, used, revoked, source) = row
     return PassRecord(
         str(pid),
         str(kind),
-        plate,  # type: ignore[arg-type]
-        last4,  # type: ignore[arg-type]
-        holder,  # type: ignore[arg-type]
-        int(start),  # type: ignore[call-overload]
-        int(end),  # type: ignore[call-overload]
-        tuple(json.loads(gates)) if gates else (),  # type: ignore[arg-type]
-        max_entries,  # type: ignore[arg-type]
-        int(used),  # type: ignore[call-overload]
+        plate,
+        last4,
+        holder,
+        host,
+        int(start),
+        int(end),
+        tuple(json.loads(gates)) if gates else (),
+        max_entries,
+        int(used),
         revoked is not None,
+        str(source),
     )

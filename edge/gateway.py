@@ -135,6 +135,7 @@ class Gateway:
             restart_max_s=self.config.supervisor.restart_max_s,
         )
         consumer = asyncio.create_task(self._consume(), name="rules")
+        checks = asyncio.create_task(self.rules.run_checks(), name="rule-checks")
         self.supervisor.start()
         self.started.set()
         log.info(
@@ -147,9 +148,9 @@ class Gateway:
         try:
             await stop.wait()
         finally:
-            await self._shutdown(consumer)
+            await self._shutdown(consumer, checks)
 
-    async def _shutdown(self, consumer: asyncio.Task[None]) -> None:
+    async def _shutdown(self, consumer: asyncio.Task[None], checks: asyncio.Task[None]) -> None:
         budget = self.config.supervisor.shutdown_timeout_s
         deadline = loop_time() + budget
         if self.supervisor is not None:
@@ -157,9 +158,12 @@ class Gateway:
         if self.queue is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.queue.queue.join(), max(0.1, deadline - loop_time()))
+        checks.cancel()
         consumer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await consumer
+        with contextlib.suppress(asyncio.CancelledError):
+            await checks
         await asyncio.to_thread(self.store.close, max(0.5, deadline - loop_time()))
         log.info("gateway %s stopped; store closed", self.config.gateway.id)
 

@@ -1,15 +1,26 @@
-"""Access decisions, entirely offline, from the allow-lists and passes in the local store.
-Every decision explains itself with a reason."""
+"""Access decisions, entirely offline, from the allow-list, blocklist and passes in the local
+store. Every decision explains itself: a reason (resident, pass, expired, not_yet_valid,
+exhausted, revoked, wrong_gate, blocklisted, unknown, anti_passback) and a sentence a guard can
+read.
+
+Order: the blocklist first (a blocked card is refused even when it is also allowed), then the
+resident's entry, then passes. A grant at a gate of an anti-passback pair is refused when the
+subject's last pass through the pair went the same way. The whole decision, with the pass use
+and the anti-passback state it changes, is one transaction."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+from edge.allowlist import normalise_plate
 from edge.events import AccessReason
 from edge.privacy import credential_hash
+from edge.rules.config import AntiPassbackPair
 from edge.store import Store
 
 
@@ -19,6 +30,17 @@ class Decision:
     reason: AccessReason
     subject: str | None = None
     pass_id: str | None = None
+    household: str | None = None
+    detail: str = ""
+    blocked: bool = False
+
+
+@dataclass(frozen=True)
+class GateRef:
+    """What a decision needs to know of the gate: its id and which way it lets people pass."""
+
+    id: str
+    direction: str = "both"
 
 
 def _gate_allowed(gates_json: str | None, gate: str) -> bool:
@@ -28,88 +50,155 @@ def _gate_allowed(gates_json: str | None, gate: str) -> bool:
     return not gates or gate in gates
 
 
-def _window(valid_from: int | None, valid_until: int | None, now_ms: int) -> AccessReason | None:
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _window(valid_from: int | None, valid_until: int | None, now_ms: int) -> tuple[AccessReason, str] | None:
     if valid_from is not None and now_ms < valid_from:
-        return "not_yet_valid"
+        return "not_yet_valid", f"valid from {_when(valid_from)}"
     if valid_until is not None and now_ms >= valid_until:
-        return "expired"
+        return "expired", f"expired {_when(valid_until)}"
     return None
 
 
 class AccessDecider:
     """Decides for a card, QR token, PIN or plate at a gate."""
 
-    def __init__(self, store: Store, salt: str) -> None:
+    def __init__(self, store: Store, salt: str, anti_passback: Sequence[AntiPassbackPair] = ()) -> None:
         self.store = store
         self.salt = salt
+        self.anti_passback = tuple(anti_passback)
 
-    def credential(self, kind: str, raw: str, gate: str, now_ms: int) -> Decision:
-        """A card number, QR token or PIN: resident entries first, then passes (which are
-        consumed atomically on a grant)."""
+    def credential(self, kind: str, raw: str, gate: GateRef | str, now_ms: int) -> Decision:
+        """A card number, QR token or PIN."""
         digest = credential_hash(raw, self.salt, kind)
-        row = (
-            self.store.read()
-            .execute(
-                "SELECT subject, valid_from_ms, valid_until_ms, gates FROM allow_cards WHERE hash=?",
-                (digest,),
-            )
-            .fetchone()
-        )
-        if row is not None:
-            return self._resident(row, gate, now_ms)
-        return self._use_pass("token_hash", digest, gate, now_ms)
+        shown = f"{kind} …{raw.strip().upper()[-4:]}"
+        return self.store.write(lambda c: self._decide(c, kind, digest, shown, _ref(gate), now_ms))
 
-    def plate(self, plate: str, gate: str, now_ms: int) -> Decision:
-        row = (
-            self.store.read()
-            .execute(
-                "SELECT subject, valid_from_ms, valid_until_ms, gates FROM allow_plates WHERE plate=?",
-                (plate,),
-            )
-            .fetchone()
-        )
-        if row is not None:
-            return self._resident(row, gate, now_ms)
-        return self._use_pass("plate", plate, gate, now_ms)
+    def plate(self, plate: str, gate: GateRef | str, now_ms: int) -> Decision:
+        try:
+            text = normalise_plate(plate)
+        except ValueError:
+            text = plate.strip().upper()
+        return self.store.write(lambda c: self._decide(c, "plate", text, f"plate {text}", _ref(gate), now_ms))
 
-    @staticmethod
-    def _resident(row: tuple[Any, ...], gate: str, now_ms: int) -> Decision:
-        subject, valid_from, valid_until, gates = row
-        refused = _window(valid_from, valid_until, now_ms)
+    def _decide(
+        self, conn: sqlite3.Connection, kind: str, value: str, shown: str, gate: GateRef, now_ms: int
+    ) -> Decision:
+        blocked = conn.execute(
+            "SELECT reason FROM blocklist WHERE kind=? AND value=? "
+            "AND (valid_until_ms IS NULL OR valid_until_ms > ?)",
+            (kind, value, now_ms),
+        ).fetchone()
+        if blocked is not None:
+            why = f": {blocked[0]}" if blocked[0] else ""
+            return Decision(False, "blocklisted", detail=f"{shown} is on the blocklist{why}", blocked=True)
+        if kind == "plate":
+            sql = (
+                "SELECT e.subject, e.valid_from_ms, e.valid_until_ms, e.gates, r.household, "
+                "r.valid_from_ms, r.valid_until_ms, r.building, r.unit FROM allow_plates e "
+                "LEFT JOIN residents r ON r.id = e.subject WHERE e.plate=?"
+            )
+        else:
+            sql = (
+                "SELECT e.subject, e.valid_from_ms, e.valid_until_ms, e.gates, r.household, "
+                "r.valid_from_ms, r.valid_until_ms, r.building, r.unit FROM allow_cards e "
+                "LEFT JOIN residents r ON r.id = e.subject WHERE e.hash=?"
+            )
+        row = conn.execute(sql, (value,)).fetchone()
+        if row is not None:
+            return self._resident(conn, row, shown, gate, now_ms)
+        column = "plate" if kind == "plate" else "token_hash"
+        return self._use_pass(conn, column, value, shown, gate, now_ms)
+
+    def _resident(
+        self, conn: sqlite3.Connection, row: tuple[Any, ...], shown: str, gate: GateRef, now_ms: int
+    ) -> Decision:
+        subject, start, end, gates, household, person_start, person_end, building, unit = row
+        where = ", ".join(p for p in (household, building, f"unit {unit}" if unit else None) if p)
+        who = f"{subject}" + (f" ({where})" if where else "")
+        for window, whose in (
+            (_window(start, end, now_ms), shown),
+            (_window(person_start, person_end, now_ms), who),
+        ):
+            if window:
+                return Decision(
+                    False, window[0], subject, household=household, detail=f"{whose}: {window[1]}"
+                )
+        if not _gate_allowed(gates, gate.id):
+            return Decision(
+                False,
+                "wrong_gate",
+                subject,
+                household=household,
+                detail=f"{shown} of {who} is not for {gate.id}",
+            )
+        refused = self._passback(conn, subject, gate, now_ms)
         if refused:
-            return Decision(False, refused, subject)
-        if not _gate_allowed(gates, gate):
-            return Decision(False, "wrong_gate", subject)
-        return Decision(True, "resident", subject)
+            return Decision(False, "anti_passback", subject, household=household, detail=refused)
+        return Decision(True, "resident", subject, household=household, detail=f"{shown} of resident {who}")
 
-    def _use_pass(self, column: str, value: str, gate: str, now_ms: int) -> Decision:
-        def decide(conn: sqlite3.Connection) -> Decision:
-            rows = conn.execute(
-                f"SELECT id, holder, valid_from_ms, valid_until_ms, gates, max_entries, used, revoked_ms "
-                f"FROM passes WHERE {column}=? ORDER BY valid_until_ms DESC",
-                (value,),
-            ).fetchall()
-            if not rows:
-                return Decision(False, "unknown")
-            refusal: Decision | None = None
-            for pass_id, holder, valid_from, valid_until, gates, max_entries, used, revoked in rows:
-                subject = holder or pass_id
-                if revoked is not None:
-                    refusal = refusal or Decision(False, "revoked", subject, pass_id)
-                    continue
-                window = _window(valid_from, valid_until, now_ms)
-                if window:
-                    refusal = refusal or Decision(False, window, subject, pass_id)
-                    continue
-                if not _gate_allowed(gates, gate):
-                    refusal = refusal or Decision(False, "wrong_gate", subject, pass_id)
-                    continue
-                if max_entries is not None and used >= max_entries:
-                    refusal = refusal or Decision(False, "exhausted", subject, pass_id)
-                    continue
+    def _use_pass(
+        self, conn: sqlite3.Connection, column: str, value: str, shown: str, gate: GateRef, now_ms: int
+    ) -> Decision:
+        rows = conn.execute(
+            "SELECT id, kind, holder, host, valid_from_ms, valid_until_ms, gates, max_entries, used, "
+            f"revoked_ms FROM passes WHERE {column}=? ORDER BY valid_until_ms DESC",
+            (value,),
+        ).fetchall()
+        if not rows:
+            return Decision(False, "unknown", detail=f"{shown} is not on the allow-list and has no pass")
+        refusal: Decision | None = None
+        for pass_id, kind, holder, host, start, end, gates, max_entries, used, revoked in rows:
+            subject = holder or pass_id
+            label = f"{kind} pass {pass_id}" + (f" for {host}" if host else "")
+            counts = gate.direction != "out"
+            why: tuple[AccessReason, str] | None = None
+            if revoked is not None:
+                why = "revoked", f"{label} was revoked {_when(revoked)}"
+            elif window := _window(start, end, now_ms):
+                why = window[0], f"{label} {window[1]}"
+            elif not _gate_allowed(gates, gate.id):
+                why = "wrong_gate", f"{label} is not for {gate.id}"
+            elif counts and max_entries is not None and used >= max_entries:
+                why = "exhausted", f"{label}: all {max_entries} entries used"
+            elif passback := self._passback(conn, pass_id, gate, now_ms):
+                why = "anti_passback", passback
+            if why is not None:
+                refusal = refusal or Decision(False, why[0], subject, pass_id, host, f"{shown}: {why[1]}")
+                continue
+            if counts:
                 conn.execute("UPDATE passes SET used = used + 1 WHERE id=?", (pass_id,))
-                return Decision(True, "pass", subject, pass_id)
-            assert refusal is not None
-            return refusal
+                used += 1
+            left = f", entry {used} of {max_entries}" if counts and max_entries is not None else ""
+            return Decision(True, "pass", subject, pass_id, host, f"{shown}: {label}{left}")
+        assert refusal is not None
+        return refusal
 
-        return self.store.write(decide)
+    def _passback(self, conn: sqlite3.Connection, subject: str, gate: GateRef, now_ms: int) -> str | None:
+        """Refuse a second entry (or exit) in a row through an anti-passback pair; otherwise
+        record the new side. State older than the pair's reset time is forgotten."""
+        for pair in self.anti_passback:
+            if gate.id not in (pair.entry, pair.exit):
+                continue
+            entering = gate.id == pair.entry
+            key = f"passback:{pair.entry}/{pair.exit}:{subject}"
+            row = conn.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+            last = json.loads(row[0]) if row else None
+            fresh = last is not None and now_ms - last["ts_ms"] < pair.reset_after_h * 3600_000
+            if fresh and last["inside"] == entering:
+                side = "in" if entering else "out"
+                when = _when(last["ts_ms"])
+                return f"{subject} already passed {side} at {last['gate']} at {when} and not back since"
+            state = json.dumps({"inside": entering, "gate": gate.id, "ts_ms": now_ms})
+            conn.execute(
+                "INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                "value=excluded.value",
+                (key, state),
+            )
+        return None
+
+
+def _ref(gate: GateRef | str) -> GateRef:
+    return GateRef(gate) if isinstance(gate, str) else gate

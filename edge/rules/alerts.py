@@ -1,26 +1,81 @@
 """The alert engine: one open alert per condition (its dedup key), a lifecycle
-raised → acknowledged → cleared, and a rate limit on repeats.
+raised → acknowledged → cleared, a rate limit per kind, and sirens or strobes on relay outputs.
 
-Alerts are events of the highest send priority; their state is kept in the store's `alerts`
-table so that a restart does not raise again what is already open."""
+Alerts are events of the highest send priority (the uplink sends them ahead of any backlog);
+their state is kept in the store's `alerts` table, so a restart does not raise again what is
+already open and the CLI (another process) can list and acknowledge them.
+
+Two sorts of alert:
+- conditions (a gate forced open, a fire lane blocked, a device offline) clear when the
+  condition ends;
+- moments (tailgating, a blocklisted plate, an unknown plate returning) clear by themselves
+  `momentary_clear_min` after their last repeat.
+
+A repeat of an open alert is counted on it (`repeats`, `last_seen_ms`), not raised again."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from drivers.base import Command, SetOutput
+from edge.errors import GatehouseError
 from edge.events import AlertAckPayload, AlertClearedPayload, AlertPayload, Event, EventFactory, Severity
 from edge.ids import uuid7
+from edge.rules.config import AlertOutput, AlertsConfig
 from edge.store import Store
 
 log = logging.getLogger(__name__)
 
+Commander = Callable[[str, Command], Awaitable[None]]
+
 
 @dataclass(frozen=True)
-class OpenAlert:
+class AlertKind:
+    severity: Severity
+    momentary: bool
+    clears: str
+
+
+KINDS: dict[str, AlertKind] = {
+    "gate.forced_open": AlertKind("critical", False, "the barrier is closed again"),
+    "gate.held_open": AlertKind("warning", False, "the barrier is closed again"),
+    "gate.stuck": AlertKind("critical", False, "the arm reaches its limit again"),
+    "gate.tailgating": AlertKind("warning", True, "15 min after the last unmatched passage"),
+    "card.blocklisted": AlertKind("critical", True, "15 min after the last attempt"),
+    "plate.blocklisted": AlertKind("critical", True, "15 min after the last read"),
+    "plate.unknown_repeat": AlertKind("warning", True, "15 min after the last read"),
+    "fire_lane.blocked": AlertKind("critical", False, "the zone is free again"),
+    "gate.crowding": AlertKind("warning", False, "the crowd disperses"),
+    "camera.offline": AlertKind("critical", False, "the camera delivers frames again"),
+    "camera.tampered": AlertKind("critical", False, "the picture is normal again"),
+    "reader.tamper": AlertKind("critical", False, "the reader's tamper switch closes"),
+    "device.tamper": AlertKind("critical", False, "the device reports tamper cleared"),
+    "device.offline": AlertKind("critical", False, "the device is back online"),
+    "disk.nearly_full": AlertKind("warning", False, "free space is back above the threshold"),
+    "sync.backlog_old": AlertKind("warning", False, "the oldest unsynced event is recent again"),
+    "alerts.flood": AlertKind("warning", True, "15 min after the flood ends"),
+}
+"""Every alert kind the rules raise, its default severity, and what clears it."""
+
+_COLUMNS = (
+    "alert_id, key, kind, severity, state, message, gate, device, raised_ms, acked_ms, acked_by, "
+    "cleared_ms, repeats, last_seen_ms"
+)
+
+
+class UnknownAlert(GatehouseError):
+    """No alert with that id or key."""
+
+
+@dataclass(frozen=True)
+class AlertRecord:
     alert_id: str
     key: str
     kind: str
@@ -28,13 +83,34 @@ class OpenAlert:
     state: str
     message: str
     gate: str | None
+    device: str | None
     raised_ms: int
     acked_ms: int | None
+    acked_by: str | None
+    cleared_ms: int | None
     repeats: int
+    last_seen_ms: int | None
+
+
+OpenAlert = AlertRecord
+
+
+def list_alerts(
+    conn: sqlite3.Connection, *, include_cleared: bool = False, limit: int = 200
+) -> list[AlertRecord]:
+    """Open alerts (or the most recent ones of every state), oldest first."""
+    where = "" if include_cleared else "WHERE state != 'cleared'"
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM (SELECT * FROM alerts {where} ORDER BY raised_ms DESC LIMIT ?) "
+        "ORDER BY raised_ms",
+        (limit,),
+    ).fetchall()
+    return [AlertRecord(*row) for row in rows]
 
 
 class AlertEngine:
-    """Raises, acknowledges and clears alerts, recording each step as an event."""
+    """Raises, acknowledges and clears alerts, recording each step as an event, and switches
+    the configured sirens and strobes."""
 
     def __init__(
         self,
@@ -43,30 +119,46 @@ class AlertEngine:
         *,
         clock: Callable[[], float] = time.time,
         on_raised: Callable[[Event], Awaitable[None]] | None = None,
+        config: AlertsConfig | None = None,
+        commander: Commander | None = None,
     ) -> None:
         self.store = store
         self.factory = factory
         self.clock = clock
         self.on_raised = on_raised
+        self.config = config or AlertsConfig()
+        self.commander = commander
+        self.suppressed = 0
+        self._outputs: dict[tuple[str, str], bool] = {}
+        self._lock = asyncio.Lock()
 
-    def open_alerts(self) -> list[OpenAlert]:
-        rows = self.store.read().execute(
-            "SELECT alert_id, key, kind, severity, state, message, gate, raised_ms, acked_ms, repeats "
-            "FROM alerts WHERE state != 'cleared' ORDER BY raised_ms"
-        )
-        return [OpenAlert(*row) for row in rows]
+    def configure(self, config: AlertsConfig, commander: Commander | None) -> None:
+        """Set thresholds and the relay outputs (the rules do this with their configuration)."""
+        self.config = config
+        self.commander = commander
 
-    def find(self, alert_id_or_key: str) -> OpenAlert | None:
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    # reading
+
+    def open_alerts(self) -> list[AlertRecord]:
+        return list_alerts(self.store.read())
+
+    def find(self, alert_id_or_key: str) -> AlertRecord | None:
+        """The alert with this id, or the newest with this key."""
         row = (
             self.store.read()
             .execute(
-                "SELECT alert_id, key, kind, severity, state, message, gate, raised_ms, acked_ms, repeats "
-                "FROM alerts WHERE (alert_id = ? OR key = ?) ORDER BY raised_ms DESC LIMIT 1",
+                f"SELECT {_COLUMNS} FROM alerts WHERE alert_id = ? OR key = ? "
+                "ORDER BY raised_ms DESC LIMIT 1",
                 (alert_id_or_key, alert_id_or_key),
             )
             .fetchone()
         )
-        return OpenAlert(*row) if row else None
+        return AlertRecord(*row) if row else None
+
+    # the lifecycle
 
     async def raise_(
         self,
@@ -74,71 +166,123 @@ class AlertEngine:
         key: str,
         message: str,
         *,
-        severity: Severity = "warning",
+        severity: Severity | None = None,
         device: str | None = None,
         gate: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> Event | None:
-        """Raise an alert unless one with this key is open; a repeat of an open one is only
-        counted."""
-        now_ms = int(self.clock() * 1000)
-        alert_id = str(uuid7())
+        """Raise an alert unless one with this key is open (then the repeat is counted on it),
+        or the kind is over its rate limit (then it is counted, and one alerts.flood alert says
+        so). Returns the alert.raised event, committed, or None."""
+        known = KINDS.get(kind)
+        chosen: Severity = severity or (known.severity if known else "warning")
+        momentary = bool(known and known.momentary)
+        async with self._lock:
+            now_ms = self._now_ms()
+            limit = self.config.max_per_kind_per_min
 
-        def record(conn: Any) -> tuple[str, int] | None:
-            row = conn.execute(
-                "SELECT alert_id, raised_ms, repeats FROM alerts WHERE key=? AND state != 'cleared'",
-                (key,),
-            ).fetchone()
-            if row is None:
-                conn.execute(
-                    "INSERT INTO alerts(alert_id, key, kind, severity, state, message, gate, raised_ms) "
-                    "VALUES (?, ?, ?, ?, 'raised', ?, ?, ?)",
-                    (alert_id, key, kind, severity, message, gate, now_ms),
-                )
+            def probe(conn: sqlite3.Connection) -> str:
+                row = conn.execute(
+                    "SELECT alert_id FROM alerts WHERE key=? AND state != 'cleared'", (key,)
+                ).fetchone()
+                if row is not None:
+                    conn.execute(
+                        "UPDATE alerts SET repeats = repeats + 1, last_seen_ms=? WHERE alert_id=?",
+                        (now_ms, row[0]),
+                    )
+                    return "repeat"
+                if kind != "alerts.flood":
+                    recent = conn.execute(
+                        "SELECT count(*) FROM alerts WHERE kind=? AND raised_ms > ?", (kind, now_ms - 60_000)
+                    ).fetchone()[0]
+                    if recent >= limit:
+                        conn.execute(
+                            "INSERT INTO counters(name, value) VALUES ('alerts.suppressed', 1) "
+                            "ON CONFLICT(name) DO UPDATE SET value = value + 1"
+                        )
+                        return "limited"
+                return "new"
+
+            outcome = await self.store.write_async(probe)
+            if outcome == "repeat":
                 return None
-            conn.execute("UPDATE alerts SET repeats = repeats + 1 WHERE alert_id=?", (row[0],))
-            return row[0], row[1]
-
-        existing = await self.store.write_async(record)
-        if existing is not None:
-            return None
-        payload = AlertPayload(
-            alert_id=alert_id,
-            kind=kind,
-            key=key,
-            severity=severity,
-            message=message,
-            gate=gate,
-            detail=detail or {},
-        )
-        event = await self.store.append_async(self.factory.make("alert.raised", payload, device=device))
-        log.warning("alert %s [%s] %s", kind, severity, message)
+            if outcome == "limited":
+                self.suppressed += 1
+                flood = (
+                    "alerts.flood",
+                    f"alerts.flood:{kind}",
+                    f"more than {limit} {kind} alerts a minute; further ones are counted, not raised",
+                )
+            else:
+                alert_id = str(uuid7())
+                payload = AlertPayload(
+                    alert_id=alert_id,
+                    kind=kind,
+                    key=key,
+                    severity=chosen,
+                    message=message,
+                    gate=gate,
+                    detail=detail or {},
+                )
+                event = await self.store.append_async(
+                    self.factory.make("alert.raised", payload, device=device)
+                )
+                row = (alert_id, key, kind, chosen, message, gate, device, now_ms, now_ms, int(momentary))
+                await self.store.write_async(
+                    lambda c: c.execute(
+                        "INSERT INTO alerts(alert_id, key, kind, severity, state, message, gate, device, "
+                        "raised_ms, last_seen_ms, momentary, detail) "
+                        "VALUES (?, ?, ?, ?, 'raised', ?, ?, ?, ?, ?, ?, ?)",
+                        (*row, json.dumps(detail or {}, ensure_ascii=False, default=str)),
+                    )
+                )
+        if outcome == "limited":
+            return await self.raise_(*flood, severity="warning", detail={"kind": kind, "per_min": limit})
+        log.warning("alert %s [%s] %s", kind, chosen, message)
+        await self.drive_outputs()
         if self.on_raised is not None:
             await self.on_raised(event)
         return event
 
     async def acknowledge(self, alert_id_or_key: str, by: str = "operator") -> Event | None:
-        alert = self.find(alert_id_or_key)
-        if alert is None or alert.state != "raised":
-            return None
-        now_ms = int(self.clock() * 1000)
-        await self.store.write_async(
-            lambda c: c.execute(
+        """Acknowledge a raised alert (by id, or the open one with this key) and record
+        `alert.acknowledged`. Returns None when it was already acknowledged or cleared; raises
+        UnknownAlert when there is no such alert."""
+        now_ms = self._now_ms()
+
+        def record(conn: sqlite3.Connection) -> tuple[str, str] | None:
+            row = conn.execute(
+                "SELECT alert_id, key, state FROM alerts "
+                "WHERE alert_id = ? OR (key = ? AND state != 'cleared') "
+                "ORDER BY raised_ms DESC LIMIT 1",
+                (alert_id_or_key, alert_id_or_key),
+            ).fetchone()
+            if row is None:
+                raise UnknownAlert(
+                    f"no alert {alert_id_or_key!r}; `gatehouse alerts` lists the open ones with their ids"
+                )
+            if row[2] != "raised":
+                return None
+            conn.execute(
                 "UPDATE alerts SET state='acknowledged', acked_ms=?, acked_by=? WHERE alert_id=?",
-                (now_ms, by, alert.alert_id),
+                (now_ms, by, row[0]),
             )
+            return str(row[0]), str(row[1])
+
+        found = await self.store.write_async(record)
+        if found is None:
+            return None
+        event = await self.store.append_async(
+            self.factory.make("alert.acknowledged", AlertAckPayload(alert_id=found[0], key=found[1], by=by))
         )
-        return await self.store.append_async(
-            self.factory.make(
-                "alert.acknowledged", AlertAckPayload(alert_id=alert.alert_id, key=alert.key, by=by)
-            )
-        )
+        await self.drive_outputs()
+        return event
 
     async def clear(self, key: str, reason: str = "") -> Event | None:
         """Clear the open alert with this key (the condition is over)."""
-        now_ms = int(self.clock() * 1000)
+        now_ms = self._now_ms()
 
-        def record(conn: Any) -> str | None:
+        def record(conn: sqlite3.Connection) -> str | None:
             row = conn.execute(
                 "SELECT alert_id FROM alerts WHERE key=? AND state != 'cleared'", (key,)
             ).fetchone()
@@ -150,6 +294,59 @@ class AlertEngine:
         alert_id = await self.store.write_async(record)
         if alert_id is None:
             return None
-        return await self.store.append_async(
+        event = await self.store.append_async(
             self.factory.make("alert.cleared", AlertClearedPayload(alert_id=alert_id, key=key, reason=reason))
         )
+        await self.drive_outputs()
+        return event
+
+    async def check(self) -> None:
+        """Clear moments whose last repeat is older than `momentary_clear_min`, and switch off
+        outputs past their hold time."""
+        quiet_since = self._now_ms() - int(self.config.momentary_clear_min * 60_000)
+        stale = (
+            self.store.read()
+            .execute(
+                "SELECT key FROM alerts WHERE momentary=1 AND state != 'cleared' "
+                "AND coalesce(last_seen_ms, raised_ms) < ?",
+                (quiet_since,),
+            )
+            .fetchall()
+        )
+        for (key,) in stale:
+            await self.clear(key, reason=f"quiet for {self.config.momentary_clear_min:g} min")
+        await self.drive_outputs()
+
+    # sirens and strobes
+
+    def _wanted(self, output: AlertOutput, now_ms: int) -> bool:
+        sql = (
+            "SELECT count(*) FROM alerts WHERE state='raised' AND raised_ms > ? AND severity IN ({})".format(
+                ",".join("?" * len(output.severities))
+            )
+        )
+        params: list[Any] = [now_ms - int(output.hold_s * 1000), *output.severities]
+        if output.kinds:
+            sql += " AND kind IN ({})".format(",".join("?" * len(output.kinds)))
+            params.extend(output.kinds)
+        return bool(self.store.read().execute(sql, params).fetchone()[0])
+
+    async def drive_outputs(self) -> None:
+        """Switch each siren or strobe on while an unacknowledged alert it answers to is younger
+        than its hold time, off otherwise. A relay that fails is logged; alerts go on."""
+        if self.commander is None or not self.config.outputs:
+            return
+        now_ms = self._now_ms()
+        for output in self.config.outputs:
+            wanted = self._wanted(output, now_ms)
+            slot = (output.device, output.output)
+            if self._outputs.get(slot, False) == wanted:
+                continue
+            self._outputs[slot] = wanted
+            try:
+                await self.commander(output.device, SetOutput(output.output, wanted))
+            except Exception:
+                log.exception("could not switch %s on %s", output.output, output.device)
+
+    def output_states(self) -> dict[tuple[str, str], bool]:
+        return dict(self._outputs)

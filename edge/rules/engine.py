@@ -1,14 +1,22 @@
-"""The rules: turn what drivers observed into recorded events, decisions and commands.
+"""The rules: turn what drivers observed into recorded events, decisions, alerts and commands.
 
 Order matters and is kept everywhere here: an event is committed to the store before anything
-acts on it (the barrier opens only after its `access.granted` is durable)."""
+acts on it (the barrier opens only after its `access.granted` is durable).
+
+Besides the observations, time drives some alerts: a barrier open too long, a vehicle parked in
+a fire lane, a device that stayed offline, a nearly full disk, an old sync backlog. `tick()`
+checks them (the gateway calls it every `rules.alerts.check_interval_s` through
+`run_checks()`); all time comes from the injected `clock`."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import shutil
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from drivers.base import (
@@ -38,20 +46,30 @@ from edge.events import (
     OccupancyPayload,
     PlatePayload,
 )
-from edge.privacy import credential_ref
-from edge.rules.access import AccessDecider, Decision
+from edge.privacy import credential_hash, credential_ref
+from edge.rules.access import AccessDecider, Decision, GateRef
 from edge.rules.alerts import AlertEngine
+from edge.rules.config import RulesConfig
 from edge.store import Store
 
 log = logging.getLogger(__name__)
 
 Commander = Callable[[str, Command], Awaitable[None]]
 
-GATE_CONDITIONS: dict[str, tuple[str, str]] = {
-    "stuck": ("critical", "barrier did not reach its limit in time"),
-    "held_open": ("warning", "barrier held open too long"),
-    "forced_open": ("critical", "barrier opened without a command"),
+GATE_CONDITIONS: dict[str, str] = {
+    "stuck": "barrier did not reach its limit in time",
+    "held_open": "barrier held open too long",
+    "forced_open": "barrier opened without a command",
 }
+UNKNOWN_PLATES_TRACKED = 10_000
+
+
+@dataclass
+class _Offline:
+    since: float
+    reason: str
+    kind: str | None
+    restarts: int
 
 
 class Rules:
@@ -67,15 +85,22 @@ class Rules:
         health_interval_s: float = 60.0,
     ) -> None:
         self.config = config
+        self.settings: RulesConfig = getattr(config, "rules", None) or RulesConfig()
         self.store = store
         self.factory = factory
         self.alerts = alerts
+        self.alerts.configure(self.settings.alerts, commander)
         self.commander = commander
         self.clock = clock
-        self.decider = AccessDecider(store, config.site.salt)
+        self.decider = AccessDecider(store, config.site.salt, self.settings.anti_passback)
         self.health_interval_s = health_interval_s
         self._last_health: dict[str, float] = {}
         self.decision_hooks: list[Callable[[Observation, Event], None]] = []
+        self._credits: dict[str, collections.deque[float]] = {}
+        self._open_since: dict[str, float] = {}
+        self._unknown: collections.OrderedDict[str, collections.deque[float]] = collections.OrderedDict()
+        self._occupied_since: dict[tuple[str, str], float] = {}
+        self._offline: dict[str, _Offline] = {}
 
     async def record(
         self,
@@ -91,6 +116,23 @@ class Rules:
     def _gate_of(self, device: str) -> Any:
         return self.config.gate_of(device)
 
+    def _device_role(self, device: str) -> str:
+        """camera, reader or device: which alert kinds a device's trouble becomes."""
+        gate = self._gate_of(device)
+        if gate is not None and device in gate.cameras:
+            return "camera"
+        if gate is not None and device in gate.readers:
+            return "reader"
+        try:
+            kind = str(self.config.device(device).kind)
+        except KeyError:
+            return "device"
+        if "camera" in kind or "rtsp" in kind:
+            return "camera"
+        if "reader" in kind or kind in ("osdp", "wiegand"):
+            return "reader"
+        return "device"
+
     async def handle(self, observation: Observation) -> None:
         match observation:
             case CardPresented():
@@ -102,7 +144,7 @@ class Rules:
             case GateCondition():
                 await self._gate_condition(observation)
             case VehiclePassage():
-                pass
+                await self._passage(observation)
             case ZoneSample():
                 await self._zone_sample(observation)
             case ZoneCondition():
@@ -114,25 +156,38 @@ class Rules:
             case Health():
                 await self._health(observation)
 
+    # access decisions
+
     async def _card(self, seen: CardPresented) -> None:
         gate = self._gate_of(seen.device)
-        gate_id = gate.id if gate else "unassigned"
+        ref = GateRef(gate.id, gate.direction) if gate else GateRef("unassigned")
         now_ms = int(self.clock() * 1000)
-        decision = await asyncio.to_thread(
-            self.decider.credential, seen.kind, seen.credential, gate_id, now_ms
-        )
-        ref = credential_ref(seen.credential, self.config.site.salt, seen.kind, seen.card_format)
+        decision = await asyncio.to_thread(self.decider.credential, seen.kind, seen.credential, ref, now_ms)
+        credential = credential_ref(seen.credential, self.config.site.salt, seen.kind, seen.card_format)
         payload = AccessPayload(
-            gate=gate_id,
-            credential=ref,
+            gate=ref.id,
+            credential=credential,
             subject=decision.subject,
             reason=decision.reason,
             direction=_direction(gate),
+            household=decision.household,
+            pass_id=decision.pass_id,
+            detail=decision.detail,
         )
         event = await self.record(_access_type(decision), payload, device=seen.device)
         for hook in self.decision_hooks:
             hook(seen, event)
         await self._act(seen.device, gate, decision)
+        if decision.blocked:
+            digest = credential_hash(seen.credential, self.config.site.salt, seen.kind)
+            await self.alerts.raise_(
+                "card.blocklisted",
+                f"card.blocklisted:{digest[:16]}",
+                f"{ref.id}: {decision.detail}",
+                device=seen.device,
+                gate=ref.id,
+                detail={"credential": credential.model_dump(), "event": str(event.id)},
+            )
 
     async def _plate(self, seen: PlateRead) -> None:
         gate = self._gate_of(seen.device)
@@ -142,6 +197,7 @@ class Rules:
         if seen.crop_jpeg:
             crop, size = await asyncio.to_thread(self.store.put_attachment, seen.crop_jpeg)
             attachments = (Attachment(sha256=crop, size=size, role="crop"),)
+        direction = seen.direction or _direction(gate)
         await self.record(
             "vehicle.plate",
             PlatePayload(
@@ -149,7 +205,7 @@ class Rules:
                 colour=seen.colour,
                 confidence=seen.confidence,
                 lane=gate_id,
-                direction=seen.direction or _direction(gate),
+                direction=direction,
                 box=seen.box,
                 frames=seen.frames,
                 crop=crop,
@@ -159,31 +215,122 @@ class Rules:
         )
         if gate is None or gate.kind != "vehicle":
             return
-        decision = await asyncio.to_thread(self.decider.plate, seen.plate, gate_id, int(self.clock() * 1000))
+        now_ms = int(self.clock() * 1000)
+        ref = GateRef(gate.id, direction or gate.direction)
+        decision = await asyncio.to_thread(self.decider.plate, seen.plate, ref, now_ms)
         payload = AccessPayload(
             gate=gate_id,
             plate=seen.plate,
             subject=decision.subject,
             reason=decision.reason,
-            direction=seen.direction or _direction(gate),
+            direction=direction,
+            household=decision.household,
+            pass_id=decision.pass_id,
+            detail=decision.detail,
         )
-        event = await self.record(_access_type(decision), payload, device=seen.device)
+        event = await self.record(
+            _access_type(decision), payload, device=seen.device, attachments=attachments
+        )
         for hook in self.decision_hooks:
             hook(seen, event)
         if decision.granted and gate.open_on_plate and gate.barrier:
+            self._credit(gate.id)
             await self.commander(gate.barrier, OpenGate(reason=f"plate {seen.plate}"))
+        if decision.blocked:
+            await self.alerts.raise_(
+                "plate.blocklisted",
+                f"plate.blocklisted:{seen.plate}",
+                f"{gate_id}: {decision.detail}",
+                device=seen.device,
+                gate=gate_id,
+                detail={"plate": seen.plate, "crop": crop, "event": str(event.id)},
+            )
+        elif decision.reason == "unknown":
+            await self._unknown_plate(seen, gate_id, crop)
+
+    async def _unknown_plate(self, seen: PlateRead, gate_id: str, crop: str | None) -> None:
+        settings = self.settings.alerts
+        now = self.clock()
+        seen_at = self._unknown.pop(seen.plate, None) or collections.deque()
+        seen_at.append(now)
+        while seen_at and now - seen_at[0] > settings.unknown_plate_window_min * 60:
+            seen_at.popleft()
+        self._unknown[seen.plate] = seen_at
+        while len(self._unknown) > UNKNOWN_PLATES_TRACKED:
+            self._unknown.popitem(last=False)
+        if len(seen_at) >= settings.unknown_plate_repeats:
+            await self.alerts.raise_(
+                "plate.unknown_repeat",
+                f"plate.unknown_repeat:{seen.plate}",
+                f"{gate_id}: unknown plate {seen.plate} read {len(seen_at)} times in "
+                f"{settings.unknown_plate_window_min:g} min",
+                device=seen.device,
+                gate=gate_id,
+                detail={"plate": seen.plate, "reads": len(seen_at), "crop": crop},
+            )
 
     async def _act(self, reader: str, gate: Any, decision: Decision) -> None:
         if gate is not None and decision.granted and gate.barrier:
+            self._credit(gate.id)
             await self.commander(gate.barrier, OpenGate(reason=decision.reason))
         await self.commander(reader, ReaderFeedback(granted=decision.granted))
 
+    async def open_gate(self, gate_id: str, *, by: str = "operator", reason: str = "operator") -> Event:
+        """Open a gate on an operator's word (the `open_gate` command): recorded as an
+        access.granted with reason `operator` before the barrier moves."""
+        gate = next((g for g in self.config.gates if g.id == gate_id), None)
+        if gate is None or not gate.barrier:
+            known = ", ".join(g.id for g in self.config.gates if g.barrier) or "none"
+            raise KeyError(f"no gate {gate_id!r} with a barrier (known: {known})")
+        event = await self.record(
+            "access.granted",
+            AccessPayload(
+                gate=gate.id,
+                subject=by,
+                reason="operator",
+                direction=_direction(gate),
+                detail=f"opened by {by}: {reason}",
+            ),
+            device=gate.barrier,
+        )
+        self._credit(gate.id)
+        await self.commander(gate.barrier, OpenGate(reason=f"operator {by}: {reason}"))
+        return event
+
+    # tailgating: passages on the vehicle loop against grants
+
+    def _credit(self, gate_id: str) -> None:
+        self._credits.setdefault(gate_id, collections.deque(maxlen=64)).append(self.clock())
+
+    async def _passage(self, seen: VehiclePassage) -> None:
+        gate = self._gate_of(seen.device)
+        if gate is None:
+            return
+        now = self.clock()
+        window = self.settings.alerts.tailgate_window_s
+        credits = self._credits.setdefault(gate.id, collections.deque(maxlen=64))
+        while credits and now - credits[0] > window:
+            credits.popleft()
+        if credits:
+            credits.popleft()
+            return
+        await self.alerts.raise_(
+            "gate.tailgating",
+            f"gate.tailgating:{gate.id}",
+            f"{gate.id}: a vehicle passed with no grant in the last {window:g} s (tailgating)",
+            device=seen.device,
+            gate=gate.id,
+        )
+
+    # barrier states and conditions
+
     async def _gate_state(self, seen: GateStateChanged) -> None:
         gate = self._gate_of(seen.device)
+        gate_id = gate.id if gate else seen.device
         await self.record(
             "gate.state",
             GateStatePayload(
-                gate=gate.id if gate else seen.device,
+                gate=gate_id,
                 state=seen.state,
                 previous=seen.previous,  # type: ignore[arg-type]
                 commanded=seen.commanded,
@@ -191,23 +338,35 @@ class Rules:
             ),
             device=seen.device,
         )
+        if seen.state in ("opening", "open"):
+            self._open_since.setdefault(gate_id, self.clock())
+            if not seen.commanded and seen.previous in ("closed", "closing"):
+                await self._gate_alert("forced_open", gate_id, seen.device, "moved without a command")
+        elif seen.state == "closed":
+            self._open_since.pop(gate_id, None)
+            for condition in ("forced_open", "held_open"):
+                await self.alerts.clear(f"gate.{condition}:{gate_id}", reason="barrier closed")
+
+    async def _gate_alert(self, condition: str, gate_id: str, device: str, detail: str) -> None:
+        await self.alerts.raise_(
+            f"gate.{condition}",
+            f"gate.{condition}:{gate_id}",
+            f"{gate_id}: {GATE_CONDITIONS[condition]}" + (f" ({detail})" if detail else ""),
+            device=device,
+            gate=gate_id,
+        )
 
     async def _gate_condition(self, seen: GateCondition) -> None:
         gate = self._gate_of(seen.device)
         gate_id = gate.id if gate else seen.device
-        key = f"gate.{seen.condition}:{gate_id}"
         if not seen.active:
-            await self.alerts.clear(key, reason=seen.detail or "condition over")
+            await self.alerts.clear(
+                f"gate.{seen.condition}:{gate_id}", reason=seen.detail or "condition over"
+            )
             return
-        severity, text = GATE_CONDITIONS[seen.condition]
-        await self.alerts.raise_(
-            f"gate.{seen.condition}",
-            key,
-            f"{gate_id}: {text}" + (f" ({seen.detail})" if seen.detail else ""),
-            severity=severity,  # type: ignore[arg-type]
-            device=seen.device,
-            gate=gate_id,
-        )
+        await self._gate_alert(seen.condition, gate_id, seen.device, seen.detail)
+
+    # zones
 
     async def _zone_sample(self, seen: ZoneSample) -> None:
         await self.record(
@@ -216,6 +375,32 @@ class Rules:
                 zone=seen.zone, count=seen.count, occupied=seen.occupied, capacity=seen.capacity
             ),
             device=seen.device,
+        )
+        if seen.zone not in self.settings.fire_lanes:
+            return
+        slot = (seen.device, seen.zone)
+        if seen.count == 0:
+            if self._occupied_since.pop(slot, None) is not None:
+                await self.alerts.clear(f"zone.blocked:{seen.device}:{seen.zone}", reason="zone free")
+            return
+        since = self.clock() - (seen.vehicle_dwell_s or 0.0)
+        self._occupied_since[slot] = min(self._occupied_since.get(slot, since), since)
+        await self._fire_lane(slot, seen.plate)
+
+    async def _fire_lane(self, slot: tuple[str, str], plate: str | None = None) -> None:
+        since = self._occupied_since.get(slot)
+        limit = self.settings.alerts.fire_lane_blocked_s
+        if since is None or self.clock() - since < limit:
+            return
+        device, zone = slot
+        minutes = (self.clock() - since) / 60
+        await self.alerts.raise_(
+            "fire_lane.blocked",
+            f"zone.blocked:{device}:{zone}",
+            f"fire lane {zone}: a vehicle has stood there for {minutes:.0f} min"
+            + (f" (plate {plate})" if plate else ""),
+            device=device,
+            detail={"zone": zone, "plate": plate, "since_ms": int(since * 1000)},
         )
 
     async def _zone_condition(self, seen: ZoneCondition) -> None:
@@ -232,24 +417,17 @@ class Rules:
         text = f"zone {seen.zone}: {seen.detail or seen.condition}"
         if seen.plate:
             text += f" (plate {seen.plate})"
-        await self.alerts.raise_(
-            kind,
-            key,
-            text,
-            severity="critical" if seen.condition == "blocked" else "warning",
-            device=seen.device,
-            detail=detail,
-        )
+        await self.alerts.raise_(kind, key, text, device=seen.device, detail=detail)
+
+    # devices
 
     async def _tamper(self, seen: Tamper) -> None:
-        key = f"device.tamper:{seen.device}"
+        role = self._device_role(seen.device)
+        kind = {"camera": "camera.tampered", "reader": "reader.tamper"}.get(role, "device.tamper")
+        key = f"{kind}:{seen.device}"
         if seen.active:
             await self.alerts.raise_(
-                "device.tamper",
-                key,
-                f"{seen.device}: tamper ({seen.detail or 'reported'})",
-                severity="critical",
-                device=seen.device,
+                kind, key, f"{seen.device}: tamper ({seen.detail or 'reported'})", device=seen.device
             )
         else:
             await self.alerts.clear(key, reason=seen.detail or "tamper cleared")
@@ -261,6 +439,10 @@ class Rules:
         self._last_health[seen.device] = now
         await self.record("device.health", DeviceHealthPayload(metrics=seen.metrics), device=seen.device)
 
+    def _offline_key(self, device: str) -> tuple[str, str]:
+        kind = "camera.offline" if self._device_role(device) == "camera" else "device.offline"
+        return kind, f"{kind}:{device}"
+
     async def device_availability(
         self,
         device: str,
@@ -271,24 +453,99 @@ class Rules:
         restarts: int = 0,
         alert: bool = False,
     ) -> None:
-        """Record device.online / device.offline and raise or clear the device's offline alert."""
+        """Record device.online / device.offline. An offline device becomes an alert at once
+        when `alert` is set (the supervisor gave up restarting it), else once it has stayed
+        offline for `offline_grace_s`; coming back online clears it."""
         await self.record(
             "device.online" if online else "device.offline",
             DevicePayload(kind=kind, reason=reason, restarts=restarts),
             device=device,
         )
-        key = f"device.offline:{device}"
+        key = self._offline_key(device)[1]
         if online:
+            self._offline.pop(device, None)
             await self.alerts.clear(key, reason="back online")
-        elif alert:
+            return
+        self._offline.setdefault(device, _Offline(self.clock(), reason, kind, restarts))
+        if alert or self.settings.alerts.offline_grace_s == 0:
+            await self._offline_alert(device)
+
+    async def _offline_alert(self, device: str) -> None:
+        state = self._offline[device]
+        alert_kind, key = self._offline_key(device)
+        what = "camera" if alert_kind == "camera.offline" else "device"
+        await self.alerts.raise_(
+            alert_kind,
+            key,
+            f"{what} {device} is offline: {state.reason}",
+            device=device,
+            detail={"restarts": state.restarts, "since_ms": int(state.since * 1000)},
+        )
+
+    # time-driven checks
+
+    async def tick(self) -> None:
+        """Check the conditions that time alone brings about."""
+        now = self.clock()
+        settings = self.settings.alerts
+        for gate_id, since in list(self._open_since.items()):
+            if now - since >= settings.held_open_s:
+                gate = next((g for g in self.config.gates if g.id == gate_id), None)
+                device = gate.barrier if gate and gate.barrier else gate_id
+                await self._gate_alert("held_open", gate_id, device, f"open for {now - since:.0f} s")
+        for slot in list(self._occupied_since):
+            await self._fire_lane(slot)
+        for device, state in list(self._offline.items()):
+            if now - state.since >= settings.offline_grace_s:
+                await self._offline_alert(device)
+        await self._disk()
+        if getattr(self.config, "mqtt", None) is not None:
+            await self._backlog()
+        await self.alerts.check()
+
+    async def _disk(self) -> None:
+        try:
+            usage = await asyncio.to_thread(shutil.disk_usage, self.store.path.parent)
+        except OSError as err:
+            log.warning("cannot measure free disk space: %s", err)
+            return
+        free_pct = 100.0 * usage.free / usage.total if usage.total else 100.0
+        limit = self.settings.alerts.disk_free_min_pct
+        key = "disk.nearly_full:state"
+        if free_pct < limit:
             await self.alerts.raise_(
-                "device.offline",
+                "disk.nearly_full",
                 key,
-                f"{device} is offline: {reason}",
-                severity="critical",
-                device=device,
-                detail={"restarts": restarts},
+                f"only {free_pct:.1f}% ({usage.free / 1e9:.2f} GB) free on the disk of "
+                f"{self.store.path.parent}; free space or lower the store quota",
+                detail={"free_bytes": usage.free, "total_bytes": usage.total},
             )
+        elif free_pct >= limit + 2:
+            await self.alerts.clear(key, reason=f"{free_pct:.1f}% free")
+
+    async def _backlog(self) -> None:
+        backlog = await asyncio.to_thread(self.store.backlog)
+        limit_min = self.settings.alerts.backlog_max_age_min
+        key = "sync.backlog_old:uplink"
+        age_min = (self.clock() * 1000 - backlog.oldest_ts_ms) / 60_000 if backlog.oldest_ts_ms else 0.0
+        if age_min > limit_min:
+            await self.alerts.raise_(
+                "sync.backlog_old",
+                key,
+                f"{backlog.count} events not synced, the oldest {age_min:.0f} min old; is the uplink down?",
+                detail={"count": backlog.count, "oldest_ts_ms": backlog.oldest_ts_ms},
+            )
+        else:
+            await self.alerts.clear(key, reason="backlog caught up")
+
+    async def run_checks(self) -> None:
+        """Call `tick()` every `check_interval_s` until cancelled; a failing check is logged."""
+        while True:
+            await asyncio.sleep(self.settings.alerts.check_interval_s)
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("periodic rule checks failed")
 
 
 def _access_type(decision: Decision) -> str:

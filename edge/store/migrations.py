@@ -116,22 +116,16 @@ CREATE INDEX alerts_raised ON alerts(raised_ms)
 
 
 ACCESS = """
-CREATE TABLE households (
-    id TEXT PRIMARY KEY,
-    building TEXT,
-    unit TEXT,
-    source TEXT NOT NULL DEFAULT 'local'
-);
 CREATE TABLE residents (
     id TEXT PRIMARY KEY,
     household TEXT,
+    building TEXT,
+    unit TEXT,
     name TEXT,
     valid_from_ms INTEGER,
     valid_until_ms INTEGER,
     source TEXT NOT NULL DEFAULT 'local'
-);
-ALTER TABLE allow_cards ADD COLUMN source TEXT NOT NULL DEFAULT 'local';
-ALTER TABLE allow_plates ADD COLUMN source TEXT NOT NULL DEFAULT 'local';
+) WITHOUT ROWID;
 CREATE TABLE blocklist (
     kind TEXT NOT NULL,
     value TEXT NOT NULL,
@@ -141,17 +135,11 @@ CREATE TABLE blocklist (
     created_ms INTEGER NOT NULL,
     source TEXT NOT NULL DEFAULT 'local',
     PRIMARY KEY (kind, value)
-);
+) WITHOUT ROWID;
+ALTER TABLE allow_cards ADD COLUMN source TEXT NOT NULL DEFAULT 'local';
+ALTER TABLE allow_plates ADD COLUMN source TEXT NOT NULL DEFAULT 'local';
 ALTER TABLE passes ADD COLUMN host TEXT;
 ALTER TABLE passes ADD COLUMN source TEXT NOT NULL DEFAULT 'local';
-CREATE TABLE presence (
-    area TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    inside INTEGER NOT NULL,
-    gate TEXT NOT NULL,
-    ts_ms INTEGER NOT NULL,
-    PRIMARY KEY (area, subject)
-);
 ALTER TABLE alerts ADD COLUMN device TEXT;
 ALTER TABLE alerts ADD COLUMN last_seen_ms INTEGER;
 ALTER TABLE alerts ADD COLUMN momentary INTEGER NOT NULL DEFAULT 0;
