@@ -1,0 +1,1 @@
+"""Plate recognition: detection, recognition, Chinese plate grammar, voting."""

@@ -1,0 +1,83 @@
+"""ONNX Runtime sessions for small CPUs: one per model, created once on first use, after the
+file's sha256 matched the manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from edge.errors import ModelError
+from models.manifest import ModelSpec
+
+_CHUNK = 1 << 20
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(spec: ModelSpec) -> None:
+    """Raise ModelError unless the file exists and has the expected sha256."""
+    if not spec.path.is_file():
+        raise ModelError(
+            f"model {spec.name}: file {spec.path} not found ({spec.source}); "
+            "see docs/vision.md for where to get it"
+        )
+    actual = file_sha256(spec.path)
+    if actual != spec.sha256:
+        raise ModelError(
+            f"model {spec.name}: {spec.path} has sha256 {actual}, expected {spec.sha256}; "
+            "the file is damaged or a different version"
+        )
+
+
+def default_threads() -> int:
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else (os.cpu_count() or 1)
+
+
+class SessionFactory:
+    """Creates and caches ONNX Runtime sessions (CPU, graph optimisation on)."""
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads or default_threads()
+        self._sessions: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self.created = 0
+
+    def session(self, spec: ModelSpec) -> Any:
+        with self._lock:
+            found = self._sessions.get(spec.name)
+            if found is None:
+                found = self._create(spec)
+                self._sessions[spec.name] = found
+                self.created += 1
+            return found
+
+    def _create(self, spec: ModelSpec) -> Any:
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise ModelError(
+                "onnxruntime is not installed: pip install onnxruntime (needed for cameras)"
+            ) from err
+        verify(spec)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            return ort.InferenceSession(
+                str(spec.path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as err:
+            raise ModelError(f"model {spec.name}: {spec.path} cannot be loaded: {err}") from err
