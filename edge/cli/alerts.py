@@ -1,0 +1,98 @@
+"""`gatehouse alerts [--follow]` and `gatehouse alerts ack ID`: the alerts the guards must see,
+read from the gateway's store while the daemon runs; acknowledging records an
+`alert.acknowledged` event that the uplink sends like any other."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from datetime import datetime
+from typing import Any
+
+from edge.cli.common import add_command, load
+from edge.cli.events import format_row, reader
+from edge.errors import UsageError
+from edge.events import EventFactory
+from edge.rules.alerts import AlertEngine, AlertRecord, list_alerts
+from edge.store.queries import query_events
+
+FOLLOW_POLL_S = 0.5
+
+
+def register(subparsers: Any) -> None:
+    parser = add_command(
+        subparsers,
+        "alerts",
+        "list open alerts (newest last); --follow to watch; `alerts ack ID` to acknowledge",
+        _alerts,
+    )
+    parser.add_argument("--all", action="store_true", help="also acknowledged and cleared alerts")
+    parser.add_argument(
+        "--follow", "-f", action="store_true", help="then keep printing alert events as they happen"
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--limit", "-n", type=int, default=100, help="how many (default 100)")
+    sub = parser.add_subparsers(dest="alerts_command", metavar="ACTION", title="actions")
+    ack = add_command(sub, "ack", "acknowledge an alert: it stays open until its condition clears", _ack)
+    ack.add_argument("alert_id", metavar="ID", help="alert id (or its key), as `gatehouse alerts` shows it")
+    ack.add_argument("--by", default="guard", help="who acknowledges (default: guard)")
+
+
+def _local(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000).astimezone().strftime("%m-%d %H:%M:%S")
+
+
+def format_alert(alert: AlertRecord) -> str:
+    repeats = f" ×{alert.repeats + 1}" if alert.repeats else ""
+    acked = f" (ack {alert.acked_by} {_local(alert.acked_ms)})" if alert.acked_ms else ""
+    return (
+        f"{alert.alert_id}  {_local(alert.raised_ms)}  {alert.severity:<8}  {alert.state:<12}  "
+        f"{alert.kind:<20}  {alert.message}{repeats}{acked}"
+    )
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    config = load(args)
+    conn = reader(config)
+    alerts = list_alerts(conn, include_cleared=args.all, limit=args.limit)
+    for alert in alerts:
+        print(
+            json.dumps(alert.__dict__, ensure_ascii=False) if args.json else format_alert(alert), flush=True
+        )
+    if not alerts and not args.json:
+        print("no open alerts" if not args.all else "no alerts")
+    if not args.follow:
+        return 0
+    last = conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0]
+    while True:
+        time.sleep(FOLLOW_POLL_S)
+        for event in query_events(conn, types=["alert.*"], after_seq=last, limit=500, newest=False):
+            print(event.model_dump_json() if args.json else format_row(event), flush=True)
+            last = event.seq
+
+
+def _ack(args: argparse.Namespace) -> int:
+    from edge.gateway import open_store
+
+    config = load(args)
+    if not config.store_path.exists():
+        raise UsageError(f"no store at {config.store_path}: there are no alerts to acknowledge")
+    factory = EventFactory(config.site.id, config.gateway.id)
+    store = open_store(config, factory)
+    try:
+        engine = AlertEngine(store, factory)
+        event = asyncio.run(engine.acknowledge(args.alert_id, by=args.by))
+        alert = engine.find(args.alert_id)
+    finally:
+        store.close()
+    if event is None:
+        state = alert.state if alert else "unknown"
+        print(f"alert {args.alert_id} is already {state}")
+        return 0
+    assert alert is not None
+    print(f"acknowledged {alert.alert_id}: {alert.message}")
+    return 0
