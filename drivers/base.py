@@ -230,3 +230,4 @@ class DriverContext:
     state_dir: str
     resolve_secret: Callable[[str], str] = field(default=lambda value: value)
     home_province: str | None = None
+    inference: Any = None  # the gateway's `inference:` section (models.config.InferenceConfig)
