@@ -94,7 +94,7 @@ class GateStatePayload(Payload):
 
 
 class PlatePayload(Payload):
-    plate: str
+    plate: str | None = Field(description="plate text; blanked locally once the retention limit passes")
     colour: str | None = None
     confidence: float = Field(ge=0, le=1)
     lane: str | None = None

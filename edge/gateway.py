@@ -22,6 +22,7 @@ from drivers.registry import driver_for
 from edge.config_loader import resolve_secret
 from edge.errors import DeviceNotReady
 from edge.events import EventFactory
+from edge.housekeeping import run_housekeeping
 from edge.rules.alerts import AlertEngine
 from edge.rules.engine import Rules
 from edge.store import Store
