@@ -12,6 +12,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO))
 
+from tests.integration.installer.cli_helpers import run_cli  # noqa: E402
+
 SECRETS = {
     "GATEHOUSE_SITE_SALT": "test-salt-0123456789abcdef",
     "GATEHOUSE_SIGNING_KEY": "0123456789abcdef0123456789abcdef0123456789abcdef",
@@ -50,3 +52,36 @@ def child_env() -> dict[str, str]:
     env.update(SECRETS)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
+
+
+@pytest.fixture
+def initialised(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Path, Path]:
+    """A configuration written by `gatehouse init` (with one simulated reader added) and its
+    credentials directory."""
+    config = tmp_path / "etc" / "gatehouse.yaml"
+    credentials = tmp_path / "etc" / "credentials"
+    code, _out, err = run_cli(
+        [
+            "--config",
+            str(config),
+            "init",
+            "--yes",
+            "--site-id",
+            "lotus-garden",
+            "--gateway-id",
+            "gw-north",
+            "--timezone",
+            "Asia/Shanghai",
+            "--credentials-dir",
+            str(credentials),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    text = config.read_text().replace(
+        "devices: []", "devices:\n  - kind: sim_reader\n    id: east-reader\n    name: East door reader"
+    )
+    config.write_text(text)
+    return config, credentials

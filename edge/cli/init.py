@@ -1,0 +1,248 @@
+"""`gatehouse init`: write the configuration file and generate the gateway's secrets.
+
+Interactive on a terminal, or all by flags (`--yes`) for scripted installs. The YAML is
+written with mode 0600; the site's hashing salt and the command-signing key are generated into
+files of a credentials directory (mode 0700, files 0600) and the YAML refers to them as
+`${NAME}`: the loader reads them from the environment or from systemd's
+$CREDENTIALS_DIRECTORY (the unit's LoadCredential= lines load exactly these files)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import re
+import secrets
+import sys
+import zoneinfo
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from edge.cli.common import add_command, config_path
+from edge.errors import UsageError
+
+DEFAULT_CREDENTIALS_DIR = Path("/etc/gatehouse/credentials")
+DEFAULT_STATE_DIR = "/var/lib/gatehouse"
+SALT_NAME = "GATEHOUSE_SITE_SALT"
+SIGNING_KEY_NAME = "GATEHOUSE_SIGNING_KEY"
+GENERATED = (SALT_NAME, SIGNING_KEY_NAME)
+_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def register(subparsers: Any) -> None:
+    parser = add_command(
+        subparsers,
+        "init",
+        "write the configuration file and generate the gateway id, salt and signing key",
+        _init,
+        description=(
+            "Write the configuration file (--config, default /etc/gatehouse/gatehouse.yaml, mode "
+            "0600) from answers or flags, generate the gateway id, the site's hashing salt and the "
+            "command-signing key. The secrets go into files in the credentials directory and the "
+            "YAML refers to them as ${NAME}. Existing secrets are kept (a new salt would make "
+            "every stored card hash useless)."
+        ),
+    )
+    parser.add_argument("--site-id", help="compound id as the community database knows it, e.g. lotus-garden")
+    parser.add_argument("--site-name", help="compound name for people")
+    parser.add_argument("--timezone", help="IANA time zone, e.g. Asia/Shanghai (default: this machine's)")
+    parser.add_argument("--home-province", help="province character of local plates, e.g. 津")
+    parser.add_argument("--gateway-id", help="this gateway's id (default: generated, gw-xxxxxxxx)")
+    parser.add_argument(
+        "--state-dir", default=DEFAULT_STATE_DIR, help=f"store and snapshots (default {DEFAULT_STATE_DIR})"
+    )
+    parser.add_argument(
+        "--credentials-dir",
+        default=str(DEFAULT_CREDENTIALS_DIR),
+        help=f"where the generated secrets are written (default {DEFAULT_CREDENTIALS_DIR})",
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite an existing configuration file")
+    parser.add_argument(
+        "--yes", "-y", action="store_true", help="ask nothing: take flags and defaults (for scripts)"
+    )
+
+
+def machine_timezone() -> str:
+    """The system's time zone name, from /etc/localtime's link or $TZ; UTC when unknown."""
+    if os.environ.get("TZ"):
+        return os.environ["TZ"].lstrip(":")
+    localtime = Path("/etc/localtime")
+    if localtime.is_symlink():
+        target = str(localtime.resolve())
+        if "zoneinfo/" in target:
+            return target.split("zoneinfo/", 1)[1]
+    return "UTC"
+
+
+def _ask(prompt: str, default: str | None, check: Callable[[str], str | None]) -> str:
+    while True:
+        shown = f" [{default}]" if default else ""
+        answer = input(f"{prompt}{shown}: ").strip() or (default or "")
+        problem = check(answer)
+        if problem is None:
+            return answer
+        print(f"  {problem}", file=sys.stderr)
+
+
+def check_id(value: str, what: str = "id") -> str | None:
+    if _ID.match(value):
+        return None
+    return f"{what} {value!r} must be lower-case letters, digits, - and _ (start with a letter or digit)"
+
+
+def check_timezone(value: str) -> str | None:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {value!r}; use an IANA name such as Asia/Shanghai"
+    return None
+
+
+def check_province(value: str) -> str | None:
+    return None if len(value) <= 1 else f"home province must be one character such as 津 (got {value!r})"
+
+
+def _answers(args: argparse.Namespace) -> dict[str, str]:
+    interactive = not args.yes and sys.stdin.isatty()
+    values = {
+        "site_id": args.site_id,
+        "site_name": args.site_name,
+        "timezone": args.timezone,
+        "home_province": args.home_province,
+        "gateway_id": args.gateway_id,
+    }
+    defaults = {
+        "site_name": "",
+        "timezone": machine_timezone(),
+        "home_province": "",
+        "gateway_id": f"gw-{secrets.token_hex(4)}",
+    }
+    checks: dict[str, tuple[str, Callable[[str], str | None]]] = {
+        "site_id": ("site id", lambda v: check_id(v, "site id")),
+        "site_name": ("site name", lambda v: None),
+        "timezone": ("time zone", check_timezone),
+        "home_province": ("home province of local plates (one character, may be empty)", check_province),
+        "gateway_id": ("gateway id", lambda v: check_id(v, "gateway id")),
+    }
+    for key, (prompt, check) in checks.items():
+        if values[key] is None and interactive:
+            values[key] = _ask(prompt, defaults.get(key), check)
+        elif values[key] is None:
+            if key not in defaults:
+                raise UsageError(f"--{key.replace('_', '-')} is required with --yes or without a terminal")
+            values[key] = defaults[key]
+        problem = check(values[key])
+        if problem:
+            raise UsageError(f"--{key.replace('_', '-')}: {problem}")
+    return values
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` with mode 0600 from the first byte, replacing it atomically."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.chmod(temporary, 0o600)
+    os.replace(temporary, path)
+
+
+def ensure_secrets(folder: Path) -> dict[str, bool]:
+    """Generate the salt and signing key unless they exist; name → True when newly made."""
+    _private_dir(folder)
+    made: dict[str, bool] = {}
+    for name in GENERATED:
+        target = folder / name
+        if target.is_file() and target.read_text().strip():
+            made[name] = False
+            continue
+        write_private(target, secrets.token_hex(32) + "\n")
+        made[name] = True
+    return made
+
+
+def _quoted(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def config_text(values: dict[str, str], state_dir: str, credentials_dir: Path, target: Path) -> str:
+    today = datetime.datetime.now(datetime.UTC).date().isoformat()
+    lines = [
+        f"# Written by `gatehouse init` on {today}. Secrets are not in this file: each ${{NAME}} is",
+        "# read from the environment or from systemd's credentials directory (the unit loads the",
+        f"# files in {credentials_dir} with LoadCredential=). Check it with:",
+        f"#   CREDENTIALS_DIRECTORY={credentials_dir} gatehouse --config {target} config check",
+        "site:",
+        f"  id: {values['site_id']}",
+        f"  name: {_quoted(values['site_name'])}",
+        f"  timezone: {values['timezone']}",
+    ]
+    if values["home_province"]:
+        lines.append(f"  home_province: {_quoted(values['home_province'])}")
+    lines += [
+        f"  salt: ${{{SALT_NAME}}}",
+        "",
+        "gateway:",
+        f"  id: {values['gateway_id']}",
+        f"  state_dir: {_quoted(state_dir)}",
+        f"  signing_key: ${{{SIGNING_KEY_NAME}}}",
+        "",
+        "# `gatehouse provision` adds the mqtt: section; add gates and devices below",
+        "# (see config/example-compound.yaml).",
+        "gates: []",
+        "devices: []",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _validate(text: str, source: Path, credentials_dir: Path) -> None:
+    from edge.config_loader import parse_config
+
+    with credentials_directory(credentials_dir):
+        parse_config(text, str(source))
+
+
+@contextlib.contextmanager
+def credentials_directory(folder: Path) -> Iterator[Path]:
+    """Point $CREDENTIALS_DIRECTORY at `folder` for the duration of the block, so that a command
+    run outside systemd finds the secrets where the service will find them."""
+    previous = os.environ.get("CREDENTIALS_DIRECTORY")
+    os.environ["CREDENTIALS_DIRECTORY"] = str(folder)
+    try:
+        yield folder
+    finally:
+        if previous is None:
+            os.environ.pop("CREDENTIALS_DIRECTORY", None)
+        else:
+            os.environ["CREDENTIALS_DIRECTORY"] = previous
+
+
+def _init(args: argparse.Namespace) -> int:
+    target = config_path(args)
+    if target.exists() and not args.force:
+        raise UsageError(f"{target} exists; pass --force to overwrite it (secrets are kept either way)")
+    values = _answers(args)
+    credentials_dir = Path(args.credentials_dir)
+    try:
+        made = ensure_secrets(credentials_dir)
+        text = config_text(values, args.state_dir, credentials_dir, target)
+        _validate(text, target, credentials_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_private(target, text)
+    except PermissionError as err:
+        raise UsageError(f"{err.filename}: permission denied; run gatehouse init with sudo") from err
+    print(f"wrote {target} (mode 0600): site {values['site_id']}, gateway {values['gateway_id']}")
+    for name, new in made.items():
+        print(f"{'generated' if new else 'kept existing'} secret {credentials_dir / name} (mode 0600)")
+    print("next: gatehouse provision --broker mqtts://HOST:8883 --ca ca.pem --cert gw.pem --key gw.key")
+    return 0

@@ -1,0 +1,192 @@
+"""`gatehouse provision` against a real mosquitto with TLS and `require_certificate true`:
+a good certificate is accepted and the registration arrives; a wrong CA, an expired client
+certificate, a client certificate from another CA and an unreachable broker are explained,
+with no traceback and no change to the configuration."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from sync.broker import Mosquitto, find_mosquitto, free_port
+from tests.integration.installer.cli_helpers import run_cli
+from tests.integration.installer.pki import Pki, make_pki
+
+pytestmark = pytest.mark.broker
+WAIT_S = 10.0
+GATEHOUSE = "import sys; from edge.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def tls_broker(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Mosquitto]:
+    if find_mosquitto() is None:
+        pytest.fail("mosquitto is not installed: apt-get install mosquitto (CI's .ci/run does this)")
+    tls_port = free_port()
+    broker = Mosquitto(
+        tmp_path_factory.mktemp("mosquitto"),
+        extra=(
+            f"listener {tls_port} 127.0.0.1",
+            f"cafile {pki.ca}",
+            f"certfile {pki.server_cert}",
+            f"keyfile {pki.server_key}",
+            "require_certificate true",
+        ),
+    )
+    broker.tls_port = tls_port  # type: ignore[attr-defined]
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def provision(
+    config: Path, credentials: Path, broker: Mosquitto, ca: Path, cert: Path, key: Path, capsys
+) -> tuple[int, str, str]:
+    return run_cli(
+        [
+            "--config",
+            str(config),
+            "provision",
+            "--broker",
+            f"mqtts://127.0.0.1:{broker.tls_port}",  # type: ignore[attr-defined]
+            "--ca",
+            str(ca),
+            "--cert",
+            str(cert),
+            "--key",
+            str(key),
+            "--credentials-dir",
+            str(credentials),
+            "--timeout",
+            str(WAIT_S),
+        ],
+        capsys,
+    )
+
+
+def retained(port: int, topic: str) -> dict:
+    """The retained message on `topic`, read from the broker's plain listener."""
+    got: dict = {}
+    arrived = threading.Event()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-reader")
+
+    def on_connect(c, userdata, flags, reason, props):
+        c.subscribe(topic, qos=1)
+
+    def on_message(c, userdata, message):
+        got.update(json.loads(message.payload))
+        arrived.set()
+
+    client.on_connect = on_connect
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        assert arrived.wait(WAIT_S), f"no retained message on {topic}"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return got
+
+
+def test_good_certificate_is_accepted_and_the_gateway_registers(initialised, tls_broker, pki, capsys):
+    config, credentials = initialised
+    code, out, err = provision(
+        config, credentials, tls_broker, pki.ca, pki.client_cert, pki.client_key, capsys
+    )
+    assert code == 0, err
+    assert f"TLS connection to 127.0.0.1:{tls_broker.tls_port} accepted" in out
+    assert "registered: retained status 'provisioned' with 1 devices" in out
+    assert "signing key fingerprint: SHA256:" in out
+
+    text = config.read_text()
+    assert "mqtt:\n" in text and f"port: {tls_broker.tls_port}" in text
+    assert "# Written by `gatehouse init`" in text, "the comments of the file are kept"
+    key = config.parent / "tls" / "gateway.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    checked = subprocess.run(
+        [sys.executable, "-c", GATEHOUSE, "--config", str(config), "config", "check"],
+        env={**os.environ, "CREDENTIALS_DIRECTORY": str(credentials)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stderr
+
+    status = retained(tls_broker.port, "gatehouse/v1/lotus-garden/gw-north/status")
+    assert status["state"] == "provisioned"
+    assert status["devices"] == [
+        {"id": "east-reader", "kind": "sim_reader", "name": "East door reader", "enabled": True}
+    ]
+    assert status["signing_key_fingerprint"].startswith("SHA256:")
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("wrong_ca", ["is not signed by the CA in", "wrong CA: pass --ca"]),
+        (
+            "expired",
+            ["rejected client certificate", "expired on", "ask the community operator for a new one"],
+        ),
+        ("rogue", ["rejected client certificate", "issued by 'commonName=rogue CA', not by the broker's CA"]),
+    ],
+)
+def test_tls_problems_are_explained(initialised, tls_broker, pki, capsys, case, expected):
+    config, credentials = initialised
+    before = config.read_text()
+    ca, cert, key = {
+        "wrong_ca": (pki.other_ca, pki.client_cert, pki.client_key),
+        "expired": (pki.ca, pki.expired_cert, pki.expired_key),
+        "rogue": (pki.ca, pki.rogue_cert, pki.rogue_key),
+    }[case]
+    code, _out, err = provision(config, credentials, tls_broker, ca, cert, key, capsys)
+    assert code == 1
+    for text in expected:
+        assert text in err, err
+    assert "Traceback" not in err
+    assert config.read_text() == before, "nothing is written when the connection fails"
+
+
+def test_unreachable_broker_is_explained(initialised, capsys):
+    config, credentials = initialised
+    port = free_port()
+    code, _out, err = run_cli(
+        [
+            "--config",
+            str(config),
+            "provision",
+            "--broker",
+            f"mqtt://127.0.0.1:{port}",
+            "--credentials-dir",
+            str(credentials),
+            "--timeout",
+            str(WAIT_S),
+        ],
+        capsys,
+    )
+    assert code == 1
+    assert f"nothing accepts connections on 127.0.0.1:{port}; is the broker running?" in err
+
+
+def test_provision_before_init_says_what_to_do(tmp_path, capsys):
+    code, _out, err = run_cli(
+        ["--config", str(tmp_path / "none.yaml"), "provision", "--broker", "mqtts://127.0.0.1:8883"], capsys
+    )
+    assert code == 2
+    assert "run gatehouse init first" in err
