@@ -137,6 +137,9 @@ class Gateway:
         )
         consumer = asyncio.create_task(self._consume(), name="rules")
         checks = asyncio.create_task(self.rules.run_checks(), name="rule-checks")
+        housekeeping = asyncio.create_task(
+            run_housekeeping(self.store, self.config.store.retention, clock=self.clock), name="retention"
+        )
         self.supervisor.start()
         self.started.set()
         log.info(
@@ -149,6 +152,7 @@ class Gateway:
         try:
             await stop.wait()
         finally:
+            housekeeping.cancel()
             await self._shutdown(consumer, checks)
 
     async def _shutdown(self, consumer: asyncio.Task[None], checks: asyncio.Task[None]) -> None:

@@ -46,7 +46,8 @@ def redact_plates(store: Store, older_than_ms: int) -> int:
             # Timestamps rise with seq; the cursor stops at the first row still inside the limit.
             done_through = old[-1] if len(old) < len(rows) or len(rows) < SLICE_ROWS else rows[-1][0]
             conn.execute(
-                "INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                "INSERT INTO kv(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                 (CURSOR_KEY, str(done_through)),
             )
             more = len(old) == len(rows) == SLICE_ROWS
