@@ -116,7 +116,9 @@ class AccessDecider:
         self, conn: sqlite3.Connection, row: tuple[Any, ...], shown: str, gate: GateRef, now_ms: int
     ) -> Decision:
         subject, start, end, gates, household, person_start, person_end, building, unit = row
-        where = ", ".join(p for p in (household, building, f"unit {unit}" if unit else None) if p)
+        where = ", ".join(
+            p for p in (household, building and f"building {building}", unit and f"unit {unit}") if p
+        )
         who = f"{subject}" + (f" ({where})" if where else "")
         for window, whose in (
             (_window(start, end, now_ms), shown),

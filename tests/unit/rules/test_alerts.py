@@ -1,0 +1,122 @@
+"""The alert engine: dedup by key, raised → acknowledged → cleared with an event for each step,
+a rate limit per kind, moments that clear by themselves, sirens on relay outputs."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from drivers.base import SetOutput
+from edge.rules.alerts import KINDS, UnknownAlert
+from tests.unit.rules.conftest import Rig, make_rig
+
+SIREN = """\
+rules:
+  alerts:
+    max_per_kind_per_min: 3
+    momentary_clear_min: 10
+    outputs:
+      - {device: relay, output: siren, severities: [critical], hold_s: 60}
+"""
+
+
+def test_one_open_alert_per_key_and_the_whole_lifecycle(rig: Rig):
+    async def scenario() -> None:
+        raised = await rig.alerts.raise_(
+            "gate.forced_open", "gate.forced_open:north-in", "forced", gate="north-in"
+        )
+        assert raised is not None and raised.payload.severity == "critical"
+        assert await rig.alerts.raise_("gate.forced_open", "gate.forced_open:north-in", "again") is None
+        (open_alert,) = rig.alerts.open_alerts()
+        assert (open_alert.repeats, open_alert.state, open_alert.gate) == (1, "raised", "north-in")
+        acked = await rig.alerts.acknowledge(open_alert.alert_id, by="guard-7")
+        assert acked is not None and acked.payload.by == "guard-7"
+        assert await rig.alerts.acknowledge(open_alert.alert_id) is None, "a second ack changes nothing"
+        assert rig.alerts.find(open_alert.alert_id).state == "acknowledged"  # type: ignore[union-attr]
+        cleared = await rig.alerts.clear("gate.forced_open:north-in", reason="closed")
+        assert cleared is not None and cleared.payload.alert_id == open_alert.alert_id
+        assert rig.alerts.open_alerts() == []
+        again = await rig.alerts.raise_("gate.forced_open", "gate.forced_open:north-in", "forced again")
+        assert again is not None and again.payload.alert_id != open_alert.alert_id
+        with pytest.raises(UnknownAlert):
+            await rig.alerts.acknowledge("no-such-alert")
+
+    asyncio.run(scenario())
+    types = [e.type for e in rig.events("alert.*")]
+    assert types == ["alert.raised", "alert.acknowledged", "alert.cleared", "alert.raised"]
+
+
+def test_every_kind_has_a_severity_and_says_what_clears_it():
+    for kind, spec in KINDS.items():
+        assert spec.severity in ("info", "warning", "critical"), kind
+        assert spec.clears, kind
+
+
+def test_rate_limit_per_kind_raises_one_flood_alert(tmp_path: Path):
+    rig = make_rig(tmp_path, SIREN)
+
+    async def scenario() -> None:
+        for index in range(6):
+            await rig.alerts.raise_(
+                "plate.unknown_repeat", f"plate.unknown_repeat:P{index}", f"plate {index}"
+            )
+        rig.clock.advance(61)
+        assert await rig.alerts.raise_("plate.unknown_repeat", "plate.unknown_repeat:P9", "later") is not None
+
+    try:
+        asyncio.run(scenario())
+        kinds = rig.alert_kinds()
+        assert kinds.count("plate.unknown_repeat") == 4 and kinds.count("alerts.flood") == 1
+        assert rig.store.counter("alerts.suppressed") == 3
+    finally:
+        rig.store.close()
+
+
+def test_moments_clear_after_a_quiet_spell_and_conditions_do_not(tmp_path: Path):
+    rig = make_rig(tmp_path, SIREN)
+
+    async def scenario() -> None:
+        await rig.alerts.raise_("gate.tailgating", "gate.tailgating:north-in", "tailgating")
+        await rig.alerts.raise_("fire_lane.blocked", "zone.blocked:cam:lane", "blocked")
+        rig.clock.advance(9 * 60)
+        await rig.alerts.raise_("gate.tailgating", "gate.tailgating:north-in", "again")
+        rig.clock.advance(9 * 60)
+        await rig.alerts.check()
+        assert {a.kind for a in rig.alerts.open_alerts()} == {"gate.tailgating", "fire_lane.blocked"}
+        rig.clock.advance(2 * 60)
+        await rig.alerts.check()
+        assert {a.kind for a in rig.alerts.open_alerts()} == {"fire_lane.blocked"}
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        rig.store.close()
+
+
+def test_siren_follows_unacknowledged_critical_alerts(tmp_path: Path):
+    rig = make_rig(tmp_path, SIREN)
+
+    def switched() -> list[bool]:
+        return [
+            c.on for d, c in rig.commands if d == "relay" and isinstance(c, SetOutput) and c.output == "siren"
+        ]
+
+    async def scenario() -> None:
+        await rig.alerts.raise_("sync.backlog_old", "sync.backlog_old:uplink", "old backlog")
+        assert switched() == [], "a warning does not sound the siren"
+        event = await rig.alerts.raise_("gate.forced_open", "gate.forced_open:north-in", "forced")
+        assert switched() == [True]
+        await rig.alerts.acknowledge(event.payload.alert_id)  # type: ignore[union-attr]
+        assert switched() == [True, False]
+        await rig.alerts.raise_("fire_lane.blocked", "zone.blocked:cam:lane", "blocked")
+        assert switched() == [True, False, True]
+        rig.clock.advance(61)
+        await rig.alerts.check()
+        assert switched() == [True, False, True, False], "off after hold_s even without an ack"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        rig.store.close()

@@ -1,0 +1,130 @@
+"""The allow-list: versioned deltas applied atomically and idempotently, full lists that keep
+local entries, CSV import all-or-nothing, passes from upstream by token hash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.allowlist import ALLOWLIST_VERSION_KEY, VersionGap
+from edge.errors import UsageError
+from edge.privacy import credential_hash
+from sync.commands import AllowlistApplyArgs
+from sync.downlink import ALLOWLIST_VERSION_KEY as DOWNLINK_VERSION_KEY
+from tests.unit.rules.conftest import SALT, Rig
+
+GATE = "north-in"
+
+
+def card(number: str) -> dict[str, str]:
+    return {"kind": "card", "value": credential_hash(number, SALT, "card"), "last4": number[-4:]}
+
+
+def decide_card(rig: Rig, number: str) -> str:
+    return rig.rules.decider.credential("card", number, GATE, int(rig.clock() * 1000)).reason
+
+
+def test_the_version_lives_where_the_downlink_reads_it():
+    assert ALLOWLIST_VERSION_KEY == DOWNLINK_VERSION_KEY
+
+
+def test_deltas_apply_in_order_and_a_repeat_changes_nothing(rig: Rig):
+    first = AllowlistApplyArgs(
+        from_version=0,
+        to_version=1,
+        add=[
+            {**card("10000001"), "subject": "p-1", "valid_until": "2030-01-01T00:00:00Z"},
+            {"kind": "plate", "value": "津A12345", "subject": "p-1"},
+        ],
+    )
+    assert rig.allow.apply(first) == {"applied": True, "version": 1, "added": 2, "removed": 0}
+    assert decide_card(rig, "10000001") == "resident"
+    assert rig.allow.apply(first) == {"applied": False, "version": 1, "added": 0, "removed": 0}
+    second = {"from_version": 1, "to_version": 2, "remove": [{"kind": "plate", "value": "津A12345"}]}
+    assert rig.allow.apply(second)["removed"] == 1
+    assert rig.allow.version() == 2
+    assert rig.rules.decider.plate("津A12345", GATE, int(rig.clock() * 1000)).reason == "unknown"
+
+
+def test_a_gap_is_refused_and_changes_nothing(rig: Rig):
+    with pytest.raises(VersionGap) as gap:
+        rig.allow.apply({"from_version": 4, "to_version": 5, "add": [{**card("1"), "subject": "p"}]})
+    assert gap.value.have == 0
+    assert rig.allow.version() == 0 and rig.allow.counts()["credentials"] == 0
+
+
+def test_one_bad_entry_applies_nothing(rig: Rig):
+    bad = {
+        "from_version": 0,
+        "to_version": 1,
+        "add": [{**card("1"), "subject": "p"}, {"kind": "card", "value": "12345678", "subject": "p"}],
+    }
+    with pytest.raises(ValueError, match="site-salted SHA-256"):
+        rig.allow.apply(bad)
+    assert rig.allow.version() == 0 and rig.allow.counts()["credentials"] == 0
+
+
+def test_a_delta_carries_households_and_blocks(rig: Rig):
+    rig.allow.apply(
+        {
+            "from_version": 0,
+            "to_version": 1,
+            "add": [
+                {**card("20000002"), "subject": "p-2", "household": "5-101", "building": "5", "unit": "101"},
+                {"kind": "plate", "value": "津B66666", "list": "block", "reason": "stolen"},
+            ],
+        }
+    )
+    granted = rig.rules.decider.credential("card", "20000002", GATE, int(rig.clock() * 1000))
+    assert granted.household == "5-101"
+    assert rig.rules.decider.plate("津B66666", GATE, int(rig.clock() * 1000)).reason == "blocklisted"
+    listed = {(e.list, e.kind, e.shown, e.source) for e in rig.allow.entries()}
+    assert listed == {("allow", "card", "…0002", "sync"), ("block", "plate", "津B66666", "sync")}
+
+
+def test_a_full_list_replaces_upstream_rows_and_keeps_local_ones(rig: Rig):
+    rig.allow.add_credential("30000003", "guard-1")
+    rig.allow.apply({"from_version": 0, "to_version": 1, "add": [{**card("40000004"), "subject": "p-4"}]})
+    result = rig.allow.apply({"full": True, "to_version": 7, "add": [{**card("50000005"), "subject": "p-5"}]})
+    assert result["applied"] and result["version"] == 7 and result["replaced"] >= 1
+    assert decide_card(rig, "40000004") == "unknown"
+    assert decide_card(rig, "50000005") == "resident"
+    assert decide_card(rig, "30000003") == "resident", "what the gatehouse added itself stays"
+
+
+def test_csv_import_all_or_nothing(rig: Rig, tmp_path: Path):
+    good = tmp_path / "residents.csv"
+    good.write_text(
+        "person,household,building,unit,card,plate,valid_until,gates\n"
+        "p-1,3-402,3,402,61000001,津A10001,,\n"
+        "p-2,3-402,3,402,61000002,,2030-01-01T00:00,north-in;north-out\n"
+        "p-3,,,,,津B66666,,\n",
+        encoding="utf-8",
+    )
+    result = rig.allow.import_csv(good)
+    assert (result.residents, result.credentials, result.plates, result.households) == (3, 2, 2, {"3-402"})
+    assert decide_card(rig, "61000002") == "resident"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("person,card,plate\np-7,62000007,\np-8,,not a plate!\n,62000009,\n", encoding="utf-8")
+    with pytest.raises(UsageError) as problem:
+        rig.allow.import_csv(bad)
+    text = str(problem.value)
+    assert f"{bad}:3: plate:" in text and f"{bad}:4: person or household" in text
+    assert decide_card(rig, "62000007") == "unknown", "nothing of a bad file is imported"
+    with pytest.raises(UsageError, match="unknown column"):
+        wrong = tmp_path / "wrong.csv"
+        wrong.write_text("person,cardnumber\np,1\n", encoding="utf-8")
+        rig.allow.import_csv(wrong)
+
+
+def test_a_pass_from_upstream_by_token_hash(rig: Rig):
+    token_hash = credential_hash("GHTOKEN42", SALT, "qr")
+    now = int(rig.clock() * 1000)
+    rig.allow.issue_pass(token_hash=token_hash, valid_until_ms=now + 60_000, pass_id="up-1", source="sync")
+    assert rig.allow.issue_pass(token_hash=token_hash, valid_until_ms=now + 60_000, pass_id="up-1") == "up-1"
+    assert len(rig.allow.passes(now_ms=now)) == 1
+    decision = rig.rules.decider.credential("qr", "ghtoken42", GATE, now)
+    assert (decision.reason, decision.pass_id) == ("pass", "up-1")
+    with pytest.raises(ValueError, match="end after"):
+        rig.allow.issue_pass(plate="津A1", valid_from_ms=now, valid_until_ms=now)

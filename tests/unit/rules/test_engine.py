@@ -1,0 +1,183 @@
+"""The rules on observations and on time: decisions recorded with their reasons, reader and
+barrier driven, tailgating, blocklisted and returning unknown plates, held-open barriers, fire
+lanes, offline devices, disk and backlog."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from drivers.base import (
+    Availability,
+    CardPresented,
+    GateStateChanged,
+    OpenGate,
+    PlateRead,
+    ReaderFeedback,
+    Tamper,
+    VehiclePassage,
+    ZoneSample,
+)
+from tests.unit.rules.conftest import Rig, make_rig
+
+
+def run(rig: Rig, *observations: Any) -> None:
+    async def feed() -> None:
+        for observation in observations:
+            await rig.rules.handle(observation)
+
+    asyncio.run(feed())
+
+
+def test_a_grant_is_recorded_then_opens_the_barrier_and_lights_the_reader(rig: Rig):
+    rig.allow.add_resident("p-1", household="3-402")
+    rig.allow.add_credential("12345678", "p-1")
+    run(rig, CardPresented("reader", "12345678"), CardPresented("reader", "87654321"))
+    granted, denied = rig.events("access.*")
+    assert (granted.type, granted.payload.reason, granted.payload.household) == (
+        "access.granted",
+        "resident",
+        "3-402",
+    )
+    assert granted.payload.detail.startswith("card …5678 of resident p-1")
+    assert (denied.type, denied.payload.reason) == ("access.denied", "unknown")
+    assert [(d, type(c).__name__) for d, c in rig.commands] == [
+        ("barrier", "OpenGate"),
+        ("reader", "ReaderFeedback"),
+        ("reader", "ReaderFeedback"),
+    ]
+    assert [c.granted for _, c in rig.commands if isinstance(c, ReaderFeedback)] == [True, False]
+
+
+def test_a_blocklisted_card_is_denied_and_raises_a_critical_alert(rig: Rig):
+    rig.allow.block("card", "66666666", reason="reported stolen")
+    run(rig, CardPresented("reader", "66666666"))
+    (denied,) = rig.events("access.denied")
+    (alert,) = rig.events("alert.raised")
+    assert denied.payload.reason == "blocklisted"
+    assert (alert.payload.kind, alert.payload.severity, alert.payload.gate) == (
+        "card.blocklisted",
+        "critical",
+        "north-in",
+    )
+    assert "66666666" not in alert.model_dump_json(), "raw card numbers never leave the reader"
+
+
+def test_tailgating_is_more_passages_than_grants(rig: Rig):
+    rig.allow.add_plate("津A12345", "p-1")
+    run(rig, PlateRead("cam", "津A12345", 0.97), VehiclePassage("barrier"))
+    assert rig.alert_kinds() == []
+    run(rig, VehiclePassage("barrier"))
+    assert rig.alert_kinds() == ["gate.tailgating"]
+    rig.clock.advance(5)
+    run(rig, PlateRead("cam", "津A12345", 0.97))
+    rig.clock.advance(31)
+    run(rig, VehiclePassage("barrier"))
+    (alert,) = [a for a in rig.alerts.open_alerts() if a.kind == "gate.tailgating"]
+    assert alert.repeats == 1, "a grant older than the window does not cover a passage"
+
+
+def test_an_unknown_plate_returning_raises_once(rig: Rig):
+    for _ in range(4):
+        run(rig, PlateRead("cam", "京Q55555", 0.93))
+        rig.clock.advance(600)
+    assert rig.alert_kinds() == ["plate.unknown_repeat"]
+    (alert,) = rig.alerts.open_alerts()
+    assert alert.repeats == 1 and "京Q55555" in alert.message
+
+
+def test_a_barrier_opened_without_a_command_then_held_open(rig: Rig):
+    run(rig, GateStateChanged("barrier", "open", "closed", commanded=False))
+    assert rig.alert_kinds() == ["gate.forced_open"]
+    rig.clock.advance(30)
+    asyncio.run(rig.rules.tick())
+    assert rig.alert_kinds() == ["gate.forced_open"]
+    rig.clock.advance(31)
+    asyncio.run(rig.rules.tick())
+    assert rig.alert_kinds() == ["gate.forced_open", "gate.held_open"]
+    run(rig, GateStateChanged("barrier", "closed", "closing", commanded=True))
+    assert rig.alerts.open_alerts() == []
+    assert [e.payload.key for e in rig.events("alert.cleared")] == [
+        "gate.forced_open:north-in",
+        "gate.held_open:north-in",
+    ]
+
+
+def test_a_commanded_opening_is_not_forced(rig: Rig):
+    run(rig, GateStateChanged("barrier", "opening", "closed", commanded=True))
+    assert rig.alert_kinds() == []
+
+
+def test_the_fire_lane_is_watched_by_dwell_time(tmp_path: Path):
+    rig = make_rig(tmp_path, "rules: {fire_lanes: [fire-lane]}")
+    try:
+        run(rig, ZoneSample("yard-cam", "fire-lane", 1, plate="津F00001"))
+        rig.clock.advance(9 * 60)
+        run(rig, ZoneSample("yard-cam", "fire-lane", 1))
+        asyncio.run(rig.rules.tick())
+        assert rig.alert_kinds() == []
+        rig.clock.advance(60)
+        asyncio.run(rig.rules.tick())
+        assert rig.alert_kinds() == ["fire_lane.blocked"]
+        run(rig, ZoneSample("yard-cam", "fire-lane", 0))
+        assert rig.alerts.open_alerts() == []
+        run(rig, ZoneSample("yard-cam", "parking", 3))
+        assert len(rig.events("occupancy.sample")) == 4
+    finally:
+        rig.store.close()
+
+
+def test_offline_after_a_grace_period_by_device_role(rig: Rig):
+    run(rig, Availability("cam", False, "rtsp timeout"), Availability("reader", False, "no answer"))
+    assert rig.alert_kinds() == []
+    rig.clock.advance(31)
+    asyncio.run(rig.rules.tick())
+    assert sorted(rig.alert_kinds()) == ["camera.offline", "device.offline"]
+    run(rig, Availability("cam", True, "frames again"))
+    assert [a.kind for a in rig.alerts.open_alerts()] == ["device.offline"]
+    asyncio.run(rig.rules.device_availability("barrier", False, "gave up", alert=True))
+    assert rig.alert_kinds()[-1] == "device.offline"
+
+
+def test_tamper_kind_follows_the_device(rig: Rig):
+    run(rig, Tamper("reader", True, "cover open"), Tamper("cam", True, "picture black"))
+    assert rig.alert_kinds() == ["reader.tamper", "camera.tampered"]
+    run(rig, Tamper("reader", False))
+    assert [a.kind for a in rig.alerts.open_alerts()] == ["camera.tampered"]
+
+
+def test_disk_nearly_full(rig: Rig, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(100, 95, 5))  # type: ignore[attr-defined]
+    asyncio.run(rig.rules.tick())
+    assert rig.alert_kinds() == ["disk.nearly_full"]
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(100, 50, 50))  # type: ignore[attr-defined]
+    asyncio.run(rig.rules.tick())
+    assert rig.alerts.open_alerts() == []
+
+
+def test_an_old_backlog_raises_when_an_uplink_is_configured(tmp_path: Path):
+    rig = make_rig(tmp_path, "mqtt: {host: 127.0.0.1}\nrules: {alerts: {backlog_max_age_min: 30}}")
+    try:
+        rig.store.append(rig.factory.make("occupancy.sample", {"zone": "yard", "count": 1}))
+        rig.clock.now = rig.store.events(limit=1)[0].ts_ms / 1000 + 31 * 60
+        asyncio.run(rig.rules.tick())
+        assert "sync.backlog_old" in rig.alert_kinds()
+        rig.store.mark_synced([r[0] for r in rig.store.read().execute("SELECT seq FROM outbox")])
+        asyncio.run(rig.rules.tick())
+        assert "sync.backlog_old" not in [a.kind for a in rig.alerts.open_alerts()]
+    finally:
+        rig.store.close()
+
+
+def test_operator_open_is_recorded_and_covers_the_passage(rig: Rig):
+    event = asyncio.run(rig.rules.open_gate("north-in", by="guard-2", reason="ambulance"))
+    assert (event.payload.reason, event.payload.subject) == ("operator", "guard-2")
+    assert rig.commands[-1][0] == "barrier" and isinstance(rig.commands[-1][1], OpenGate)
+    run(rig, VehiclePassage("barrier"))
+    assert rig.alert_kinds() == []
+    with pytest.raises(KeyError):
+        asyncio.run(rig.rules.open_gate("south"))
