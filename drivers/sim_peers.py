@@ -15,11 +15,15 @@ id), as they share one RS-485 pair on site.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import queue
 import random
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +177,154 @@ def _with_ports(config: Any, ports: dict[str, str]) -> Any:
             device = device.model_copy(update={"serial": serial})
         devices.append(device)
     return config.model_copy(update={"devices": tuple(devices)})
+
+
+class RemotePeers:
+    """`ProtocolPeers` running in a child process (see `peers_in_process`). What the simulated
+    devices receive (relay writes, reader commands) is pushed here as it happens and kept in
+    `relay_writes` and `reader_commands`; nothing blocks the caller's event loop but `call`."""
+
+    def __init__(
+        self,
+        config: Any,
+        ports: dict[str, str],
+        cards: list[tuple[int, int]],
+        strangers: list[tuple[int, int]],
+        conn: Connection,
+    ) -> None:
+        self.config = config
+        self.ports = ports
+        self.cards = cards
+        self.strangers = strangers
+        self.relay_writes: dict[str, list[tuple[int, int, bool, float]]] = {}
+        """Configured port → (unit, relay, on, time.monotonic()) of each write its board got."""
+        self.reader_commands: dict[str, list[tuple[float, dict[str, Any]]]] = {}
+        """Reader device id → (time.monotonic(), libosdp command dict) of each command it got."""
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._replies: queue.Queue[tuple[bool, Any]] = queue.Queue()
+        self._listener = threading.Thread(target=self._listen, name="peer-listener", daemon=True)
+        self._listener.start()
+
+    def _listen(self) -> None:
+        while True:
+            try:
+                message = self._conn.recv()
+            except (EOFError, OSError):
+                self._replies.put((False, "the peer process ended"))
+                return
+            kind = message[0]
+            if kind == "relay":
+                _, port, unit, coil, on, at = message
+                self.relay_writes.setdefault(port, []).append((unit, coil, on, at))
+            elif kind == "command":
+                _, device_id, at, command = message
+                self.reader_commands.setdefault(device_id, []).append((at, command))
+            else:
+                self._replies.put((message[1], message[2]))
+
+    def call(self, name: str, *args: Any, timeout_s: float = 10.0) -> Any:
+        with self._lock:
+            self._conn.send((name, args))
+            try:
+                ok, value = self._replies.get(timeout=timeout_s)
+            except queue.Empty as err:
+                raise TimeoutError(f"the peer process did not answer {name} within {timeout_s:g} s") from err
+        if not ok:
+            raise RuntimeError(f"the peer process failed on {name}: {value}")
+        return value
+
+    def present(self, device_id: str, facility: int, number: int, length: int = 26) -> float:
+        """Present a card; returns time.monotonic() when the simulated reader accepted it."""
+        return float(self.call("present", device_id, facility, number, length))
+
+    def reader_secure(self, device_id: str) -> bool:
+        return bool(self.call("reader_secure", device_id))
+
+    def start_traffic(self, interval_s: float = 4.0, seed: int = 7) -> None:
+        self.call("traffic", interval_s, seed)
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError, EOFError, TimeoutError, RuntimeError):
+            self.call("stop", timeout_s=10)
+
+
+def _serve_peers(
+    config_json: dict[str, Any], directory: str, residents: int, seed: int, conn: Connection
+) -> None:
+    from edge.config import GatehouseConfig
+
+    config = GatehouseConfig.model_validate(config_json)
+    sending = threading.Lock()
+
+    def send(message: tuple[Any, ...]) -> None:
+        with sending, contextlib.suppress(OSError):
+            conn.send(message)
+
+    with start_protocol_peers(config, directory, residents, seed) as peers:
+        for port, board in peers.boards.items():
+            board.listeners.append(lambda w, port=port: send(("relay", port, w.unit, w.coil, w.on, w.at)))
+        for device_id, reader in peers.readers.items():
+            reader.listeners.append(
+                lambda c, device_id=device_id: send(("command", device_id, c.at, c.command))
+            )
+        send(("reply", True, (peers.ports, peers.cards, peers.strangers)))
+        while True:
+            try:
+                name, args = conn.recv()
+            except (EOFError, OSError):
+                return
+            if name == "stop":
+                send(("reply", True, None))
+                return
+            try:
+                send(("reply", True, _peer_call(peers, name, args)))
+            except Exception as err:
+                send(("reply", False, f"{type(err).__name__}: {err}"))
+
+
+def _peer_call(peers: ProtocolPeers, name: str, args: tuple[Any, ...]) -> Any:
+    if name == "present":
+        device_id, facility, number, length = args
+        peers.present(device_id, facility, number, length)
+        return time.monotonic()
+    if name == "reader_secure":
+        return peers.readers[args[0]].is_secure()
+    if name == "traffic":
+        peers.start_traffic(*args)
+        return None
+    raise ValueError(f"unknown peer call {name!r}")
+
+
+@contextlib.contextmanager
+def peers_in_process(
+    config: Any, directory: str | Path, residents: int = 20, seed: int = 7
+) -> Iterator[RemotePeers]:
+    """`start_protocol_peers` in a child process: the simulators then do not share the gateway's
+    interpreter, as real devices do not (benchmarks measure Gatehouse, not the simulators)."""
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(
+        target=_serve_peers,
+        args=(config.model_dump(mode="json"), str(directory), residents, seed, child),
+        name="protocol-peers",
+        daemon=True,
+    )
+    process.start()
+    try:
+        if not parent.poll(30):
+            raise RuntimeError("the protocol peers did not start within 30 s")
+        _, ok, value = parent.recv()
+        if not ok:
+            raise RuntimeError(f"the protocol peers failed to start: {value}")
+        ports, cards, strangers = value
+        peers = RemotePeers(_with_ports(config, ports), ports, cards, strangers, parent)
+        try:
+            yield peers
+        finally:
+            peers.stop()
+    finally:
+        process.join(10)
+        if process.is_alive():
+            process.terminate()
+            process.join(5)

@@ -30,6 +30,18 @@ class ReceivedCommand:
         return int(self.command.get("command", -1))
 
 
+class _PeripheralDevice(osdp.PeripheralDevice):
+    """A reader that answers within milliseconds, as real ones do (the binding steps every
+    20 ms)."""
+
+    @staticmethod
+    def refresh(event: threading.Event, lock: threading.Lock, ctx: Any) -> None:
+        while not event.is_set():
+            with lock:
+                ctx.refresh()
+            time.sleep(0.002)
+
+
 class _Line:
     """One open port shared by the simulated readers on it."""
 
@@ -173,7 +185,7 @@ class ReaderLineSim:
                 name=f"sim-reader-{reader.address}",
                 flags=flags,
             )
-            reader.pd = osdp.PeripheralDevice(
+            reader.pd = _PeripheralDevice(
                 info,
                 osdp.PDCapabilities(capabilities),
                 log_level=osdp.LogLevel.Error,
