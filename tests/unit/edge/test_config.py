@@ -159,9 +159,9 @@ def test_example_configs_are_valid(name: str, monkeypatch: pytest.MonkeyPatch):
         "GATEHOUSE_SITE_SALT",
         "GATEHOUSE_SIGNING_KEY",
         "GATEHOUSE_MQTT_PASSWORD",
-        "NORTH_READER_KEY",
         "EAST_READER_KEY",
-        "WEST_READER_KEY",
+        "NORTH_CAM_PASSWORD",
+        "YARD_CAM_PASSWORD",
     ):
         monkeypatch.setenv(secret, "0123456789abcdef0123456789abcdef")
     config = load_config(REPO / "config" / name)
