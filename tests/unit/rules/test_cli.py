@@ -1,0 +1,114 @@
+"""`gatehouse allow`, `gatehouse pass` and `gatehouse alerts` on a real store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from edge.cli import main
+from edge.events import EventFactory
+from edge.rules.alerts import AlertEngine
+from edge.store import Store
+
+CONFIG = """\
+site: {{id: test-site, salt: test-salt-long-enough}}
+gateway: {{id: gw-test, state_dir: {state}}}
+store: {{synchronous: normal}}
+gates:
+  - {{id: north-in, kind: vehicle, direction: in, barrier: barrier}}
+devices:
+  - {{kind: sim_lane, id: barrier}}
+"""
+
+
+@pytest.fixture
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    path = tmp_path / "gatehouse.yaml"
+    path.write_text(CONFIG.format(state=tmp_path / "state"))
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(["--config", str(path), *argv])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    run.store_path = tmp_path / "state" / "gatehouse.db"  # type: ignore[attr-defined]
+    return run
+
+
+def test_allow_add_list_remove(cli):
+    code, out, _ = cli(
+        "allow", "add", "--person", "p-1", "--household", "3-402", "--card", "12345678", "--plate", "津A12345"
+    )
+    assert code == 0 and "allowed card …5678 for p-1" in out and "allowed plate 津A12345" in out
+    assert cli("allow", "add", "--block", "--plate", "津B66666", "--reason", "stolen")[0] == 0
+    code, out, _ = cli("allow", "list")
+    assert "…5678" in out and "3-402" in out and "津B66666" in out and "stolen" in out
+    assert "12345678" not in out, "card numbers are never shown whole"
+    code, out, _ = cli("allow", "list", "--blocked", "--json")
+    assert [json.loads(line)["shown"] for line in out.splitlines()] == ["津B66666"]
+    assert cli("allow", "remove", "--card", "12345678")[0] == 0
+    code, out, _ = cli("allow", "remove", "--card", "12345678")
+    assert code == 1 and "not on the allow-list" in out
+
+
+def test_allow_errors_name_the_fix(cli, tmp_path: Path):
+    code, _, err = cli("allow", "add", "--person", "p-1", "--card", "1", "--gate", "north-ln")
+    assert code == 2 and "did you mean 'north-in'" in err
+    code, _, err = cli("allow", "add", "--card", "1")
+    assert code == 2 and "--person" in err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("person,plate\np-1,??\n")
+    code, _, err = cli("allow", "import", str(bad))
+    assert code == 2 and f"{bad}:2: plate" in err and "nothing imported" in err
+
+
+def test_allow_import(cli, tmp_path: Path):
+    good = tmp_path / "residents.csv"
+    good.write_text("person,household,card,plate\np-1,1-101,70000001,津A70001\np-2,1-101,70000002,\n")
+    code, out, _ = cli("allow", "import", str(good))
+    assert code == 0 and "2 residents in 1 households, 2 cards/tokens/PINs, 1 plates" in out
+
+
+def test_pass_issue_with_qr_list_and_revoke(cli):
+    code, out, _ = cli(
+        "pass", "issue", "--qr", "--hours", "2", "--gate", "north-in", "--entries", "2", "--host", "3-402"
+    )
+    assert code == 0 and "QR token: GH" in out and "█" in out, "the QR code is drawn in the terminal"
+    pass_id = out.split("pass ", 1)[1].split()[0]
+    code, out, _ = cli("pass", "issue", "--plate", "津A12345", "--kind", "delivery", "--json")
+    assert json.loads(out)["kind"] == "delivery"
+    code, out, _ = cli("pass", "list")
+    assert pass_id in out and "0/2 entries" in out and "valid" in out
+    assert cli("pass", "revoke", pass_id)[0] == 0
+    code, out, _ = cli("pass", "list", "--all", "--json")
+    states = {json.loads(line)["id"]: json.loads(line)["state"] for line in out.splitlines()}
+    assert states[pass_id] == "revoked"
+    assert cli("pass", "revoke", "nope")[0] == 2
+    assert cli("pass", "issue", "--hours", "1")[0] == 2
+
+
+def test_alerts_list_and_ack_records_an_event(cli):
+    code, _, err = cli("alerts")
+    assert code == 1 and "no store" in err
+    factory = EventFactory("test-site", "gw-test")
+    with Store(cli.store_path, synchronous="normal", events=factory) as store:
+        raised = asyncio.run(
+            AlertEngine(store, factory).raise_("gate.stuck", "gate.stuck:north-in", "north-in stuck")
+        )
+    assert raised is not None
+    alert_id = raised.payload.alert_id
+    code, out, _ = cli("alerts")
+    assert code == 0 and alert_id in out and "critical" in out and "north-in stuck" in out
+    code, out, _ = cli("alerts", "ack", alert_id, "--by", "guard-3")
+    assert code == 0 and "acknowledged" in out
+    code, out, _ = cli("alerts", "ack", alert_id)
+    assert "already acknowledged" in out
+    code, out, _ = cli("alerts", "--all", "--json")
+    assert json.loads(out.splitlines()[0])["acked_by"] == "guard-3"
+    with Store(cli.store_path, synchronous="normal", events=factory) as store:
+        (ack,) = store.events(types=["alert.acknowledged"])
+    assert ack.payload.alert_id == alert_id and ack.payload.by == "guard-3"
+    assert cli("alerts", "ack", "missing")[0] == 1
