@@ -140,6 +140,7 @@ class Gateway:
         housekeeping = asyncio.create_task(
             run_housekeeping(self.store, self.config.store.retention, clock=self.clock), name="retention"
         )
+        drops = asyncio.create_task(self._count_drops(), name="drop-counter")
         self.supervisor.start()
         self.started.set()
         log.info(
@@ -153,6 +154,7 @@ class Gateway:
             await stop.wait()
         finally:
             housekeeping.cancel()
+            drops.cancel()
             await self._shutdown(consumer, checks)
 
     async def _shutdown(self, consumer: asyncio.Task[None], checks: asyncio.Task[None]) -> None:
@@ -171,6 +173,17 @@ class Gateway:
             await checks
         await asyncio.to_thread(self.store.close, max(0.5, deadline - loop_time()))
         log.info("gateway %s stopped; store closed", self.config.gateway.id)
+
+    async def _count_drops(self, interval_s: float = 5.0) -> None:
+        """Persist the queue's drop counts (per device) so `gatehouse status` shows them."""
+        recorded: dict[str, int] = {}
+        while True:
+            await asyncio.sleep(interval_s)
+            for device, total in self.dropped().items():
+                delta = total - recorded.get(device, 0)
+                if delta:
+                    await asyncio.to_thread(self.store.add_counter, f"dropped_observations.{device}", delta)
+                    recorded[device] = total
 
     def dropped(self) -> dict[str, int]:
         return dict(self.queue.dropped) if self.queue else {}
