@@ -215,7 +215,7 @@ class PlateRecogniser:
     def _judge(self, raw: str, text: str, relative: float, chars: tuple[float, ...]) -> Reading:
         """Accept a fitted reading only when the model itself found it plausible: the fitted
         path keeps a fair share of the best path's probability, and no character was guessed."""
-        fit_ratio = math.exp(relative / max(len(text), 1))
+        fit_ratio = min(1.0, math.exp(relative / max(len(text), 1)))
         confidence = fit_ratio * min(chars) ** 0.5 if chars else 0.0
         plausible = (
             fit_ratio >= self.min_fit_ratio

@@ -1,0 +1,162 @@
+"""The camera driver: a grabber thread keeps the newest frame; the driver looks at it
+`analysis_fps` times a second in a worker thread and reports plates, zones, tamper, health and
+availability."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from drivers.base import (
+    Availability,
+    Command,
+    DeviceConfig,
+    Driver,
+    DriverContext,
+    Emit,
+    Health,
+    TakeSnapshot,
+)
+from drivers.camera.config import CameraConfig
+from drivers.camera.grabber import Grabber, redact
+from edge.errors import DeviceMisconfigured, DeviceNotReady
+from models.config import InferenceConfig
+
+
+class CameraDriver(Driver):
+    kind: ClassVar[str] = "camera"
+    config_model: ClassVar[type[DeviceConfig]] = CameraConfig
+    config: CameraConfig
+
+    def __init__(
+        self,
+        config: Any,
+        context: DriverContext,
+        inference: InferenceConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(config, context)
+        self.inference = inference if inference is not None else context.inference
+        self.clock = clock
+        self.grabber: Grabber | None = None
+        self.analyser: Any = None
+        self._changes: asyncio.Queue[tuple[bool, str]] | None = None
+
+    def _make_analyser(self) -> Any:
+        try:
+            from drivers.camera.analysis import FrameAnalyser
+        except ImportError as err:
+            raise DeviceMisconfigured(
+                f"camera {self.id}: {err.name} is not installed; pip install opencv-python-headless"
+            ) from err
+        return FrameAnalyser(self.config, self.clock, self.inference, self.context.home_province)
+
+    async def run(self, emit: Emit) -> None:
+        loop = asyncio.get_running_loop()
+        changes: asyncio.Queue[tuple[bool, str]] = asyncio.Queue(maxsize=64)
+        self._changes = changes
+
+        def on_availability(online: bool, reason: str) -> None:
+            def put() -> None:
+                if not changes.full():
+                    changes.put_nowait((online, reason))
+
+            loop.call_soon_threadsafe(put)
+
+        self.analyser = await asyncio.to_thread(self._make_analyser)
+        grabber = Grabber(
+            self.config.source,
+            on_availability,
+            open_timeout_s=self.config.open_timeout_s,
+            read_timeout_s=self.config.read_timeout_s,
+            loop=self.config.loop,
+            initial_s=self.config.reconnect_initial_s,
+            max_s=self.config.reconnect_max_s,
+        )
+        self.grabber = grabber
+        grabber.start()
+        period = 1.0 / self.config.analysis_fps
+        last_seq = 0
+        next_health = self.clock() + self.config.health_interval_s
+        try:
+            while True:
+                while not changes.empty():
+                    online, reason = changes.get_nowait()
+                    emit(Availability(self.id, online, reason))
+                frame = grabber.latest()
+                if frame is not None and frame.seq != last_seq:
+                    last_seq = frame.seq
+                    for observation in await asyncio.to_thread(self.analyser.analyse, frame.image):
+                        emit(observation)
+                if self.clock() >= next_health:
+                    next_health = self.clock() + self.config.health_interval_s
+                    emit(Health(self.id, self.health()))
+                emit.alive()
+                await asyncio.sleep(period)
+        finally:
+            await asyncio.to_thread(grabber.stop)
+            for observation in self.analyser.flush():
+                emit(observation)
+
+    def health(self) -> dict[str, float | int | str | None]:
+        grabber = self.grabber
+        if grabber is None:
+            return {"online": 0}
+        age = grabber.frame_age_s()
+        return {
+            "fps": round(grabber.fps, 2),
+            "last_frame_age_s": None if age is None else round(age, 2),
+            "frames": grabber.frames,
+            "reconnects": grabber.reconnects,
+            "online": int(bool(grabber.online)),
+        }
+
+    def accepts(self, command: Command) -> bool:
+        return isinstance(command, TakeSnapshot)
+
+    async def execute(self, command: Command) -> None:
+        if isinstance(command, TakeSnapshot):
+            folder = Path(self.context.state_dir) / "snapshots"
+            await asyncio.to_thread(self.snapshot, folder / f"{self.id}-{int(time.time())}.jpg")
+
+    def snapshot(self, path: Path) -> Path:
+        """Save the newest frame as a JPEG."""
+        from drivers.camera.analysis import jpeg
+
+        frame = self.grabber.latest() if self.grabber is not None else None
+        if frame is None:
+            raise DeviceNotReady(f"camera {self.id}: no frame yet from {redact(self.config.source)}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(jpeg(frame.image))
+        return path
+
+    async def self_test(self, timeout_s: float, out_dir: str) -> str:
+        image = await asyncio.to_thread(grab_one, self.config, timeout_s)
+        from drivers.camera.analysis import jpeg
+
+        path = Path(out_dir) / f"{self.id}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(jpeg(image))
+        h, w = image.shape[:2]
+        return f"camera {self.id}: grabbed a {w}x{h} frame from {redact(self.config.source)}, saved {path}"
+
+
+def grab_one(config: CameraConfig, timeout_s: float) -> Any:
+    """One frame from the camera, or DeviceNotReady (for the CLI and self-test)."""
+    from drivers.camera.grabber import open_capture
+
+    deadline = time.monotonic() + timeout_s
+    capture = open_capture(config.source, min(config.open_timeout_s, timeout_s), config.read_timeout_s)
+    if capture is None:
+        raise DeviceNotReady(f"camera {config.id}: cannot open {redact(config.source)}")
+    try:
+        while time.monotonic() < deadline:
+            ok, image = capture.read()
+            if ok and image is not None:
+                return image
+    finally:
+        capture.release()
+    raise DeviceNotReady(f"camera {config.id}: no frame within {timeout_s:.0f} s")
