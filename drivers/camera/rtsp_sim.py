@@ -8,8 +8,9 @@ It must run under the system python3, which has the GObject bindings from apt
 and serves rtsp://127.0.0.1:8554/lane (H.264 over RTP; clients may use TCP). Each client
 session plays the file from the start at its own frame rate and ends with it (for an endless
 demo stream use the MJPEG simulator, which loops, or a `loop: true` file source). The file
-may be anything GStreamer's decodebin reads (an MJPEG .avi written by cv2.VideoWriter works). It prints `ready rtsp://…` once it listens. Standard library and gi
-only: it imports nothing from Gatehouse."""
+may be anything GStreamer's decodebin reads (an MJPEG .avi written by cv2.VideoWriter works).
+It prints `ready rtsp://…` once it listens. Standard library and gi only: it imports nothing
+from Gatehouse."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ def test_manifest_lists_configured_optional_models(tmp_path: Path) -> None:
 
 def test_missing_model_names_the_file(tmp_path: Path) -> None:
     spec = optional_spec("plate_detector", ModelFileConfig(path=str(tmp_path / "nope.onnx"), sha256="0" * 64))
-    with pytest.raises(ModelError, match="plate_detector.*nope.onnx.*not found"):
+    with pytest.raises(ModelError, match=r"plate_detector.*nope\.onnx.*not found"):
         SessionFactory(1).session(spec)
 
 
