@@ -71,8 +71,10 @@ def test_tailgating_is_more_loop_passages_than_grants(tmp_path: Path):
                 lambda: lane.opens == 1,
                 "the barrier to open for the resident",
             )
+            cycle = ["opening", "open", "closing", "closed"]
             await eventually(
-                lambda: lane.state == "closed" and events(gateway, "gate.state"), what="one cycle"
+                lambda: [e.payload.state for e in events(gateway, "gate.state")][-4:] == cycle,
+                what="the lane's open cycle, with its loop passage",
             )
             assert gateway.alerts.open_alerts() == [], "the simulated loop saw the resident's car: no alert"
             (alert,) = await present(
