@@ -13,6 +13,7 @@ from drivers.base import (
     CloseGate,
     Command,
     Driver,
+    DriverContext,
     Emit,
     OpenGate,
     SetOutput,
@@ -31,8 +32,8 @@ class ModbusGate(Driver):
     config_model = ModbusGateConfig
     config: ModbusGateConfig
 
-    def __init__(self, config: ModbusGateConfig, context: object) -> None:
-        super().__init__(config, context)  # type: ignore[arg-type]
+    def __init__(self, config: ModbusGateConfig, context: DriverContext) -> None:
+        super().__init__(config, context)
         self.machine = GateStateMachine(self.id, config.travel_timeout_s, config.held_open_s)
         self.coil_writes: deque[tuple[int, bool, float]] = deque(maxlen=1024)
         """(relay, on, time.monotonic() just before the write was issued): the last writes."""

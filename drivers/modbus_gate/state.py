@@ -13,6 +13,7 @@ from typing import Literal
 
 from drivers.base import GateCondition, GateStateChanged, Observation, VehiclePassage
 
+Condition = Literal["stuck", "held_open", "forced_open"]
 State = Literal["closed", "opening", "open", "closing", "fault", "unknown"]
 
 
@@ -35,7 +36,7 @@ class GateStateMachine:
         self.expect_since = 0.0
         self.open_since: float | None = None
         self.free_since: float | None = None
-        self.active: set[str] = set()
+        self.active: set[Condition] = set()
 
     @property
     def loop_occupied(self) -> bool:
@@ -131,14 +132,14 @@ class GateStateMachine:
         self.state = state
         return [GateStateChanged(self.device, state, previous, commanded, detail)]
 
-    def _raise(self, condition: str, detail: str) -> list[Observation]:
+    def _raise(self, condition: Condition, detail: str) -> list[Observation]:
         if condition in self.active:
             return []
         self.active.add(condition)
-        return [GateCondition(self.device, condition, True, detail)]  # type: ignore[arg-type]
+        return [GateCondition(self.device, condition, True, detail)]
 
-    def _clear(self, condition: str) -> list[Observation]:
+    def _clear(self, condition: Condition) -> list[Observation]:
         if condition not in self.active:
             return []
         self.active.discard(condition)
-        return [GateCondition(self.device, condition, False)]  # type: ignore[arg-type]
+        return [GateCondition(self.device, condition, False)]

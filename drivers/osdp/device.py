@@ -13,6 +13,7 @@ from drivers.base import (
     CardPresented,
     Command,
     Driver,
+    DriverContext,
     Emit,
     Health,
     ReaderFeedback,
@@ -20,6 +21,7 @@ from drivers.base import (
 )
 from drivers.osdp.bus import OsdpBus, ReaderSlot
 from drivers.osdp.config import OsdpReaderConfig
+from drivers.serial.collect import CardCollector
 from drivers.serial.port import LinkState
 from drivers.wiegand.bits import WiegandError, bits_from_bytes, decode_bits
 from edge.errors import DeviceNotReady
@@ -59,8 +61,8 @@ class OsdpReader(Driver):
     config_model = OsdpReaderConfig
     config: OsdpReaderConfig
 
-    def __init__(self, config: OsdpReaderConfig, context: object) -> None:
-        super().__init__(config, context)  # type: ignore[arg-type]
+    def __init__(self, config: OsdpReaderConfig, context: DriverContext) -> None:
+        super().__init__(config, context)
         self.bad_reads = 0
         self._bus: OsdpBus | None = None
         self._slot: ReaderSlot | None = None
@@ -183,18 +185,9 @@ class OsdpReader(Driver):
 
     async def self_test(self, timeout_s: float, out_dir: str) -> str:
         """Wait for the reader to come online, then for a card or PIN, and show it."""
-        found: list[CardPresented] = []
-        problems: list[str] = []
-
-        class _Collect:
-            def __call__(self, observation: object) -> None:
-                if isinstance(observation, CardPresented):
-                    found.append(observation)
-
-            def alive(self) -> None:
-                return None
-
-        task = asyncio.create_task(self.run(_Collect()))
+        collector = CardCollector()
+        found = collector.cards
+        task = asyncio.create_task(self.run(collector))
         deadline = time.monotonic() + timeout_s
         lines: list[str] = []
         try:
@@ -232,8 +225,7 @@ class OsdpReader(Driver):
             if task.done():
                 task.result()
             if not found:
-                problems.append(f"no card within {timeout_s:g} s")
-                raise DeviceNotReady("\n".join(lines + problems))
+                raise DeviceNotReady("\n".join([*lines, f"no card within {timeout_s:g} s"]))
             card = found[0]
             lines.append(f"read {card.kind} {card.credential} ({card.card_format})")
             await self.execute(ReaderFeedback(granted=True))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import time
 
-from drivers.base import CardPresented, Driver, Emit, Health
+from drivers.base import CardPresented, Driver, DriverContext, Emit, Health
+from drivers.serial.collect import CardCollector
 from drivers.serial.port import Backoff, LinkState, PortLost, SerialPort, reopen
 from drivers.wiegand.bits import WiegandError, decode_bits
 from drivers.wiegand.config import WiegandReaderConfig
@@ -30,8 +31,8 @@ class WiegandReader(Driver):
     config_model = WiegandReaderConfig
     config: WiegandReaderConfig
 
-    def __init__(self, config: WiegandReaderConfig, context: object) -> None:
-        super().__init__(config, context)  # type: ignore[arg-type]
+    def __init__(self, config: WiegandReaderConfig, context: DriverContext) -> None:
+        super().__init__(config, context)
         self.deframer = Deframer(config.profile)
         self.bad_reads = 0
         self._last: tuple[str, float] | None = None
@@ -64,7 +65,7 @@ class WiegandReader(Driver):
             port.close()
 
     def _frames(self, data: bytes, emit: Emit) -> None:
-        rejected = self.deframer.rejected
+        rejected, bad_reads = self.deframer.rejected, self.bad_reads
         now = time.monotonic()
         for frame in self.deframer.feed(data):
             try:
@@ -85,24 +86,15 @@ class WiegandReader(Driver):
                 self.deframer.rejected,
                 self.deframer.last_rejection,
             )
-        if self.deframer.rejected != rejected or self.bad_reads:
+        if (self.deframer.rejected, self.bad_reads) != (rejected, bad_reads):
             emit(Health(self.id, {"rejected_frames": self.deframer.rejected, "bad_reads": self.bad_reads}))
 
     async def self_test(self, timeout_s: float, out_dir: str) -> str:
         """Open the port and wait for a card."""
         port = SerialPort(self.config.serial)
         port.open()
-        found: list[CardPresented] = []
-
-        class _Collect:
-            def __call__(self, observation: object) -> None:
-                if isinstance(observation, CardPresented):
-                    found.append(observation)
-
-            def alive(self) -> None:
-                return None
-
-        collect = _Collect()
+        collect = CardCollector()
+        found = collect.cards
         deadline = time.monotonic() + timeout_s
         try:
             while time.monotonic() < deadline and not found:

@@ -97,7 +97,10 @@ def _test(args: argparse.Namespace) -> int:
     )
     driver = driver_for(device)(device, context)
     out_dir = args.out or tempfile.mkdtemp(prefix=f"gatehouse-test-{device.id}-")
-    print(f"testing {device.id} ({device.kind}, {where(device)}); up to {args.timeout:g} s ...", flush=True)
+    what = (driver.self_test.__doc__ or "").strip().splitlines()[:1]
+    print(f"testing {device.id} ({device.kind}, {where(device)}); up to {args.timeout:g} s", flush=True)
+    if what:
+        print(what[0], flush=True)
 
     async def run() -> str:
         async with asyncio.timeout(args.timeout + 10):

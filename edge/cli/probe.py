@@ -83,7 +83,7 @@ def _check_port(port: str, baudrate: int, parity: str = "N") -> None:
     from drivers.serial.config import SerialSettings
     from drivers.serial.port import open_serial
 
-    open_serial(SerialSettings(port=port, baudrate=baudrate, parity=parity)).close()  # type: ignore[arg-type]
+    open_serial(SerialSettings.model_validate({"port": port, "baudrate": baudrate, "parity": parity})).close()
 
 
 async def probe_osdp(port: str, baudrate: int, addresses: list[int], wait_s: float = 1.5) -> list[Finding]:
