@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.base import GateCondition, GateStateChanged, VehiclePassage
@@ -84,6 +84,7 @@ def test_fault_input_and_crossed_limits():
     assert m.state == "fault"
 
 
+@settings(deadline=None)
 @given(
     st.lists(
         st.tuples(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import osdp
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -34,6 +34,7 @@ def test_ascii_read():
     assert card_from_event("r", event, 0.0).credential == "0042"
 
 
+@settings(deadline=None)
 @given(
     st.fixed_dictionaries(
         {

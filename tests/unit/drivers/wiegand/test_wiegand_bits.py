@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.wiegand.bits import (
@@ -32,6 +32,7 @@ def test_a_known_h10301_frame():
     assert (card.format, card.facility, card.number, card.credential) == ("wiegand26", 1, 1, "1:1")
 
 
+@settings(deadline=None)
 @given(cards())
 def test_round_trip(card):
     length, facility, number = card
@@ -39,6 +40,7 @@ def test_round_trip(card):
     assert (decoded.facility, decoded.number) == (facility, number)
 
 
+@settings(deadline=None)
 @given(cards(), st.data())
 def test_any_single_bit_error_fails_parity(card, data):
     length, facility, number = card
@@ -47,12 +49,14 @@ def test_any_single_bit_error_fails_parity(card, data):
         decode_bits(encode_bits(facility, number, length) ^ (1 << flip), length)
 
 
+@settings(deadline=None)
 @given(st.integers(-5, 1 << 80), st.integers(-3, 80))
 def test_random_frames_raise_only_wiegand_errors(value, length):
     with contextlib.suppress(WiegandError):
         decode_bits(value, length)
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=12), st.integers(-2, 100))
 def test_bytes_to_bits_raise_only_wiegand_errors(data, length):
     try:
@@ -62,6 +66,7 @@ def test_bytes_to_bits_raise_only_wiegand_errors(data, length):
     assert 0 <= value < 1 << length
 
 
+@settings(deadline=None)
 @given(cards())
 def test_bytes_round_trip(card):
     length, facility, number = card

@@ -31,6 +31,7 @@ def feed_in_pieces(deframer: Deframer, data: bytes, cuts: list[int]) -> list[Fra
 
 
 @pytest.mark.parametrize("name", sorted(PROFILES))
+@settings(deadline=None)
 @given(data=st.binary(max_size=600))
 def test_random_bytes_never_raise_and_respect_the_contract(name, data):
     framer = profile(name)
@@ -46,7 +47,7 @@ def test_random_bytes_never_raise_and_respect_the_contract(name, data):
 
 @pytest.mark.parametrize("name", sorted(PROFILES))
 @given(st.data())
-@settings(max_examples=60)
+@settings(max_examples=60, deadline=None)
 def test_merged_and_split_frames_come_out_whole(name, data):
     sent = data.draw(st.lists(frames(name), min_size=1, max_size=5))
     stream = b"".join(profile(name).encode(frame) for frame in sent)
@@ -71,7 +72,7 @@ def test_whole_half_and_byte_at_a_time(name):
 
 @pytest.mark.parametrize("name", sorted(PROFILES))
 @given(st.data())
-@settings(max_examples=60)
+@settings(max_examples=60, deadline=None)
 def test_garbage_between_frames_is_counted_and_skipped(name, data):
     frame = data.draw(frames(name))
     forbidden = {0x02, 0x03, 0x0D, 0x0A}
@@ -89,7 +90,7 @@ def test_garbage_between_frames_is_counted_and_skipped(name, data):
 
 @pytest.mark.parametrize("name", ["stx_etx", "maxiprox"])
 @given(st.data())
-@settings(max_examples=60)
+@settings(max_examples=60, deadline=None)
 def test_a_bad_check_is_rejected(name, data):
     frame = data.draw(frames(name))
     encoded = bytearray(profile(name).encode(frame))
