@@ -53,7 +53,7 @@ class ZoneConfig(StrictModel):
         default=8, ge=1, description="crowd only: people at or above this count raise an alert"
     )
     occupied_edge_density: float = Field(
-        default=0.08,
+        default=0.03,
         gt=0,
         lt=1,
         description="classical method: share of edge pixels above which a space holds a vehicle",

@@ -1,0 +1,114 @@
+"""Zone logic with the classical method (no detector model): parking spaces, a fire lane held
+by a vehicle for longer than allowed (ten minutes pass on an injected clock), and a crowd at
+the gate."""
+
+from __future__ import annotations
+
+import numpy as np
+from camera_scenes import FakeClock, paste, road
+
+from drivers.base import ZoneCondition, ZoneSample
+from drivers.camera.analysis import FrameAnalyser
+from drivers.camera.config import CameraConfig
+from models.config import ZoneConfig
+from models.occupancy import OccupancyMonitor
+
+CAR = "easypr_general_test/easypr_general_test_0004.jpg"
+
+
+def parking() -> ZoneConfig:
+    return ZoneConfig(
+        id="bays",
+        kind="parking",
+        polygon=[(0, 240), (640, 240), (640, 480), (0, 480)],
+        spaces=[
+            [(0, 240), (210, 240), (210, 480), (0, 480)],
+            [(215, 240), (425, 240), (425, 480), (215, 480)],
+            [(430, 240), (640, 240), (640, 480), (430, 480)],
+        ],
+    )
+
+
+def test_parking_spaces(photo, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
+    monitor = OccupancyMonitor([parking()], clock)
+    frame = paste(road(), photo(CAR), 220, 250, 200)  # a car in the middle space
+    states, alerts = monitor.update(frame)
+    assert alerts == []
+    assert states[0].spaces == (False, True, False)
+    assert (states[0].occupied, states[0].capacity) == (1, 3)
+
+
+def test_fire_lane_blocked_after_ten_minutes(photo, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
+    lane = ZoneConfig(
+        id="fire-lane",
+        kind="keep_clear",
+        polygon=[(0, 0), (640, 0), (640, 480), (0, 480)],
+        max_dwell_s=600,
+        occupied_edge_density=0.015,
+    )
+    config = CameraConfig(id="yard", kind="camera", source="0", zones=[lane])
+    from camera_scenes import HYPERLPR_SHA256, shared_data
+
+    from models.config import InferenceConfig, ModelFileConfig
+
+    detector = shared_data() / "models" / "hyperlpr3-detector" / "y5fu_320x_sim.onnx"
+    inference = InferenceConfig(
+        threads=2, plate_detector=ModelFileConfig(path=str(detector), sha256=HYPERLPR_SHA256)
+    )
+    yard = FrameAnalyser(config, clock, inference=inference)
+    parked = paste(road(), photo(CAR), 100, 0, 440)
+    conditions: list[ZoneCondition] = []
+    samples: list[ZoneSample] = []
+    for _ in range(11):  # a frame a minute for ten minutes
+        for o in yard.analyse(parked):
+            (conditions if isinstance(o, ZoneCondition) else samples).append(o)  # type: ignore[arg-type]
+        clock.advance(60)
+    assert len(conditions) == 1
+    blocked = conditions[0]
+    assert (blocked.zone, blocked.condition, blocked.active) == ("fire-lane", "blocked", True)
+    assert blocked.plate == "京PC5U22"
+    assert blocked.crop_jpeg is not None and blocked.crop_jpeg[:2] == b"\xff\xd8"
+    assert samples[-1].vehicle_dwell_s is not None and samples[-1].vehicle_dwell_s >= 540
+    cleared = [o for o in yard.analyse(road()) if isinstance(o, ZoneCondition)]
+    assert [(c.condition, c.active) for c in cleared] == [("blocked", False)]
+
+
+def test_short_stop_in_fire_lane_is_fine(photo, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
+    lane = ZoneConfig(id="fire-lane", kind="keep_clear", polygon=[(0, 0), (640, 0), (640, 480), (0, 480)])
+    monitor = OccupancyMonitor([lane], clock)
+    parked = paste(road(), photo(CAR), 100, 0, 440)
+    monitor.update(parked)
+    clock.advance(300)
+    monitor.update(parked)
+    clock.advance(10)
+    monitor.update(road())  # gone after five minutes
+    clock.advance(400)
+    _, alerts = monitor.update(parked)  # a new stop starts a new timer
+    assert alerts == []
+
+
+def test_crowd_at_the_gate(clock: FakeClock) -> None:
+    gate = ZoneConfig(
+        id="gate",
+        kind="crowd",
+        polygon=[(0, 0), (640, 0), (640, 480), (0, 480)],
+        max_people=4,
+    )
+    monitor = OccupancyMonitor([gate], clock)
+    empty = road()
+    for _ in range(30):
+        monitor.update(empty)
+    alerts = []
+    counts = []
+    for step in range(6):
+        frame = empty.copy()
+        for person in range(5):
+            x = 40 + person * 120 + step * 3
+            frame[200:300, x : x + 40] = (20 + person * 10, 30, 160)
+        states, new = monitor.update(frame)
+        counts.append(states[0].count)
+        alerts += new
+        clock.advance(1)
+    assert counts[0] == 5
+    assert [(a.condition, a.active) for a in alerts] == [("crowded", True)]
+    assert np.all(np.array(counts) >= 4)
