@@ -67,6 +67,15 @@ class Broker:
     tls: bool
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """The PEM files of a TLS connection; any may be absent."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+
 def register(subparsers: Any) -> None:
     parser = add_command(
         subparsers,
@@ -171,7 +180,7 @@ def _check_files(args: argparse.Namespace, broker: Broker) -> None:
 # the connection test, with the standard library so that every TLS error keeps its reason
 
 
-def _tls_context(args: argparse.Namespace) -> ssl.SSLContext:
+def _tls_context(args: TlsFiles) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=args.ca) if args.ca else ssl.create_default_context()
     if args.cert:
         context.load_cert_chain(args.cert, args.key)
@@ -202,7 +211,7 @@ def _connect_packet(client_id: str, username: str | None, password: str | None) 
     return b"\x10" + encoded + body
 
 
-def _rejected_certificate(err: Exception, args: argparse.Namespace, broker: Broker) -> ProvisionError:
+def _rejected_certificate(err: Exception, args: TlsFiles, broker: Broker) -> ProvisionError:
     reason = str(getattr(err, "reason", None) or "connection closed after the handshake")
     where = f"{broker.host}:{broker.port}"
     if not args.cert:
@@ -230,9 +239,7 @@ def _rejected_certificate(err: Exception, args: argparse.Namespace, broker: Brok
     )
 
 
-def _verify_failed(
-    err: ssl.SSLCertVerificationError, args: argparse.Namespace, broker: Broker
-) -> ProvisionError:
+def _verify_failed(err: ssl.SSLCertVerificationError, args: TlsFiles, broker: Broker) -> ProvisionError:
     where = f"{broker.host}:{broker.port}"
     message = err.verify_message or str(err)
     if err.verify_code in (18, 19, 20, 21, 2):
@@ -260,11 +267,15 @@ def _verify_failed(
 
 
 def test_connection(
-    broker: Broker, args: argparse.Namespace, client_id: str, username: str | None, password: str | None
+    broker: Broker,
+    args: TlsFiles,
+    client_id: str,
+    username: str | None,
+    password: str | None,
+    timeout: float,
 ) -> str:
     """Open the connection and wait for CONNACK; a ProvisionError explains any failure."""
     where = f"{broker.host}:{broker.port}"
-    timeout = args.timeout
     try:
         raw = socket.create_connection((broker.host, broker.port), timeout=timeout)
     except socket.gaierror as err:
@@ -472,7 +483,10 @@ def _provision(args: argparse.Namespace) -> int:
     password = _password(args)
     with credentials_directory(credentials_dir):
         current = parse_config(target.read_text(encoding="utf-8"), str(target))
-    print(test_connection(broker, args, f"{current.gateway.id}-probe", args.username, password))
+    files = TlsFiles(args.ca, args.cert, args.key)
+    print(
+        test_connection(broker, files, f"{current.gateway.id}-probe", args.username, password, args.timeout)
+    )
     expired = expiry_problem(args.cert) if args.cert else None
     if expired:
         print(f"warning: {expired}; the broker accepted it today, but renew it")

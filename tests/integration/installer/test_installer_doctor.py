@@ -1,0 +1,225 @@
+"""`gatehouse doctor` on a good configuration and on broken ones: the messages an installer
+reads are asserted, red means exit status 1, and there is never a traceback."""
+
+from __future__ import annotations
+
+import grp
+import hashlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sync.broker import free_port
+from tests.integration.installer.cli_helpers import run_cli
+
+GATEHOUSE = "import sys; from edge.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+@pytest.fixture
+def pty_port() -> Iterator[Path]:
+    """A real character device to stand in for a serial adapter, owned root:dialout 0660."""
+    controller, device = os.openpty()
+    path = Path(os.ttyname(device))
+    os.chown(path, 0, grp.getgrnam("dialout").gr_gid)
+    os.chmod(path, 0o660)
+    yield path
+    os.close(device)
+    os.close(controller)
+
+
+def add_devices(config: Path, devices: str) -> None:
+    text = config.read_text()
+    config.write_text(text.replace("devices:\n", f"devices:\n{devices}", 1))
+
+
+def wiegand(port: Path | str) -> str:
+    return (
+        f"  - kind: wiegand\n    id: gate-wiegand\n    profile: ascii_hex\n    serial:\n      port: {port}\n"
+    )
+
+
+def doctor(config: Path, credentials: Path, capsys, *extra: str) -> tuple[int, str]:
+    code, out, err = run_cli(
+        ["--config", str(config), "doctor", "--credentials-dir", str(credentials), "--timeout", "2", *extra],
+        capsys,
+    )
+    assert "Traceback" not in out + err
+    return code, out
+
+
+def line(out: str, start: str) -> str:
+    found = [text for text in out.splitlines() if text.startswith(start)]
+    assert found, f"no line starting {start!r} in:\n{out}"
+    return found[0]
+
+
+def test_good_configuration_is_all_green(initialised, pty_port, capsys):
+    config, credentials = initialised
+    add_devices(
+        config,
+        wiegand(pty_port),
+    )
+    code, out = doctor(config, credentials, capsys, "--user", "root", "--skip", "clock", "--skip", "service")
+    assert code == 0, out
+    assert (
+        "[ OK ] config: " in out
+        and "is valid: site lotus-garden, gateway gw-north, 0 gates, 2 devices" in out
+    )
+    assert (
+        line(out, "[ OK ] serial gate-wiegand")
+        == f"[ OK ] serial gate-wiegand: {pty_port} present; root may open it"
+    )
+    assert line(out, "[ OK ] device gate-wiegand").startswith("[ OK ] device gate-wiegand: wiegand answering")
+    assert line(out, "[ OK ] device east-reader").startswith(
+        "[ OK ] device east-reader: sim_reader answering"
+    )
+    assert "[ OK ] disk: " in out
+    assert "does not exist yet; the service creates it on first start" in line(out, "[ OK ] store")
+    assert "[ OK ] models: none used by this configuration" in out
+    assert "[SKIP] broker: no mqtt: section" in out
+    assert "[SKIP] clock: skipped (--skip)" in out
+    assert out.rstrip().endswith("all checks passed")
+
+
+def test_misspelt_key_is_named_with_the_suggestion(initialised, capsys):
+    config, credentials = initialised
+    config.write_text(config.read_text().replace("  state_dir:", "  state_dri:"))
+    code, out = doctor(
+        config, credentials, capsys, "--skip", "clock", "--skip", "service", "--skip", "devices"
+    )
+    assert code == 1
+    assert "[FAIL] config: " in out
+    assert "gateway.state_dri: unknown key 'state_dri'; did you mean 'state_dir'?" in out
+    assert "[SKIP] serial: not checked: the configuration is not valid" in out
+    assert out.rstrip().endswith("1 problem found")
+
+
+def test_missing_serial_port(initialised, capsys):
+    config, credentials = initialised
+    missing = "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A10KXYZ-if00-port0"
+    add_devices(
+        config,
+        wiegand(missing),
+    )
+    code, out = doctor(config, credentials, capsys, "--skip", "clock", "--skip", "service")
+    assert code == 1
+    failed = line(out, "[FAIL] serial gate-wiegand")
+    assert f"{missing} does not exist (adapters in /dev/serial/by-id: " in failed
+    assert (
+        "→ fix: plug the adapter in, or set devices.gate-wiegand.serial.port to its /dev/serial/by-id/… path"
+        in failed
+    )
+    assert f"[SKIP] device gate-wiegand: not tried: {missing} is missing" in out
+
+
+def test_serial_permission_names_the_group_to_join(initialised, pty_port, capsys):
+    config, credentials = initialised
+    add_devices(
+        config,
+        wiegand(pty_port),
+    )
+    code, out = doctor(
+        config, credentials, capsys, "--user", "nobody", "--skip", "clock", "--skip", "service"
+    )
+    assert code == 1
+    assert line(out, "[FAIL] serial gate-wiegand") == (
+        f"[FAIL] serial gate-wiegand: nobody cannot open it: {pty_port} is root:dialout 0660; nobody is not "
+        "in group dialout → fix: join the group: sudo usermod -aG dialout nobody (then restart: sudo "
+        "systemctl restart gatehouse)"
+    )
+
+
+def test_unreachable_broker(initialised, capsys):
+    config, credentials = initialised
+    port = free_port()
+    config.write_text(config.read_text() + f"\nmqtt:\n  host: 127.0.0.1\n  port: {port}\n")
+    code, out = doctor(
+        config, credentials, capsys, "--skip", "clock", "--skip", "service", "--skip", "devices"
+    )
+    assert code == 1
+    assert line(out, "[FAIL] broker").startswith(
+        f"[FAIL] broker: nothing accepts connections on 127.0.0.1:{port}; is the broker running?"
+    )
+
+
+def test_model_checksum_mismatch(initialised, tmp_path, capsys):
+    config, credentials = initialised
+    model = tmp_path / "y5fu_320x_sim.onnx"
+    model.write_bytes(b"not the model you are looking for")
+    wrong = hashlib.sha256(b"the real model").hexdigest()
+    config.write_text(
+        config.read_text() + f"\ninference:\n  plate_detector:\n    path: {model}\n    sha256: {wrong}\n"
+    )
+    code, out = doctor(
+        config, credentials, capsys, "--skip", "clock", "--skip", "service", "--skip", "devices"
+    )
+    assert code == 1
+    failed = line(out, "[FAIL] model plate_detector")
+    actual = hashlib.sha256(model.read_bytes()).hexdigest()
+    assert f"{model}: checksum mismatch (sha256 {actual[:16]}…, expected {wrong[:16]}…)" in failed
+    assert "→ fix: the file is damaged or another version" in failed
+
+
+def test_not_enough_disk(initialised, capsys):
+    config, credentials = initialised
+    code, out = doctor(
+        config, credentials, capsys, "--min-free-mb", "1e12", "--skip", "clock", "--skip", "service"
+    )
+    assert code == 1
+    failed = line(out, "[FAIL] disk")
+    assert "(want at least 1,000,000,000,000 MB)" in failed
+    assert "→ fix: free space" in failed
+
+
+def test_damaged_store(initialised, tmp_path, capsys):
+    config, credentials = initialised
+    store = tmp_path / "state" / "gatehouse.db"
+    store.parent.mkdir(parents=True, exist_ok=True)
+    store.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4096)
+    code, out = doctor(
+        config, credentials, capsys, "--skip", "clock", "--skip", "service", "--skip", "devices"
+    )
+    assert code == 1
+    assert line(out, "[FAIL] store").startswith(f"[FAIL] store: {store} is damaged: ")
+
+
+def test_clock_check_runs_here(initialised, capsys):
+    """What this machine can say: timedatectl when systemd runs, else the kernel's adjtimex."""
+    config, credentials = initialised
+    code, out = doctor(config, credentials, capsys, "--skip", "service", "--skip", "devices")
+    clock = next(text for text in out.splitlines() if " clock: " in text)
+    assert clock.startswith(("[ OK ] clock: synchronised (", "[FAIL] clock: not synchronised ("))
+    assert "timedatectl" in clock or "adjtimex" in clock
+    assert code == (1 if clock.startswith("[FAIL]") else 0)
+
+
+def test_broken_configuration_in_a_real_process_has_no_traceback(initialised, child_env):
+    config, credentials = initialised
+    config.write_text(config.read_text().replace("site:", "sight:"))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            GATEHOUSE,
+            "--config",
+            str(config),
+            "doctor",
+            "--credentials-dir",
+            str(credentials),
+            "--skip",
+            "clock",
+            "--skip",
+            "service",
+        ],
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "unknown key 'sight'; did you mean 'site'?" in result.stdout
