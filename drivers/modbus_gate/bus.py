@@ -52,7 +52,8 @@ class ModbusBus:
     def release(self) -> None:
         self.users -= 1
         if self.users <= 0:
-            self._lines.pop(self.settings.port, None)
+            if self._lines.get(self.settings.port) is self:
+                del self._lines[self.settings.port]
             self._disconnect()
 
     def _disconnect(self) -> None:

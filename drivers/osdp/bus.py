@@ -30,7 +30,7 @@ import osdp
 from drivers.osdp.config import OsdpReaderConfig
 from drivers.serial.config import SerialSettings
 from drivers.serial.port import Backoff, LinkState, PortLost, SerialPort, reopen
-from edge.errors import AuthFailed, DeviceMisconfigured, GatehouseError
+from edge.errors import AuthFailed, DeviceMisconfigured, DeviceNotReady, GatehouseError
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class OsdpBus:
     def attach(cls, slot: ReaderSlot) -> OsdpBus:
         settings = slot.config.serial
         bus = cls._lines.get(settings.port)
-        if bus is None:
+        if bus is None or (bus._task is not None and bus._task.done()):
             bus = cls._lines[settings.port] = cls(settings)
         elif bus.settings != settings:
             raise DeviceMisconfigured(
@@ -167,7 +167,8 @@ class OsdpBus:
             self.slots.remove(slot)
         self._changed.set()
         if not self.slots:
-            self._lines.pop(self.settings.port, None)
+            if self._lines.get(self.settings.port) is self:
+                del self._lines[self.settings.port]
             if self._task is not None:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -221,6 +222,10 @@ class OsdpBus:
         except GatehouseError as err:
             for slot in list(self.slots):
                 slot.fail(err)
+        except Exception as err:
+            log.exception("OSDP line %s failed", self.settings.port)
+            for slot in list(self.slots):
+                slot.fail(DeviceNotReady(f"the OSDP line on {self.settings.port} failed: {err}"))
         finally:
             self._stop_cp()
             self.port.close()

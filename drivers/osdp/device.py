@@ -75,10 +75,15 @@ class OsdpReader(Driver):
         slot = ReaderSlot(self.config, LinkState(self.id, emit))
         self._slot = slot
         self._bus = OsdpBus.attach(slot)
+        dropped = 0
         try:
             while True:
                 if slot.failure is not None:
                     raise slot.failure
+                if slot.dropped != dropped:
+                    dropped = slot.dropped
+                    log.warning("%s: %d reader events dropped (the rules are behind)", self.id, dropped)
+                    emit(Health(self.id, {"dropped_events": dropped}))
                 try:
                     async with asyncio.timeout(1.0):
                         arrived, event = await slot.events.get()
