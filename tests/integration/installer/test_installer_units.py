@@ -1,0 +1,142 @@
+"""The systemd units: `gatehouse service install --prefix` renders them, `systemd-analyze verify`
+accepts both, `systemd-analyze security` rates the gateway's exposure at most 3.5 (the figure
+docs/install.md quotes), and the options the gatehouse needs are there."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.integration.installer.cli_helpers import run_cli
+
+REPO = Path(__file__).resolve().parents[3]
+UNITS = REPO / "systemd"
+ANALYZE_TIMEOUT_S = 120
+HOW_TO_GET = "systemd-analyze is missing: apt-get install systemd (listed in .ci/apt-packages-installer.txt)"
+
+
+def systemd_analyze(*args: str) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("systemd-analyze")
+    if binary is None:
+        pytest.fail(HOW_TO_GET)
+    return subprocess.run(
+        [binary, *args], capture_output=True, text=True, timeout=ANALYZE_TIMEOUT_S, check=False
+    )
+
+
+def install(tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> Path:
+    code, out, err = run_cli(["service", "install", "--prefix", str(tmp_path), *extra], capsys)
+    assert code == 0, err
+    target = tmp_path / "etc" / "systemd" / "system"
+    assert f"wrote {target / 'gatehouse.service'}" in out
+    return target
+
+
+def test_installed_units_pass_systemd_analyze_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    target = install(tmp_path, capsys)
+    units = [target / "gatehouse.service", target / "gatehouse-ingest.service"]
+    for unit in units:
+        exec_start = re.search(r"^ExecStart=(\S+)", unit.read_text(), re.MULTILINE)
+        assert exec_start and Path(exec_start.group(1)).is_file(), "ExecStart= names this gatehouse command"
+    result = systemd_analyze("verify", *map(str, units))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "", f"systemd-analyze warned: {result.stderr}"
+
+
+def exposure(unit: Path) -> float:
+    result = systemd_analyze("security", "--offline=true", "--no-pager", str(unit))
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d)", result.stdout)
+    assert found, result.stdout + result.stderr
+    return float(found.group(1))
+
+
+def test_gateway_unit_exposure_is_at_most_3_5_and_documented():
+    level = exposure(UNITS / "gatehouse.service")
+    assert level <= 3.5
+    docs = (REPO / "docs" / "install.md").read_text()
+    assert f"exposure level for gatehouse.service: {level:.1f}" in docs, (
+        "update the figure in docs/install.md"
+    )
+
+
+def test_gateway_unit_has_what_the_gatehouse_needs():
+    text = (UNITS / "gatehouse.service").read_text()
+    for line in (
+        "Type=notify",
+        "Restart=on-failure",
+        "User=gatehouse",
+        "SupplementaryGroups=dialout video",
+        "StateDirectory=gatehouse",
+        "ConfigurationDirectory=gatehouse",
+        "LoadCredential=GATEHOUSE_SITE_SALT:/etc/gatehouse/credentials/GATEHOUSE_SITE_SALT",
+        "LoadCredential=GATEHOUSE_SIGNING_KEY:/etc/gatehouse/credentials/GATEHOUSE_SIGNING_KEY",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "DevicePolicy=closed",
+        "DeviceAllow=char-ttyUSB rw",
+        "DeviceAllow=char-ttyACM rw",
+        "DeviceAllow=char-ttyAMA rw",
+        "DeviceAllow=char-usb_device rw",
+        "DeviceAllow=char-video4linux rw",
+    ):
+        assert re.search(rf"^{re.escape(line)}$", text, re.MULTILINE), f"missing {line}"
+    assert re.search(r"^WatchdogSec=\d+s$", text, re.MULTILINE)
+    assert not re.search(r"^PrivateDevices=(yes|true)", text, re.MULTILINE), (
+        "serial ports and cameras need /dev"
+    )
+
+
+def test_credentials_present_are_loaded(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    for name in ("GATEHOUSE_SITE_SALT", "GATEHOUSE_SIGNING_KEY", "GATEHOUSE_MQTT_PASSWORD"):
+        (credentials / name).write_text("x" * 32)
+    config = tmp_path / "site" / "gatehouse.yaml"
+    target = tmp_path / "etc" / "systemd" / "system"
+    code, _out, err = run_cli(
+        [
+            "--config",
+            str(config),
+            "service",
+            "install",
+            "--prefix",
+            str(tmp_path),
+            "--credentials-dir",
+            str(credentials),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    text = (target / "gatehouse.service").read_text()
+    assert f"LoadCredential=GATEHOUSE_MQTT_PASSWORD:{credentials / 'GATEHOUSE_MQTT_PASSWORD'}" in text
+    assert f"LoadCredential=GATEHOUSE_SITE_SALT:{credentials / 'GATEHOUSE_SITE_SALT'}" in text
+    assert f"--config {config} run" in text
+    assert f"Environment=GATEHOUSE_CONFIG={config}" in text
+
+
+def test_dry_run_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    code, out, err = run_cli(
+        ["--config", str(tmp_path / "g.yaml"), "service", "install", "--dry-run"], capsys
+    )
+    assert code == 0, err
+    assert "write /etc/systemd/system/gatehouse.service" in out
+    assert "systemctl enable gatehouse.service" in out
+    assert "--groups dialout,video gatehouse" in out
+    code, out, err = run_cli(
+        ["service", "install", "--dry-run", "--prefix", str(tmp_path), "--ingest"], capsys
+    )
+    assert code == 0, err
+    assert "systemctl" not in out, "--prefix only writes files"
+    assert not any(tmp_path.iterdir()), "--dry-run writes nothing"
+
+
+def test_missing_templates_are_explained(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    code, _out, err = run_cli(
+        ["service", "install", "--prefix", str(tmp_path), "--units-from", str(tmp_path / "nowhere")], capsys
+    )
+    assert code == 2
+    assert "pass --units-from with the systemd/ folder" in err
