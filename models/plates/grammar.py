@@ -73,7 +73,59 @@ _LOOKALIKES: dict[str, str] = {
     "S": "5",
 }
 
+# For drawing on pictures with fonts that have no Chinese glyphs.
+PINYIN = dict(
+    zip(
+        PROVINCES + SUFFIXES,
+        [
+            "Jing",
+            "Jin",
+            "Hu",
+            "Yu",
+            "Ji",
+            "Yu",
+            "Yun",
+            "Liao",
+            "Hei",
+            "Xiang",
+            "Wan",
+            "Lu",
+            "Xin",
+            "Su",
+            "Zhe",
+            "Gan",
+            "E",
+            "Gui",
+            "Gan",
+            "Jin",
+            "Meng",
+            "Shan",
+            "Ji",
+            "Min",
+            "Gui",
+            "Yue",
+            "Qing",
+            "Zang",
+            "Chuan",
+            "Ning",
+            "Qiong",
+            "Xue",
+            "Jing",
+            "Gua",
+            "Gang",
+            "Ao",
+        ],
+        strict=True,
+    )
+)
+
 SEPARATORS = "·.•-_ ・∙:：丶。,，"
+
+
+def ascii_label(text: str) -> str:
+    """The plate with its Chinese characters spelt out: 京A12345 → Jing-A12345."""
+    spelt = [f"-{PINYIN[ch]}-" if ch in PINYIN else ch for ch in text]
+    return "".join(spelt).strip("-").replace("--", "-")
 
 
 def is_valid(text: str) -> bool:

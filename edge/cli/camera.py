@@ -1,0 +1,125 @@
+"""`gatehouse camera snapshot ID` and `gatehouse camera zones ID`: what a camera sees, and its
+zones drawn on it."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+from pathlib import Path
+from typing import Any
+
+from edge.cli.common import add_command, load
+from edge.errors import ConfigError
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "camera",
+        help="save a camera's picture, or draw its zones on it",
+        description="Look through a configured camera: a snapshot, or its zones and their state.",
+    )
+    parser.set_defaults(func=lambda _args: parser.print_help() or 1)
+    sub = parser.add_subparsers(dest="camera_command", metavar="ACTION", title="actions")
+    snapshot = add_command(sub, "snapshot", "grab one frame from a camera and save it as JPEG", _snapshot)
+    snapshot.add_argument("id", help="camera id, as in the configuration")
+    snapshot.add_argument("--out", required=True, metavar="FILE", help="JPEG file to write")
+    snapshot.add_argument("--timeout", type=float, default=15.0, help="seconds to wait (15)")
+    zones = add_command(
+        sub,
+        "zones",
+        "draw the camera's zones and lane region, with their current state, on a snapshot",
+        _zones,
+        description=(
+            "Grab one frame, judge each zone on it (parking spaces free or occupied, vehicles in "
+            "keep-clear zones, people in crowd zones) and draw the polygons, the lane region "
+            "and the state. Use it to check polygon coordinates after mounting a camera."
+        ),
+    )
+    zones.add_argument("id", help="camera id, as in the configuration")
+    zones.add_argument("--out", default="zones.jpg", metavar="FILE", help="JPEG file to write")
+    zones.add_argument("--timeout", type=float, default=15.0, help="seconds to wait (15)")
+
+
+def _camera(args: argparse.Namespace) -> tuple[Any, Any]:
+    config = load(args)
+    cameras = {d.id: d for d in config.devices if getattr(d, "kind", None) == "camera"}
+    if args.id not in cameras:
+        near = difflib.get_close_matches(args.id, list(cameras), n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else f" (cameras: {', '.join(cameras) or 'none'})"
+        raise ConfigError(f"no camera {args.id!r} in the configuration{hint}")
+    return config, cameras[args.id]
+
+
+def _write(path: Path, image: Any) -> None:
+    import cv2
+
+    from edge.errors import GatehouseError
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), image):
+        raise GatehouseError(f"cannot write {path}")
+
+
+def _snapshot(args: argparse.Namespace) -> int:
+    from drivers.camera.device import grab_one
+
+    _, camera = _camera(args)
+    image = grab_one(camera, args.timeout)
+    _write(Path(args.out), image)
+    h, w = image.shape[:2]
+    print(f"{camera.id}: {w}x{h} frame saved to {args.out}")
+    return 0
+
+
+def _zones(args: argparse.Namespace) -> int:
+    from drivers.camera.device import grab_one
+
+    config, camera = _camera(args)
+    image = grab_one(camera, args.timeout)
+    lines = draw_zones(image, camera, config.inference)
+    _write(Path(args.out), image)
+    for line in lines:
+        print(line)
+    print(f"{camera.id}: zones drawn on {args.out}")
+    return 0
+
+
+def draw_zones(image: Any, camera: Any, inference: Any = None) -> list[str]:
+    """Draw the lane region and each zone with its state on `image` (in place); one line of
+    text per zone."""
+    import time
+
+    import cv2
+    import numpy as np
+
+    from drivers.camera.analysis import _object_detector
+    from models.occupancy import OccupancyMonitor
+
+    lines = []
+    red, green, yellow = (0, 0, 255), (0, 200, 0), (0, 215, 255)
+    if camera.plates is not None and camera.plates.region is not None:
+        x, y, w, h = camera.plates.region
+        cv2.rectangle(image, (x, y), (x + w, y + h), yellow, 2)
+        cv2.putText(image, "plate lane", (x + 4, y + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, yellow, 2)
+    if not camera.zones:
+        return ["no zones configured"]
+    monitor = OccupancyMonitor(
+        list(camera.zones), time.monotonic, camera.occupancy, _object_detector(inference)
+    )
+    states, _ = monitor.update(image)
+    for zone, state in zip(camera.zones, states, strict=True):
+        polygons = zone.spaces or [zone.polygon]
+        flags = state.spaces or (state.count >= zone.max_people,)
+        for polygon, busy in zip(polygons, flags, strict=False):
+            cv2.polylines(image, [np.array(polygon, np.int32)], True, red if busy else green, 2)
+        if zone.kind == "parking":
+            text = f"{zone.id}: {state.occupied}/{state.capacity} occupied"
+        elif zone.kind == "keep_clear":
+            text = f"{zone.id}: {'vehicle present' if state.count else 'clear'}"
+        else:
+            text = f"{zone.id}: {state.count} people (alert at {zone.max_people})"
+        x, y = zone.polygon[0]
+        cv2.putText(image, text, (x + 4, y + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 4)
+        cv2.putText(image, text, (x + 4, y + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1)
+        lines.append(text)
+    return lines

@@ -1,0 +1,85 @@
+"""`gatehouse camera snapshot|zones` and `gatehouse plates read` on real pictures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from camera_scenes import HYPERLPR_SHA256, paste, road, shared_data
+
+from edge.cli import main
+
+CAR = "easypr_general_test/easypr_general_test_0004.jpg"
+
+
+def write_config(tmp_path: Path, source: Path) -> Path:
+    detector = shared_data() / "models" / "hyperlpr3-detector" / "y5fu_320x_sim.onnx"
+    config = tmp_path / "gatehouse.yaml"
+    config.write_text(
+        f"""
+site: {{id: test-site, home_province: 京, salt: test-salt-0123456789}}
+gateway: {{id: gw-test, state_dir: "{tmp_path / "state"}"}}
+inference:
+  threads: 2
+  plate_detector: {{path: "{detector}", sha256: {HYPERLPR_SHA256}}}
+devices:
+  - kind: camera
+    id: yard-cam
+    source: "{source}"
+    plates: {{region: [0, 0, 640, 480]}}
+    zones:
+      - id: bays
+        kind: parking
+        polygon: [[0, 240], [640, 240], [640, 480], [0, 480]]
+        spaces:
+          - [[0, 240], [210, 240], [210, 480], [0, 480]]
+          - [[215, 240], [425, 240], [425, 480], [215, 480]]
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+@pytest.fixture
+def yard(tmp_path: Path, photo) -> Path:  # type: ignore[no-untyped-def]
+    import cv2
+
+    video = tmp_path / "yard.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
+    frame = paste(road(), photo(CAR), 220, 250, 200)
+    for _ in range(5):
+        writer.write(frame)
+    writer.release()
+    return write_config(tmp_path, video)
+
+
+def test_snapshot(yard: Path, tmp_path: Path) -> None:
+    out = tmp_path / "snap.jpg"
+    assert main(["-c", str(yard), "camera", "snapshot", "yard-cam", "--out", str(out)]) == 0
+    assert out.read_bytes()[:2] == b"\xff\xd8"
+
+
+def test_zones_overlay(yard: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "zones.jpg"
+    assert main(["-c", str(yard), "camera", "zones", "yard-cam", "--out", str(out)]) == 0
+    assert "bays: 1/2 occupied" in capsys.readouterr().out
+    assert out.stat().st_size > 1000
+
+
+def test_unknown_camera_is_named(yard: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-c", str(yard), "camera", "snapshot", "yard-cma", "--out", "x.jpg"]) == 2
+    assert "did you mean 'yard-cam'" in capsys.readouterr().err
+
+
+def test_plates_read_json_and_annotate(
+    yard: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    picture = shared_data() / "plates" / CAR
+    out = tmp_path / "annotated.jpg"
+    code = main(["-c", str(yard), "plates", "read", str(picture), "--json", "--annotate", str(out)])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["plates"][0]["plate"] == "京PC5U22"
+    assert result["plates"][0]["colour"] == "blue"
+    assert out.read_bytes()[:2] == b"\xff\xd8"
