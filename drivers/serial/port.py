@@ -67,7 +67,14 @@ def open_serial(settings: SerialSettings, timeout_s: float = 0.0) -> serial.Seri
             f"{settings.stopbits} ({err}); check the line settings (a pty or some adapters accept "
             "no parity)"
         ) from err
-    except (serial.SerialException, OSError, ValueError) as err:
+    except ValueError as err:
+        if settings.rs485 is not None and "RS485" in str(err):
+            raise DeviceMisconfigured(
+                f"{settings.port} does not support kernel RS-485 mode ({err}); remove `rs485:` from "
+                "this device (most USB RS-485 adapters switch direction by themselves)"
+            ) from err
+        raise DeviceMisconfigured(f"{settings.port}: {err}") from err
+    except (serial.SerialException, OSError) as err:
         code = err.errno if isinstance(err, OSError) else (err.args[0] if err.args else None)
         if code in (errno.EACCES, errno.EPERM):
             raise _permission_error(settings.port) from err
@@ -79,12 +86,8 @@ def open_serial(settings: SerialSettings, timeout_s: float = 0.0) -> serial.Seri
         if code in (errno.EWOULDBLOCK, errno.EBUSY):
             raise DeviceNotReady(
                 f"{settings.port} is in use by another program (`fuser {settings.port}` shows "
-                "which); stop it or give each device its own adapter"
-            ) from err
-        if code in (errno.ENOTTY, errno.EINVAL) and settings.rs485 is not None:
-            raise DeviceMisconfigured(
-                f"{settings.port} does not support kernel RS-485 mode; remove `rs485:` from "
-                "this device (most USB RS-485 adapters switch direction by themselves)"
+                "which); stop it (`systemctl stop gatehouse` for the gateway) or give each device "
+                "its own adapter"
             ) from err
         raise DeviceNotReady(f"cannot open {settings.port}: {err}") from err
     return port

@@ -12,7 +12,7 @@ import pytest
 from drivers.base import Availability
 from drivers.serial.config import SerialSettings
 from drivers.serial.port import Backoff, LinkState, SerialPort, _permission_error, open_serial
-from edge.errors import DeviceNotReady
+from edge.errors import DeviceMisconfigured, DeviceNotReady
 
 
 class Sink:
@@ -53,6 +53,32 @@ def test_a_pty_opens_8n1_and_reads_with_a_timeout():
 
         assert asyncio.run(read()) == (b"hello", b"")
         port.close()
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_settings_a_pty_refuses_are_named():
+    master, slave = os.openpty()
+    try:
+        path = os.ttyname(slave)
+        with pytest.raises(DeviceMisconfigured, match="does not support kernel RS-485 mode"):
+            open_serial(SerialSettings.model_validate({"port": path, "rs485": {}}))
+        with pytest.raises(DeviceMisconfigured, match="refuses 9600 baud 8E1"):
+            open_serial(SerialSettings.model_validate({"port": path, "parity": "E"}))
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_a_port_held_by_another_program_is_busy():
+    master, slave = os.openpty()
+    try:
+        settings = SerialSettings(port=os.ttyname(slave))
+        first = open_serial(settings)
+        with pytest.raises(DeviceNotReady, match="in use by another program"):
+            open_serial(settings)
+        first.close()
     finally:
         os.close(master)
         os.close(slave)
