@@ -56,14 +56,15 @@ class Context:
 
 def service_groups(user: str, unit: Path = INSTALLED_UNIT) -> tuple[set[int], bool]:
     """The group ids a process of `user` has (primary, /etc/group, and the installed unit's
-    SupplementaryGroups= for the service user), and whether the user exists."""
+    SupplementaryGroups= when the unit runs as that user), and whether the user exists."""
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
         return set(), False
     gids = {entry.pw_gid, *(g.gr_gid for g in grp.getgrall() if user in g.gr_mem)}
-    if user == SERVICE_USER and unit.is_file():
-        found = re.search(r"^SupplementaryGroups=(.*)$", unit.read_text(), re.MULTILINE)
+    text = unit.read_text() if unit.is_file() else ""
+    if re.search(rf"^User={re.escape(user)}$", text, re.MULTILINE):
+        found = re.search(r"^SupplementaryGroups=(.*)$", text, re.MULTILINE)
         for name in found.group(1).split() if found else ():
             try:
                 gids.add(grp.getgrnam(name).gr_gid)

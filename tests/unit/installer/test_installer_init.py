@@ -1,0 +1,119 @@
+"""`gatehouse init`, non-interactive and with prompts: the YAML (mode 0600) names its secrets as
+${NAME}, the secrets are generated into the credentials directory, and the written file passes
+`gatehouse config check` with them."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from edge.cli import main
+from edge.cli.init import credentials_directory
+from edge.config_loader import load_config
+
+
+def init(tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str, str]:
+    code = main(
+        [
+            "--config",
+            str(tmp_path / "etc" / "gatehouse.yaml"),
+            "init",
+            "--credentials-dir",
+            str(tmp_path / "etc" / "credentials"),
+            "--state-dir",
+            str(tmp_path / "state"),
+            *extra,
+        ]
+    )
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_init_by_flags_writes_a_private_config_and_generates_secrets(tmp_path, capsys):
+    code, out, err = init(
+        tmp_path,
+        capsys,
+        "--yes",
+        "--site-id",
+        "lotus-garden",
+        "--site-name",
+        "Lotus Garden",
+        "--timezone",
+        "Asia/Shanghai",
+        "--home-province",
+        "津",
+    )
+    assert code == 0, err
+    config = tmp_path / "etc" / "gatehouse.yaml"
+    credentials = tmp_path / "etc" / "credentials"
+    assert mode(config) == 0o600
+    assert mode(credentials) == 0o700
+    salt = (credentials / "GATEHOUSE_SITE_SALT").read_text().strip()
+    key = (credentials / "GATEHOUSE_SIGNING_KEY").read_text().strip()
+    assert len(salt) == 64 and len(key) == 64 and salt != key
+    assert mode(credentials / "GATEHOUSE_SITE_SALT") == 0o600
+    text = config.read_text()
+    assert "salt: ${GATEHOUSE_SITE_SALT}" in text and "signing_key: ${GATEHOUSE_SIGNING_KEY}" in text
+    assert salt not in text and key not in text
+    assert f"wrote {config} (mode 0600): site lotus-garden, gateway gw-" in out
+    with credentials_directory(credentials):
+        loaded = load_config(config)
+    assert loaded.site.salt == salt
+    assert loaded.gateway.signing_key == key
+    assert loaded.site.home_province == "津"
+    assert loaded.site.name == "Lotus Garden"
+    assert loaded.gateway.id.startswith("gw-") and len(loaded.gateway.id) == 11
+
+    code = main(["--config", str(config), "config", "check"])
+    assert code == 2, "without the credentials the secrets are missing"
+    assert "secret ${GATEHOUSE_SITE_SALT} is not set" in capsys.readouterr().err
+    with credentials_directory(credentials):
+        assert main(["--config", str(config), "config", "check"]) == 0
+    assert "OK — site lotus-garden" in capsys.readouterr().out
+
+
+def test_running_init_again_keeps_the_secrets(tmp_path, capsys):
+    assert init(tmp_path, capsys, "--yes", "--site-id", "a-site")[0] == 0
+    salt = (tmp_path / "etc" / "credentials" / "GATEHOUSE_SITE_SALT").read_text()
+    code, _out, err = init(tmp_path, capsys, "--yes", "--site-id", "a-site")
+    assert code == 2
+    assert "exists; pass --force to overwrite it" in err
+    code, out, err = init(tmp_path, capsys, "--yes", "--site-id", "a-site", "--force", "--gateway-id", "gw-2")
+    assert code == 0, err
+    assert "kept existing secret" in out
+    assert (tmp_path / "etc" / "credentials" / "GATEHOUSE_SITE_SALT").read_text() == salt
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--site-id", "Lotus Garden"], "--site-id: site id 'Lotus Garden' must be lower-case letters"),
+        (["--site-id", "x", "--timezone", "Mars/Olympus"], "unknown time zone 'Mars/Olympus'"),
+        (["--site-id", "x", "--home-province", "津门"], "home province must be one character"),
+        ([], "--site-id is required with --yes or without a terminal"),
+    ],
+)
+def test_bad_answers_are_explained(tmp_path, capsys, flags, message):
+    code, _out, err = init(tmp_path, capsys, "--yes", *flags)
+    assert code == 2
+    assert message in err
+    assert not (tmp_path / "etc" / "gatehouse.yaml").exists()
+
+
+def test_interactive_init_asks_again_until_the_answer_is_valid(tmp_path, capsys, monkeypatch):
+    answers = iter(["Bad Id", "lotus-garden", "Lotus Garden", "", "", ""])
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
+    monkeypatch.setenv("TZ", "Asia/Shanghai")
+    code, _out, err = init(tmp_path, capsys)
+    assert code == 0, err
+    assert "site id 'Bad Id' must be lower-case" in err
+    text = (tmp_path / "etc" / "gatehouse.yaml").read_text()
+    assert "id: lotus-garden" in text and "timezone: Asia/Shanghai" in text
+    assert "home_province" not in text
