@@ -74,18 +74,39 @@ class AccessDecider:
         """A card number, QR token or PIN."""
         digest = credential_hash(raw, self.salt, kind)
         shown = f"{kind} …{raw.strip().upper()[-4:]}"
-        return self.store.write(lambda c: self._decide(c, kind, digest, shown, _ref(gate), now_ms))
+        return self._run(kind, digest, shown, _ref(gate), now_ms)
 
     def plate(self, plate: str, gate: GateRef | str, now_ms: int) -> Decision:
         try:
             text = normalise_plate(plate)
         except ValueError:
             text = plate.strip().upper()
-        return self.store.write(lambda c: self._decide(c, "plate", text, f"plate {text}", _ref(gate), now_ms))
+        return self._run("plate", text, f"plate {text}", _ref(gate), now_ms)
+
+    def _run(self, kind: str, value: str, shown: str, gate: GateRef, now_ms: int) -> Decision:
+        """Decide on a read connection when nothing has to change (a resident, an unknown or a
+        blocked credential away from anti-passback gates: no commit on the way to the barrier);
+        otherwise in one write transaction (a pass is used, the anti-passback side recorded)."""
+        if not any(gate.id in (pair.entry, pair.exit) for pair in self.anti_passback):
+            decided = self._decide(self.store.read(), kind, value, shown, gate, now_ms, writing=False)
+            if decided is not None:
+                return decided
+        decision = self.store.write(lambda c: self._decide(c, kind, value, shown, gate, now_ms, writing=True))
+        assert decision is not None
+        return decision
 
     def _decide(
-        self, conn: sqlite3.Connection, kind: str, value: str, shown: str, gate: GateRef, now_ms: int
-    ) -> Decision:
+        self,
+        conn: sqlite3.Connection,
+        kind: str,
+        value: str,
+        shown: str,
+        gate: GateRef,
+        now_ms: int,
+        *,
+        writing: bool,
+    ) -> Decision | None:
+        """The decision; None when it needs a write and `writing` is off."""
         blocked = conn.execute(
             "SELECT reason FROM blocklist WHERE kind=? AND value=? "
             "AND (valid_until_ms IS NULL OR valid_until_ms > ?)",
@@ -110,7 +131,7 @@ class AccessDecider:
         if row is not None:
             return self._resident(conn, row, shown, gate, now_ms)
         column = "plate" if kind == "plate" else "token_hash"
-        return self._use_pass(conn, column, value, shown, gate, now_ms)
+        return self._use_pass(conn, column, value, shown, gate, now_ms, writing)
 
     def _resident(
         self, conn: sqlite3.Connection, row: tuple[Any, ...], shown: str, gate: GateRef, now_ms: int
@@ -142,8 +163,15 @@ class AccessDecider:
         return Decision(True, "resident", subject, household=household, detail=f"{shown} of resident {who}")
 
     def _use_pass(
-        self, conn: sqlite3.Connection, column: str, value: str, shown: str, gate: GateRef, now_ms: int
-    ) -> Decision:
+        self,
+        conn: sqlite3.Connection,
+        column: str,
+        value: str,
+        shown: str,
+        gate: GateRef,
+        now_ms: int,
+        writing: bool,
+    ) -> Decision | None:
         rows = conn.execute(
             "SELECT id, kind, holder, host, valid_from_ms, valid_until_ms, gates, max_entries, used, "
             f"revoked_ms FROM passes WHERE {column}=? ORDER BY valid_until_ms DESC",
@@ -151,6 +179,8 @@ class AccessDecider:
         ).fetchall()
         if not rows:
             return Decision(False, "unknown", detail=f"{shown} is not on the allow-list and has no pass")
+        if not writing:
+            return None
         refusal: Decision | None = None
         for pass_id, kind, holder, host, start, end, gates, max_entries, used, revoked in rows:
             subject = holder or pass_id

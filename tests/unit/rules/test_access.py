@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from edge.rules.access import AccessDecider, GateRef
 from edge.rules.config import AntiPassbackPair
 from tests.unit.rules.conftest import Rig, make_rig
@@ -121,3 +123,17 @@ def test_anti_passback_refuses_a_second_entry_until_an_exit(tmp_path: Path):
         assert rig.allow.get_pass("v-3").used == 1, "a refused entry does not use the pass"  # type: ignore[union-attr]
     finally:
         rig.store.close()
+
+
+def test_a_resident_decision_commits_nothing(rig: Rig, monkeypatch):
+    rig.allow.add_credential("12121212", "p-1")
+    rig.allow.issue_pass(plate="津G44444", valid_until_ms=now_ms(rig) + HOUR_MS, pass_id="v-4")
+
+    def no_write(fn):
+        raise AssertionError("a commit on the way to the barrier")
+
+    monkeypatch.setattr(rig.store, "write", no_write)
+    assert rig.rules.decider.credential("card", "12121212", IN, now_ms(rig)).reason == "resident"
+    assert rig.rules.decider.credential("card", "99", IN, now_ms(rig)).reason == "unknown"
+    with pytest.raises(AssertionError, match="commit"):
+        rig.rules.decider.plate("津G44444", IN, now_ms(rig))
