@@ -12,9 +12,7 @@ class TlsConfig(StrictModel):
         default=None,
         description="path of the CA certificate (PEM) that signed the broker's certificate",
     )
-    cert: str | None = Field(
-        default=None, description="path of this gateway's client certificate (PEM)"
-    )
+    cert: str | None = Field(default=None, description="path of this gateway's client certificate (PEM)")
     key: str | None = Field(default=None, description="path of this gateway's client key (PEM)")
     insecure_skip_verify: bool = Field(
         default=False, description="accept any broker certificate (testing only)"

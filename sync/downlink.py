@@ -97,9 +97,7 @@ class ReplayWindow:
         return self.store.write(insert)
 
     def prune(self, now_ms: int) -> None:
-        self.store.write(
-            lambda c: c.execute(f"DELETE FROM {self.TABLE} WHERE expires_ms < ?", (now_ms,))
-        )
+        self.store.write(lambda c: c.execute(f"DELETE FROM {self.TABLE} WHERE expires_ms < ?", (now_ms,)))
 
     def maybe_prune(self, now_ms: int) -> None:
         if time.monotonic() - self._last_prune > PRUNE_EVERY_S:
@@ -233,9 +231,7 @@ class Downlink:
         if "sig" not in document:
             return self._fail(ErrorCode.UNSIGNED, "the command carries no signature", document)
         if not self.key:
-            return self._fail(
-                ErrorCode.BAD_SIGNATURE, "this gateway has no signing key configured", document
-            )
+            return self._fail(ErrorCode.BAD_SIGNATURE, "this gateway has no signing key configured", document)
         if not signing.verify(document, self.key):
             return self._fail(ErrorCode.BAD_SIGNATURE, "the signature does not match", document)
         try:
@@ -260,8 +256,7 @@ class Downlink:
         if command.site != self.site or command.gateway != self.gateway:
             return self._fail(
                 ErrorCode.WRONG_GATEWAY,
-                f"addressed to {command.site}/{command.gateway}; "
-                f"this is {self.site}/{self.gateway}",
+                f"addressed to {command.site}/{command.gateway}; this is {self.site}/{self.gateway}",
                 document,
             )
         now_ms = int(self.clock() * 1000)
@@ -336,6 +331,4 @@ class Downlink:
 
 
 def _problems(err: ValidationError, prefix: str) -> list[dict[str, str]]:
-    return [
-        {"loc": prefix + ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in err.errors()
-    ]
+    return [{"loc": prefix + ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in err.errors()]

@@ -66,10 +66,12 @@ def test_admin_commands_reach_the_gateway(
         "kind,value,subject,gates\nplate,津a12345,unit-3-402,north-in\ncard,0012345678,unit-3-402,\n"
     )
     gate = Gate()
+    # session_expiry_s=0: a worker whose session outlived the test would stay in the shared
+    # group on this shared broker and be sent (and sit on) its share of later tests' events
     downlink = Downlink(store, gate, site=SITE, gateway=GATEWAY, key=KEY)
     config = shared_broker.mqtt_config()
     with (
-        IngestWorker(db_url, config, name="admin") as worker,
+        IngestWorker(db_url, config, name="admin", session_expiry_s=0) as worker,
         Uplink(store, config, site=SITE, gateway=GATEWAY, downlink=downlink) as uplink,
     ):
         wait_until(lambda: worker.connected.is_set() and uplink.connected.is_set(), 10, "connections")

@@ -54,3 +54,40 @@ def test_alert_overtakes_the_backlog(shared_broker: TestBroker, store: Store) ->
     # access decisions went first, the alert came long before the end of the backlog
     assert order[:5] == ["access.granted"] * 5
     assert order.index("alert.raised") < len(order) - 1000
+
+
+def test_large_events_are_split_into_messages_under_the_limit(
+    shared_broker: TestBroker, store: Store
+) -> None:
+    from sync.uplink import MAX_MESSAGE_BYTES
+
+    gateway = "gw-large"
+    factory = EventFactory(SITE, gateway)
+    for index in range(12):
+        store.append(
+            factory.make(
+                "alert.raised",
+                {"alert_id": f"a{index}", "kind": "big", "key": f"k{index}", "message": "x" * 60_000},
+            )
+        )
+    sizes: list[int] = []
+    events: list[str] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+
+    def on_message(c: mqtt.Client, u: Any, message: mqtt.MQTTMessage) -> None:
+        sizes.append(len(message.payload))
+        events.extend(item["id"] for item in json.loads(message.payload))
+
+    client.on_message = on_message
+    client.connect("127.0.0.1", shared_broker.port)
+    client.subscribe(f"{Topics(SITE, gateway).base}/events/#", qos=1)
+    client.loop_start()
+    try:
+        with Uplink(store, shared_broker.mqtt_config(batch_size=12), site=SITE, gateway=gateway) as uplink:
+            assert uplink.wait_synced(20)
+        wait_until(lambda: len(events) >= 12, 10, "every event")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert len(set(events)) == 12
+    assert len(sizes) > 1 and max(sizes) <= MAX_MESSAGE_BYTES

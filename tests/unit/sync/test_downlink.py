@@ -44,9 +44,7 @@ def make_downlink(store: Store, executor: RecordingExecutor, **config: Any) -> D
     )
 
 
-def command(
-    name: str = "open_gate", args: dict[str, Any] | None = None, **kw: Any
-) -> dict[str, Any]:
+def command(name: str = "open_gate", args: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
     return commands.build(
         name,
         args if args is not None else {"gate": "north-in"},
@@ -58,9 +56,7 @@ def command(
     )
 
 
-def run(
-    downlink: Downlink, document: dict[str, Any] | bytes, topic_name: str | None = None
-) -> Reply:
+def run(downlink: Downlink, document: dict[str, Any] | bytes, topic_name: str | None = None) -> Reply:
     payload = document if isinstance(document, bytes) else json.dumps(document).encode()
     name = topic_name or (document["name"] if isinstance(document, dict) else "open_gate")
     reply = asyncio.run(downlink.process(name, payload))

@@ -21,10 +21,7 @@ def test_canonical_form_ignores_key_order_and_sig() -> None:
 
 def test_hex_keys_are_decoded_text_keys_are_not() -> None:
     assert signing.key_bytes(KEY) == bytes.fromhex(KEY)
-    assert (
-        signing.key_bytes("a text key of some length, not hex")
-        == b"a text key of some length, not hex"
-    )
+    assert signing.key_bytes("a text key of some length, not hex") == b"a text key of some length, not hex"
 
 
 @given(st.dictionaries(st.text(min_size=1), st.one_of(st.integers(), st.text(), st.booleans())))
