@@ -125,11 +125,11 @@ def test_anti_passback_refuses_a_second_entry_until_an_exit(tmp_path: Path):
         rig.store.close()
 
 
-def test_a_resident_decision_commits_nothing(rig: Rig, monkeypatch):
+def test_a_resident_decision_commits_nothing(rig: Rig, monkeypatch: pytest.MonkeyPatch):
     rig.allow.add_credential("12121212", "p-1")
     rig.allow.issue_pass(plate="津G44444", valid_until_ms=now_ms(rig) + HOUR_MS, pass_id="v-4")
 
-    def no_write(fn):
+    def no_write(fn: object) -> None:
         raise AssertionError("a commit on the way to the barrier")
 
     monkeypatch.setattr(rig.store, "write", no_write)
