@@ -327,6 +327,11 @@ def test_connection(
         sock.close()
     if reply[0] != 0x20:
         raise ProvisionError(f"{where} answered with something that is not an MQTT CONNACK")
+    if reply[3] in (4, 5) and username is not None:
+        raise ProvisionError(
+            f"{where} refused user name {username!r} or its password (CONNACK code {reply[3]}); check "
+            "both with the community operator (--username, --password-env)"
+        )
     if reply[3] != 0:
         raise ProvisionError(
             f"{where}: {_CONNACK_CODES.get(reply[3], f'connection refused, code {reply[3]}')}"

@@ -37,9 +37,18 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[M
     if find_mosquitto() is None:
         pytest.fail("mosquitto is not installed: apt-get install mosquitto (CI's .ci/run does this)")
     tls_port = free_port()
+    workdir = tmp_path_factory.mktemp("mosquitto")
+    passwords = workdir / "passwords"
+    subprocess.run(
+        ["mosquitto_passwd", "-b", "-c", str(passwords), "gw-north", "right horse battery"],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
     broker = Mosquitto(
-        tmp_path_factory.mktemp("mosquitto"),
+        workdir,
         extra=(
+            f"password_file {passwords}",
             f"listener {tls_port} 127.0.0.1",
             f"cafile {pki.ca}",
             f"certfile {pki.server_cert}",
@@ -161,6 +170,43 @@ def test_tls_problems_are_explained(initialised, tls_broker, pki, capsys, case, 
         assert text in err, err
     assert "Traceback" not in err
     assert config.read_text() == before, "nothing is written when the connection fails"
+
+
+@pytest.mark.parametrize("password", ["right horse battery", "wrong horse"])
+def test_user_name_and_password(initialised, tls_broker, capsys, monkeypatch, password):
+    config, credentials = initialised
+    monkeypatch.setenv("BROKER_PASSWORD", password)
+    code, out, err = run_cli(
+        [
+            "--config",
+            str(config),
+            "provision",
+            "--broker",
+            f"mqtt://127.0.0.1:{tls_broker.port}",
+            "--username",
+            "gw-north",
+            "--password-env",
+            "BROKER_PASSWORD",
+            "--credentials-dir",
+            str(credentials),
+            "--timeout",
+            str(WAIT_S),
+        ],
+        capsys,
+    )
+    stored = credentials / "GATEHOUSE_MQTT_PASSWORD"
+    if password == "wrong horse":
+        assert code == 1
+        assert f"127.0.0.1:{tls_broker.port} refused user name 'gw-north' or its password" in err
+        assert not stored.exists()
+        return
+    assert code == 0, err
+    assert f"connection to 127.0.0.1:{tls_broker.port} accepted" in out
+    assert stored.read_text().strip() == password
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    text = config.read_text()
+    assert 'username: "gw-north"' in text and "password: ${GATEHOUSE_MQTT_PASSWORD}" in text
+    assert password not in text
 
 
 def test_unreachable_broker_is_explained(initialised, capsys):
