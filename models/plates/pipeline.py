@@ -6,6 +6,7 @@ with the PP-OCRv4 recogniser; without it the PP-OCRv4 text detector finds plate-
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from models.config import InferenceConfig
 from models.manifest import default_spec, optional_spec
-from models.plates.colour import plate_colour
+from models.plates.colour import PlateColourClassifier, plate_colour
 from models.plates.detector import Candidate, CornerPlateDetector, TextPlateDetector, warp
 from models.plates.recogniser import PlateRecogniser, Reading
 from models.runtime import SessionFactory
@@ -70,6 +71,11 @@ class PlatePipeline:
         else:
             self.detector = TextPlateDetector(self.factory, default_spec("ppocr_det"))
         self.text_detector = isinstance(self.detector, TextPlateDetector)
+        self.colour: Callable[[np.ndarray], str | None] = plate_colour
+        if inference.plate_classifier is not None:
+            self.colour = PlateColourClassifier(
+                self.factory, optional_spec("plate_classifier", inference.plate_classifier)
+            )
         self.max_candidates = max_candidates
         self.min_plate_height_px = min_plate_height_px
         self.min_confidence = min_confidence
@@ -107,7 +113,7 @@ class PlatePipeline:
         for c, reading, crop in readings:
             if reading.plate is None or reading.confidence < self.min_confidence:
                 continue
-            colour = plate_colour(crop)
+            colour = self.colour(crop)
             if self.text_detector and colour is None:
                 continue
             corners = c.corners + np.array([ox, oy], dtype=np.float32)
@@ -138,7 +144,7 @@ class PlatePipeline:
         return PlateResult(
             plate=reading.plate,
             confidence=round(reading.confidence, 3),
-            colour=_colour_for(reading.plate, plate_colour(crop)),
+            colour=_colour_for(reading.plate, self.colour(crop)),
             box=(0, 0, w, h),
             corners=corners,
             crop=crop,
