@@ -211,20 +211,35 @@ async def _try_device(device: Any, context: Context) -> Result:
     from edge.config_loader import resolve_secret
 
     name = f"device {device.id}"
-    driver = driver_for(device)(
-        device,
-        DriverContext(
-            state_dir=str(context.config.gateway.state_dir),
-            resolve_secret=lambda secret: resolve_secret(secret) or "",
-            home_province=context.config.site.home_province,
-        ),
-    )
+    try:
+        driver = driver_for(device)(
+            device,
+            DriverContext(
+                state_dir=str(context.config.gateway.state_dir),
+                resolve_secret=lambda secret: resolve_secret(secret) or "",
+                home_province=context.config.site.home_province,
+            ),
+        )
+    except Exception as err:
+        return Result.fail(name, f"{device.kind} driver cannot start: {err}", _device_fix(device, "start"))
     emit = _Collector()
     task = asyncio.create_task(driver.run(emit))
     done, _ = await asyncio.wait({task}, timeout=context.timeout_s)
     if not done:
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        stopped, _ = await asyncio.wait({task}, timeout=context.timeout_s)
+        if not stopped:
+            return Result.fail(
+                name,
+                f"{device.kind} driver did not stop within {context.timeout_s:g} s",
+                "a driver that ignores cancellation is a bug: report it with the output of "
+                "gatehouse --debug doctor",
+            )
+        if not task.cancelled() and task.exception() is not None:
+            err = task.exception()
+            return Result.fail(
+                name, f"{device.kind} failed while stopping: {err}", _device_fix(device, "stop")
+            )
     elif task.exception() is not None:
         err = task.exception()
         what = type(err).__name__

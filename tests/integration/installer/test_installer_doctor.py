@@ -133,6 +133,23 @@ def test_serial_permission_names_the_group_to_join(initialised, pty_port, capsys
     )
 
 
+def test_device_not_answering(initialised, pty_port, capsys):
+    """A barrier board that never answers on its (present, permitted) port."""
+    config, credentials = initialised
+    add_devices(
+        config,
+        "  - kind: modbus_gate\n    id: north-barrier\n    unit_id: 3\n"
+        f"    serial:\n      port: {pty_port}\n",
+    )
+    code, out = doctor(config, credentials, capsys, "--user", "root", "--skip", "clock", "--skip", "service")
+    assert code == 1
+    failed = line(out, "[FAIL] device north-barrier")
+    assert failed.startswith("[FAIL] device north-barrier: modbus_gate does not answer: ")
+    assert "(DeviceNotReady) → fix: check the wiring, the device's address and the line settings" in failed
+    assert f"`gatehouse probe {pty_port}` shows what answers" in failed
+    assert f"[ OK ] serial north-barrier: {pty_port} present; root may open it" in out
+
+
 def test_unreachable_broker(initialised, capsys):
     config, credentials = initialised
     port = free_port()
