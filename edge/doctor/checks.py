@@ -133,14 +133,14 @@ def default_user() -> str:
 
 def check_config(context: Context) -> list[Result]:
     if context.config is None:
-        return [
-            Result.fail(
-                "config",
-                f"{context.config_file} is not valid:\n       "
-                + context.config_error.replace("\n", "\n       "),
-                "edit the file at the line shown (`gatehouse config check` repeats this)",
+        fix = "edit the file at the line shown (`gatehouse config check` repeats this)"
+        if "is not set" in context.config_error:
+            fix = (
+                "the secrets live in the credentials directory, readable by root only: run the doctor "
+                "with sudo, or pass --credentials-dir"
             )
-        ]
+        problem = context.config_error.replace("\n", "\n       ")
+        return [Result.fail("config", f"{context.config_file} is not valid:\n       {problem}", fix)]
     config = context.config
     return [
         Result.ok(

@@ -98,6 +98,16 @@ def test_misspelt_key_is_named_with_the_suggestion(initialised, capsys):
     assert out.rstrip().endswith("1 problem found")
 
 
+def test_secrets_out_of_reach_say_where_they_are(initialised, tmp_path, capsys):
+    config, _credentials = initialised
+    code, out = doctor(config, tmp_path / "elsewhere", capsys, "--skip", "clock", "--skip", "service")
+    assert code == 1
+    assert "secret ${GATEHOUSE_SITE_SALT} is not set" in out
+    assert (
+        "→ fix: the secrets live in the credentials directory, readable by root only: run the doctor " in out
+    )
+
+
 def test_missing_serial_port(initialised, capsys):
     config, credentials = initialised
     missing = "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A10KXYZ-if00-port0"
