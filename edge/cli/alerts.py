@@ -64,7 +64,7 @@ def _alerts(args: argparse.Namespace) -> int:
             json.dumps(alert.__dict__, ensure_ascii=False) if args.json else format_alert(alert), flush=True
         )
     if not alerts and not args.json:
-        print("no open alerts" if not args.all else "no alerts")
+        print("no open alerts" if not args.all else "no alerts", flush=True)
     if not args.follow:
         return 0
     last = conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0]

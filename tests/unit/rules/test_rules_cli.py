@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from edge.cli import main
 from edge.events import EventFactory
 from edge.rules.alerts import AlertEngine
 from edge.store import Store
+from tests.support.sync_helpers import ROOT, wait_for_line
 
 CONFIG = """\
 site: {{id: test-site, salt: test-salt-long-enough}}
@@ -112,3 +116,27 @@ def test_alerts_list_and_ack_records_an_event(cli):
         (ack,) = store.events(types=["alert.acknowledged"])
     assert ack.payload.alert_id == alert_id and ack.payload.by == "guard-3"
     assert cli("alerts", "ack", "missing")[0] == 1
+
+
+def test_alerts_follow_prints_new_alert_events(tmp_path: Path):
+    config = tmp_path / "gatehouse.yaml"
+    config.write_text(CONFIG.format(state=tmp_path / "state"))
+    factory = EventFactory("test-site", "gw-test")
+    store = Store(tmp_path / "state" / "gatehouse.db", synchronous="normal", events=factory)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "--config", str(config), "alerts", "--follow"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_line(process, b"no open alerts", 30)
+        asyncio.run(
+            AlertEngine(store, factory).raise_("gate.stuck", "gate.stuck:north-in", "north-in arm stuck")
+        )
+        wait_for_line(process, b"north-in arm stuck", 30)
+    finally:
+        process.terminate()
+        process.wait(10)
+        store.close()
