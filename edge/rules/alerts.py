@@ -280,6 +280,13 @@ class AlertEngine:
 
     async def clear(self, key: str, reason: str = "") -> Event | None:
         """Clear the open alert with this key (the condition is over)."""
+        open_now = (
+            self.store.read()
+            .execute("SELECT 1 FROM alerts WHERE key=? AND state != 'cleared'", (key,))
+            .fetchone()
+        )
+        if open_now is None:
+            return None
         now_ms = self._now_ms()
 
         def record(conn: sqlite3.Connection) -> str | None:

@@ -64,12 +64,13 @@ class CommandExecutor:
     async def issue_pass(self, args: PassIssueArgs) -> dict[str, Any]:
         """Issue a pass; issuing the same pass_id again changes nothing."""
         credential = args.credential
+        by_plate = credential is not None and credential.kind == "plate"
         try:
             pass_id = await asyncio.to_thread(
                 self.allowlist.issue_pass,
                 kind=args.kind,
-                plate=args.plate,
-                token_hash=credential.value if credential else None,
+                plate=args.plate or (credential.value if by_plate and credential else None),
+                token_hash=credential.value if credential and not by_plate else None,
                 host=args.host,
                 valid_from_ms=to_ms(args.valid_from),
                 valid_until_ms=to_ms(args.valid_until) or 0,

@@ -100,3 +100,16 @@ def test_open_gate(rig: Rig):
     reply = send(downlink(rig), "open_gate", {"gate": "north-in", "by": "manager"})
     assert reply["ok"] and rig.events("access.granted")[0].payload.reason == "operator"
     assert send(downlink(rig), "open_gate", {"gate": "nowhere"})["error"]["code"] == "rejected"
+
+
+def test_a_pass_whose_credential_is_a_plate(rig: Rig):
+    start = datetime.fromtimestamp(rig.clock(), UTC)
+    args = {
+        "pass_id": "up-8",
+        "credential": {"kind": "plate", "value": "津H55555"},
+        "valid_from": start.isoformat(),
+        "valid_until": (start + timedelta(hours=1)).isoformat(),
+    }
+    assert send(downlink(rig), "pass.issue", args)["ok"]
+    decision = rig.rules.decider.plate("津H55555", "north-in", int(rig.clock() * 1000))
+    assert (decision.reason, decision.pass_id) == ("pass", "up-8")
