@@ -125,7 +125,7 @@ class Rules:
             return "reader"
         try:
             kind = str(self.config.device(device).kind)
-        except KeyError:
+        except (KeyError, AttributeError):
             return "device"
         if "camera" in kind or "rtsp" in kind:
             return "camera"
