@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import socket
 import ssl
 import struct
@@ -34,6 +33,7 @@ from edge.cli.init import DEFAULT_CREDENTIALS_DIR, credentials_directory, write_
 from edge.errors import GatehouseError, UsageError
 
 PASSWORD_NAME = "GATEHOUSE_MQTT_PASSWORD"
+INSTALLED_UNIT = Path("/etc/systemd/system/gatehouse.service")
 DEFAULT_TIMEOUT_S = 10.0
 _MQTT_BLOCK = re.compile(r"^mqtt:.*?(?=^\S|\Z)", re.MULTILINE | re.DOTALL)
 _CONNACK_CODES = {
@@ -521,6 +521,10 @@ def _provision(args: argparse.Namespace) -> int:
             f"`gatehouse admin gateway add {config.site.id} {config.gateway.id} --key-env NAME` "
             "and compare this fingerprint"
         )
-    if password is not None and shutil.which("systemctl"):
-        print("run `gatehouse service install` again so that the service loads the password credential")
+    unit = INSTALLED_UNIT.read_text() if INSTALLED_UNIT.is_file() else ""
+    if password is not None and unit and f"LoadCredential={PASSWORD_NAME}:" not in unit:
+        print(
+            f"{INSTALLED_UNIT} does not load the password yet: run `sudo gatehouse service install` "
+            "again, then `sudo systemctl restart gatehouse`"
+        )
     return 0

@@ -91,6 +91,14 @@ def gatehouse_executable() -> str:
     )
 
 
+def credential_names(folder: Path) -> list[str]:
+    """The secrets in the credentials directory (none when it is missing or not readable)."""
+    try:
+        return sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return []
+
+
 def render(template: str, executable: str, config: Path, credentials_dir: Path) -> str:
     """A unit template with this installation's command, configuration path and credentials."""
     text = template.replace(TEMPLATE_EXEC, executable)
@@ -99,11 +107,7 @@ def render(template: str, executable: str, config: Path, credentials_dir: Path) 
     lines = text.splitlines()
     loads = [i for i, line in enumerate(lines) if line.startswith("LoadCredential=")]
     if loads:
-        names = sorted(
-            {p.name for p in credentials_dir.iterdir() if p.is_file() and not p.name.startswith(".")}
-            if credentials_dir.is_dir()
-            else set()
-        )
+        names = credential_names(credentials_dir)
         wanted = [*GENERATED, *(name for name in names if name not in GENERATED)]
         credentials = [f"LoadCredential={name}:{credentials_dir / name}" for name in wanted]
         lines[loads[0] : loads[-1] + 1] = credentials
