@@ -5,7 +5,8 @@
 2. else a broker answering on 127.0.0.1:1883 is used;
 3. else mosquitto, when installed, is started on a free port (state in a temporary folder);
 4. else the pure-Python broker amqtt (`pip install gatehouse[broker]`) is started on a free
-   port in a thread of its own.
+   port in a thread of its own. amqtt 0.12 speaks MQTT 3.1.1 only and has no shared
+   subscriptions: the handle says so (`protocol="3.1.1"`, `shared_subscriptions=False`).
 """
 
 from __future__ import annotations
@@ -226,6 +227,8 @@ class BrokerHandle:
     config: MqttConfig
     kind: str
     _owned: Any = None
+    shared_subscriptions: bool = True
+    """False for amqtt (0.12 has neither MQTT 5 nor $share): run a single ingest worker"""
     _tmp: tempfile.TemporaryDirectory[str] | None = None
 
     def close(self) -> None:
@@ -263,4 +266,5 @@ def ensure_broker(config: MqttConfig | None = None) -> BrokerHandle:
         ) from err
     port = free_port()
     embedded = _Amqtt(port).start()
-    return BrokerHandle(MqttConfig(host=LOCAL_HOST, port=port, protocol="3.1.1"), "amqtt", embedded)
+    config = MqttConfig(host=LOCAL_HOST, port=port, protocol="3.1.1")
+    return BrokerHandle(config, "amqtt", embedded, shared_subscriptions=False)

@@ -249,6 +249,14 @@ class Database:
             cursor.executemany(self.sql(text), rows)
             return int(cursor.rowcount or 0)
 
+    def insert_many(self, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> int:
+        """One multi-row INSERT (`head` VALUES (…), (…) `tail`); returns the rows inserted."""
+        if not rows:
+            return 0
+        one = "(" + ",".join("?" * len(rows[0])) + ")"
+        params = [value for row in rows for value in row]
+        return self.execute(f"{head} VALUES {','.join([one] * len(rows))} {tail}", params)
+
     def query(self, text: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in self._conn.execute(self.sql(text), tuple(params)).fetchall()]
 

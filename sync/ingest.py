@@ -23,6 +23,7 @@ import logging
 import random
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -42,11 +43,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SESSION_EXPIRY_S = 60
 
-INSERT_EVENT = (
+INSERT_EVENTS = (
     "INSERT INTO events (id, site_id, gateway_id, device_id, type, ts, ts_ms, seq, payload, "
-    "attachments, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (id) DO NOTHING"
+    "attachments, received_at)"
 )
+ON_CONFLICT = "ON CONFLICT (id) DO NOTHING"
 
 
 @dataclass
@@ -61,7 +62,8 @@ class IngestStats:
 
 
 class IngestWorker:
-    """One member of the `ingest` shared-subscription group."""
+    """One member of the `ingest` shared-subscription group (`shared=False` for a broker without
+    shared subscriptions, such as amqtt; then run one worker only)."""
 
     def __init__(
         self,
@@ -70,11 +72,13 @@ class IngestWorker:
         *,
         name: str = "0",
         session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S,
+        shared: bool = True,
     ) -> None:
         self.db_url = db_url
         self.config = config
         self.client_id = f"ingest-{name}"
         self.session_expiry_s = session_expiry_s
+        self.shared = shared
         self.stats = IngestStats()
         self.connected = threading.Event()
         self._stopping = threading.Event()
@@ -150,9 +154,9 @@ class IngestWorker:
             prefix = self.config.topic_prefix
             client.subscribe(
                 [
-                    (topics.events_filter(prefix), 1),
+                    (topics.events_filter(prefix, self.shared), 1),
                     (topics.status_filter(prefix), 1),
-                    (topics.reply_filter(prefix), 1),
+                    (topics.reply_filter(prefix, self.shared), 1),
                 ]
             )
             self.connected.set()
@@ -203,7 +207,7 @@ class IngestWorker:
         for item in items:
             try:
                 event = Event.model_validate(item)
-            except ValidationError as err:
+            except (ValidationError, TypeError) as err:
                 self._reject(db, topic, f"invalid event: {err}", json.dumps(item).encode())
                 continue
             if (event.site, event.gateway, event.type) != (parsed.site, parsed.gateway, parsed.name):
@@ -214,7 +218,6 @@ class IngestWorker:
                     json.dumps(item).encode(),
                 )
                 continue
-            body = event.model_dump(mode="json")
             rows.append(
                 (
                     str(event.id),
@@ -222,18 +225,18 @@ class IngestWorker:
                     event.gateway,
                     event.device,
                     event.type,
-                    body["ts"],
+                    _iso(event.ts),
                     event.ts_ms,
                     event.seq,
-                    json.dumps(body["payload"], ensure_ascii=False),
-                    json.dumps(body["attachments"]) if event.attachments else None,
+                    json.dumps(item["payload"], ensure_ascii=False),
+                    json.dumps(item["attachments"]) if event.attachments else None,
                     received,
                 )
             )
         if not rows:
             return
         with db.transaction():
-            inserted = db.executemany(INSERT_EVENT, rows)
+            inserted = db.insert_many(INSERT_EVENTS, rows, ON_CONFLICT)
         self.stats.events += len(rows)
         self.stats.inserted += inserted
         self.stats.duplicates += len(rows) - inserted
@@ -279,3 +282,7 @@ class IngestWorker:
                 log.warning("ingest: cannot send the full allow-list: %s", err)
                 return
             publish_command(client, self.config, document)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

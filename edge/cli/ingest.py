@@ -75,6 +75,9 @@ def run_ingest(args: argparse.Namespace) -> int:
     handle = ensure_broker(broker_config(args))
     if handle.kind not in ("configured", "local"):
         print(f"started {handle.kind} on {handle.config.host}:{handle.config.port}", flush=True)
+    if not handle.shared_subscriptions and args.workers > 1:
+        print(f"{handle.kind} has no shared subscriptions: running one worker", flush=True)
+        args.workers = 1
     base = args.name or socket.gethostname().split(".")[0].lower()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -92,7 +95,11 @@ def run_ingest(args: argparse.Namespace) -> int:
     from sync.ingest import IngestWorker
 
     worker = IngestWorker(
-        args.db, handle.config, name=f"{base}-0", session_expiry_s=args.session_expiry_s
+        args.db,
+        handle.config,
+        name=f"{base}-0",
+        session_expiry_s=args.session_expiry_s,
+        shared=handle.shared_subscriptions,
     ).start()
     print(
         f"ingest: {args.workers} worker(s) on {handle.config.host}:{handle.config.port} into {args.db}",

@@ -46,7 +46,7 @@ def test_events_reach_the_database_once(
     db_url = f"sqlite:///{tmp_path / 'community.db'}"
     backlog = produce(store, factory, 1200)
     config = shared_broker.mqtt_config(batch_size=50, max_rate_msgs_s=2000)
-    with IngestWorker(db_url, config, name="flow") as worker:
+    with IngestWorker(db_url, config, name="flow", session_expiry_s=0) as worker:
         wait_until(worker.connected.is_set, 10, "the ingest worker to connect")
         with Uplink(store, config, site=SITE, gateway=GATEWAY, version="test") as uplink:
             wait_until(uplink.connected.is_set, 10, "the uplink to connect")
@@ -104,12 +104,17 @@ def read_retained(broker: TestBroker, topic: str) -> dict[str, Any]:
     return dict(json.loads(got[-1]))
 
 
-def test_tls_with_client_certificate(shared_broker: TestBroker, store: Store, factory: EventFactory) -> None:
+def test_tls_with_client_certificate(
+    shared_broker: TestBroker, store: Store, factory: EventFactory, tmp_path: Path
+) -> None:
     produce(store, factory, 20)
     config = shared_broker.tls_config()
-    with Uplink(store, config, site=SITE, gateway="gw-tls") as uplink:
-        wait_until(uplink.connected.is_set, 10, "a TLS connection")
-        assert uplink.wait_synced(20)
+    db_url = f"sqlite:///{tmp_path / 'community.db'}"
+    with IngestWorker(db_url, config, name="tls", session_expiry_s=0) as worker:
+        wait_until(worker.connected.is_set, 10, "the ingest worker over TLS")
+        with Uplink(store, config, site=SITE, gateway="gw-tls") as uplink:
+            wait_until(uplink.connected.is_set, 10, "a TLS connection")
+            assert uplink.wait_synced(20)
 
 
 def test_rogue_client_certificate_is_a_failed_connect(shared_broker: TestBroker) -> None:
