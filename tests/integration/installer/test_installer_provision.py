@@ -145,6 +145,24 @@ def test_good_certificate_is_accepted_and_the_gateway_registers(initialised, tls
     assert status["signing_key_fingerprint"].startswith("SHA256:")
 
 
+def test_doctor_reaches_the_provisioned_broker_over_tls(initialised, tls_broker, pki, capsys):
+    config, credentials = initialised
+    code, _out, err = provision(
+        config, credentials, tls_broker, pki.ca, pki.client_cert, pki.client_key, capsys
+    )
+    assert code == 0, err
+    skips = [
+        arg
+        for name in ("serial", "devices", "clock", "disk", "store", "models", "service")
+        for arg in ("--skip", name)
+    ]
+    code, out, err = run_cli(
+        ["--config", str(config), "doctor", "--credentials-dir", str(credentials), *skips], capsys
+    )
+    assert code == 0, out + err
+    assert f"[ OK ] broker: TLS connection to 127.0.0.1:{tls_broker.tls_port} accepted" in out
+
+
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
