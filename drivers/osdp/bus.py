@@ -8,9 +8,9 @@ Control Panel when the set of readers changes, owns the serial port (a libosdp `
 - online/offline become `Availability` through each reader's `LinkState`;
 - a reader that stays offline is disabled and re-enabled every `offline_retry_s`, because
   libosdp otherwise waits a fixed 300 s before it polls a dropped reader again;
-- a secure-channel handshake that fails while the reader is connecting (not while it was
-  online: that is a dropped line) means the reader refused the key: the reader's driver
-  raises `AuthFailed`.
+- secure-channel handshakes that fail twice in a row while the reader is connecting (not
+  when it drops while online: that is the line) mean the reader refused the key: the reader's
+  driver raises `AuthFailed`.
 
 libosdp calls back on its own thread; those calls only hop onto the event loop.
 """
@@ -38,12 +38,16 @@ SETTLE_S = 0.2
 """Readers attaching within this time share the first Control Panel build."""
 WATCH_S = 0.1
 REENABLE_PAUSE_S = 0.3
-SC_FAIL_WINDOW_S = 1.0
+SC_REFUSALS = 2
+"""A single failed handshake may be noise on the line; two in a row are a refused key."""
 SC_STATUS = int(osdp.EventNotification.SecureChannelStatus)
 PD_STATUS = int(osdp.EventNotification.PeripheralDeviceStatus)
 
 
 REFRESH_S = 0.005
+REPLY_GRACE_S = 0.05
+"""Before a rebuilt Control Panel starts, replies still on their way to the old one are dropped
+(a stale reply for another address sends a reader into libosdp's 300 s penalty)."""
 
 
 class ControlPanel(osdp.ControlPanel):
@@ -108,8 +112,10 @@ class ReaderSlot:
     seen_online: bool = False
     pd_online: bool = False
     """As libosdp last notified; a handshake failing while offline is a refused key."""
-    sc_failed_at: float | None = None
-    own_disable_at: float = 0.0
+    sc_refusals: int = 0
+    """Handshakes in a row that failed while connecting; at SC_REFUSALS the key is wrong."""
+    disabled: bool = False
+    """The bus disabled the reader to re-enable it: its notifications meanwhile are ours."""
     capabilities: dict[int, tuple[int, int]] | None = None
     key_set_reported: bool = False
 
@@ -211,7 +217,7 @@ class OsdpBus:
                 if self._changed.is_set():
                     await asyncio.sleep(SETTLE_S)
                     self._changed.clear()
-                    self._rebuild()
+                    await self._rebuild()
                 if self.channel.lost:
                     await self._recover_port(backoff)
                     continue
@@ -230,10 +236,14 @@ class OsdpBus:
             self._stop_cp()
             self.port.close()
 
-    def _rebuild(self) -> None:
+    async def _rebuild(self) -> None:
+        had_cp = self.cp is not None
         self._stop_cp()
         if not self.port.is_open:
             self.port.open()
+        elif had_cp:
+            await asyncio.sleep(REPLY_GRACE_S)
+            self.port.discard_input()
         infos = []
         for slot in self.slots:
             flags = [osdp.LibFlag.EnableNotification]
@@ -251,6 +261,8 @@ class OsdpBus:
             slot.capabilities = None
             slot.offline_since = None
             slot.pd_online = False
+            slot.seen_online = False
+            slot.attached_at = time.monotonic()
         built = list(self.slots)
         loop = self._loop
 
@@ -289,11 +301,14 @@ class OsdpBus:
     async def _reenable(self, slot: ReaderSlot) -> None:
         if self.cp is None or slot not in self._built:
             return
-        slot.own_disable_at = time.monotonic()
-        self.cp.disable_pd(slot.address)
-        await asyncio.sleep(REENABLE_PAUSE_S)
-        if self.cp is not None and slot in self._built:
-            self.cp.enable_pd(slot.address)
+        slot.disabled = True
+        try:
+            self.cp.disable_pd(slot.address)
+            await asyncio.sleep(REENABLE_PAUSE_S)
+            if self.cp is not None and slot in self._built:
+                self.cp.enable_pd(slot.address)
+        finally:
+            slot.disabled = False
         slot.offline_since = time.monotonic()
 
     def _watch(self, now: float) -> None:
@@ -327,43 +342,43 @@ class OsdpBus:
             return
         slot = built[index]
         if event.get("event") == osdp.Event.Notification:
-            self._notified(slot, arrived, event)
+            self._notified(slot, event)
             return
         try:
             slot.events.put_nowait((arrived, event))
         except asyncio.QueueFull:
             slot.dropped += 1
 
-    def _notified(self, slot: ReaderSlot, now: float, event: dict[str, Any]) -> None:
+    def _notified(self, slot: ReaderSlot, event: dict[str, Any]) -> None:
         kind, active, detail = event.get("type"), event.get("arg0"), event.get("arg1")
-        if kind == SC_STATUS:
-            if active:
-                slot.sc_failed_at = None
-                if slot.config.install_mode and detail == 0 and not slot.key_set_reported:
-                    slot.key_set_reported = True
-                    log.warning(
-                        "%s: the reader now uses the configured key; set install_mode: false",
-                        slot.config.id,
-                    )
-            elif (
-                not slot.pd_online and not self.channel.lost and now - slot.own_disable_at > SC_FAIL_WINDOW_S
-            ):
-                slot.sc_failed_at = now
-        elif kind == PD_STATUS:
+        if kind == PD_STATUS:
             slot.pd_online = bool(active)
             if active:
-                return
-            failed = slot.sc_failed_at
-            if (
-                failed is not None
-                and now - failed <= SC_FAIL_WINDOW_S
-                and slot.config.scbk
-                and not slot.config.install_mode
-            ):
-                slot.fail(
-                    AuthFailed(
-                        f"reader at OSDP address {slot.address} on {self.settings.port} refused "
-                        "the secure channel key (scbk): check the key, or set install_mode: "
-                        "true if the reader still has its factory key"
-                    )
+                slot.sc_refusals = 0
+            return
+        if kind != SC_STATUS:
+            return
+        if active:
+            if slot.config.install_mode and detail == 0 and not slot.key_set_reported:
+                slot.key_set_reported = True
+                log.warning(
+                    "%s: the reader now uses the configured key; set install_mode: false", slot.config.id
                 )
+            return
+        connecting = not slot.pd_online and not slot.disabled and not self.channel.lost
+        if not connecting or not slot.config.scbk or slot.config.install_mode:
+            return
+        slot.sc_refusals += 1
+        if slot.sc_refusals < SC_REFUSALS:
+            slot.link.down(
+                f"reader at OSDP address {slot.address} on {self.settings.port}: the secure channel "
+                "handshake failed; retrying"
+            )
+            return
+        slot.fail(
+            AuthFailed(
+                f"reader at OSDP address {slot.address} on {self.settings.port} refused the secure "
+                "channel key (scbk): check the key, or set install_mode: true if the reader still has "
+                "its factory key"
+            )
+        )

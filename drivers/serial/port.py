@@ -134,6 +134,13 @@ class SerialPort:
         self.close()
         return PortLost(f"{self.settings.port} went away ({err}); is the adapter unplugged?")
 
+    def discard_input(self) -> int:
+        """Drop everything received so far; how many bytes."""
+        dropped = 0
+        while chunk := self.read_nowait(4096):
+            dropped += len(chunk)
+        return dropped
+
     def read_nowait(self, max_bytes: int = 4096) -> bytes:
         """What has arrived, without waiting (for callers on their own thread)."""
         port = self._require()

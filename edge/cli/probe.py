@@ -54,6 +54,12 @@ def register(subparsers: Any) -> None:
         "--parity", action="append", choices=["N", "E", "O"], help="Modbus parity to try (default N and E)"
     )
     parser.add_argument(
+        "--answer-timeout",
+        type=float,
+        default=0.3,
+        help="seconds to wait for each Modbus unit's answer (default 0.3)",
+    )
+    parser.add_argument(
         "--listen", type=float, default=5.0, help="seconds to listen for Wiegand frames (0 to skip)"
     )
     parser.add_argument(
@@ -123,7 +129,9 @@ async def probe_osdp(port: str, baudrate: int, addresses: list[int], wait_s: flo
         serial_port.close()
 
 
-async def probe_modbus(port: str, baudrate: int, parity: str, units: list[int]) -> list[Finding]:
+async def probe_modbus(
+    port: str, baudrate: int, parity: str, units: list[int], timeout_s: float = 0.3
+) -> list[Finding]:
     from pymodbus import FramerType
     from pymodbus.client import AsyncModbusSerialClient
     from pymodbus.exceptions import ModbusException
@@ -133,7 +141,7 @@ async def probe_modbus(port: str, baudrate: int, parity: str, units: list[int]) 
         framer=FramerType.RTU,
         baudrate=baudrate,
         parity=parity,
-        timeout=0.15,
+        timeout=timeout_s,
         retries=0,
         reconnect_delay=0,
     )
@@ -145,7 +153,7 @@ async def probe_modbus(port: str, baudrate: int, parity: str, units: list[int]) 
     try:
         for unit in units:
             try:
-                async with asyncio.timeout(1):
+                async with asyncio.timeout(timeout_s + 1):
                     reply = await client.read_discrete_inputs(0, count=8, device_id=unit)
             except (ModbusException, TimeoutError):
                 continue
@@ -239,7 +247,7 @@ async def run_probe(args: argparse.Namespace, say: Any) -> list[Finding]:
                 except DeviceMisconfigured as err:
                     say(f"  skipped: {err}")
                     continue
-                hits = await probe_modbus(args.port, baud, parity, units)
+                hits = await probe_modbus(args.port, baud, parity, units, args.answer_timeout)
                 findings += hits
                 done = bool(hits)
                 if done:
