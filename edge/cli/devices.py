@@ -7,6 +7,7 @@ import asyncio
 import difflib
 import tempfile
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from edge.cli.common import add_command, load
 from edge.errors import ConfigError
@@ -49,8 +50,17 @@ def where(device: Any) -> str:
     for field in ("url", "source", "port", "path", "index"):
         value = getattr(device, field, None)
         if value is not None:
-            return str(value)
+            return without_password(str(value))
     return "-"
+
+
+def without_password(text: str) -> str:
+    """A URL as it may be shown on a screen: `rtsp://user:secret@host/` → `rtsp://user:***@host/`."""
+    parts = urlsplit(text)
+    if not parts.password:
+        return text
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from drivers.modbus_gate.sim import Barrier, board_in_thread
 from drivers.osdp.sim import ReaderLineSim, SimReader
 from drivers.wiegand.sim import ConverterSim
 from edge.cli import main
+from edge.cli.devices import without_password
 from tests.support.pty import VirtualCable
 
 pytestmark = pytest.mark.serial
@@ -93,6 +94,11 @@ def test_probe_says_when_nothing_answers(cable: VirtualCable, capsys):
     code = main(["probe", cable.path_a, "--baud", "115200", "--only", "modbus", "--units", "1"])
     assert code == 1
     assert "nothing answered" in capsys.readouterr().out
+
+
+def test_devices_list_hides_passwords_in_urls():
+    assert without_password("rtsp://gate:s3cret@192.0.2.21/stream2") == "rtsp://gate:***@192.0.2.21/stream2"
+    assert without_password("/dev/serial/by-id/usb-FTDI-port0") == "/dev/serial/by-id/usb-FTDI-port0"
 
 
 def test_devices_list_and_test(cable: VirtualCable, tmp_path: Path, capsys):
