@@ -143,6 +143,7 @@ class OsdpBus:
         self._built: list[ReaderSlot] = []
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._reenabling: set[asyncio.Task[None]] = set()
         self._loop = asyncio.get_running_loop()
 
     @classmethod
@@ -233,6 +234,8 @@ class OsdpBus:
             for slot in list(self.slots):
                 slot.fail(DeviceNotReady(f"the OSDP line on {self.settings.port} failed: {err}"))
         finally:
+            for task in list(self._reenabling):
+                task.cancel()
             self._stop_cp()
             self.port.close()
 
@@ -334,8 +337,14 @@ class OsdpBus:
                 )
             if now - slot.offline_since >= slot.config.offline_retry_s:
                 slot.offline_since = now
-                task = asyncio.create_task(self._reenable(slot))
-                task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+                task = asyncio.create_task(self._reenable(slot), name=f"osdp-reenable-{slot.address}")
+                self._reenabling.add(task)
+                task.add_done_callback(self._reenabled)
+
+    def _reenabled(self, task: asyncio.Task[None]) -> None:
+        self._reenabling.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("OSDP line %s: re-enabling a reader failed: %s", self.settings.port, task.exception())
 
     def _dispatch(self, built: list[ReaderSlot], index: int, arrived: float, event: dict[str, Any]) -> None:
         if built is not self._built or not 0 <= index < len(built):
