@@ -33,6 +33,7 @@ from edge.errors import AuthFailed, ConfigError
 from edge.events import Event
 from sync import mqtt as mqttc
 from sync import topics
+from sync.broker import BrokerHandle, ensure_broker
 from sync.commands import ErrorCode, Reply
 from sync.community import Community, publish_command
 from sync.config import MqttConfig
@@ -286,3 +287,19 @@ class IngestWorker:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def local_ingest(db_url: str, config: MqttConfig | None = None) -> tuple[BrokerHandle, IngestWorker]:
+    """The community side on this machine, for the demo: a broker (`ensure_broker`) and one
+    ingest worker writing into `db_url`. Give the gateway's uplink `handle.config`; close the
+    worker, then the handle."""
+    handle = ensure_broker(config)
+    worker = IngestWorker(
+        db_url, handle.config, name="local", session_expiry_s=0, shared=handle.shared_subscriptions
+    )
+    try:
+        worker.start()
+    except Exception:
+        handle.close()
+        raise
+    return handle, worker

@@ -1,0 +1,59 @@
+"""ensure_broker: the configured broker, else a local one, else a mosquitto it starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.events import EventFactory
+from edge.store import Store
+from sync import broker as broker_module
+from sync.broker import answers, ensure_broker, free_port
+from sync.config import MqttConfig
+from sync.db import open_database
+from sync.ingest import local_ingest
+from sync.uplink import Uplink
+from tests.support.mosquitto import TestBroker
+from tests.support.sync_helpers import SITE, produce, wait_until
+
+pytestmark = pytest.mark.broker
+
+
+def test_configured_broker_is_used_as_is() -> None:
+    config = MqttConfig(host="broker.example", port=8883)
+    with ensure_broker(config) as handle:
+        assert handle.kind == "configured" and handle.config is config
+
+
+def test_local_broker_when_it_answers(shared_broker: TestBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(broker_module, "LOCAL_PORT", shared_broker.port)
+    with ensure_broker() as handle:
+        assert handle.kind == "local" and handle.config.port == shared_broker.port
+
+
+def test_starts_mosquitto_when_nothing_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(broker_module, "LOCAL_PORT", free_port())
+    with ensure_broker() as handle:
+        assert handle.kind == "mosquitto" and handle.shared_subscriptions
+        port = handle.config.port
+        assert answers("127.0.0.1", port)
+    assert not answers("127.0.0.1", port)
+
+
+def test_local_ingest_for_the_demo(monkeypatch: pytest.MonkeyPatch, store: Store, tmp_path: Path) -> None:
+    monkeypatch.setattr(broker_module, "LOCAL_PORT", free_port())
+    db_url = f"sqlite:///{tmp_path / 'community.db'}"
+    handle, worker = local_ingest(db_url)
+    try:
+        wait_until(worker.connected.is_set, 10, "the ingest worker")
+        made = produce(store, EventFactory(SITE, "gw-demo"), 5, "access.granted")
+        with Uplink(store, handle.config, site=SITE, gateway="gw-demo") as uplink:
+            assert uplink.wait_synced(20)
+        db = open_database(db_url)
+        wait_until(lambda: len(db.event_ids()) == 5, 10, "the events in the community database")
+        assert set(db.event_ids()) == {str(e.id) for e in made}
+        db.close()
+    finally:
+        worker.stop()
+        handle.close()
