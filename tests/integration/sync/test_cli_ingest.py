@@ -1,0 +1,98 @@
+"""`gatehouse ingest` with two workers, and a broker that wants a user name and password."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from edge.errors import AuthFailed
+from edge.events import EventFactory
+from edge.store import Store
+from sync import mqtt as mqttc
+from sync.db import open_database
+from sync.uplink import Uplink
+from tests.support.mosquitto import TestBroker, start_broker
+from tests.support.sync_helpers import ROOT, SITE, produce_fast, wait_for_line, wait_until
+
+pytestmark = pytest.mark.broker
+
+
+def test_ingest_command_with_two_workers(shared_broker: TestBroker, store: Store, tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'community.db'}"
+    name = f"cli-{uuid.uuid4().hex[:6]}"
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from edge.cli import main; sys.exit(main(sys.argv[1:]))",
+        "ingest",
+        "--db",
+        db_url,
+        "--workers",
+        "2",
+        "--name",
+        name,
+        "--session-expiry-s",
+        "0",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(shared_broker.port),
+    ]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for_line(process, b"2 worker(s)", 30)
+        factory = EventFactory(SITE, "gw-cli")
+        produce_fast(store, factory, 600)
+        with Uplink(store, shared_broker.mqtt_config(batch_size=5), site=SITE, gateway="gw-cli") as uplink:
+            assert uplink.wait_synced(30)
+        db = open_database(db_url)
+        wait_until(lambda: len(db.event_ids()) == 600, 30, "600 events from two workers")
+        db.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def test_username_and_password(tmp_path: Path) -> None:
+    passwords = tmp_path / "passwords"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "gw-1", "s3cret"], check=True)
+    broker = start_broker(tmp_path / "broker", ("allow_anonymous false", f"password_file {passwords}"))
+    try:
+        for password, ok in (("s3cret", True), ("wrong", False)):
+            config = broker.mqtt_config(username="gw-1", password=password, connect_timeout_s=3)
+            session = mqttc.Session()
+            client = mqttc.new_client(config, "gw-1", clean=True)
+            client.on_connect = session.on_connect
+            client.on_disconnect = session.on_disconnect
+            if ok:
+                mqttc.connect(
+                    client,
+                    config,
+                    clean=True,
+                    session_expiry_s=0,
+                    connack=session.connack,
+                    outcome=session.outcome,
+                )
+                mqttc.stop(client)
+            else:
+                with pytest.raises(AuthFailed, match="credentials"):
+                    mqttc.connect(
+                        client,
+                        config,
+                        clean=True,
+                        session_expiry_s=0,
+                        connack=session.connack,
+                        outcome=session.outcome,
+                    )
+    finally:
+        broker.stop()
