@@ -75,7 +75,7 @@ async def wait_for(condition: Callable[[], object], timeout_s: float, what: str)
     while not condition():
         if time.monotonic() > deadline:
             raise SystemExit(f"bench: timed out waiting for {what}")
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(0.01)
 
 
 async def measure(cards: int, synchronous: str, state_dir: Path, ptys: Path) -> dict[str, list[float]]:
