@@ -68,7 +68,10 @@ class ModbusGate(Driver):
                 now = time.monotonic()
                 for observation in self.machine.update(inputs, now):
                     emit(observation)
-                await self._after_poll(now)
+                try:
+                    await self._after_poll(now)
+                except DeviceNotReady as err:
+                    link.down(str(err))
                 emit.alive()
                 await asyncio.sleep(self.config.poll_interval_s)
         finally:
@@ -100,8 +103,8 @@ class ModbusGate(Driver):
         if self.machine.loop_occupied:
             return
         if self._pending_close:
-            self._pending_close = False
             await self._pulse("close")
+            self._pending_close = False
             return
         close_after = self.config.close_after_s
         if (
