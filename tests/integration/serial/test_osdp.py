@@ -148,7 +148,7 @@ def test_wiegand_34_37_pin_and_bad_parity(cable, tmp_path):
     run_readers(cable, tmp_path, [SimReader(1, KEY)], {1: KEY}, body)
 
 
-def test_tamper_and_power_reports(cable, tmp_path):
+def test_tamper_power_and_feedback_to_a_reader_without_led(cable, tmp_path):
     async def body(drivers, sim, recorders):
         reader, rec = sim.reader(1), recorders[1]
         reader.report(tamper=True, power_lost=False)
@@ -157,6 +157,9 @@ def test_tamper_and_power_reports(cable, tmp_path):
         await eventually(lambda: len(rec.of(Tamper)) == 2 and rec.of(Health), what="power")
         assert [t.active for t in rec.of(Tamper)] == [True, False]
         assert rec.of(Health)[-1].metrics == {"power": "lost"}
+        await drivers[1].execute(ReaderFeedback(granted=False))
+        await eventually(lambda: reader.received(osdp.Command.Buzzer), what="beeps")
+        assert reader.received(osdp.Command.LED) == []
 
     run_readers(cable, tmp_path, [SimReader(1, None, led=False)], {1: None}, body)
 
