@@ -139,3 +139,19 @@ def test_devices_list_and_test(cable: VirtualCable, tmp_path: Path, capsys):
         assert "did you mean 'reader-1'" in capsys.readouterr().err
     finally:
         other.close()
+
+
+def test_devices_test_a_wiegand_reader(cable: VirtualCable, tmp_path: Path, capsys):
+    config = write_config(
+        tmp_path,
+        f"""
+  - {{id: reader-1, kind: wiegand, profile: stx_etx, serial: {{port: {cable.path_a}, baudrate: 115200}}}}
+  - {{id: barrier-1, kind: modbus_gate, unit_id: 1, serial: {{port: {tmp_path / "absent"}}}}}
+""",
+    )
+    with ConverterSim(cable.path_b, "stx_etx", baudrate=115200) as sim, card_every(sim, 0.3):
+        assert main(["--config", str(config), "devices", "test", "reader-1", "--timeout", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "read 42:4242 (wiegand26)" in out
+    assert main(["--config", str(config), "devices", "test", "barrier-1", "--timeout", "1"]) == 1
+    assert "is not there: is the adapter plugged in?" in capsys.readouterr().err
