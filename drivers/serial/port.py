@@ -16,7 +16,7 @@ import grp
 import logging
 import os
 import termios
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import serial
 import serial.rs485
@@ -237,10 +237,15 @@ class LinkState:
         self.online = False
 
 
-async def reopen(port: SerialPort, link: LinkState, backoff: Backoff) -> None:
-    """Reopen a lost port, waiting between attempts, until it opens (or the task is cancelled).
-    A permission or configuration problem is raised: waiting will not fix it."""
+async def reopen(
+    port: SerialPort, link: LinkState, backoff: Backoff, alive: Callable[[], None] | None = None
+) -> None:
+    """Reopen a lost port, waiting between attempts, until it opens (or the task is cancelled);
+    `alive` is called at each attempt (the supervisor's hang detector). A permission or
+    configuration problem is raised: waiting will not fix it."""
     for delay in backoff.delays():
+        if alive is not None:
+            alive()
         try:
             port.open()
         except DeviceMisconfigured:

@@ -55,7 +55,7 @@ class WiegandReader(Driver):
                 except PortLost as err:
                     link.down(str(err))
                     self.deframer.buffer.clear()
-                    await reopen(port, link, backoff)
+                    await reopen(port, link, backoff, emit.alive)
                     link.up()
                     continue
                 if data:
