@@ -53,6 +53,9 @@ BACKLOG_SQL = (
     "ORDER BY rowid LIMIT ?)) GROUP BY chunk, type ORDER BY chunk"
 )
 PREFETCH_BATCHES = 10
+MARK_MAX = 2000
+"""rows per marking transaction: appends share the store's writer, so a live alert waits for
+at most one such transaction"""
 """The rows Store.pending would return, cut into batches and joined into one JSON array text per
 batch and type by SQLite. This is the drain's hot path: building a Python object per row, and
 one query (one GIL hand-over) per batch, halved the throughput."""
@@ -139,7 +142,7 @@ class _Marker:
                     self._cond.wait()
                 if not self._queue:
                     return
-                batch, self._queue = self._queue, []
+                batch, self._queue = self._queue[:MARK_MAX], self._queue[MARK_MAX:]
                 self._busy = True
             try:
                 self.store.write(partial(_mark_synced, batch, int(time.time() * 1000)))
