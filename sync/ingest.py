@@ -4,7 +4,8 @@ Each worker subscribes to `$share/ingest/gatehouse/v1/+/+/events/#` (the broker 
 events over the workers of the group), to every gateway's retained `status`, and to command
 replies (shared as well). Events are validated with the gateway's own models and inserted by
 id (insert-or-ignore), so redeliveries are harmless. A message is acknowledged only after its
-transaction committed: paho sends the PUBACK when `on_message` returns.
+transaction committed (manual PUBACKs); whatever arrived while the last transaction ran is
+stored in the next one.
 
 Sessions: a worker connects with its own client id, `clean_start=False` and a short session
 expiry (60 s by default). Mosquitto keeps a shared-subscription member in the group while its
@@ -20,8 +21,10 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +46,7 @@ from sync.uplink import backoff_delay
 log = logging.getLogger(__name__)
 
 DEFAULT_SESSION_EXPIRY_S = 60
+BATCH_MESSAGES = 200
 
 INSERT_EVENTS = (
     "INSERT INTO events (id, site_id, gateway_id, device_id, type, ts, ts_ms, seq, payload, "
@@ -84,6 +88,9 @@ class IngestWorker:
         self.connected = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._writer: threading.Thread | None = None
+        self._client: mqtt.Client | None = None
+        self._inbox: queue.Queue[tuple[mqtt.Client, mqtt.MQTTMessage]] = queue.Queue()
         self._db: Database | None = None
         self._rng = random.Random()
         self.last_error: str | None = None
@@ -92,6 +99,9 @@ class IngestWorker:
 
     def start(self) -> IngestWorker:
         self._db = open_database(self.db_url)
+        self._stopping.clear()
+        self._writer = threading.Thread(target=self._write_loop, name=f"{self.client_id}-db", daemon=True)
+        self._writer.start()
         self._thread = threading.Thread(target=self._run, name=self.client_id, daemon=True)
         self._thread.start()
         return self
@@ -101,6 +111,9 @@ class IngestWorker:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if self._writer is not None:
+            self._writer.join(timeout)
+            self._writer = None
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -131,6 +144,7 @@ class IngestWorker:
             client.on_connect = session.on_connect
             client.on_disconnect = session.on_disconnect
             client.on_message = self._on_message
+            client.manual_ack_set(True)
             try:
                 mqttc.connect(
                     client,
@@ -152,6 +166,7 @@ class IngestWorker:
                 continue
             attempt = 0
             self.last_error = None
+            self._client = client
             prefix = self.config.topic_prefix
             client.subscribe(
                 [
@@ -164,28 +179,69 @@ class IngestWorker:
             while not self._stopping.is_set() and not session.closed.is_set():
                 session.closed.wait(0.2)
             self.connected.clear()
+            self._client = None
             mqttc.stop(client)
 
-    # messages (paho's network thread); the PUBACK goes out when this returns
+    # messages: paho's network thread queues them, the writer stores them in groups
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self._inbox.put((client, message))
+
+    def _write_loop(self) -> None:
+        """Store what has arrived in one transaction, then acknowledge it (manual PUBACKs): a
+        message is acknowledged only once it is committed, and a busy worker commits many
+        messages at a time."""
+        while not self._stopping.is_set():
+            try:
+                batch = [self._inbox.get(timeout=0.2)]
+            except queue.Empty:
+                continue
+            while len(batch) < BATCH_MESSAGES:
+                try:
+                    batch.append(self._inbox.get_nowait())
+                except queue.Empty:
+                    break
+            self._store_batch(batch)
+
+    def _store_batch(self, batch: list[tuple[mqtt.Client, mqtt.MQTTMessage]]) -> None:
         db = self._db
         if db is None:
             return
-        self.stats.messages += 1
-        parsed = topics.parse(message.topic, self.config.topic_prefix)
+        after: list[Callable[[], None]] = []
         try:
-            if parsed is None:
-                self._reject(db, message.topic, "not a gatehouse topic", message.payload)
-            elif parsed.kind == "event":
-                self._events(db, parsed, message.topic, message.payload)
-            elif parsed.kind == "status":
-                self._status(db, parsed, message.payload)
-            elif parsed.kind == "reply":
-                self._reply(db, parsed, message.payload, client)
-        except Exception:
-            log.exception("ingest %s: cannot store a message on %s", self.client_id, message.topic)
-            raise
+            with db.transaction():
+                for client, message in batch:
+                    self._handle(db, client, message, after)
+        except Exception as err:
+            log.error(
+                "ingest %s: cannot store %d messages (%s); reconnecting so that the broker sends them again",
+                self.client_id,
+                len(batch),
+                err,
+            )
+            for client in {id(c): c for c, _ in batch}.values():
+                client.disconnect()
+            self._stopping.wait(1.0)
+            return
+        for client, message in batch:
+            if message.qos > 0 and client is self._client:
+                client.ack(message.mid, message.qos)
+        self.stats.messages += len(batch)
+        for action in after:
+            action()
+
+    def _handle(
+        self, db: Database, client: mqtt.Client, message: mqtt.MQTTMessage, after: list[Callable[[], None]]
+    ) -> None:
+        parsed = topics.parse(message.topic, self.config.topic_prefix)
+        if parsed is None:
+            self._reject(db, message.topic, "not a gatehouse topic", message.payload)
+        elif parsed.kind == "event":
+            self._events(db, parsed, message.topic, message.payload)
+        elif parsed.kind == "status":
+            self._status(db, parsed, message.payload)
+        elif parsed.kind == "reply":
+            self._reply(db, parsed, message.payload, client, after)
 
     def _reject(self, db: Database, topic: str, reason: str, payload: bytes) -> None:
         self.stats.rejected += 1
@@ -257,7 +313,14 @@ class IngestWorker:
                 (parsed.site, parsed.gateway, str(status.get("state")), json.dumps(status), now_iso()),
             )
 
-    def _reply(self, db: Database, parsed: topics.ParsedTopic, payload: bytes, client: mqtt.Client) -> None:
+    def _reply(
+        self,
+        db: Database,
+        parsed: topics.ParsedTopic,
+        payload: bytes,
+        client: mqtt.Client,
+        after: list[Callable[[], None]],
+    ) -> None:
         try:
             reply = Reply.model_validate_json(payload)
         except ValidationError as err:
@@ -282,7 +345,7 @@ class IngestWorker:
             except ConfigError as err:
                 log.warning("ingest: cannot send the full allow-list: %s", err)
                 return
-            publish_command(client, self.config, document)
+            after.append(lambda: publish_command(client, self.config, document))
 
 
 def _iso(moment: datetime) -> str:
