@@ -32,10 +32,12 @@ def resolve_secret(name: str) -> str | None:
 
 
 class _Marks:
-    """Where each value of the YAML document came from."""
+    """Where each value of the YAML document came from, and which values hold secrets (they are
+    never echoed in an error)."""
 
     def __init__(self) -> None:
         self.by_path: dict[Path_, tuple[int, int]] = {}
+        self.secret_paths: set[Path_] = set()
 
     def near(self, path: Path_) -> tuple[int, int] | None:
         for cut in range(len(path), -1, -1):
@@ -76,6 +78,7 @@ def _to_python(node: yaml.Node, path: Path_, marks: _Marks, source: str) -> Any:
 
 def _substitute(value: str, path: Path_, marks: _Marks, source: str) -> str:
     def replace(match: re.Match[str]) -> str:
+        marks.secret_paths.add(path)
         secret = resolve_secret(match.group(1))
         if secret is None:
             line, col = marks.near(path) or (0, 0)
@@ -193,7 +196,8 @@ def _message(error: Any, data: Any, marks: _Marks, source: str) -> str:
         suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
         return f"{where}: unknown device kind '{got}'{suggestion} (known: {', '.join(kinds)})"
     got = error.get("input")
-    shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+    hidden = isinstance(got, dict | list) or path in marks.secret_paths
+    shown = "" if hidden else f" (got {got!r})"
     return f"{where}: {error['msg'].rstrip('.')}{shown}"
 
 

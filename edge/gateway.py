@@ -50,8 +50,13 @@ class Gateway:
         *,
         store: Store | None = None,
         clock: Callable[[], float] = time.time,
+        config_source: str | Path | None = None,
     ) -> None:
         self.config = config
+        self.config_source = config_source
+        self.reload_requested = False
+        self._stop: asyncio.Event | None = None
+        self.uplink: Any = None
         self.clock = clock
         self.factory = EventFactory(config.site.id, config.gateway.id)
         Path(config.gateway.state_dir).mkdir(parents=True, exist_ok=True)
@@ -123,10 +128,46 @@ class Gateway:
                 self.handled += 1
                 self.queue.queue.task_done()
 
+    def request_reload(self) -> None:
+        """Stop, so that the caller starts again on the configuration file (config.reload)."""
+        self.reload_requested = True
+        if self._stop is not None:
+            self._stop.set()
+
+    def _start_sync(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The uplink to the community database and the downlink for its commands, when the
+        configuration has an `mqtt:` section."""
+        if self.config.mqtt is None:
+            return
+        from edge.commands import GatewayExecutor
+        from sync.downlink import Downlink
+        from sync.uplink import Uplink
+
+        config = self.config
+        downlink = Downlink(
+            self.store,
+            GatewayExecutor(self),
+            site=config.site.id,
+            gateway=config.gateway.id,
+            key=config.gateway.signing_key,
+            config=config.mqtt,
+            clock=self.clock,
+        )
+        self.uplink = Uplink(
+            self.store,
+            config.mqtt,
+            site=config.site.id,
+            gateway=config.gateway.id,
+            version=gatehouse_version(),
+            downlink=downlink,
+        )
+        self.uplink.start(command_loop=loop)
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set; then stop the drivers, let the rules finish what is queued
-        and close the store, within the configured shutdown time."""
+        """Run until `stop` is set; then stop the drivers, let the rules finish what is queued,
+        say goodbye to the broker and close the store, within the configured shutdown time."""
         loop = asyncio.get_running_loop()
+        self._stop = stop
         self.queue = ObservationQueue(loop, self.config.supervisor.queue_size)
         self.supervisor = Supervisor(
             list(self.drivers.values()),
@@ -141,6 +182,7 @@ class Gateway:
             run_housekeeping(self.store, self.config.store.retention, clock=self.clock), name="retention"
         )
         drops = asyncio.create_task(self._count_drops(), name="drop-counter")
+        self._start_sync(loop)
         self.supervisor.start()
         self.started.set()
         log.info(
@@ -169,6 +211,8 @@ class Gateway:
         consumer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await consumer
+        if self.uplink is not None:
+            await asyncio.to_thread(self.uplink.stop, max(0.5, (deadline - loop_time()) / 2))
         with contextlib.suppress(asyncio.CancelledError):
             await checks
         await asyncio.to_thread(self.store.close, max(0.5, deadline - loop_time()))
@@ -187,6 +231,15 @@ class Gateway:
 
     def dropped(self) -> dict[str, int]:
         return dict(self.queue.dropped) if self.queue else {}
+
+
+def gatehouse_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gatehouse")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def loop_time() -> float:

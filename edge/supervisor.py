@@ -119,7 +119,13 @@ class Supervisor:
             alive_flag = asyncio.Event()
             emit = _Emit(self.queue, alive_flag.set)
             task = asyncio.create_task(driver.run(emit), name=f"run:{driver.id}")
-            reason = await self._watch(driver, task, emit, alive_flag, hang_timeout)
+            try:
+                reason = await self._watch(driver, task, emit, alive_flag, hang_timeout)
+            except asyncio.CancelledError:
+                # Stopping: the driver goes with its supervisor (it closes its port in `finally`).
+                task.cancel()
+                await asyncio.wait({task}, timeout=CANCEL_GRACE_S)
+                raise
             status.restarts += 1
             status.failures_in_row += 1
             status.last_error = reason

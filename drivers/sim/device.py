@@ -26,6 +26,15 @@ from drivers.sim.config import SimCameraConfig, SimLaneConfig, SimReaderConfig
 from drivers.sim.population import Population
 
 
+async def _idle(emit: Emit, seconds: float) -> None:
+    """Wait, showing signs of life every second like a real device's poll loop."""
+    emit.alive()
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(min(1.0, left))
+        emit.alive()
+
+
 def _population(config: Any, context: DriverContext) -> Population:
     return Population(config.population.seed, config.population.residents, context.home_province or "津")
 
@@ -56,7 +65,7 @@ class SimReader(Driver):
 
     async def run(self, emit: Emit) -> None:
         while True:
-            await asyncio.sleep(self.rng.expovariate(1 / self.config.interval_s))
+            await _idle(emit, self.rng.expovariate(1 / self.config.interval_s))
             emit(self.pick())
 
     def accepts(self, command: Command) -> bool:
@@ -168,7 +177,7 @@ class SimCamera(Driver):
 
     async def run(self, emit: Emit) -> None:
         while True:
-            await asyncio.sleep(self.rng.expovariate(1 / self.config.interval_s))
+            await _idle(emit, self.rng.expovariate(1 / self.config.interval_s))
             emit(self.pick())
 
     async def self_test(self, timeout_s: float, out_dir: str) -> str:

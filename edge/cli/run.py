@@ -45,21 +45,27 @@ def install_stop_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def _serve(config: Any) -> None:
+async def _serve(config: Any, source: Path) -> None:
+    """Run the gateway; after a `config.reload` command, run it again on the file's new content."""
+    from edge.config_loader import load_config
     from edge.gateway import Gateway
     from edge.systemd import notifying
 
-    stop = asyncio.Event()
-    install_stop_signals(stop)
-    gateway = Gateway(config)
-    async with notifying(gateway, stop):
-        await gateway.run(stop)
+    while True:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        gateway = Gateway(config, config_source=source)
+        async with notifying(gateway, stop):
+            await gateway.run(stop)
+        if not gateway.reload_requested:
+            return
+        config = await asyncio.to_thread(load_config, source)
 
 
 def _run(args: argparse.Namespace) -> int:
     config = load(args)
     setup_logging(json_lines=not args.text_logs, debug=args.debug)
-    asyncio.run(_serve(config))
+    asyncio.run(_serve(config, config_path(args)))
     return 0
 
 

@@ -181,3 +181,11 @@ def test_every_field_has_a_description():
         walk(definition, name)
     walk(schema, "root")
     assert not missing, f"fields without description: {missing}"
+
+
+def test_a_bad_secret_value_is_never_echoed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("TEST_SITE_SALT", "short-secret")
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, GOOD))
+    assert "site.salt" in str(err.value)
+    assert "short-secret" not in str(err.value)

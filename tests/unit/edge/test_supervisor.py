@@ -100,3 +100,19 @@ def test_full_queue_drops_and_counts_without_blocking_drivers():
     queue = asyncio.run(scenario())
     assert queue.queue.qsize() == 10
     assert queue.dropped["cam"] == 15
+
+
+def test_stop_ends_the_drivers_too():
+    async def scenario() -> set[str]:
+        loop = asyncio.get_running_loop()
+
+        async def on_state(status: DeviceStatus, needs_person: bool, reason: str) -> None:
+            return None
+
+        supervisor = Supervisor([make(Healthy, "good")], ObservationQueue(loop, 10_000), on_state)
+        supervisor.start()
+        await asyncio.sleep(0.2)
+        await supervisor.stop()
+        return {task.get_name() for task in asyncio.all_tasks() if not task.done()}
+
+    assert "run:good" not in asyncio.run(scenario())
