@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -20,6 +21,8 @@ from edge.logs import setup_logging
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO_ROOT / "config" / "demo.yaml"
+DEMO_PROTOCOL_CONFIG = REPO_ROOT / "config" / "demo-protocol.yaml"
+COMMUNITY_POLL_S = 5.0
 
 
 def register(subparsers: Any) -> None:
@@ -37,6 +40,17 @@ def register(subparsers: Any) -> None:
     )
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo.add_argument("--state-dir", help="where the demo keeps its store (default: from the config)")
+    demo.add_argument(
+        "--protocol",
+        action="store_true",
+        help="run the real OSDP, Wiegand and Modbus drivers against protocol simulators on ptys "
+        "(config/demo-protocol.yaml)",
+    )
+    demo.add_argument(
+        "--no-sync",
+        action="store_true",
+        help="keep events local: no MQTT uplink and no community database",
+    )
 
 
 def install_stop_signals(stop: asyncio.Event) -> None:
@@ -70,7 +84,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo_config(args: argparse.Namespace) -> Any:
-    path = Path(args.config) if args.config else DEMO_CONFIG
+    default = DEMO_PROTOCOL_CONFIG if args.protocol else DEMO_CONFIG
+    path = Path(args.config) if args.config else default
     if not path.exists():
         raise ConfigError(f"{path}: demo configuration not found; pass --config config/demo.yaml")
     config = load_config(path)
@@ -112,7 +127,36 @@ def seed_demo_allowlist(gateway: Any) -> dict[str, int]:
     return allow.counts()
 
 
-async def _demo_loop(config: Any, duration: float | None, out: Any) -> Counter[str]:
+def _community_line(db_url: str, config: Any, seen: int) -> tuple[str | None, int]:
+    """What the community database holds from this gateway, when it changed."""
+    from sync.db import open_database
+
+    db = open_database(db_url)
+    try:
+        count = db.one(
+            "SELECT count(*) FROM events WHERE site_id = ? AND gateway_id = ?",
+            (config.site.id, config.gateway.id),
+        )
+        total = int(count[0]) if count else 0
+        if total == seen:
+            return None, seen
+        gaps = db.seq_gaps(config.site.id, config.gateway.id)
+        gap_text = "no seq gaps" if not gaps else f"seq gaps {gaps[:3]}"
+        return f"  ⇢ community database: {total} events from {config.gateway.id} ({gap_text})", total
+    finally:
+        db.close()
+
+
+async def _watch_community(db_url: str, config: Any, out: Any) -> None:
+    seen = 0
+    while True:
+        await asyncio.sleep(COMMUNITY_POLL_S)
+        line, seen = await asyncio.to_thread(_community_line, db_url, config, seen)
+        if line:
+            print(line, file=out, flush=True)
+
+
+async def _demo_loop(config: Any, duration: float | None, out: Any, db_url: str | None) -> Counter[str]:
     from edge.cli.events import HEADER, format_row
     from edge.events import Event
     from edge.gateway import Gateway
@@ -122,11 +166,16 @@ async def _demo_loop(config: Any, duration: float | None, out: Any) -> Counter[s
     gateway = Gateway(config)
     counts = seed_demo_allowlist(gateway)
     print(
-        f"demo: site {config.site.id}, {len(config.devices)} simulated devices, "
+        f"demo: site {config.site.id}, {len(config.devices)} devices, "
         f"{counts['credentials']} cards, {counts['plates']} plates, {counts['passes']} passes; "
         f"store {config.store_path}",
         file=out,
     )
+    if config.mqtt is not None:
+        print(
+            f"demo: uplink to mqtt://{config.mqtt.host}:{config.mqtt.port}, community database {db_url}",
+            file=out,
+        )
     print(HEADER, file=out, flush=True)
     loop = asyncio.get_running_loop()
     seen: Counter[str] = Counter()
@@ -138,21 +187,66 @@ async def _demo_loop(config: Any, duration: float | None, out: Any) -> Counter[s
             loop.call_soon_threadsafe(lambda e=event: print(format_row(e), file=out, flush=True))
 
     gateway.store.add_commit_listener(show)
+    watcher = asyncio.create_task(_watch_community(db_url, config, out)) if db_url else None
     if duration is not None:
         loop.call_later(duration, stop.set)
-    await gateway.run(stop)
+    try:
+        await gateway.run(stop)
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+    if db_url:
+        line, _ = await asyncio.to_thread(_community_line, db_url, config, -1)
+        print(line, file=out, flush=True)
     return seen
 
 
 def _demo(args: argparse.Namespace) -> int:
     config = _demo_config(args)
     setup_logging(json_lines=False, debug=args.debug, quiet=not args.debug)
-    with contextlib.suppress(KeyboardInterrupt):
-        seen = asyncio.run(_demo_loop(config, args.duration, sys.stdout))
-        total = sum(seen.values())
-        parts = ", ".join(f"{n} {t}" for t, n in sorted(seen.items()))
-        print(f"demo ended: {total} events recorded ({parts}).")
-        print(
-            f"Look again with: gatehouse --config {config_path(args) if args.config else DEMO_CONFIG} events"
-        )
+    with contextlib.ExitStack() as stack:
+        if args.protocol:
+            from drivers.sim_peers import start_protocol_peers
+
+            peers = stack.enter_context(start_protocol_peers(config))
+            config = peers.config
+            with _store_for_seeding(config) as allow:
+                for number, card in enumerate(peers.credentials):
+                    allow.add_credential(card, f"person-{number:04d}", kind="card")
+            peers.start_traffic()
+        db_url = None
+        if not args.no_sync:
+            from sync.broker import ensure_broker
+            from sync.ingest import IngestWorker
+
+            broker = stack.enter_context(ensure_broker(config.mqtt))
+            config = config.model_copy(update={"mqtt": broker.config})
+            db_url = f"sqlite:///{config.state_path / 'community.db'}"
+            config.state_path.mkdir(parents=True, exist_ok=True)
+            ingest = IngestWorker(
+                db_url, broker.config, name=f"demo-{os.getpid()}", shared=broker.kind != "amqtt"
+            )
+            stack.callback(ingest.stop)
+            ingest.start()
+        with contextlib.suppress(KeyboardInterrupt):
+            seen = asyncio.run(_demo_loop(config, args.duration, sys.stdout, db_url))
+            total = sum(seen.values())
+            parts = ", ".join(f"{n} {t}" for t, n in sorted(seen.items()))
+            print(f"demo ended: {total} events recorded ({parts}).")
+            shown = (
+                config_path(args) if args.config else (DEMO_PROTOCOL_CONFIG if args.protocol else DEMO_CONFIG)
+            )
+            print(f"Look again with: gatehouse --config {shown} events")
     return 0
+
+
+@contextlib.contextmanager
+def _store_for_seeding(config: Any) -> Any:
+    from edge.allowlist import AllowList
+    from edge.gateway import open_store
+
+    store = open_store(config)
+    try:
+        yield AllowList(store, config.site.salt)
+    finally:
+        store.close()

@@ -114,6 +114,7 @@ class Store:
         self.attachments_dir = self.path.parent / "attachments"
         self._seq_file = self.path.with_name(self.path.name + ".seq")
         self.recovered_from: Path | None = None
+        self._vanished = not self.path.exists()
         self._conn = self._open_or_replace()
         if max_page_count is not None:
             self._conn.execute(f"PRAGMA max_page_count={int(max_page_count)}")
@@ -191,15 +192,15 @@ class Store:
 
     def _initial_seq(self) -> int:
         """The last seq handed out: the newest row's, or the counter kept when rows are evicted;
-        for a store that had to be replaced (or vanished), the reserved high-water mark, so the
-        upstream sees a gap rather than a repeat."""
+        for a store that had to be replaced, or whose file vanished while its side file stayed,
+        the reserved high-water mark, so the upstream sees a gap rather than a repeat."""
         counted = self._conn.execute("SELECT value FROM counters WHERE name='seq'").fetchone()[0]
         newest = self._conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0]
         seq = max(int(counted), int(newest))
         reserved = 0
         with contextlib.suppress(FileNotFoundError, ValueError):
             reserved = int(self._seq_file.read_text().strip())
-        if seq == 0 or self.recovered_from is not None:
+        if self._vanished or self.recovered_from is not None:
             return max(seq, reserved)
         return seq
 

@@ -223,3 +223,20 @@ def test_kv_and_counters(fresh_store: Store):
     fresh_store.add_counter("drops", 3)
     assert fresh_store.kv_get("allowlist.version") == "7"
     assert fresh_store.counter("drops") == 5
+
+
+def test_an_empty_store_reopened_starts_at_one(tmp_path: Path, factory: EventFactory):
+    path = tmp_path / "empty.db"
+    Store(path, synchronous="normal", events=factory).close()
+    with Store(path, synchronous="normal", events=factory) as store:
+        assert store.append(gate_event(factory)).seq == 1
+
+
+def test_a_vanished_store_never_repeats_seq(tmp_path: Path, factory: EventFactory):
+    path = tmp_path / "gone.db"
+    with Store(path, synchronous="normal", events=factory) as store:
+        last = [store.append(gate_event(factory)).seq for _ in range(5)][-1]
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    with Store(path, synchronous="normal", events=factory) as store:
+        assert store.append(gate_event(factory)).seq > last
