@@ -75,6 +75,8 @@ class SessionFactory:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # waiting threads sleep instead of spinning: the grabbers and the event loop need the CPU
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             return ort.InferenceSession(
                 str(spec.path), sess_options=options, providers=["CPUExecutionProvider"]

@@ -45,63 +45,71 @@ def constrained_decode(
     """Best CTC alignment of a label sequence whose label k is drawn from `positions[k]` (class
     indices). `log_probs` is T×C with blank at 0; `bias[k]` is added to the scores of position
     k's classes (a prior, e.g. for the home province). Returns (class per position, score of the
-    alignment, peak frame per position), or None when there are too few frames."""
+    alignment, peak frame per position), or None when there are too few frames.
+
+    States per frame: `char[k, j]` (emitting class j of position k) and `gap[k]` (the blank
+    before position k; `gap[length]` is the trailing blank). All positions are updated at once."""
     steps = log_probs.shape[0]
     length = len(positions)
     if steps < length:
         return None
     width = max(len(classes) for classes in positions)
-    emit = np.full((steps, length, width), _NEG)
-    for k, classes in enumerate(positions):
-        emit[:, k, : len(classes)] = log_probs[:, classes]
-        if bias is not None and bias[k] is not None:
-            emit[:, k, : len(classes)] += bias[k]
+    classes = np.zeros((length, width), dtype=np.int64)
+    valid = np.zeros((length, width), dtype=bool)
+    for k, allowed in enumerate(positions):
+        classes[k, : len(allowed)] = allowed
+        valid[k, : len(allowed)] = True
+    emit = np.where(valid[None], log_probs[:, classes], _NEG)
+    if bias is not None:
+        for k, extra in enumerate(bias):
+            if extra is not None:
+                emit[:, k, : len(positions[k])] += extra
     blank = log_probs[:, 0]
-    char = np.full((steps, length, width), _NEG)
-    gap = np.full((steps, length + 1), _NEG)
-    # back pointers: char: -1 stayed, -2 came from the gap before, j>=0 from class j of k-1;
-    # gap: -1 stayed, j>=0 from class j of the position before it
+    rows = np.arange(length)
+    # previous position's class table, to forbid moving to the same class without a blank
+    prev_classes = np.vstack([np.full((1, width), -1), classes[:-1]])
+    char = np.full((length, width), _NEG)
+    gap = np.full(length + 1, _NEG)
     char_from = np.full((steps, length, width), -1, dtype=np.int16)
     gap_from = np.full((steps, length + 1), -1, dtype=np.int16)
-    gap[0, 0] = blank[0]
-    char[0, 0] = emit[0, 0]
+    gap[0] = blank[0]
+    char[0] = emit[0, 0]
     for t in range(1, steps):
-        gap[t, 0] = gap[t - 1, 0] + blank[t]
-        for k in range(length):
-            n = len(positions[k])
-            best = char[t - 1, k, :n].copy()
-            source = np.full(n, -1, dtype=np.int16)
-            from_gap = gap[t - 1, k]
-            better = from_gap > best
-            best[better] = from_gap
-            source[better] = -2
-            if k > 0:
-                prev = char[t - 1, k - 1, : len(positions[k - 1])]
-                order = np.argsort(prev)[::-1]
-                top = order[0]
-                second = order[1] if len(order) > 1 else order[0]
-                clash = positions[k] == positions[k - 1][top]
-                pick = np.where(clash, second, top)
-                value = prev[pick]
-                if len(order) == 1:
-                    value = np.where(clash, _NEG, value)
-                better = value > best
-                best[better] = value[better]
-                source[better] = pick[better]
-            char[t, k, :n] = best + emit[t, k, :n]
-            char_from[t, k, :n] = source
-        for k in range(1, length + 1):
-            prev = char[t - 1, k - 1, : len(positions[k - 1])]
-            j = int(prev.argmax())
-            if prev[j] > gap[t - 1, k]:
-                gap[t, k] = prev[j] + blank[t]
-                gap_from[t, k] = j
-            else:
-                gap[t, k] = gap[t - 1, k] + blank[t]
-    last = char[steps - 1, length - 1, : len(positions[length - 1])]
+        # best and second-best class of each position at t-1 (for position k+1's entry)
+        order = np.argsort(char, axis=1)
+        top = order[:, -1]
+        second = order[:, -2] if width > 1 else order[:, -1]
+        top_val = char[rows, top]
+        second_val = char[rows, second] if width > 1 else np.full(length, _NEG)
+        prev_top = np.concatenate(([0], top[:-1]))
+        prev_top_val = np.concatenate(([_NEG], top_val[:-1]))
+        prev_second = np.concatenate(([0], second[:-1]))
+        prev_second_val = np.concatenate(([_NEG], second_val[:-1]))
+        top_class = prev_classes[rows, prev_top]
+        clash = classes == top_class[:, None]
+        enter_val = np.where(clash, prev_second_val[:, None], prev_top_val[:, None])
+        enter_src = np.where(clash, prev_second[:, None], prev_top[:, None])
+        from_gap = np.broadcast_to(gap[:length, None], (length, width))
+        best = char
+        source = np.full((length, width), -1, dtype=np.int16)
+        better = from_gap > best
+        best = np.where(better, from_gap, best)
+        source[better] = -2
+        better = enter_val > best
+        best = np.where(better, enter_val, best)
+        source = np.where(better, enter_src, source).astype(np.int16)
+        new_gap = np.empty(length + 1)
+        new_gap[0] = gap[0] + blank[t]
+        enter_gap = top_val > gap[1:]
+        new_gap[1:] = np.where(enter_gap, top_val, gap[1:]) + blank[t]
+        gap_from[t, 1:] = np.where(enter_gap, top, -1)
+        char = np.where(valid, best + emit[t], _NEG)
+        char_from[t] = source
+        gap = new_gap
+    last = char[length - 1, : len(positions[length - 1])]
     end_j = int(last.argmax())
-    in_gap = gap[steps - 1, length] >= last[end_j]
-    score = float(gap[steps - 1, length] if in_gap else last[end_j])
+    in_gap = bool(gap[length] >= last[end_j])
+    score = float(gap[length] if in_gap else last[end_j])
     if score <= _NEG / 2:
         return None
     labels = [0] * length
@@ -114,7 +122,7 @@ def constrained_decode(
             if t > 0 and k > 0 and source >= 0:
                 in_gap, k, j = False, k - 1, source
             continue
-        labels[k] = int(positions[k][j])
+        labels[k] = int(classes[k, j])
         if log_probs[t, labels[k]] > peak_p[k]:
             peak_p[k] = float(log_probs[t, labels[k]])
             peaks[k] = t

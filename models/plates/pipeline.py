@@ -87,6 +87,7 @@ class PlatePipeline:
     def warm_up(self) -> None:
         """Create the sessions now rather than on the first vehicle."""
         self.read(np.zeros((64, 64, 3), dtype=np.uint8))
+        self.recogniser.read([np.zeros((48, 160, 3), dtype=np.uint8)])
 
     def read(self, image: np.ndarray, region: Region | None = None) -> list[PlateResult]:
         """Plates found in a BGR image (inside `region` when given), best first."""

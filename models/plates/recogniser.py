@@ -38,6 +38,15 @@ def load_charset(session: Any) -> list[str]:
     return ["<blank>", *text.splitlines(), " "]
 
 
+def _informative_frames(log_probs: np.ndarray, blank_floor: float = math.log(0.995)) -> np.ndarray:
+    """Frames worth decoding: a run of near-certain blanks counts once (it only separates
+    characters), which shortens the Viterbi pass without changing its outcome in practice."""
+    sure_blank = log_probs[:, 0] >= blank_floor
+    repeat = np.zeros_like(sure_blank)
+    repeat[1:] = sure_blank[1:] & sure_blank[:-1]
+    return np.flatnonzero(~repeat)
+
+
 class PlateRecogniser:
     """Reads plate crops (BGR, already straightened) into plate text with a confidence."""
 
@@ -58,6 +67,7 @@ class PlateRecogniser:
         self.min_province_prob = min_province_prob
         self._session: Any = None
         self._charset: list[str] = []
+        self._index: dict[str, int] = {}
         self._templates: list[tuple[grammar.Template, list[np.ndarray]]] = []
         self._separators: np.ndarray = np.zeros(0, dtype=np.int64)
         self.calls = 0
@@ -67,6 +77,7 @@ class PlateRecogniser:
             session = self.factory.session(self.spec)
             self._charset = load_charset(session)
             index = {ch: i for i, ch in enumerate(self._charset) if i > 0}
+            self._index = index
             self._templates = [
                 (t, [np.array([index[c] for c in allowed if c in index]) for allowed in t.positions])
                 for t in grammar.TEMPLATES
@@ -111,7 +122,9 @@ class PlateRecogniser:
         """The best plate-shaped label sequence for one T×C output: (text, score relative to the
         unconstrained best path (≤ 0), peak probability per character)."""
         self._ensure()
-        log_probs = self._fold_separators(probs)
+        folded = self._fold_separators(probs)
+        frames = _informative_frames(folded)
+        log_probs = folded[frames]
         upper_bound = float(log_probs.max(axis=1).sum())
         best: tuple[str, float, tuple[float, ...]] | None = None
         for template, positions in templates or self._templates:
@@ -123,7 +136,7 @@ class PlateRecogniser:
             if bias is not None:
                 score -= float(bias[0][positions[0] == labels[0]].sum())
             text = "".join(self._charset[c] for c in labels)
-            chars = tuple(float(probs[t, c]) for t, c in zip(peaks, labels, strict=True))
+            chars = tuple(float(probs[frames[t], c]) for t, c in zip(peaks, labels, strict=True))
             relative = score - upper_bound
             if best is None or relative > best[1]:
                 best = (text, relative, chars)
@@ -176,10 +189,9 @@ class PlateRecogniser:
             proposals[text] = chars if known is None else tuple(map(max, known, chars))
         folded = [self._fold_separators(p) for p in probs]
         bounds = [float(lp.max(axis=1).sum()) for lp in folded]
-        index = {ch: i for i, ch in enumerate(self._charset)}
         scored = []
         for text in proposals:
-            labels = [index[ch] for ch in text]
+            labels = [self._index[ch] for ch in text]
             total = sum(
                 sequence_log_likelihood(lp, labels) - bound for lp, bound in zip(folded, bounds, strict=True)
             )
