@@ -132,28 +132,40 @@ def parse_broker(url: str) -> Broker:
 # what the certificates say
 
 
-def certificate_facts(path: str) -> dict[str, Any]:
-    """Subject, issuer and validity of a PEM certificate, decoded by the ssl module."""
+@dataclass(frozen=True)
+class CertificateFacts:
+    subject: str
+    issuer: str
+    not_before: datetime.datetime
+    not_after: datetime.datetime
+
+
+def certificate_facts(path: str) -> CertificateFacts:
+    """Subject, issuer and validity of a PEM certificate."""
+    from cryptography import x509
+
     try:
-        decoded = ssl._ssl._test_decode_cert(path)  # type: ignore[attr-defined]
-    except (ssl.SSLError, OSError) as err:
+        cert = x509.load_pem_x509_certificate(Path(path).read_bytes())
+    except (OSError, ValueError) as err:
         raise ProvisionError(f"{path}: not a readable PEM certificate ({err})") from err
-    return dict(decoded)
-
-
-def _name(facts: dict[str, Any], field: str) -> str:
-    return ", ".join(f"{key}={value}" for rdn in facts.get(field, ()) for key, value in rdn)
+    return CertificateFacts(
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+    )
 
 
 def expiry_problem(path: str, now: datetime.datetime | None = None) -> str | None:
     facts = certificate_facts(path)
-    moment = (now or datetime.datetime.now(datetime.UTC)).timestamp()
-    not_after = ssl.cert_time_to_seconds(facts["notAfter"])
-    not_before = ssl.cert_time_to_seconds(facts["notBefore"])
-    if moment > not_after:
-        return f"{path} expired on {facts['notAfter']}"
-    if moment < not_before:
-        return f"{path} is valid only from {facts['notBefore']} (or this gateway's clock is wrong)"
+    moment = now or datetime.datetime.now(datetime.UTC)
+    if moment > facts.not_after:
+        return f"{path} expired on {facts.not_after:%Y-%m-%d %H:%M} UTC"
+    if moment < facts.not_before:
+        return (
+            f"{path} is valid only from {facts.not_before:%Y-%m-%d %H:%M} UTC "
+            "(or this gateway's clock is wrong)"
+        )
     return None
 
 
@@ -226,16 +238,16 @@ def _rejected_certificate(err: Exception, args: TlsFiles, broker: Broker) -> Pro
     facts = certificate_facts(args.cert)
     if args.ca and not expired:
         ca = certificate_facts(args.ca)
-        if _name(facts, "issuer") != _name(ca, "subject"):
+        if facts.issuer != ca.subject:
             hints.append(
-                f"it was issued by '{_name(facts, 'issuer')}', not by the broker's CA "
-                f"'{_name(ca, 'subject')}'; ask for a certificate signed by the broker's CA"
+                f"it was issued by '{facts.issuer}', not by the broker's CA "
+                f"'{ca.subject}'; ask for a certificate signed by the broker's CA"
             )
     if not hints:
         hints.append("the broker does not trust it; check which CA it accepts for client certificates")
     return ProvisionError(
         f"the broker at {where} rejected client certificate {args.cert} "
-        f"(subject '{_name(facts, 'subject')}'; {reason}): " + "; ".join(hints)
+        f"(subject '{facts.subject}'; {reason}): " + "; ".join(hints)
     )
 
 

@@ -171,7 +171,7 @@ def test_doctor_reaches_the_provisioned_broker_over_tls(initialised, tls_broker,
             "expired",
             ["rejected client certificate", "expired on", "ask the community operator for a new one"],
         ),
-        ("rogue", ["rejected client certificate", "issued by 'commonName=rogue CA', not by the broker's CA"]),
+        ("rogue", ["rejected client certificate", "issued by 'CN=rogue CA', not by the broker's CA"]),
     ],
 )
 def test_tls_problems_are_explained(initialised, tls_broker, pki, capsys, case, expected):
