@@ -22,7 +22,7 @@ from drivers.base import (
 )
 from drivers.camera.config import CameraConfig
 from drivers.camera.grabber import Grabber, redact
-from edge.errors import DeviceMisconfigured, DeviceNotReady
+from edge.errors import DeviceMisconfigured, DeviceNotReady, ModelError
 from models.config import InferenceConfig
 
 
@@ -50,9 +50,16 @@ class CameraDriver(Driver):
             from drivers.camera.analysis import FrameAnalyser
         except ImportError as err:
             raise DeviceMisconfigured(
-                f"camera {self.id}: {err.name} is not installed; pip install opencv-python-headless"
+                f"camera {self.id}: {err.name} is not installed; "
+                "pip install opencv-python-headless onnxruntime"
             ) from err
-        return FrameAnalyser(self.config, self.clock, self.inference, self.context.home_province)
+        try:
+            analyser = FrameAnalyser(self.config, self.clock, self.inference, self.context.home_province)
+            if analyser.pipeline is not None:
+                analyser.pipeline.warm_up()
+        except ModelError as err:
+            raise DeviceMisconfigured(f"camera {self.id}: {err}") from err
+        return analyser
 
     async def run(self, emit: Emit) -> None:
         loop = asyncio.get_running_loop()

@@ -15,6 +15,8 @@ from drivers.camera.config import CameraConfig
 from models.config import InferenceConfig, ModelFileConfig
 from models.plates.pipeline import PlatePipeline
 
+pytestmark = pytest.mark.camera
+
 FPS = 10
 VEHICLES = [
     ("easypr_general_test/easypr_general_test_0004.jpg", "京PC5U22"),

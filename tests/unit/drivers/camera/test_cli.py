@@ -10,6 +10,8 @@ from camera_scenes import HYPERLPR_SHA256, paste, road, shared_data
 
 from edge.cli import main
 
+pytestmark = pytest.mark.camera
+
 CAR = "easypr_general_test/easypr_general_test_0004.jpg"
 
 
