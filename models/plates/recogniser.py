@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.errors import ModelError
 from models.manifest import ModelSpec
 from models.plates import grammar
 from models.plates.ctc import constrained_decode, greedy_decode, sequence_log_likelihood
@@ -34,7 +35,7 @@ def load_charset(session: Any) -> list[str]:
     meta = session.get_modelmeta().custom_metadata_map
     text = meta.get("character")
     if not text:
-        raise ValueError("the recogniser model carries no character dictionary")
+        raise ModelError("the recogniser model carries no character dictionary in its metadata")
     return ["<blank>", *text.splitlines(), " "]
 
 

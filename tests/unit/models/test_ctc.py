@@ -55,3 +55,15 @@ def test_likelihood_prefers_the_true_sequence() -> None:
     assert sequence_log_likelihood(probs, idx("京A1").tolist()) > sequence_log_likelihood(
         probs, idx("京A2").tolist()
     )
+
+
+def test_home_province_settles_a_near_tie_only() -> None:
+    provinces = idx("京A")  # stand-ins: two first-position choices
+    near_tie = np.log(frames({"京": 0.45, "A": 0.40}, {"<blank>": 0.9}, {"1": 0.9}))
+    clear = np.log(frames({"京": 0.80, "A": 0.05}, {"<blank>": 0.9}, {"1": 0.9}))
+    home_bias = [np.where(provinces == CHARSET.index("A"), np.log(1.5), 0.0), None]
+    positions = [provinces, idx("12")]
+    tie_labels, _, _ = constrained_decode(near_tie, positions, home_bias)
+    clear_labels, _, _ = constrained_decode(clear, positions, home_bias)
+    assert CHARSET[tie_labels[0]] == "A"
+    assert CHARSET[clear_labels[0]] == "京"

@@ -67,3 +67,9 @@ def test_sessions_are_created_once(pipeline: PlatePipeline, shared: Path) -> Non
     created = pipeline.factory.created
     pipeline.read(load_image(str(shared / "plates" / FULL_SCENES[1][0])))
     assert pipeline.factory.created == created == 2
+
+
+def test_home_province_does_not_override_a_clear_reading(shared: Path, recommended_inference) -> None:  # type: ignore[no-untyped-def]
+    local = PlatePipeline(recommended_inference, home_province="津")
+    results = local.read(load_image(str(shared / "plates" / FULL_SCENES[0][0])))
+    assert results[0].plate == "京PC5U22"
