@@ -85,3 +85,11 @@ def test_plates_read_json_and_annotate(
     assert result["plates"][0]["plate"] == "京PC5U22"
     assert result["plates"][0]["colour"] == "blue"
     assert out.read_bytes()[:2] == b"\xff\xd8"
+
+
+def test_devices_test_saves_a_frame(yard: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "test-out"
+    code = main(["-c", str(yard), "devices", "test", "yard-cam", "--out", str(out), "--timeout", "10"])
+    assert code == 0
+    assert "grabbed a 640x480 frame" in capsys.readouterr().out
+    assert (out / "yard-cam.jpg").read_bytes()[:2] == b"\xff\xd8"
