@@ -43,6 +43,16 @@ def open_store(config: Any, factory: EventFactory | None = None) -> Store:
     )
 
 
+def driver_context(config: Any) -> DriverContext:
+    """What every driver of this configuration may know of the gateway."""
+    return DriverContext(
+        state_dir=str(config.gateway.state_dir),
+        resolve_secret=lambda name: resolve_secret(name) or "",
+        home_province=config.site.home_province,
+        inference=config.inference,
+    )
+
+
 class Gateway:
     def __init__(
         self,
@@ -63,11 +73,7 @@ class Gateway:
         self.store = store or open_store(config, self.factory)
         self.alerts = AlertEngine(self.store, self.factory, clock=clock)
         self.rules = Rules(config, self.store, self.factory, self.alerts, self.command, clock=clock)
-        context = DriverContext(
-            state_dir=str(config.gateway.state_dir),
-            resolve_secret=lambda name: resolve_secret(name) or "",
-            home_province=config.site.home_province,
-        )
+        context = driver_context(config)
         self.drivers: dict[str, Driver] = {}
         for device in config.devices:
             if device.enabled:

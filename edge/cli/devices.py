@@ -89,9 +89,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
-    from drivers.base import DriverContext
     from drivers.registry import driver_for
-    from edge.config_loader import resolve_secret
+    from edge.gateway import driver_context
 
     config = load(args)
     ids = [device.id for device in config.devices]
@@ -100,12 +99,7 @@ def _test(args: argparse.Namespace) -> int:
         hint = f"; did you mean {near[0]!r}?" if near else f" (configured: {', '.join(ids) or 'none'})"
         raise ConfigError(f"no device {args.id!r} in the configuration{hint}")
     device = config.device(args.id)
-    context = DriverContext(
-        state_dir=str(config.gateway.state_dir),
-        resolve_secret=lambda name: resolve_secret(name) or "",
-        home_province=config.site.home_province,
-    )
-    driver = driver_for(device)(device, context)
+    driver = driver_for(device)(device, driver_context(config))
     out_dir = args.out or tempfile.mkdtemp(prefix=f"gatehouse-test-{device.id}-")
     what = (driver.self_test.__doc__ or "").strip().splitlines()[:1]
     print(f"testing {device.id} ({device.kind}, {where(device)}); up to {args.timeout:g} s", flush=True)

@@ -206,20 +206,12 @@ class _Collector:
 
 
 async def _try_device(device: Any, context: Context) -> Result:
-    from drivers.base import DriverContext
     from drivers.registry import driver_for
-    from edge.config_loader import resolve_secret
+    from edge.gateway import driver_context
 
     name = f"device {device.id}"
     try:
-        driver = driver_for(device)(
-            device,
-            DriverContext(
-                state_dir=str(context.config.gateway.state_dir),
-                resolve_secret=lambda secret: resolve_secret(secret) or "",
-                home_province=context.config.site.home_province,
-            ),
-        )
+        driver = driver_for(device)(device, driver_context(context.config))
     except Exception as err:
         return Result.fail(name, f"{device.kind} driver cannot start: {err}", _device_fix(device, "start"))
     emit = _Collector()
