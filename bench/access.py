@@ -22,10 +22,14 @@ import asyncio
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+# Run as a script, bench/ comes first on sys.path and bench/sync.py would shadow the sync package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import osdp
 

@@ -17,10 +17,14 @@ import asyncio
 import platform
 import sqlite3
 import statistics
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+# Run as a script, bench/ comes first on sys.path and bench/sync.py would shadow the sync package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.events import Event, EventFactory
 from edge.store import Store
