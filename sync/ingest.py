@@ -145,6 +145,9 @@ class IngestWorker:
             client.on_disconnect = session.on_disconnect
             client.on_message = self._on_message
             client.manual_ack_set(True)
+            # before connecting: a resumed session delivers at once, and those messages must be
+            # acknowledged on this client
+            self._client = client
             try:
                 mqttc.connect(
                     client,
@@ -166,7 +169,6 @@ class IngestWorker:
                 continue
             attempt = 0
             self.last_error = None
-            self._client = client
             prefix = self.config.topic_prefix
             client.subscribe(
                 [
