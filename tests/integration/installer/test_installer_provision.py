@@ -20,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from sync.broker import Mosquitto, find_mosquitto, free_port
 from tests.integration.installer.cli_helpers import run_cli
-from tests.integration.installer.pki import Pki, make_pki
+from tests.support.pki import Pki, make_pki
 
 pytestmark = pytest.mark.broker
 WAIT_S = 10.0

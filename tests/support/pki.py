@@ -1,4 +1,4 @@
-"""A throw-away PKI for the provision tests, made with the `cryptography` package: the broker's
+"""A throw-away PKI for tests (provision, the TLS broker), made with the `cryptography` package: the broker's
 CA and server certificate, a good client certificate, an expired one from the same CA, a
 client certificate from another CA, and a CA the broker does not use."""
 
