@@ -218,6 +218,8 @@ class Gateway:
         with contextlib.suppress(asyncio.CancelledError):
             await consumer
         if self.uplink is not None:
+            # Give the broker a moment for what is still unsent; whatever is left goes next start.
+            await asyncio.to_thread(self.uplink.wait_synced, max(0.0, (deadline - loop_time()) / 3))
             await asyncio.to_thread(self.uplink.stop, max(0.5, (deadline - loop_time()) / 2))
         with contextlib.suppress(asyncio.CancelledError):
             await checks

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 import time
@@ -23,6 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO_ROOT / "config" / "demo.yaml"
 DEMO_PROTOCOL_CONFIG = REPO_ROOT / "config" / "demo-protocol.yaml"
 COMMUNITY_POLL_S = 5.0
+DEMO_CONNECT_S = 5.0
 
 
 def register(subparsers: Any) -> None:
@@ -216,18 +216,16 @@ def _demo(args: argparse.Namespace) -> int:
             peers.start_traffic()
         db_url = None
         if not args.no_sync:
-            from sync.broker import ensure_broker
-            from sync.ingest import IngestWorker
+            from sync.ingest import local_ingest
 
-            broker = stack.enter_context(ensure_broker(config.mqtt))
-            config = config.model_copy(update={"mqtt": broker.config})
-            db_url = f"sqlite:///{config.state_path / 'community.db'}"
             config.state_path.mkdir(parents=True, exist_ok=True)
-            ingest = IngestWorker(
-                db_url, broker.config, name=f"demo-{os.getpid()}", shared=broker.kind != "amqtt"
-            )
+            db_url = f"sqlite:///{config.state_path / 'community.db'}"
+            broker, ingest = local_ingest(db_url, config.mqtt)
+            stack.callback(broker.close)
             stack.callback(ingest.stop)
-            ingest.start()
+            config = config.model_copy(update={"mqtt": broker.config})
+            if not ingest.connected.wait(DEMO_CONNECT_S):
+                print(f"demo: the ingest has not connected to the broker yet ({ingest.last_error})")
         with contextlib.suppress(KeyboardInterrupt):
             seen = asyncio.run(_demo_loop(config, args.duration, sys.stdout, db_url))
             total = sum(seen.values())
