@@ -35,11 +35,18 @@ async def _idle(emit: Emit, seconds: float) -> None:
         emit.alive()
 
 
-def _population(config: Any, context: DriverContext) -> Population:
-    return Population(config.population.seed, config.population.residents, context.home_province or "津")
+class _FromPopulation(Driver):
+    """A simulator whose people, cards and plates come from the shared deterministic population."""
+
+    def __init__(self, config: Any, context: DriverContext) -> None:
+        super().__init__(config, context)
+        self.population = Population(
+            config.population.seed, config.population.residents, context.home_province or "津"
+        )
+        self.rng = random.Random(f"{config.population.seed}:{config.id}")
 
 
-class SimReader(Driver):
+class SimReader(_FromPopulation):
     """A card/QR reader at which residents, visitors and strangers present themselves."""
 
     kind: ClassVar[str] = "sim_reader"
@@ -47,8 +54,6 @@ class SimReader(Driver):
 
     def __init__(self, config: SimReaderConfig, context: DriverContext) -> None:
         super().__init__(config, context)
-        self.population = _population(config, context)
-        self.rng = random.Random(f"{config.population.seed}:{config.id}")
         self.feedback: list[bool] = []
 
     def pick(self) -> CardPresented:
@@ -149,16 +154,11 @@ class SimLane(Driver):
         return f"simulated barrier is {self.state}"
 
 
-class SimCamera(Driver):
+class SimCamera(_FromPopulation):
     """A lane camera that reports one plate read per passing vehicle."""
 
     kind: ClassVar[str] = "sim_camera"
     config_model = SimCameraConfig
-
-    def __init__(self, config: SimCameraConfig, context: DriverContext) -> None:
-        super().__init__(config, context)
-        self.population = _population(config, context)
-        self.rng = random.Random(f"{config.population.seed}:{config.id}")
 
     def pick(self) -> PlateRead:
         roll = self.rng.random()
