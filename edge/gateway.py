@@ -223,6 +223,10 @@ class Gateway:
             await asyncio.to_thread(self.uplink.stop, max(0.5, (deadline - loop_time()) / 2))
         with contextlib.suppress(asyncio.CancelledError):
             await checks
+        stopped_ms = int(self.clock() * 1000)
+        await self.store.write_async(
+            lambda c: c.execute("UPDATE devices SET state='stopped', since_ms=?", (stopped_ms,))
+        )
         await asyncio.to_thread(self.store.close, max(0.5, deadline - loop_time()))
         log.info("gateway %s stopped; store closed", self.config.gateway.id)
 
