@@ -218,13 +218,6 @@ class PlateRecogniser:
         text, relative, chars = max(results, key=lambda r: r[1])
         return self._judge(raw, text, relative, chars)
 
-    def _reading(self, probs: np.ndarray) -> Reading:
-        raw = greedy_decode(probs, self._charset).text
-        best = self.fit(probs)
-        if best is None:
-            return Reading(raw, None, 0.0)
-        return self._judge(raw, *best)
-
     def _judge(self, raw: str, text: str, relative: float, chars: tuple[float, ...]) -> Reading:
         """Accept a fitted reading only when the model itself found it plausible: the fitted
         path keeps a fair share of the best path's probability, and no character was guessed."""

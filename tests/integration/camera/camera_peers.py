@@ -21,17 +21,6 @@ INSTALL = (
 )
 
 
-def shared_data() -> Path:
-    env = os.environ.get("GATEHOUSE_SHARED_DATA")
-    root = Path(env) if env else REPO.parent / "shared" / "data"
-    if not (root / "plates" / "labels.csv").is_file():
-        pytest.fail(
-            f"shared test data not found at {root}: check out ../shared/data next to the "
-            "repository or set GATEHOUSE_SHARED_DATA"
-        )
-    return root
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

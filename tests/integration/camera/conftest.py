@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from camera_peers import RtspServer, free_port, shared_data
+from camera_peers import RtspServer, free_port
+
+from tests.support.shared_data import shared_data
 
 
 @pytest.fixture(scope="session")

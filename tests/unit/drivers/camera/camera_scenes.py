@@ -3,24 +3,7 @@ data folder."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
-import pytest
-
-HYPERLPR_SHA256 = "2a985dc63a5cc947ec36d18503d6fc0fd54525b9dba17f2fe29a71e86b44456d"
-
-
-def shared_data() -> Path:
-    env = os.environ.get("GATEHOUSE_SHARED_DATA")
-    root = Path(env) if env else Path(__file__).resolve().parents[4].parent / "shared" / "data"
-    if not (root / "plates" / "labels.csv").is_file():
-        pytest.fail(
-            f"shared test data not found at {root}: check out the shared data folder next to the "
-            "repository (../shared/data with plates/ and models/) or set GATEHOUSE_SHARED_DATA"
-        )
-    return root
 
 
 class FakeClock:

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from camera_scenes import FakeClock, shared_data
+from camera_scenes import FakeClock
+
+from tests.support.shared_data import shared_data
 
 
 @pytest.fixture

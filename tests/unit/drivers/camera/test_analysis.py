@@ -7,13 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from camera_scenes import HYPERLPR_SHA256, FakeClock, paste, road
+from camera_scenes import FakeClock, paste, road
 
 from drivers.base import PlateRead
 from drivers.camera.analysis import FrameAnalyser
 from drivers.camera.config import CameraConfig
 from models.config import InferenceConfig, ModelFileConfig
 from models.plates.pipeline import PlatePipeline
+from tests.support.shared_data import HYPERLPR_SHA256
 
 pytestmark = pytest.mark.camera
 

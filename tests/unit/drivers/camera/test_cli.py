@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from camera_scenes import HYPERLPR_SHA256, paste, road, shared_data
+from camera_scenes import paste, road
 
 from edge.cli import main
+from tests.support.shared_data import HYPERLPR_SHA256, shared_data
 
 pytestmark = pytest.mark.camera
 

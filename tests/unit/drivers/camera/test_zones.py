@@ -47,9 +47,8 @@ def test_fire_lane_blocked_after_ten_minutes(photo, clock: FakeClock) -> None:  
         occupied_edge_density=0.015,
     )
     config = CameraConfig(id="yard", kind="camera", source="0", zones=[lane])
-    from camera_scenes import HYPERLPR_SHA256, shared_data
-
     from models.config import InferenceConfig, ModelFileConfig
+    from tests.support.shared_data import HYPERLPR_SHA256, shared_data
 
     detector = shared_data() / "models" / "hyperlpr3-detector" / "y5fu_320x_sim.onnx"
     inference = InferenceConfig(
