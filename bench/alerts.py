@@ -43,7 +43,6 @@ from sync.uplink import Uplink
 from tests.support.sync_helpers import GATEWAY, SITE, produce_fast
 
 INTERVAL_S = 0.03
-DRAIN_RATE = 200.0
 ARRIVAL_TIMEOUT_S = 120.0
 
 
@@ -123,9 +122,9 @@ def main() -> None:
     parser.add_argument(
         "--rate",
         type=float,
-        default=DRAIN_RATE,
-        help=f"uplink drain rate limit in messages of 50 events per second (mqtt.max_rate_msgs_s; "
-        f"default {DRAIN_RATE:g}: what one SQLite ingest worker sustains on a 2-core machine)",
+        default=MqttConfig().max_rate_msgs_s,
+        help="uplink drain rate limit in messages of 50 events per second (default: the uplink's "
+        "default, mqtt.max_rate_msgs_s)",
     )
     args = parser.parse_args()
     logging.getLogger("edge.rules.alerts").setLevel(logging.ERROR)
