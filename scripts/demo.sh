@@ -3,5 +3,5 @@
 # SQLite store, an MQTT broker found or started locally). Extra arguments go to `gatehouse demo`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh broker
 exec .venv/bin/gatehouse demo "$@"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates the virtual environment (.venv) and installs Gatehouse into it.
-# Usage: scripts/setup.sh [extra]   e.g. scripts/setup.sh dev   (adds the test tools)
+# Usage: scripts/setup.sh [extras]   e.g. scripts/setup.sh dev,broker   (test tools, embedded broker)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

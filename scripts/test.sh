@@ -39,6 +39,6 @@ if ! port_open 5432; then
 fi
 for _ in $(seq 1 50); do port_open 1883 && port_open 5432 && break; sleep 0.2; done
 
-scripts/setup.sh dev
+scripts/setup.sh dev,broker
 .venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"

@@ -57,3 +57,27 @@ def test_local_ingest_for_the_demo(monkeypatch: pytest.MonkeyPatch, store: Store
     finally:
         worker.stop()
         handle.close()
+
+
+def test_demo_without_mosquitto_runs_on_the_embedded_amqtt_broker(
+    monkeypatch: pytest.MonkeyPatch, store: Store, tmp_path: Path
+) -> None:
+    """A fresh machine with neither a local broker nor mosquitto: the demo's community side runs
+    on amqtt (MQTT 3.1.1, no shared subscriptions) and still receives every event."""
+    monkeypatch.setattr(broker_module, "LOCAL_PORT", free_port())
+    monkeypatch.setattr(broker_module, "find_mosquitto", lambda: None)
+    db_url = f"sqlite:///{tmp_path / 'community.db'}"
+    handle, worker = local_ingest(db_url)
+    try:
+        assert handle.kind == "amqtt" and not handle.shared_subscriptions
+        wait_until(worker.connected.is_set, 20, "the ingest worker")
+        made = produce(store, EventFactory(SITE, "gw-amqtt"), 5, "access.granted")
+        with Uplink(store, handle.config, site=SITE, gateway="gw-amqtt") as uplink:
+            assert uplink.wait_synced(30)
+        db = open_database(db_url)
+        wait_until(lambda: len(db.event_ids()) == 5, 20, "the events in the community database")
+        assert set(db.event_ids()) == {str(e.id) for e in made}
+        db.close()
+    finally:
+        worker.stop()
+        handle.close()
