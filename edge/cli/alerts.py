@@ -58,6 +58,9 @@ def format_alert(alert: AlertRecord) -> str:
 def _alerts(args: argparse.Namespace) -> int:
     config = load(args)
     conn = reader(config)
+    # Where following starts is read before the listing, so that an alert raised in between is
+    # shown rather than lost.
+    last = conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0]
     alerts = list_alerts(conn, include_cleared=args.all, limit=args.limit)
     for alert in alerts:
         print(
@@ -67,7 +70,6 @@ def _alerts(args: argparse.Namespace) -> int:
         print("no open alerts" if not args.all else "no alerts", flush=True)
     if not args.follow:
         return 0
-    last = conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0]
     while True:
         time.sleep(FOLLOW_POLL_S)
         for event in query_events(conn, types=["alert.*"], after_seq=last, limit=500, newest=False):

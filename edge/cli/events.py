@@ -97,17 +97,16 @@ def _events(args: argparse.Namespace) -> int:
     config = load(args)
     conn = reader(config)
     since = parse_since(args.since) if args.since else None
+    # Read before the listing: an event committed in between is followed, not lost.
+    last = conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0]
     events = query_events(conn, since_ms=since, types=args.type, limit=args.limit)
     if not args.json:
         print(HEADER)
-    last = 0
     for event in events:
         print(event.model_dump_json() if args.json else format_row(event), flush=True)
-        last = event.seq
+        last = max(last, event.seq)
     if not args.follow:
         return 0
-    if not events:
-        last = conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0]
     while True:
         time.sleep(0.5)
         for event in query_events(conn, types=args.type, after_seq=last, limit=500, newest=False):
