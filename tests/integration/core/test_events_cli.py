@@ -1,0 +1,55 @@
+"""`gatehouse events`: what the gateway recorded, read while the daemon may be writing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from edge.cli import main
+from edge.events import EventFactory
+from edge.store import Store
+from tests.support.sync_helpers import wait_for_line
+
+REPO = Path(__file__).resolve().parents[3]
+CONFIG = (
+    "site: {{id: test-site, salt: test-salt-long-enough}}\ngateway: {{id: gw-test, state_dir: {state}}}\n"
+)
+
+
+def gate_event(factory: EventFactory, state: str, previous: str | None = None):
+    payload = {"gate": "north-in", "state": state, "previous": previous}
+    return factory.make("gate.state", payload, device="barrier")
+
+
+def test_events_lists_filters_and_follows(tmp_path: Path, capsys):
+    config = tmp_path / "gatehouse.yaml"
+    config.write_text(CONFIG.format(state=tmp_path / "state"))
+    factory = EventFactory("test-site", "gw-test")
+    store = Store(tmp_path / "state" / "gatehouse.db", synchronous="normal", events=factory)
+    try:
+        store.append(gate_event(factory, "opening"))
+        store.append(factory.make("occupancy.sample", {"zone": "lot", "count": 3}))
+        assert main(["--config", str(config), "events", "--type", "gate.*"]) == 0
+        out = capsys.readouterr().out
+        assert "north-in: ? → opening" in out and "lot" not in out
+        assert main(["--config", str(config), "events", "--since", "yesterday"]) == 2
+        assert "--since 'yesterday'" in capsys.readouterr().err
+
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "--config", str(config), "events", "--follow"],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for_line(process, b"opening", 30)
+            store.append(gate_event(factory, "open", previous="opening"))
+            wait_for_line(process, b"opening \xe2\x86\x92 open", 30)
+        finally:
+            process.terminate()
+            process.wait(10)
+    finally:
+        store.close()
