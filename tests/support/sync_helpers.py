@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,21 +76,36 @@ def produce_fast(store: Store, factory: EventFactory, count: int, chunk: int = 1
 
 
 def wait_for_line(process: subprocess.Popen[bytes], marker: bytes, timeout: float) -> None:
-    """Read the child's output until a line contains `marker`."""
+    """Read the child's output until a line contains `marker`. Reads the pipe's file descriptor
+    directly: a buffered reader can hold lines that select() no longer sees."""
+    import os
     import selectors
 
     assert process.stdout is not None
+    fd = process.stdout.fileno()
+    pending = _unread.get(process, b"")
     deadline = time.monotonic() + timeout
     selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
+    selector.register(fd, selectors.EVENT_READ)
     seen = b""
-    while time.monotonic() < deadline:
-        if not selector.select(max(0.0, deadline - time.monotonic())):
-            break
-        line = process.stdout.readline()
-        if not line:
-            break
-        seen += line
-        if marker in line:
-            return
+    try:
+        while True:
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                seen += line + b"\n"
+                if marker in line:
+                    _unread[process] = pending
+                    return
+            if time.monotonic() >= deadline or not selector.select(max(0.0, deadline - time.monotonic())):
+                break
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            pending += chunk
+    finally:
+        selector.close()
+    _unread[process] = pending
     raise AssertionError(f"the child did not print {marker!r} in {timeout} s; it printed:\n{seen.decode()}")
+
+
+_unread: weakref.WeakKeyDictionary[subprocess.Popen[bytes], bytes] = weakref.WeakKeyDictionary()
