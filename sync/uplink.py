@@ -294,6 +294,7 @@ class Uplink:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: _Connection | None = None
+        self._connecting: _Connection | None = None
         self._started = time.monotonic()
         self._loop_thread: threading.Thread | None = None
         self._own_loop: asyncio.AbstractEventLoop | None = None
@@ -362,6 +363,9 @@ class Uplink:
         attempt = 0
         while not self._stopping.is_set():
             conn = _Connection(self)
+            # Commands queued in the session arrive right after the CONNACK, possibly before
+            # `connect()` below returns: their replies go out on this connection.
+            self._connecting = conn
             try:
                 mqttc.connect(
                     conn.client,
@@ -650,7 +654,7 @@ class Uplink:
     # replies to commands (called from the command loop)
 
     def publish_reply(self, topic: str, payload: bytes, correlation: bytes | None) -> None:
-        conn = self._conn
+        conn = self._conn or self._connecting
         if conn is None:
             log.warning("reply on %s dropped: not connected", topic)
             return
