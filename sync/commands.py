@@ -129,7 +129,7 @@ class SnapshotArgs(_Args):
 
 
 class ConfigReloadArgs(_Args):
-    pass
+    """No arguments: the gateway reads its own configuration file again."""
 
 
 ARGS: dict[str, type[_Args]] = {

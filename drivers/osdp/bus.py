@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import osdp
 
 from drivers.osdp.config import OsdpReaderConfig
+from drivers.osdp.queues import discard_queued
 from drivers.serial.config import SerialSettings
 from drivers.serial.port import Backoff, LinkState, PortLost, SerialPort, reopen
 from edge.errors import AuthFailed, DeviceMisconfigured, DeviceNotReady, GatehouseError
@@ -317,9 +318,9 @@ class OsdpBus:
     def _watch(self, now: float) -> None:
         if self.cp is None:
             return
+        cp = self.cp
         for slot in self._built:
-            while self.cp.get_event(slot.address, timeout=-1) is not None:
-                pass
+            discard_queued(lambda address=slot.address: cp.get_event(address, timeout=-1))
             if slot.failure is not None:
                 continue
             if self.cp.is_online(slot.address):

@@ -17,6 +17,7 @@ from typing import Any
 import osdp
 import serial
 
+from drivers.osdp.queues import discard_queued
 from drivers.wiegand.bits import bits_to_bytes, encode_bits
 
 
@@ -105,8 +106,9 @@ class SimReader:
 
     def _command(self, command: dict[str, Any]) -> tuple[int, None]:
         received = ReceivedCommand(time.monotonic(), dict(command))
-        while self.pd is not None and self.pd.get_command(timeout=-1) is not None:
-            pass
+        if self.pd is not None:
+            pd = self.pd
+            discard_queued(lambda: pd.get_command(timeout=-1))
         if received.kind == osdp.Command.Keyset:
             self.scbk = bytes(command["data"])
         self.commands.append(received)

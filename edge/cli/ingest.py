@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -106,11 +107,12 @@ def run_ingest(args: argparse.Namespace) -> int:
         flush=True,
     )
     try:
-        while not stop.wait(30):
-            stats = worker.stats
-            log.info("ingest: %d events, %d new, %d repeated", stats.events, stats.inserted, stats.duplicates)
-    except KeyboardInterrupt:
-        pass
+        with contextlib.suppress(KeyboardInterrupt):
+            while not stop.wait(30):
+                stats = worker.stats
+                log.info(
+                    "ingest: %d events, %d new, %d repeated", stats.events, stats.inserted, stats.duplicates
+                )
     finally:
         worker.stop()
         for child in children:
