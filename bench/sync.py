@@ -71,7 +71,8 @@ def wait_consumed(counter: Any, count: int, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def raw_baseline(port: int, messages: list[tuple[str, str]]) -> float:
+def raw_baseline(port: int, messages: list[tuple[str, str]]) -> tuple[float, float]:
+    """(seconds, CPU seconds of this process) to publish every message and get its PUBACK."""
     acked = threading.Semaphore(0)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-raw", protocol=mqtt.MQTTv5)
     client.max_inflight_messages_set(WINDOW)
@@ -81,15 +82,17 @@ def raw_baseline(port: int, messages: list[tuple[str, str]]) -> float:
     client.loop_start()
     time.sleep(0.5)
     started = time.perf_counter()
+    cpu = time.process_time()
     for topic, payload in messages:
         client.publish(topic, payload, qos=1)
     for _ in messages:
         if not acked.acquire(timeout=120):
             raise RuntimeError("raw baseline: PUBACKs stopped coming")
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
     client.disconnect()
     client.loop_stop()
-    return elapsed
+    return elapsed, cpu
 
 
 def batched_payloads(store: Store) -> list[tuple[str, str]]:
@@ -154,11 +157,12 @@ def main() -> None:
             for run in range(RAW_RUNS):
                 runs.append(raw_baseline(broker.port, messages))
                 wait_consumed(consumed, len(messages) * (run + 1), 300)
-            raw_s = sorted(runs)[len(runs) // 2]
+            raw_s, raw_cpu = sorted(runs)[len(runs) // 2]
             raw_eps = args.events / raw_s
             print(
                 f"raw paho: {len(messages)} messages of {BATCH} events in "
-                f"{', '.join(f'{r:.2f}' for r in runs)} s; median {raw_s:.2f} s"
+                f"{', '.join(f'{r:.2f}' for r, _ in runs)} s; median {raw_s:.2f} s, "
+                f"{raw_cpu:.2f} s of CPU in this process"
             )
             db = open_database(db_url)
             db.execute("DELETE FROM events")
@@ -184,6 +188,7 @@ def main() -> None:
                     index += 1
 
             started = time.perf_counter()
+            cpu = time.process_time()
             uplink.start()
             injector = threading.Thread(target=alerts)
             injector.start()
@@ -194,6 +199,7 @@ def main() -> None:
             if not uplink.wait_synced(120):
                 raise RuntimeError("the uplink did not drain")
             drain_s = time.perf_counter() - started
+            drain_cpu = time.process_time() - cpu
             drain_eps = args.events / drain_s
             uplink.stop()
             with watch.cond:
@@ -202,7 +208,7 @@ def main() -> None:
             delays = sorted((watch.arrived[i] - t) * 1000 for i, t in sent_at.items() if i in watch.arrived)
             p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))] if delays else float("nan")
             print(
-                f"uplink: drained {args.events} events in {drain_s:.2f} s; "
+                f"uplink: drained {args.events} events in {drain_s:.2f} s, {drain_cpu:.2f} s of CPU; "
                 f"{len(sent_at)} live alerts, p50 {delays[len(delays) // 2]:.1f} ms, "
                 f"of which the store's commit: p50 {sorted(committed)[len(committed) // 2]:.1f} ms, "
                 f"max {max(committed):.1f} ms"

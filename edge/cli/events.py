@@ -13,7 +13,7 @@ from typing import Any
 from edge.cli.common import add_command, load
 from edge.errors import StoreError, UsageError
 from edge.events import Event, Priority
-from edge.store.queries import query_events
+from edge.store.queries import query_events, read_backlog
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 
@@ -118,17 +118,14 @@ def _status(args: argparse.Namespace) -> int:
     config = load(args)
     conn = reader(config)
     counters = dict(conn.execute("SELECT name, value FROM counters"))
-    backlog = conn.execute(
-        "SELECT priority, count(*), min(ts_ms) FROM outbox WHERE synced_ms IS NULL GROUP BY priority"
-    ).fetchall()
+    backlog = read_backlog(conn)
     total = conn.execute("SELECT count(*), coalesce(max(seq), 0) FROM outbox").fetchone()
     print(f"gateway {config.gateway.id} at site {config.site.id}; store {config.store_path}")
     print(f"events stored: {total[0]}, last seq: {max(total[1], counters.get('seq', 0))}")
-    if backlog:
-        oldest = min(row[2] for row in backlog)
-        age = max(0.0, time.time() - oldest / 1000)
-        parts = ", ".join(f"{Priority(p).name.lower()} {n}" for p, n, _ in backlog)
-        print(f"backlog (not yet synced): {sum(r[1] for r in backlog)} ({parts}); oldest {age:.0f} s ago")
+    if backlog.count and backlog.oldest_ts_ms is not None:
+        age = max(0.0, time.time() - backlog.oldest_ts_ms / 1000)
+        parts = ", ".join(f"{Priority(p).name.lower()} {n}" for p, n in backlog.by_priority.items())
+        print(f"backlog (not yet synced): {backlog.count} ({parts}); oldest {age:.0f} s ago")
     else:
         print("backlog (not yet synced): 0")
     for name in sorted(counters):

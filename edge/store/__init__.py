@@ -1,5 +1,6 @@
 """The local store (SQLite, WAL): outbox, attachments, allow-lists, devices, counters."""
 
-from edge.store.store import Backlog, OutboxRow, Store
+from edge.store.queries import Backlog
+from edge.store.store import OutboxRow, Store
 
 __all__ = ["Backlog", "OutboxRow", "Store"]

@@ -147,10 +147,20 @@ ALTER TABLE alerts ADD COLUMN detail TEXT
 """
 
 
+SYNC_MARKS = """
+-- Delivered rows as a high-water mark per priority class: every row of the class with a seq up
+-- to through_seq is synced, whatever its synced_ms says. The uplink drains a backlog in seq
+-- order, so one small write records a whole window of acknowledgements. synced_ms is still set
+-- for rows acknowledged out of order (live alerts overtaking a backlog).
+CREATE TABLE sync_marks (priority INTEGER PRIMARY KEY, through_seq INTEGER NOT NULL)
+"""
+
+
 MIGRATIONS: list[Migration] = [
     Migration("0001_initial", _script(INITIAL_SCHEMA)),
     Migration("0002_alerts", _script(ALERTS)),
     Migration("0003_access", _script(ACCESS)),
+    Migration("0004_sync_marks", _script(SYNC_MARKS)),
 ]
 
 

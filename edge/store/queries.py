@@ -3,8 +3,56 @@
 from __future__ import annotations
 
 import sqlite3
+from typing import NamedTuple
 
-from edge.events import Event
+from edge.events import Event, Priority
+
+
+class Backlog(NamedTuple):
+    count: int
+    oldest_ts_ms: int | None
+    by_priority: dict[int, int]
+
+
+def sync_marks(conn: sqlite3.Connection) -> dict[int, int]:
+    """Per priority class, the seq up to which every row is synced (see migration 0004). A store
+    that an older gatehouse wrote and the daemon has not migrated yet has none."""
+    try:
+        return {int(p): int(s) for p, s in conn.execute("SELECT priority, through_seq FROM sync_marks")}
+    except sqlite3.OperationalError as err:
+        if "no such table" not in str(err):
+            raise
+        return {}
+
+
+def pending_after(conn: sqlite3.Connection, priority: int, after: int) -> int:
+    """Where reading a class's unsynced rows may start: past `after` and past its mark."""
+    row = conn.execute("SELECT through_seq FROM sync_marks WHERE priority=?", (priority,)).fetchone()
+    return max(after, int(row[0]) if row else 0)
+
+
+def read_backlog(conn: sqlite3.Connection) -> Backlog:
+    """Unsynced rows per class: above the class's mark and without synced_ms. Counted from the
+    pending index alone; the oldest is the first row in seq order (a status report every few
+    seconds must not read a day of backlog)."""
+    marks = sync_marks(conn)
+    by_priority: dict[int, int] = {}
+    oldest: list[int] = []
+    for priority in Priority:
+        after = marks.get(int(priority), 0)
+        (count,) = conn.execute(
+            "SELECT count(*) FROM outbox WHERE synced_ms IS NULL AND priority=? AND seq>?",
+            (int(priority), after),
+        ).fetchone()
+        if count:
+            by_priority[int(priority)] = int(count)
+            (first,) = conn.execute(
+                "SELECT ts_ms FROM outbox WHERE synced_ms IS NULL AND priority=? AND seq>? "
+                "ORDER BY seq LIMIT 1",
+                (int(priority), after),
+            ).fetchone()
+            oldest.append(int(first))
+    return Backlog(sum(by_priority.values()), min(oldest, default=None), by_priority)
 
 
 def query_events(

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -32,7 +34,7 @@ from edge.errors import StoreError, StoreFull
 from edge.events import AlertClearedPayload, AlertPayload, Event, EventFactory, Priority
 from edge.ids import uuid7
 from edge.store.migrations import migrate
-from edge.store.queries import query_events
+from edge.store.queries import Backlog, pending_after, query_events, read_backlog, sync_marks
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,9 @@ EVICT_CHUNK = 100
 CHECKPOINT_INTERVAL_S = 1.0
 QUOTA_ALERT_KEY = "store.quota"
 CORRUPT_ALERT_KEY = "store.corrupt"
+NEWEST_SEQ_SQL = (
+    "SELECT max(coalesce((SELECT max(seq) FROM outbox), 0), (SELECT value FROM counters WHERE name='seq'))"
+)
 
 
 class OutboxRow(NamedTuple):
@@ -57,12 +62,6 @@ class OutboxRow(NamedTuple):
     priority: int
     ts_ms: int
     body: str
-
-
-class Backlog(NamedTuple):
-    count: int
-    oldest_ts_ms: int | None
-    by_priority: dict[int, int]
 
 
 @dataclass
@@ -120,6 +119,11 @@ class Store:
             self._conn.execute(f"PRAGMA max_page_count={int(max_page_count)}")
         self._page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
         self._seq_floor = self._initial_seq()
+        self.last_seq = self._seq_floor
+        """the last seq this store committed"""
+        self.foreign_appends = 0
+        """commits that found rows another process (the CLI) had appended since this store's own
+        last commit; the uplink reads again when it changes"""
         self._reserved = 0
         self._reserve_seq(self._seq_floor)
         self._cond = threading.Condition()
@@ -234,10 +238,7 @@ class Store:
     def _next_seq(self, conn: sqlite3.Connection) -> int:
         """The next seq, read inside the write transaction, so that another process appending
         to the same file (the CLI) can never take the same number."""
-        newest = conn.execute(
-            "SELECT max(coalesce((SELECT max(seq) FROM outbox), 0), "
-            "(SELECT value FROM counters WHERE name='seq'))"
-        ).fetchone()[0]
+        newest = conn.execute(NEWEST_SEQ_SQL).fetchone()[0]
         return max(int(newest), self._seq_floor) + 1
 
     def _number(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -245,6 +246,8 @@ class Store:
         seq 0; the fields before "seq" (id, v, site, gateway, device, type, ts) cannot contain
         an unescaped ',"seq":0,'."""
         first = self._next_seq(conn)
+        if first != self.last_seq + 1:
+            self.foreign_appends += 1
         last = first + len(rows) - 1
         if last >= self._reserved:
             self._reserve_seq(last)
@@ -374,6 +377,8 @@ class Store:
                         call.error = err
                 conn.execute("COMMIT")
                 group.seqs = [row.seq for row in committed]
+                if committed:
+                    self.last_seq = committed[-1].seq
                 return committed
             except sqlite3.Error as err:
                 if conn.in_transaction:
@@ -424,26 +429,16 @@ class Store:
         target = self.quota_bytes * LOW_WATERMARK
         conn = self._conn
         dropped = {"synced": 0, "telemetry": 0}
-        steps = (
-            (
-                "synced",
-                "SELECT seq FROM outbox WHERE synced_ms IS NOT NULL ORDER BY synced_ms LIMIT ?",
-            ),
-            (
-                "telemetry",
-                "SELECT seq FROM outbox WHERE synced_ms IS NULL AND priority="
-                f"{int(Priority.TELEMETRY)} ORDER BY seq LIMIT ?",
-            ),
-        )
+        steps = (("synced", _oldest_synced), ("telemetry", _oldest_unsynced_telemetry))
         try:
             conn.execute("BEGIN IMMEDIATE")
             conn.execute(
                 "UPDATE counters SET value=max(value, (SELECT coalesce(max(seq), 0) FROM outbox)) "
                 "WHERE name='seq'"
             )
-            for name, select in steps:
+            for name, oldest in steps:
                 while force or self.used_bytes() > target:
-                    rowids = [r[0] for r in conn.execute(select, (EVICT_CHUNK,))]
+                    rowids = oldest(conn, EVICT_CHUNK)
                     if not rowids:
                         break
                     conn.executemany("DELETE FROM outbox WHERE seq=?", [(r,) for r in rowids])
@@ -529,6 +524,7 @@ class Store:
                 conn.execute("ROLLBACK")
             log.error("could not record %s: %s", event.type, err)
             return
+        self.last_seq = row[1]
         rows = [OutboxRow(row[1], row[0], row[1], row[2], row[3], row[4], row[6])]
         for listener in self._listeners:
             with contextlib.suppress(Exception):
@@ -548,30 +544,31 @@ class Store:
         return conn
 
     def pending(self, priority: int, after_rowid: int = 0, limit: int = 100) -> list[OutboxRow]:
-        rows = self.read().execute(
+        conn = self.read()
+        rows = conn.execute(
             "SELECT seq, id, seq, type, priority, ts_ms, body FROM outbox "
             "WHERE synced_ms IS NULL AND priority=? AND seq>? ORDER BY seq LIMIT ?",
-            (priority, after_rowid, limit),
+            (priority, pending_after(conn, priority, after_rowid), limit),
         )
         return [OutboxRow(*row) for row in rows]
 
-    def mark_synced(self, rowids: Iterable[int]) -> None:
-        now = int(time.time() * 1000)
-        params = [(now, rowid) for rowid in rowids]
-        if params:
-            self.write(lambda c: c.executemany("UPDATE outbox SET synced_ms=? WHERE seq=?", params))
+    def mark_synced(self, rowids: Iterable[int] = (), through: Mapping[int, int] | None = None) -> None:
+        """Record delivered rows. `through[p]` raises class p's mark: every row of the class up
+        to that seq is synced (one small write for a whole drained window). Each of `rowids`
+        that no mark covers gets its synced_ms."""
+        ids, marks = list(rowids), dict(through or {})
+        if ids or marks:
+            self.write(partial(_record_synced, ids, marks, int(time.time() * 1000)))
+
+    def newest_seq(self) -> int:
+        """The last seq given by any process appending to this file."""
+        return int(self.read().execute(NEWEST_SEQ_SQL).fetchone()[0])
+
+    def sync_marks(self) -> dict[int, int]:
+        return sync_marks(self.read())
 
     def backlog(self) -> Backlog:
-        rows = (
-            self.read()
-            .execute(
-                "SELECT priority, count(*), min(ts_ms) FROM outbox WHERE synced_ms IS NULL GROUP BY priority"
-            )
-            .fetchall()
-        )
-        by_priority = {int(p): int(n) for p, n, _ in rows}
-        oldest = min((ts for _, _, ts in rows), default=None)
-        return Backlog(sum(by_priority.values()), oldest, by_priority)
+        return read_backlog(self.read())
 
     def events(self, **filters: Any) -> list[Event]:
         """Stored events; see `edge.store.queries.query_events` for the filters."""
@@ -703,6 +700,55 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _record_synced(rowids: list[int], through: dict[int, int], now_ms: int, conn: sqlite3.Connection) -> None:
+    for priority, seq in through.items():
+        conn.execute(
+            "INSERT INTO sync_marks(priority, through_seq) VALUES (?, ?) "
+            "ON CONFLICT(priority) DO UPDATE SET through_seq = max(through_seq, excluded.through_seq)",
+            (priority, seq),
+        )
+    if rowids:
+        # One statement: SQLite walks the list without handing the GIL back and forth per row.
+        conn.execute(
+            "UPDATE outbox SET synced_ms = ? WHERE seq IN (SELECT value FROM json_each(?)) "
+            "AND synced_ms IS NULL AND seq > coalesce("
+            "(SELECT through_seq FROM sync_marks m WHERE m.priority = outbox.priority), 0)",
+            (now_ms, json.dumps(rowids)),
+        )
+
+
+def _oldest_synced(conn: sqlite3.Connection, limit: int) -> list[int]:
+    """The `limit` oldest synced rows: those with synced_ms and those under their class's mark
+    (each source read through its index, then merged)."""
+    seqs = [
+        r[0]
+        for r in conn.execute(
+            "SELECT seq FROM outbox WHERE synced_ms IS NOT NULL ORDER BY synced_ms LIMIT ?", (limit,)
+        )
+    ]
+    for priority, through in sync_marks(conn).items():
+        seqs.extend(
+            r[0]
+            for r in conn.execute(
+                "SELECT seq FROM outbox WHERE synced_ms IS NULL AND priority=? AND seq<=? "
+                "ORDER BY seq LIMIT ?",
+                (priority, through, limit),
+            )
+        )
+    return sorted(seqs)[:limit]
+
+
+def _oldest_unsynced_telemetry(conn: sqlite3.Connection, limit: int) -> list[int]:
+    telemetry = int(Priority.TELEMETRY)
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT seq FROM outbox WHERE synced_ms IS NULL AND priority=? AND seq>? ORDER BY seq LIMIT ?",
+            (telemetry, pending_after(conn, telemetry, 0), limit),
+        )
+    ]
 
 
 def _is_full(err: BaseException) -> bool:

@@ -13,6 +13,7 @@ from edge.errors import StoreFull
 from edge.events import EventFactory, Priority
 from edge.store import Store
 from edge.store.migrations import MIGRATIONS, migrate
+from edge.store.queries import read_backlog
 
 
 def gate_event(factory: EventFactory, state: str = "open"):
@@ -111,6 +112,40 @@ def test_pending_orders_by_class_and_mark_synced(fresh_store: Store, factory: Ev
     assert backlog.by_priority == {int(Priority.ACCESS): 1, int(Priority.TELEMETRY): 1}
 
 
+def test_sync_marks_cover_their_class_only(fresh_store: Store, factory: EventFactory):
+    telemetry_class, access_class = int(Priority.TELEMETRY), int(Priority.ACCESS)
+    for _ in range(3):
+        fresh_store.append(telemetry(factory))
+    granted = fresh_store.append(access(factory))
+    last = fresh_store.append(telemetry(factory))
+    fresh_store.mark_synced(through={telemetry_class: granted.seq})
+    assert [r.seq for r in fresh_store.pending(telemetry_class)] == [last.seq]
+    assert [r.seq for r in fresh_store.pending(access_class)] == [granted.seq]
+    assert fresh_store.backlog().by_priority == {access_class: 1, telemetry_class: 1}
+    # A mark never goes back; a row above it is marked by itself.
+    fresh_store.mark_synced([last.seq], through={telemetry_class: 1})
+    assert fresh_store.sync_marks() == {telemetry_class: granted.seq}
+    assert fresh_store.pending(telemetry_class) == []
+    backlog = fresh_store.backlog()
+    assert (backlog.count, backlog.by_priority) == (1, {access_class: 1})
+    assert backlog.oldest_ts_ms == granted.ts_ms
+    stamped = fresh_store.read().execute("SELECT seq FROM outbox WHERE synced_ms IS NOT NULL").fetchall()
+    assert stamped == [(last.seq,)]
+
+
+def test_backlog_of_a_store_not_yet_migrated_to_marks(tmp_path: Path, factory: EventFactory):
+    """`gatehouse status` reads the file read-only, perhaps before the daemon migrated it."""
+    conn = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+    migrate(conn, MIGRATIONS[:3])
+    event = telemetry(factory)
+    conn.execute(
+        "INSERT INTO outbox(id, seq, type, priority, ts_ms, device, body) VALUES (?, 1, ?, ?, ?, ?, ?)",
+        (str(event.id), event.type, int(event.priority), event.ts_ms, event.device, event.model_dump_json()),
+    )
+    assert read_backlog(conn).by_priority == {int(Priority.TELEMETRY): 1}
+    conn.close()
+
+
 def test_pending_query_uses_the_partial_index(fresh_store: Store):
     plan = (
         fresh_store.read()
@@ -124,7 +159,10 @@ def test_pending_query_uses_the_partial_index(fresh_store: Store):
     assert "outbox_pending" in " ".join(str(step[-1]) for step in plan)
 
 
-def test_quota_drops_synced_first_then_telemetry_never_access(tmp_path: Path, factory: EventFactory):
+@pytest.mark.parametrize("marked_by", ["rows", "mark"])
+def test_quota_drops_synced_first_then_telemetry_never_access(
+    tmp_path: Path, factory: EventFactory, marked_by: str
+):
     # The quota leaves room for the schema's own pages (every table and index takes some), so
     # that new migrations do not eat the test's margin.
     quota = 1_000_000
@@ -132,7 +170,10 @@ def test_quota_drops_synced_first_then_telemetry_never_access(tmp_path: Path, fa
     try:
         kept_access = [store.append(access(factory)).seq for _ in range(600)]
         synced = [store.append(gate_event(factory)).seq for _ in range(300)]
-        store.mark_synced(synced)
+        if marked_by == "rows":
+            store.mark_synced(synced)
+        else:
+            store.mark_synced(through={int(Priority.STATE): synced[-1]})
         for i in range(7000):
             store.append(telemetry(factory, i))
         counters = store.counters()
