@@ -217,6 +217,8 @@ class Gateway:
         consumer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await consumer
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.rules.settled(), max(0.1, deadline - loop_time()))
         if self.uplink is not None:
             # Give the broker a moment for what is still unsent; whatever is left goes next start.
             await asyncio.to_thread(self.uplink.wait_synced, max(0.0, (deadline - loop_time()) / 3))

@@ -101,6 +101,7 @@ class Rules:
         self._unknown: collections.OrderedDict[str, collections.deque[float]] = collections.OrderedDict()
         self._occupied_since: dict[tuple[str, str], float] = {}
         self._offline: dict[str, _Offline] = {}
+        self._noted: set[asyncio.Future[int]] = set()
 
     async def record(
         self,
@@ -112,6 +113,24 @@ class Rules:
         return await self.store.append_async(
             self.factory.make(event_type, payload, device=device, attachments=attachments)
         )
+
+    def note(self, event_type: str, payload: Any, device: str | None = None) -> None:
+        """Record telemetry without waiting for its commit. Nothing acts on it, so the next
+        observation (perhaps a card at the gate) need not wait behind its commit: it shares
+        that observation's commit instead, in the same order."""
+        future = self.store.submit(self.factory.make(event_type, payload, device=device))
+        self._noted.add(future)
+        future.add_done_callback(self._noted_done)
+
+    def _noted_done(self, future: asyncio.Future[int]) -> None:
+        self._noted.discard(future)
+        if not future.cancelled() and (err := future.exception()) is not None:
+            log.error("telemetry not recorded: %s", err)
+
+    async def settled(self) -> None:
+        """Wait until the telemetry `note()` handed over is committed (or has failed)."""
+        if self._noted:
+            await asyncio.wait(set(self._noted))
 
     def _gate_of(self, device: str) -> Any:
         return self.config.gate_of(device)
@@ -369,7 +388,7 @@ class Rules:
     # zones
 
     async def _zone_sample(self, seen: ZoneSample) -> None:
-        await self.record(
+        self.note(
             "occupancy.sample",
             OccupancyPayload(
                 zone=seen.zone, count=seen.count, occupied=seen.occupied, capacity=seen.capacity
@@ -437,7 +456,7 @@ class Rules:
         if now - self._last_health.get(seen.device, 0.0) < self.health_interval_s:
             return
         self._last_health[seen.device] = now
-        await self.record("device.health", DeviceHealthPayload(metrics=seen.metrics), device=seen.device)
+        self.note("device.health", DeviceHealthPayload(metrics=seen.metrics), device=seen.device)
 
     def _offline_key(self, device: str) -> tuple[str, str]:
         kind = "camera.offline" if self._device_role(device) == "camera" else "device.offline"
@@ -556,3 +575,4 @@ def _direction(gate: Any) -> str | None:
     if gate is None or gate.direction == "both":
         return None
     return str(gate.direction)
+

@@ -69,12 +69,14 @@ class _Group:
     """Appends and writes that share one transaction."""
 
     rows: list[tuple[Any, ...]] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
     seqs: list[int] = field(default_factory=list)
     calls: list[_Call] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
-    waiters: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = field(default_factory=dict)
+    waiters: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], int]]] = field(
+        default_factory=dict
+    )
+    """per event loop, (future, index of its row) of the submitted events"""
 
 
 @dataclass
@@ -223,15 +225,12 @@ class Store:
     # Appending
 
     def _enqueue(self, event: Event) -> tuple[int, _Group]:
-        body = event.model_dump_json()
+        row = _row(event)
         with self._cond:
             if self._closing:
                 raise StoreError("the store is closed")
             group = self._group
-            group.rows.append(
-                (str(event.id), 0, event.type, int(event.priority), event.ts_ms, event.device, body)
-            )
-            group.events.append(event)
+            group.rows.append(row)
             self._cond.notify()
             return len(group.rows) - 1, group
 
@@ -262,21 +261,28 @@ class Store:
         self._wait(group, timeout)
         return event.model_copy(update={"seq": group.seqs[index]})
 
-    async def append_async(self, event: Event) -> Event:
-        """Commit the event without blocking the event loop: the writer resolves one future per
-        waiting task, with one wake-up of the loop per group."""
+    def submit(self, event: Event) -> asyncio.Future[int]:
+        """Queue the event for the next commit and return at once: the future gives its seq
+        once it is durable, or the store's error. Events are numbered in the order they were
+        submitted, so a producer may keep several in flight (a burst of readings) and share
+        larger commits; it acts on one only after its future is done. The writer resolves
+        the futures of a group with one wake-up of the loop."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        index, group = self._enqueue(event)
+        future: asyncio.Future[int] = loop.create_future()
+        row = _row(event)
         with self._cond:
-            if group.done.is_set():
-                future.set_result(None)
-            else:
-                group.waiters.setdefault(loop, []).append(future)
-        await future
-        if group.error is not None:
-            raise group.error
-        return event.model_copy(update={"seq": group.seqs[index]})
+            if self._closing:
+                raise StoreError("the store is closed")
+            group = self._group
+            group.waiters.setdefault(loop, []).append((future, len(group.rows)))
+            group.rows.append(row)
+            self._cond.notify()
+        return future
+
+    async def append_async(self, event: Event) -> Event:
+        """Commit the event without blocking the event loop; return it with its seq."""
+        seq = await self.submit(event)
+        return event.model_copy(update={"seq": seq})
 
     def write(self, fn: Callable[[sqlite3.Connection], T], timeout: float = 30.0) -> T:
         """Run `fn(conn)` atomically on the writer thread (a savepoint inside the group's
@@ -344,7 +350,7 @@ class Store:
             group.waiters = {}
         for loop, futures in waiters.items():
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_resolve, futures)
+                loop.call_soon_threadsafe(_resolve, futures, group)
 
     def _commit(self, group: _Group) -> list[OutboxRow]:
         conn = self._conn
@@ -498,8 +504,7 @@ class Store:
 
     def _insert_internal(self, event: Event, kv: dict[str, str | None]) -> None:
         """Append from the writer thread itself (it cannot wait on its own queue)."""
-        body = event.model_dump_json()
-        row = (str(event.id), 0, event.type, int(event.priority), event.ts_ms, event.device, body)
+        row = _row(event)
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -756,10 +761,27 @@ def _is_full(err: BaseException) -> bool:
     return code == sqlite3.SQLITE_FULL or "database or disk is full" in str(err)
 
 
-def _resolve(futures: list[asyncio.Future[None]]) -> None:
-    for future in futures:
-        if not future.done():
-            future.set_result(None)
+def _row(event: Event) -> tuple[Any, ...]:
+    """The outbox row of an event, serialised with seq 0 (`Store._number` puts the seq in)."""
+    return (
+        str(event.id),
+        0,
+        event.type,
+        int(event.priority),
+        event.ts_ms,
+        event.device,
+        event.model_dump_json(),
+    )
+
+
+def _resolve(futures: list[tuple[asyncio.Future[int], int]], group: _Group) -> None:
+    for future, index in futures:
+        if future.done():
+            continue
+        if group.error is None:
+            future.set_result(group.seqs[index])
+        else:
+            future.set_exception(group.error)
 
 
 def _is_corruption(err: BaseException) -> bool:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.errors import StoreFull
+from edge.errors import StoreError, StoreFull
 from edge.events import EventFactory, Priority
 from edge.store import Store
 from edge.store.migrations import MIGRATIONS, migrate
@@ -89,6 +89,46 @@ def test_async_append(fresh_store: Store, factory: EventFactory):
     stored = asyncio.run(main())
     assert sorted(e.seq for e in stored) == list(range(1, 51))
     assert fresh_store.backlog().count == 50
+
+
+def test_submitted_bursts_share_commits_in_submit_order(fresh_store: Store, factory: EventFactory):
+    commits: list[int] = []
+    fresh_store.add_commit_listener(lambda rows: commits.append(len(rows)))
+
+    async def main() -> list[int]:
+        futures = [fresh_store.submit(gate_event(factory)) for _ in range(300)]
+        return list(await asyncio.gather(*futures))
+
+    seqs = asyncio.run(main())
+    assert seqs == list(range(1, 301))
+    assert sum(commits) == 300
+    assert len(commits) < 300, "every event got its own commit: no group commit happened"
+    assert [e.seq for e in fresh_store.events(limit=1000)] == seqs
+
+
+def test_a_full_disk_fails_the_submitted_futures_it_did_not_commit(tmp_path: Path, factory: EventFactory):
+    store = Store(tmp_path / "full.db", synchronous="normal", events=factory, max_page_count=40)
+
+    async def main() -> tuple[list[int], list[int | BaseException]]:
+        first = [await store.submit(access(factory)) for _ in range(10)]
+        burst = [store.submit(access(factory)) for _ in range(5000)]
+        return first, list(await asyncio.gather(*burst, return_exceptions=True))
+
+    try:
+        first, burst = asyncio.run(main())
+        assert all(isinstance(r, int | StoreFull) for r in burst)
+        assert any(isinstance(r, StoreFull) for r in burst)
+        stored = {r[0] for r in store.read().execute("SELECT seq FROM outbox")}
+        assert stored == set(first) | {r for r in burst if isinstance(r, int)}
+        store.close()
+        with pytest.raises(StoreError, match="closed"):
+            asyncio.run(_submit_one(store, access(factory)))
+    finally:
+        store.close()
+
+
+async def _submit_one(store: Store, event) -> int:
+    return await store.submit(event)
 
 
 def test_commit_listener_sees_rows_in_order(fresh_store: Store, factory: EventFactory):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ def run(rig: Rig, *observations: Any) -> None:
     async def feed() -> None:
         for observation in observations:
             await rig.rules.handle(observation)
+        await rig.rules.settled()
 
     asyncio.run(feed())
 
@@ -129,6 +131,28 @@ def test_the_fire_lane_is_watched_by_dwell_time(tmp_path: Path):
         assert len(rig.events("occupancy.sample")) == 4
     finally:
         rig.store.close()
+
+
+def test_telemetry_does_not_wait_for_its_commit(rig: Rig):
+    """A zone sample is handed to the store and the rules go on to the next observation: with
+    the store's writer held, handling it still returns; it is committed once the writer is
+    free, before anything submitted after it."""
+    release = threading.Event()
+    holder = threading.Thread(target=rig.store.write, args=(lambda conn: release.wait(10),))
+    holder.start()
+
+    async def feed() -> None:
+        await asyncio.wait_for(rig.rules.handle(ZoneSample("yard-cam", "parking", 3)), 2)
+        assert rig.events("occupancy.sample") == []
+        release.set()
+        await rig.rules.settled()
+
+    try:
+        asyncio.run(feed())
+    finally:
+        release.set()
+        holder.join(10)
+    assert [e.payload.count for e in rig.events("occupancy.sample")] == [3]
 
 
 def test_offline_after_a_grace_period_by_device_role(rig: Rig):
