@@ -163,19 +163,12 @@ class PlateRecogniser:
         return self.read_groups([views])[0]
 
     def read_groups(self, groups: list[list[np.ndarray]]) -> list[Reading]:
-        """Read several plates, each from several crops of it, in one recogniser run. Each crop
-        proposes its best plate-shaped reading; the proposal the crops agree on best (CTC
-        likelihood summed over them) wins."""
-        flat = [view for views in groups for view in views]
-        if not flat:
-            return []
-        probs = self.probabilities(flat)
-        out = []
-        at = 0
-        for views in groups:
-            out.append(self._vote(probs[at : at + len(views)]))
-            at += len(views)
-        return out
+        """Read several plates, each from several crops of it. Each crop proposes its best
+        plate-shaped reading; the proposal the crops agree on best (CTC likelihood summed over
+        them) wins. One recogniser run per plate: the crops of a batch are padded to its widest,
+        so a plate's reading does not depend on the other plates in the picture, and the
+        runtime's memory stays that of one plate's batch."""
+        return [self._vote(self.probabilities(views)) for views in groups]
 
     def _vote(self, probs: list[np.ndarray]) -> Reading:
         raw = greedy_decode(probs[0], self._charset).text
