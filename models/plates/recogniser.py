@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -28,6 +28,19 @@ class Reading:
     plate: str | None  # the Chinese plate it fits, None when it does not fit one
     confidence: float  # 0..1
     char_probs: tuple[float, ...] = ()
+
+
+class Fit(NamedTuple):
+    """The best plate-shaped reading of one recogniser output."""
+
+    text: str
+    relative: float  # log-likelihood of its path relative to the unconstrained best path (≤ 0)
+    chars: tuple[float, ...]  # peak probability of each character
+    han: float  # probability on Chinese characters (any) where the first character peaks
+
+
+def _is_han(ch: str) -> bool:
+    return "\u4e00" <= ch <= "\u9fff"
 
 
 def load_charset(session: Any) -> list[str]:
@@ -59,6 +72,7 @@ class PlateRecogniser:
         min_fit_ratio: float = 0.35,
         min_char_prob: float = 0.05,
         min_province_prob: float = 0.25,
+        min_han_mass: float = 0.9,
     ) -> None:
         self.factory = factory
         self.spec = spec
@@ -66,11 +80,13 @@ class PlateRecogniser:
         self.min_fit_ratio = min_fit_ratio
         self.min_char_prob = min_char_prob
         self.min_province_prob = min_province_prob
+        self.min_han_mass = min_han_mass
         self._session: Any = None
         self._charset: list[str] = []
         self._index: dict[str, int] = {}
         self._templates: list[tuple[grammar.Template, list[np.ndarray]]] = []
         self._separators: np.ndarray = np.zeros(0, dtype=np.int64)
+        self._han: np.ndarray = np.zeros(0, dtype=np.int64)
         self.calls = 0
 
     def _ensure(self) -> Any:
@@ -86,6 +102,7 @@ class PlateRecogniser:
             self._separators = np.array(
                 sorted({index[c] for c in grammar.SEPARATORS if c in index} | {len(index)})
             )
+            self._han = np.array([i for i, ch in enumerate(self._charset) if _is_han(ch)])
             self._session = session
         return self._session
 
@@ -119,15 +136,14 @@ class PlateRecogniser:
 
     def fit(
         self, probs: np.ndarray, templates: list[tuple[grammar.Template, list[np.ndarray]]] | None = None
-    ) -> tuple[str, float, tuple[float, ...]] | None:
-        """The best plate-shaped label sequence for one T×C output: (text, score relative to the
-        unconstrained best path (≤ 0), peak probability per character)."""
+    ) -> Fit | None:
+        """The best plate-shaped label sequence for one T×C output."""
         self._ensure()
         folded = self._fold_separators(probs)
         frames = _informative_frames(folded)
         log_probs = folded[frames]
         upper_bound = float(log_probs.max(axis=1).sum())
-        best: tuple[str, float, tuple[float, ...]] | None = None
+        best: Fit | None = None
         for template, positions in templates or self._templates:
             bias = self._bias(template, positions)
             found = constrained_decode(log_probs, positions, bias)
@@ -139,8 +155,9 @@ class PlateRecogniser:
             text = "".join(self._charset[c] for c in labels)
             chars = tuple(float(probs[frames[t], c]) for t, c in zip(peaks, labels, strict=True))
             relative = score - upper_bound
-            if best is None or relative > best[1]:
-                best = (text, relative, chars)
+            if best is None or relative > best.relative:
+                han = float(probs[frames[peaks[0]], self._han].sum())
+                best = Fit(text, relative, chars, han)
         return best
 
     def _bias(
@@ -176,11 +193,13 @@ class PlateRecogniser:
         if not fits:
             return Reading(raw, None, 0.0)
         if len(probs) == 1:
-            return self._judge(raw, *fits[0])
-        proposals: dict[str, tuple[float, ...]] = {}
-        for text, _, chars in fits:
-            known = proposals.get(text)
-            proposals[text] = chars if known is None else tuple(map(max, known, chars))
+            return self._judge(raw, fits[0])
+        proposals: dict[str, Fit] = {}
+        for fit in fits:
+            known = proposals.get(fit.text)
+            if known is not None:
+                fit = fit._replace(chars=tuple(map(max, known.chars, fit.chars)), han=max(known.han, fit.han))
+            proposals[fit.text] = fit
         folded = [self._fold_separators(p) for p in probs]
         bounds = [float(lp.max(axis=1).sum()) for lp in folded]
         scored = []
@@ -191,7 +210,7 @@ class PlateRecogniser:
             )
             scored.append((total / len(folded), text))
         relative, text = max(scored)
-        return self._judge(raw, text, relative, proposals[text])
+        return self._judge(raw, proposals[text]._replace(relative=relative))
 
     def read_double(self, upper: np.ndarray, lower: np.ndarray) -> Reading:
         """Read a double-layer plate: province and letter above, serial below."""
@@ -204,21 +223,24 @@ class PlateRecogniser:
             tail = self.fit(bottom, [(template, positions[split:])])
             if head is None or tail is None:
                 continue
-            results.append((head[0] + tail[0], head[1] + tail[1], head[2] + tail[2]))
+            results.append(
+                Fit(head.text + tail.text, head.relative + tail.relative, head.chars + tail.chars, head.han)
+            )
         raw = greedy_decode(top, self._charset).text + greedy_decode(bottom, self._charset).text
         if not results:
             return Reading(raw, None, 0.0)
-        text, relative, chars = max(results, key=lambda r: r[1])
-        return self._judge(raw, text, relative, chars)
+        return self._judge(raw, max(results, key=lambda r: r.relative))
 
-    def _judge(self, raw: str, text: str, relative: float, chars: tuple[float, ...]) -> Reading:
+    def _judge(self, raw: str, fit: Fit) -> Reading:
         """Accept a fitted reading only when the model itself found it plausible: the fitted
-        path keeps a fair share of the best path's probability, and no character was guessed."""
-        fit_ratio = min(1.0, math.exp(relative / max(len(text), 1)))
+        path keeps a fair share of the best path's probability, no character was guessed, and
+        the model saw a province there. A province counts as seen when it is likely itself, or
+        when the model was sure of a Chinese character at that place and only took it for a
+        look-alike outside the province set (海 for 浙, 湖 for 湘): a foreign plate has a Latin
+        letter or nothing there."""
+        text, chars = fit.text, fit.chars
+        fit_ratio = min(1.0, math.exp(fit.relative / max(len(text), 1)))
         confidence = fit_ratio * min(chars) ** 0.5 if chars else 0.0
-        plausible = (
-            fit_ratio >= self.min_fit_ratio
-            and min(chars) >= self.min_char_prob
-            and chars[0] >= self.min_province_prob
-        )
+        province_seen = chars[0] >= self.min_province_prob or fit.han >= self.min_han_mass
+        plausible = fit_ratio >= self.min_fit_ratio and min(chars) >= self.min_char_prob and province_seen
         return Reading(raw, text if plausible else None, confidence if plausible else 0.0, chars)
