@@ -3,13 +3,15 @@
 Starts mosquitto on a free port and an ingest worker (SQLite) in a child process, fills an
 outbox with 200,000 telemetry events, then:
 1. raw baseline: paho alone publishes the same payloads, batched the same way (50 events per
-   message), QoS 1, the same in-flight window, no store; three runs, the median counts (the
-   ingest worker stores each run before the next starts);
+   message), QoS 1, the same in-flight window, no store;
 2. the uplink drains the outbox while live alerts are appended every 50 ms; each alert's delay
    is measured from `append()` to its arrival at a subscriber;
-3. waits for the ingest worker to hold every event and counts lost and duplicated ones.
+3. waits for the ingest worker to hold every event and counts lost and duplicated ones; then
+   makes every row unsynced again and empties the community database for the next run.
+Raw and drain runs alternate (three of each by default), so that both see the machine in the
+same state; medians count, live alert delays of all runs are pooled.
 
-    .venv/bin/python bench/sync.py [--events 200000]
+    .venv/bin/python bench/sync.py [--events 200000] [--runs 3]
 
 Last line: sync: drain_eps=<n> raw_eps=<n> ratio=<r> live_p99_ms=<x> lost=<n> dup=<n>
 """
@@ -47,28 +49,18 @@ BATCH = 50
 WINDOW = 20
 
 
-RAW_RUNS = 3
-
-
-def ingest_main(db_url: str, port: int, ready: Any, messages: Any) -> None:
+def ingest_main(db_url: str, port: int, ready: Any) -> None:
     worker = IngestWorker(db_url, MqttConfig(port=port), name="bench").start()
     worker.connected.wait(10)
     ready.set()
-
-    def report() -> None:
-        while True:
-            messages.value = worker.stats.messages
-            time.sleep(0.05)
-
-    threading.Thread(target=report, daemon=True).start()
     worker.run_forever()
 
 
-def wait_consumed(counter: Any, count: int, timeout: float) -> None:
-    """Wait until the ingest worker has stored `count` messages (events, status and all)."""
+def wait_stored(db: Any, count: int, timeout: float) -> None:
+    """Wait until the community database holds `count` events."""
     deadline = time.monotonic() + timeout
-    while counter.value < count and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while db.one("SELECT count(*) FROM events")[0] < count and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def raw_baseline(port: int, messages: list[tuple[str, str]]) -> tuple[float, float]:
@@ -127,9 +119,72 @@ class AlertWatch:
         self.client.loop_stop()
 
 
+def drain_once(
+    store: Store, factory: EventFactory, port: int, watch: AlertWatch, events: int
+) -> tuple[float, float, list[float], list[float]]:
+    """Drain the outbox once while live alerts are appended every 50 ms: (seconds, CPU seconds
+    of this process, each alert's delay from append() to its arrival, each alert's commit)."""
+    config = MqttConfig(port=port, batch_size=BATCH, inflight_window=WINDOW, max_rate_msgs_s=100_000)
+    uplink = Uplink(store, config, site=SITE, gateway=GATEWAY)
+    sent_at: dict[str, float] = {}
+    committed: list[float] = []
+    stop_alerts = threading.Event()
+
+    def alerts() -> None:
+        index = 0
+        while not stop_alerts.wait(0.05):
+            event = factory.make(
+                "alert.raised", {"alert_id": f"a{index}", "kind": "bench", "key": f"k{index}"}
+            )
+            sent_at[str(event.id)] = time.perf_counter()
+            store.append(event)
+            committed.append((time.perf_counter() - sent_at[str(event.id)]) * 1000)
+            index += 1
+
+    started = time.perf_counter()
+    cpu = time.process_time()
+    uplink.start()
+    injector = threading.Thread(target=alerts)
+    injector.start()
+    while uplink.metrics.acked < events * 0.98 and time.perf_counter() - started < 600:
+        time.sleep(0.01)
+    stop_alerts.set()
+    injector.join()
+    if not uplink.wait_synced(120):
+        raise RuntimeError("the uplink did not drain")
+    drain_s = time.perf_counter() - started
+    drain_cpu = time.process_time() - cpu
+    uplink.stop()
+    with watch.cond:
+        watch.cond.wait_for(lambda: set(sent_at) <= set(watch.arrived), 30)
+    delays = [(watch.arrived[i] - t) * 1000 for i, t in sent_at.items() if i in watch.arrived]
+    delays += [float("inf")] * (len(sent_at) - len(delays))
+    return drain_s, drain_cpu, delays, committed
+
+
+def count_delivered(db: Any, store: Store) -> tuple[int, int]:
+    """Wait for the ingest to hold every outbox event; (lost, duplicated)."""
+    expected = {row[0] for row in store.read().execute("SELECT id FROM outbox")}
+    wait_stored(db, len(expected), 600)
+    ids = db.event_ids()
+    return len(expected - set(ids)), len(ids) - len(set(ids)) + len(set(ids) - expected)
+
+
+def forget_delivery(store: Store, db: Any) -> None:
+    """Make every outbox row unsynced again and empty the community database, for another run."""
+    store.write(lambda conn: conn.execute("UPDATE outbox SET synced_ms = NULL"))
+    store.write(lambda conn: conn.execute("DELETE FROM sync_marks"))
+    db.execute("DELETE FROM events")
+
+
+def median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=3, help="raw and drain runs, alternated; medians count")
     args = parser.parse_args()
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}")
     with tempfile.TemporaryDirectory(prefix="bench-sync-") as tmp:
@@ -139,10 +194,7 @@ def main() -> None:
         open_database(db_url).close()
         context = multiprocessing.get_context("spawn")
         ready = context.Event()
-        consumed = context.Value("q", 0)
-        consumer = context.Process(
-            target=ingest_main, args=(db_url, broker.port, ready, consumed), daemon=True
-        )
+        consumer = context.Process(target=ingest_main, args=(db_url, broker.port, ready), daemon=True)
         consumer.start()
         try:
             if not ready.wait(20):
@@ -153,82 +205,39 @@ def main() -> None:
             produce_fast(store, factory, args.events, chunk=2000)
             print(f"filled the outbox with {args.events} events in {time.perf_counter() - started:.1f} s")
             messages = batched_payloads(store)
-            runs = []
-            for run in range(RAW_RUNS):
-                runs.append(raw_baseline(broker.port, messages))
-                wait_consumed(consumed, len(messages) * (run + 1), 300)
-            raw_s, raw_cpu = sorted(runs)[len(runs) // 2]
-            raw_eps = args.events / raw_s
-            print(
-                f"raw paho: {len(messages)} messages of {BATCH} events in "
-                f"{', '.join(f'{r:.2f}' for r, _ in runs)} s; median {raw_s:.2f} s, "
-                f"{raw_cpu:.2f} s of CPU in this process"
-            )
             db = open_database(db_url)
-            db.execute("DELETE FROM events")
-
             watch = AlertWatch(broker.port)
-            config = MqttConfig(
-                port=broker.port, batch_size=BATCH, inflight_window=WINDOW, max_rate_msgs_s=100_000
-            )
-            uplink = Uplink(store, config, site=SITE, gateway=GATEWAY)
-            sent_at: dict[str, float] = {}
-            committed: list[float] = []
-            stop_alerts = threading.Event()
-
-            def alerts() -> None:
-                index = 0
-                while not stop_alerts.wait(0.05):
-                    event = factory.make(
-                        "alert.raised", {"alert_id": f"a{index}", "kind": "bench", "key": f"k{index}"}
-                    )
-                    sent_at[str(event.id)] = time.perf_counter()
-                    store.append(event)
-                    committed.append((time.perf_counter() - sent_at[str(event.id)]) * 1000)
-                    index += 1
-
-            started = time.perf_counter()
-            cpu = time.process_time()
-            uplink.start()
-            injector = threading.Thread(target=alerts)
-            injector.start()
-            while uplink.metrics.acked < args.events * 0.98 and time.perf_counter() - started < 600:
-                time.sleep(0.01)
-            stop_alerts.set()
-            injector.join()
-            if not uplink.wait_synced(120):
-                raise RuntimeError("the uplink did not drain")
-            drain_s = time.perf_counter() - started
-            drain_cpu = time.process_time() - cpu
-            drain_eps = args.events / drain_s
-            uplink.stop()
-            with watch.cond:
-                watch.cond.wait_for(lambda: set(sent_at) <= set(watch.arrived), 30)
+            raw_runs, drain_runs, delays, lost, dup = [], [], [], 0, 0
+            for run in range(args.runs):
+                db.execute("DELETE FROM events")
+                raw_runs.append(raw_baseline(broker.port, messages))
+                wait_stored(db, args.events, 300)
+                forget_delivery(store, db)
+                drain_s, drain_cpu, run_delays, committed = drain_once(
+                    store, factory, broker.port, watch, args.events
+                )
+                drain_runs.append((drain_s, drain_cpu))
+                delays.extend(run_delays)
+                run_lost, run_dup = count_delivered(db, store)
+                lost, dup = lost + run_lost, dup + run_dup
+                print(
+                    f"run {run + 1}: raw paho {len(messages)} messages of {BATCH} events in "
+                    f"{raw_runs[-1][0]:.2f} s ({raw_runs[-1][1]:.2f} s CPU in this process); uplink "
+                    f"{drain_s:.2f} s ({drain_cpu:.2f} s CPU), {len(run_delays)} live alerts p50 "
+                    f"{median(run_delays):.1f} ms, their commit p50 {median(committed):.1f} ms; "
+                    f"lost {run_lost}, dup {run_dup}"
+                )
             watch.close()
-            delays = sorted((watch.arrived[i] - t) * 1000 for i, t in sent_at.items() if i in watch.arrived)
-            p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))] if delays else float("nan")
-            print(
-                f"uplink: drained {args.events} events in {drain_s:.2f} s, {drain_cpu:.2f} s of CPU; "
-                f"{len(sent_at)} live alerts, p50 {delays[len(delays) // 2]:.1f} ms, "
-                f"of which the store's commit: p50 {sorted(committed)[len(committed) // 2]:.1f} ms, "
-                f"max {max(committed):.1f} ms"
-            )
-
-            expected = {row[0] for row in store.read().execute("SELECT id FROM outbox")}
-            started = time.perf_counter()
-            deadline = time.monotonic() + 600
-            while db.one("SELECT count(*) FROM events")[0] < len(expected) and time.monotonic() < deadline:  # type: ignore[index]
-                time.sleep(0.2)
-            print(f"ingest caught up {time.perf_counter() - started:.1f} s after the drain")
-            ids = db.event_ids()
-            lost = len(expected - set(ids))
-            dup = len(ids) - len(set(ids)) + len(set(ids) - expected)
             db.close()
             store.close()
         finally:
             consumer.terminate()
             consumer.join(10)
             broker.stop()
+    raw_eps = args.events / median([r for r, _ in raw_runs])
+    drain_eps = args.events / median([d for d, _ in drain_runs])
+    delays.sort()
+    p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))] if delays else float("nan")
     print(
         f"sync: drain_eps={drain_eps:.0f} raw_eps={raw_eps:.0f} ratio={drain_eps / raw_eps:.2f} "
         f"live_p99_ms={p99:.1f} lost={lost} dup={dup}"
