@@ -24,7 +24,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -69,7 +69,7 @@ class _Group:
     """Appends and writes that share one transaction."""
 
     rows: list[tuple[Any, ...]] = field(default_factory=list)
-    seqs: list[int] = field(default_factory=list)
+    seqs: Sequence[int] = ()
     calls: list[_Call] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
@@ -330,15 +330,17 @@ class Store:
             if closing:
                 return
 
-    def _after_commit(self, rows: list[OutboxRow]) -> None:
-        for listener in self._listeners:
-            try:
-                listener(rows)
-            except Exception:
-                log.exception("commit listener failed")
+    def _after_commit(self, numbered: list[tuple[Any, ...]]) -> None:
+        if self._listeners:
+            rows = [OutboxRow(r[1], r[0], r[1], r[2], r[3], r[4], r[6]) for r in numbered]
+            for listener in self._listeners:
+                try:
+                    listener(rows)
+                except Exception:
+                    log.exception("commit listener failed")
         # Measuring the file costs more than a small commit: do it once per slice of the quota
         # written, not once per group.
-        self._written_since_check += sum(len(r.body) for r in rows)
+        self._written_since_check += sum(len(r[6]) for r in numbered)
         if self._written_since_check >= self._check_every:
             self._written_since_check = 0
             self._enforce_quota()
@@ -352,12 +354,13 @@ class Store:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve, futures, group)
 
-    def _commit(self, group: _Group) -> list[OutboxRow]:
+    def _commit(self, group: _Group) -> list[tuple[Any, ...]]:
+        """Commit the group; return its rows as inserted (seq given), in seq order."""
         conn = self._conn
         for attempt in (1, 2):
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                committed: list[OutboxRow] = []
+                numbered: list[tuple[Any, ...]] = []
                 if group.rows:
                     numbered = self._number(conn, group.rows)
                     conn.executemany(
@@ -365,7 +368,6 @@ class Store:
                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
                         numbered,
                     )
-                    committed = [OutboxRow(r[1], r[0], r[1], r[2], r[3], r[4], r[6]) for r in numbered]
                 for index, call in enumerate(group.calls):
                     conn.execute(f"SAVEPOINT call{index}")
                     try:
@@ -382,10 +384,10 @@ class Store:
                         conn.execute(f"RELEASE call{index}")
                         call.error = err
                 conn.execute("COMMIT")
-                group.seqs = [row.seq for row in committed]
-                if committed:
-                    self.last_seq = committed[-1].seq
-                return committed
+                if numbered:
+                    group.seqs = range(numbered[0][1], numbered[-1][1] + 1)
+                    self.last_seq = numbered[-1][1]
+                return numbered
             except sqlite3.Error as err:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
