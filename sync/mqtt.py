@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import ssl
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -66,10 +68,13 @@ def connect(
     session_expiry_s: int,
     connack: threading.Event,
     outcome: dict[str, Any],
+    pump: Callable[[float], None] | None = None,
 ) -> None:
     """Open the connection and wait for a successful CONNACK. The client's on_connect must set
     `outcome["reason"]` and `connack`; its on_disconnect must set `connack` too (a TLS 1.3
-    broker refuses a client certificate only after `connect()` has returned)."""
+    broker refuses a client certificate only after `connect()` has returned). Without `pump`
+    paho's network thread runs the connection; with it, the caller's thread does, and
+    `pump(timeout)` runs its network I/O."""
     try:
         client.connect(
             config.host,
@@ -80,8 +85,15 @@ def connect(
         )
     except (OSError, ValueError) as err:
         raise MqttError(f"cannot reach the broker at {config.host}:{config.port}: {err}") from err
-    client.loop_start()
-    if not connack.wait(config.connect_timeout_s):
+    if pump is None:
+        client.loop_start()
+        answered = connack.wait(config.connect_timeout_s)
+    else:
+        deadline = time.monotonic() + config.connect_timeout_s
+        while not connack.is_set() and (left := deadline - time.monotonic()) > 0:
+            pump(min(left, 0.05))
+        answered = connack.is_set()
+    if not answered:
         stop(client)
         raise MqttError(f"no CONNACK from {config.host}:{config.port} within {config.connect_timeout_s} s")
     reason = outcome.get("reason")

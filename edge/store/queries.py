@@ -39,18 +39,16 @@ def read_backlog(conn: sqlite3.Connection) -> Backlog:
     by_priority: dict[int, int] = {}
     oldest: list[int] = []
     for priority in Priority:
-        after = marks.get(int(priority), 0)
-        (count,) = conn.execute(
-            "SELECT count(*) FROM outbox WHERE synced_ms IS NULL AND priority=? AND seq>?",
-            (int(priority), after),
+        # One statement, so that the count and the oldest come from one snapshot (the uplink
+        # marks rows synced meanwhile).
+        count, first = conn.execute(
+            "SELECT count(*), (SELECT ts_ms FROM outbox WHERE synced_ms IS NULL AND priority = ?1 "
+            "AND seq > ?2 ORDER BY seq LIMIT 1) FROM outbox WHERE synced_ms IS NULL AND priority = ?1 "
+            "AND seq > ?2",
+            (int(priority), marks.get(int(priority), 0)),
         ).fetchone()
         if count:
             by_priority[int(priority)] = int(count)
-            (first,) = conn.execute(
-                "SELECT ts_ms FROM outbox WHERE synced_ms IS NULL AND priority=? AND seq>? "
-                "ORDER BY seq LIMIT 1",
-                (int(priority), after),
-            ).fetchone()
             oldest.append(int(first))
     return Backlog(sum(by_priority.values()), min(oldest, default=None), by_priority)
 
