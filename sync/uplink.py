@@ -3,9 +3,9 @@
 One thread owns each connection, and it runs paho's network I/O itself (paho's loop_read,
 loop_write and loop_misc from one select() over the broker's socket and a wake-up socket):
 a PUBACK is settled and the next batch published on the thread that read it. With paho's own
-network thread every message cost two thread hand-overs, a wake-up byte and contended locks,
-and the drain reached 0.56 of raw paho; on one thread it reached 0.75 in the same runs. For
-each connection (a fresh paho client, our own jittered backoff between tries):
+network thread every message cost two thread hand-overs, a wake-up byte and contended locks
+(bench/sync.py: 0.68-0.70 s of CPU for 200,000 events then, 0.57-0.71 s now). For each
+connection (a fresh paho client, our own jittered backoff between tries):
 
 - every priority class is marked "dirty" and read from the outbox from the start, so rows
   that were sent but not acknowledged before a disconnect or a restart go out again;
@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 LIVE_QUEUE_MAX = 10_000
 REPLY_QUEUE_MAX = 1_000
+"""command replies waiting for the uplink's thread (they outlive a short outage)"""
 LIVE_RESERVE = 5
 """in-flight slots beyond the backlog's window, so that a live alert never queues in paho"""
 BACKLOG_SQL = (
@@ -160,13 +161,12 @@ class _Ledger:
     def refused(self, flight: _Flight) -> None:
         self._refused[flight.priority].append(flight.serial)
 
-    def reread(self, priority: int, mark: int) -> int:
+    def reread(self, priority: int, mark: int) -> None:
         """The class is read again from its stored mark: refused flights no longer hold it."""
         self._closed.update(self._refused[priority])
         self._refused[priority].clear()
         self.waiting[priority].clear()
         self.horizon[priority] = mark
-        return mark
 
     def mark(self, priority: int) -> int:
         heap = self._open[priority]

@@ -211,6 +211,23 @@ def test_commands_mqtt5_reply_with_correlation_data(shared_broker: TestBroker, s
         operator.close()
 
 
+def test_a_reply_made_while_disconnected_goes_out_on_the_next_connection(
+    shared_broker: TestBroker, store: Store
+) -> None:
+    """Replies are handed to the uplink's thread, the only one that uses the connection; one
+    made while there is no connection waits for the next."""
+    operator = Operator(shared_broker, mqtt.MQTTv5, "operator/replies/#")
+    uplink = Uplink(store, shared_broker.mqtt_config(), site=SITE, gateway="gw-late-reply")
+    try:
+        uplink.publish_reply("operator/replies/late", b'{"ok": true}', b"corr-late")
+        with uplink:
+            wait_until(uplink.connected.is_set, 10, "the uplink to connect")
+            [(topic, body, correlation)] = operator.wait(1)
+        assert (topic, body, correlation) == ("operator/replies/late", {"ok": True}, b"corr-late")
+    finally:
+        operator.close()
+
+
 def test_commands_mqtt311_reply_topic(shared_broker: TestBroker, store: Store) -> None:
     gateway = "gw-cmd3"
     topics = Topics(SITE, gateway)
