@@ -27,7 +27,6 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -38,24 +37,12 @@ from edge.store import Store
 from sync.broker import Mosquitto
 from sync.config import MqttConfig
 from sync.db import open_database
-from sync.ingest import IngestWorker
 from sync.uplink import Uplink
-from tests.support.sync_helpers import GATEWAY, SITE, produce_fast
+from tests.support.measure import percentile
+from tests.support.sync_helpers import GATEWAY, SITE, produce_fast, run_ingest_worker
 
 INTERVAL_S = 0.03
 ARRIVAL_TIMEOUT_S = 120.0
-
-
-def ingest_main(db_url: str, port: int, ready: Any) -> None:
-    worker = IngestWorker(db_url, MqttConfig(port=port), name="bench-alerts").start()
-    worker.connected.wait(10)
-    ready.set()
-    worker.run_forever()
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
 
 
 async def raise_alerts(engine: AlertEngine, count: int, label: str) -> dict[str, float]:
@@ -133,7 +120,9 @@ def main() -> None:
         db_url = f"sqlite:///{Path(folder) / 'community.db'}"
         context = multiprocessing.get_context("spawn")
         ready = context.Event()
-        consumer = context.Process(target=ingest_main, args=(db_url, broker.port, ready), daemon=True)
+        consumer = context.Process(
+            target=run_ingest_worker, args=(db_url, broker.port, ready, "bench-alerts"), daemon=True
+        )
         consumer.start()
         try:
             if not ready.wait(20):

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edge.events import Event, EventFactory
 from edge.store import Store
 from edge.store.migrations import migrate
+from tests.support.measure import percentile
 
 PRODUCERS = 8
 IN_FLIGHT = 32
@@ -125,11 +126,6 @@ def durable_threads(events: list[Event], path: Path) -> float:
     return len(events) / elapsed
 
 
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=40_000, help="events per run")
@@ -165,7 +161,7 @@ def main() -> None:
     )
     print(
         f"store: durable_eps={durable_eps:.0f} raw_eps={raw_eps:.0f} ratio={durable_eps / raw_eps:.2f} "
-        f"p50_ms={quantile(latencies, 0.5) * 1000:.2f} p99_ms={quantile(latencies, 0.99) * 1000:.2f}"
+        f"p50_ms={percentile(latencies, 0.5) * 1000:.2f} p99_ms={percentile(latencies, 0.99) * 1000:.2f}"
     )
 
 

@@ -23,6 +23,7 @@ import json
 import multiprocessing
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import threading
@@ -40,20 +41,13 @@ from edge.store import Store
 from sync.broker import Mosquitto
 from sync.config import MqttConfig
 from sync.db import open_database
-from sync.ingest import IngestWorker
 from sync.topics import Topics
 from sync.uplink import Uplink
-from tests.support.sync_helpers import GATEWAY, SITE, produce_fast
+from tests.support.measure import percentile
+from tests.support.sync_helpers import GATEWAY, SITE, produce_fast, run_ingest_worker
 
 BATCH = 50
 WINDOW = 20
-
-
-def ingest_main(db_url: str, port: int, ready: Any) -> None:
-    worker = IngestWorker(db_url, MqttConfig(port=port), name="bench").start()
-    worker.connected.wait(10)
-    ready.set()
-    worker.run_forever()
 
 
 def wait_stored(db: Any, count: int, timeout: float) -> None:
@@ -177,10 +171,6 @@ def forget_delivery(store: Store, db: Any) -> None:
     db.execute("DELETE FROM events")
 
 
-def median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -194,7 +184,9 @@ def main() -> None:
         open_database(db_url).close()
         context = multiprocessing.get_context("spawn")
         ready = context.Event()
-        consumer = context.Process(target=ingest_main, args=(db_url, broker.port, ready), daemon=True)
+        consumer = context.Process(
+            target=run_ingest_worker, args=(db_url, broker.port, ready, "bench"), daemon=True
+        )
         consumer.start()
         try:
             if not ready.wait(20):
@@ -224,7 +216,8 @@ def main() -> None:
                     f"run {run + 1}: raw paho {len(messages)} messages of {BATCH} events in "
                     f"{raw_runs[-1][0]:.2f} s ({raw_runs[-1][1]:.2f} s CPU in this process); uplink "
                     f"{drain_s:.2f} s ({drain_cpu:.2f} s CPU), {len(run_delays)} live alerts p50 "
-                    f"{median(run_delays):.1f} ms, their commit p50 {median(committed):.1f} ms; "
+                    f"{statistics.median(run_delays):.1f} ms, "
+                    f"their commit p50 {statistics.median(committed):.1f} ms; "
                     f"lost {run_lost}, dup {run_dup}"
                 )
             watch.close()
@@ -234,10 +227,9 @@ def main() -> None:
             consumer.terminate()
             consumer.join(10)
             broker.stop()
-    raw_eps = args.events / median([r for r, _ in raw_runs])
-    drain_eps = args.events / median([d for d, _ in drain_runs])
-    delays.sort()
-    p99 = delays[min(len(delays) - 1, int(len(delays) * 0.99))] if delays else float("nan")
+    raw_eps = args.events / statistics.median([r for r, _ in raw_runs])
+    drain_eps = args.events / statistics.median([d for d, _ in drain_runs])
+    p99 = percentile(delays, 0.99)
     print(
         f"sync: drain_eps={drain_eps:.0f} raw_eps={raw_eps:.0f} ratio={drain_eps / raw_eps:.2f} "
         f"live_p99_ms={p99:.1f} lost={lost} dup={dup}"

@@ -10,13 +10,24 @@ import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from edge.events import Event, EventFactory
 from edge.store import Store
+from sync.config import MqttConfig
+from sync.ingest import IngestWorker
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE, GATEWAY = "oak-court", "gw-1"
 KEY = "7a" * 32
+
+
+def run_ingest_worker(db_url: str, port: int, ready: Any, name: str) -> None:
+    """A bench's ingest worker, in a child process of its own: set `ready` once connected."""
+    worker = IngestWorker(db_url, MqttConfig(port=port), name=name).start()
+    worker.connected.wait(10)
+    ready.set()
+    worker.run_forever()
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
