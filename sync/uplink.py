@@ -436,7 +436,7 @@ class Uplink:
         self.metrics = Metrics()
         self.connected = threading.Event()
         self._rng = rng or random.Random()
-        self._cond = threading.Lock()
+        self._handover = threading.Lock()
         """guards what other threads hand over: live rows, replies, the foreign-append flag"""
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
@@ -510,7 +510,7 @@ class Uplink:
     # hand-over from the store (writer thread: keep it short)
 
     def _on_commit(self, rows: list[OutboxRow]) -> None:
-        with self._cond:
+        with self._handover:
             if self.store.foreign_appends != self._foreign_appends:
                 self._foreign_appends = self.store.foreign_appends
                 self._foreign = True
@@ -592,7 +592,7 @@ class Uplink:
         retry_at: dict[int, float] = {}
         handled: set[int] = set()
         marking = self._marker.pending
-        with self._cond:
+        with self._handover:
             self._live.clear()
             self._live_overflow.clear()
         backlog_window = config.inflight_window
@@ -609,7 +609,7 @@ class Uplink:
                     dirty.add(priority)
                     ledger.reread(priority, self.store.sync_marks().get(priority, 0))
                     del retry_at[priority]
-            with self._cond:
+            with self._handover:
                 live = list(self._live)
                 self._live.clear()
                 dirty.update(self._live_overflow)
@@ -675,7 +675,7 @@ class Uplink:
                 self._marker.hurry()
             self._send_replies(conn)
             wait = 0.0
-            with self._cond:
+            with self._handover:
                 if not self._live and not self._replies and not conn.acks and not conn.closed.is_set():
                     wait = IDLE_WAIT_S
                     if dirty and tokens < 1:
@@ -686,7 +686,7 @@ class Uplink:
         self._settle(conn, ledger, handled, retry_at)
 
     def _has_live(self) -> bool:
-        with self._cond:
+        with self._handover:
             return bool(self._live)
 
     def _read_backlog(self, priority: int, after: int, limit: int) -> list[_Group]:
@@ -859,13 +859,13 @@ class Uplink:
     def publish_reply(self, topic: str, payload: bytes, correlation: bytes | None) -> None:
         """Queue a command's reply for the uplink's thread (only it may use the connection);
         one queued while the broker is away goes out on the next connection."""
-        with self._cond:
+        with self._handover:
             self._replies.append((topic, payload, correlation))
         self._wake()
 
     def _send_replies(self, conn: _Connection) -> None:
         while True:
-            with self._cond:
+            with self._handover:
                 if not self._replies:
                     return
                 topic, payload, correlation = self._replies.popleft()
