@@ -217,7 +217,8 @@ def main() -> None:
                     f"{raw_runs[-1][0]:.2f} s ({raw_runs[-1][1]:.2f} s CPU in this process); uplink "
                     f"{drain_s:.2f} s ({drain_cpu:.2f} s CPU), {len(run_delays)} live alerts p50 "
                     f"{statistics.median(run_delays):.1f} ms, slowest {max(run_delays):.1f} ms, "
-                    f"their commit p50 {statistics.median(committed):.1f} ms, slowest {max(committed):.1f} ms; "
+                    f"their commit p50 {statistics.median(committed):.1f} ms, "
+                    f"slowest {max(committed):.1f} ms; "
                     f"lost {run_lost}, dup {run_dup}"
                 )
             watch.close()
