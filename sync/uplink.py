@@ -21,6 +21,8 @@ connection (a fresh paho client, our own jittered backoff between tries):
   every row is acknowledged), not an update per row: marking row by row cost more than reading
   and publishing together and held the store's writer, delaying live alerts' commits. Rows
   acknowledged above the mark (a live alert overtaking its class's backlog) get synced_ms.
+- the marks, the status document and the counters are written by `_Marker`'s thread: the
+  sender never waits for a commit, which a slow SD card or a retention purge can make long.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -195,8 +197,11 @@ class Metrics:
 
 
 class _Marker:
-    """Records acknowledged rows in the store on a thread of its own, so that the sender never
-    waits for a commit; whatever was acknowledged meanwhile goes into the next transaction."""
+    """Records the uplink's bookkeeping in the store on a thread of its own: acknowledged rows,
+    and the status document and counters of each status report. The sender never waits for a
+    commit, so a slow one (an SD card's fsync, a retention purge holding the writer) does not
+    hold up live alerts; whatever was acknowledged or reported meanwhile goes into the next
+    transaction."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -204,6 +209,9 @@ class _Marker:
         self._acked: list[int] = []
         self._above: list[int] = []
         self._marks: dict[int, int] = {}
+        self._status: str | None = None
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._values: dict[str, int] = {}
         self._cond = threading.Condition()
         self._busy = False
         self._flushing = 0
@@ -225,28 +233,57 @@ class _Marker:
             if was_idle:
                 self._cond.notify_all()
 
+    def report(
+        self,
+        status: str | None = None,
+        add: Mapping[str, int] | None = None,
+        values: Mapping[str, int] | None = None,
+    ) -> None:
+        """A status report to record: the status document (the latest wins), counter increments
+        and counter values."""
+        with self._cond:
+            if status is not None:
+                self._status = status
+            self._counts.update(add or {})
+            self._values.update(values or {})
+            self._cond.notify_all()
+
+    def _reported(self) -> bool:
+        return self._status is not None or bool(self._counts) or bool(self._values)
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._acked and not self._stopping:
+                while not self._acked and not self._reported() and not self._stopping:
                     self._cond.wait()
-                if not self._acked:
+                if not self._acked and not self._reported():
                     return
                 deadline = time.monotonic() + MARK_DELAY_S
                 while (
-                    not (self._stopping or self._flushing or self._hurry)
+                    self._acked
+                    and not (self._stopping or self._flushing or self._hurry)
                     and (left := deadline - time.monotonic()) > 0
                 ):
                     self._cond.wait(left)
                 self._hurry = False
                 batch, self._acked = self._acked, []
                 above, self._above = self._above, []
-                marks = dict(self._marks)
+                marks = dict(self._marks) if batch else {}
+                status, self._status = self._status, None
+                counts, self._counts = self._counts, collections.Counter()
+                values, self._values = self._values, {}
                 self._busy = True
             try:
                 self.store.mark_synced(above, marks)
             except Exception:
                 log.exception("uplink: cannot mark %d rows synced; they will be sent again", len(batch))
+            if status is not None or counts or values:
+                try:
+                    self.store.update_state(
+                        kv={STATUS_KV: status} if status is not None else None, add=counts, values=values
+                    )
+                except Exception:
+                    log.exception("uplink: cannot record the status report")
             with self._cond:
                 self.pending.difference_update(batch)
                 self._busy = False
@@ -264,7 +301,9 @@ class _Marker:
             self._flushing += 1
             self._cond.notify_all()
             try:
-                return self._cond.wait_for(lambda: not self._acked and not self._busy, timeout)
+                return self._cond.wait_for(
+                    lambda: not self._acked and not self._reported() and not self._busy, timeout
+                )
             finally:
                 self._flushing -= 1
 
@@ -837,7 +876,7 @@ class Uplink:
             document["reason"] = reason
         body = json.dumps(document)
         conn.publish(self.topics.status, body, None, retain=True)
-        self.store.kv_set(STATUS_KV, body)
+        self._marker.report(status=body)
 
     def _flush_metrics(self) -> None:
         current = {
@@ -846,13 +885,13 @@ class Uplink:
             "sync.resent": self.metrics.resent,
             "sync.nacked": self.metrics.nacked,
         }
-        for name, value in current.items():
-            delta = value - self.metrics.flushed.get(name, 0)
-            if delta:
-                self.store.add_counter(name, delta)
-                self.metrics.flushed[name] = value
-        if self.metrics.last_puback_ms is not None:
-            self.store.set_counter("sync.last_puback_ms", self.metrics.last_puback_ms)
+        deltas = {name: value - self.metrics.flushed.get(name, 0) for name, value in current.items()}
+        self.metrics.flushed.update(current)
+        last = self.metrics.last_puback_ms
+        self._marker.report(
+            add={name: delta for name, delta in deltas.items() if delta},
+            values={"sync.last_puback_ms": last} if last is not None else None,
+        )
 
     # replies to commands (called from the command loop)
 

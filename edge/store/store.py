@@ -50,6 +50,14 @@ CORRUPT_ALERT_KEY = "store.corrupt"
 NEWEST_SEQ_SQL = (
     "SELECT max(coalesce((SELECT max(seq) FROM outbox), 0), (SELECT value FROM counters WHERE name='seq'))"
 )
+SET_KV_SQL = "INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+ADD_COUNTER_SQL = (
+    "INSERT INTO counters(name, value) VALUES (?, ?) "
+    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value"
+)
+SET_COUNTER_SQL = (
+    "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value"
+)
 
 
 class OutboxRow(NamedTuple):
@@ -589,22 +597,26 @@ class Store:
         return {n: int(v) for n, v in self.read().execute("SELECT name, value FROM counters")}
 
     def add_counter(self, name: str, delta: int) -> None:
-        self.write(
-            lambda c: c.execute(
-                "INSERT INTO counters(name, value) VALUES (?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                (name, delta),
-            )
-        )
+        self.update_state(add={name: delta})
 
     def set_counter(self, name: str, value: int) -> None:
-        self.write(
-            lambda c: c.execute(
-                "INSERT INTO counters(name, value) VALUES (?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                (name, value),
-            )
-        )
+        self.update_state(values={name: value})
+
+    def update_state(
+        self,
+        kv: Mapping[str, str] | None = None,
+        add: Mapping[str, int] | None = None,
+        values: Mapping[str, int] | None = None,
+    ) -> None:
+        """Set key-values (`kv`), add to counters (`add`) and set counters (`values`), in one
+        transaction."""
+
+        def apply(conn: sqlite3.Connection) -> None:
+            conn.executemany(SET_KV_SQL, (kv or {}).items())
+            conn.executemany(ADD_COUNTER_SQL, (add or {}).items())
+            conn.executemany(SET_COUNTER_SQL, (values or {}).items())
+
+        self.write(apply)
 
     def kv_get(self, key: str) -> str | None:
         row = self.read().execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
@@ -615,13 +627,7 @@ class Store:
         return None if row is None else str(row[0])
 
     def kv_set(self, key: str, value: str) -> None:
-        self.write(
-            lambda c: c.execute(
-                "INSERT INTO kv(key, value) VALUES (?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                (key, value),
-            )
-        )
+        self.update_state(kv={key: value})
 
     # Attachments
 

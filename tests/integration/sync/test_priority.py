@@ -1,4 +1,4 @@
-"""A live alert is not stuck behind a backlog of telemetry."""
+"""A live alert is not stuck behind a backlog of telemetry, nor behind a slow commit."""
 
 from __future__ import annotations
 
@@ -13,11 +13,43 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge.events import EventFactory
 from edge.store import Store
 from sync.topics import Topics
-from sync.uplink import Uplink
+from sync.uplink import Uplink, sync_status
 from tests.support.mosquitto import TestBroker
 from tests.support.sync_helpers import SITE, produce, produce_fast, wait_until
 
 pytestmark = pytest.mark.broker
+
+
+class EventTap:
+    """A subscriber to one gateway's events: every event it received, in arrival order, and the
+    size of each message."""
+
+    def __init__(self, port: int, gateway: str) -> None:
+        self.sizes: list[int] = []
+        self._items: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self._client.on_message = self._on_message
+        self._client.connect("127.0.0.1", port)
+        self._client.subscribe(f"{Topics(SITE, gateway).base}/events/#", qos=1)
+        self._client.loop_start()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        body = json.loads(message.payload)
+        with self._lock:
+            self.sizes.append(len(message.payload))
+            self._items.extend(body if isinstance(body, list) else [body])
+
+    def events(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._items)
+
+    def __enter__(self) -> EventTap:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
 
 
 def test_alert_overtakes_the_backlog(shared_broker: TestBroker, store: Store) -> None:
@@ -25,32 +57,15 @@ def test_alert_overtakes_the_backlog(shared_broker: TestBroker, store: Store) ->
     factory = EventFactory(SITE, gateway)
     produce_fast(store, factory, 5000)
     produce(store, factory, 5, "access.granted")
-    arrivals: list[str] = []
-    lock = threading.Lock()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-
-    def on_message(c: mqtt.Client, u: Any, message: mqtt.MQTTMessage) -> None:
-        body = json.loads(message.payload)
-        with lock:
-            arrivals.extend(item["type"] for item in (body if isinstance(body, list) else [body]))
-
-    client.on_message = on_message
-    client.connect("127.0.0.1", shared_broker.port)
-    client.subscribe(f"{Topics(SITE, gateway).base}/events/#", qos=1)
-    client.loop_start()
-    try:
+    with EventTap(shared_broker.port, gateway) as tap:
         config = shared_broker.mqtt_config(batch_size=10, max_rate_msgs_s=100)
         with Uplink(store, config, site=SITE, gateway=gateway) as uplink:
-            wait_until(lambda: len(arrivals) > 500, 20, "the drain to get going")
+            wait_until(lambda: len(tap.events()) > 500, 20, "the drain to get going")
             produce(store, factory, 1, "alert.raised")
-            wait_until(lambda: "alert.raised" in arrivals, 20, "the alert")
+            wait_until(lambda: any(e["type"] == "alert.raised" for e in tap.events()), 20, "the alert")
             assert uplink.wait_synced(60)
-        wait_until(lambda: len(arrivals) >= 5006, 20, "everything")
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    with lock:
-        order = list(arrivals)
+        wait_until(lambda: len(tap.events()) >= 5006, 20, "everything")
+        order = [e["type"] for e in tap.events()]
     # access decisions went first, the alert came long before the end of the backlog
     assert order[:5] == ["access.granted"] * 5
     assert order.index("alert.raised") < len(order) - 1000
@@ -70,24 +85,44 @@ def test_large_events_are_split_into_messages_under_the_limit(
                 {"alert_id": f"a{index}", "kind": "big", "key": f"k{index}", "message": "x" * 60_000},
             )
         )
-    sizes: list[int] = []
-    events: list[str] = []
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-
-    def on_message(c: mqtt.Client, u: Any, message: mqtt.MQTTMessage) -> None:
-        sizes.append(len(message.payload))
-        events.extend(item["id"] for item in json.loads(message.payload))
-
-    client.on_message = on_message
-    client.connect("127.0.0.1", shared_broker.port)
-    client.subscribe(f"{Topics(SITE, gateway).base}/events/#", qos=1)
-    client.loop_start()
-    try:
+    with EventTap(shared_broker.port, gateway) as tap:
         with Uplink(store, shared_broker.mqtt_config(batch_size=12), site=SITE, gateway=gateway) as uplink:
             assert uplink.wait_synced(20)
-        wait_until(lambda: len(events) >= 12, 10, "every event")
-    finally:
-        client.disconnect()
-        client.loop_stop()
+        wait_until(lambda: len(tap.events()) >= 12, 10, "every event")
+        events = [e["id"] for e in tap.events()]
     assert len(set(events)) == 12
-    assert len(sizes) > 1 and max(sizes) <= MAX_MESSAGE_BYTES
+    assert len(tap.sizes) > 1 and max(tap.sizes) <= MAX_MESSAGE_BYTES
+
+
+def test_a_slow_commit_does_not_hold_up_delivery(shared_broker: TestBroker, store: Store) -> None:
+    """The store's writer is held (as by an SD card's slow fsync, or a retention purge) while
+    the uplink drains and reports its status every 0.1 s: nothing can be recorded, yet every
+    event reaches the broker. Once the writer is free, the marks and the status report land."""
+    gateway = "gw-slow-commit"
+    factory = EventFactory(SITE, gateway)
+    produce_fast(store, factory, 2000)
+    release = threading.Event()
+    holding = threading.Event()
+
+    def hold(conn: Any) -> None:
+        holding.set()
+        release.wait(30)
+
+    holder = threading.Thread(target=store.write, args=(hold,))
+    holder.start()
+    try:
+        assert holding.wait(10)
+        with EventTap(shared_broker.port, gateway) as tap:
+            config = shared_broker.mqtt_config(batch_size=10, max_rate_msgs_s=100, status_interval_s=0.1)
+            with Uplink(store, config, site=SITE, gateway=gateway) as uplink:
+                wait_until(lambda: len(tap.events()) >= 2000, 20, "every event, with the writer held")
+                assert store.backlog().count == 2000
+                assert holder.is_alive()
+                release.set()
+                assert uplink.wait_synced(20)
+            assert len({e["id"] for e in tap.events()}) == 2000
+    finally:
+        release.set()
+        holder.join(10)
+    status = sync_status(store)
+    assert status["backlog"] == 0 and status["acked"] == 2000 and status["state"] == "offline"
