@@ -2,24 +2,78 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
 from edge.events import Event, EventFactory
 from edge.store import Store
 from sync.config import MqttConfig
 from sync.ingest import IngestWorker
+from sync.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE, GATEWAY = "oak-court", "gw-1"
 KEY = "7a" * 32
+
+
+class EventTap:
+    """A subscriber to one gateway's events on a broker: every event it received, in arrival
+    order, and the size of each message."""
+
+    def __init__(self, port: int, gateway: str, site: str = SITE) -> None:
+        self._sizes: list[int] = []
+        self._items: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self._client.on_message = self._on_message
+        self._client.connect("127.0.0.1", port)
+        self._client.subscribe(f"{Topics(site, gateway).base}/events/#", qos=1)
+        self._client.loop_start()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        body = json.loads(message.payload)
+        with self._lock:
+            self._sizes.append(len(message.payload))
+            self._items.extend(body if isinstance(body, list) else [body])
+
+    def events(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._items)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def position(self, event_type: str) -> int | None:
+        """Where the first event of `event_type` arrived, None before it has."""
+        with self._lock:
+            return next((i for i, item in enumerate(self._items) if item["type"] == event_type), None)
+
+    def sizes(self) -> list[int]:
+        with self._lock:
+            return list(self._sizes)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def __enter__(self) -> EventTap:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def run_ingest_worker(db_url: str, port: int, ready: Any, name: str) -> None:

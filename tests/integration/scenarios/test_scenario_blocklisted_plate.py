@@ -4,14 +4,9 @@ handled (so well within a second), then published ahead of a 100,000-event backl
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 from pathlib import Path
-from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from drivers.base import PlateRead
 from drivers.sim.population import Population
@@ -19,46 +14,15 @@ from edge.allowlist import AllowList
 from edge.events import EventFactory
 from edge.store import Store
 from sync.broker import Mosquitto, free_port
-from sync.topics import Topics
 from sync.uplink import Uplink
 from tests.integration.scenarios.conftest import GATEWAY, SITE, compound, events, present, running
 from tests.support.pty import eventually
-from tests.support.sync_helpers import produce_fast
+from tests.support.sync_helpers import EventTap, produce_fast
 from tests.unit.rules.conftest import Clock
 
 pytestmark = pytest.mark.broker
 
 BACKLOG = 100_000
-
-
-class Arrivals:
-    """Event types as a subscriber on the broker receives them, in order."""
-
-    def __init__(self, port: int) -> None:
-        self.types: list[str] = []
-        self.lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.subscribe(f"{Topics(SITE, GATEWAY).base}/events/#", qos=1)
-        self.client.loop_start()
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        body = json.loads(message.payload)
-        with self.lock:
-            self.types.extend(item["type"] for item in (body if isinstance(body, list) else [body]))
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.types)
-
-    def index(self, event_type: str) -> int | None:
-        with self.lock:
-            return self.types.index(event_type) if event_type in self.types else None
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def test_blocklisted_plate_alert_goes_ahead_of_the_backlog(tmp_path: Path):
@@ -73,7 +37,7 @@ def test_blocklisted_plate_alert_goes_ahead_of_the_backlog(tmp_path: Path):
         AllowList(store, config.site.salt, clock=clock).block("plate", plate, reason="reported stolen")
         produce_fast(store, EventFactory(SITE, GATEWAY), BACKLOG, chunk=2000)
 
-    async def scenario(arrivals: Arrivals) -> None:
+    async def scenario(arrivals: EventTap) -> None:
         async with running(config, clock) as gateway:
             uplink = Uplink(gateway.store, config.mqtt, site=SITE, gateway=GATEWAY)
             uplink.start()
@@ -95,7 +59,7 @@ def test_blocklisted_plate_alert_goes_ahead_of_the_backlog(tmp_path: Path):
                 record = gateway.alerts.find(alert.payload.alert_id)
                 assert record is not None and record.raised_ms == int(clock() * 1000)
                 position = await eventually(
-                    lambda: arrivals.index("alert.raised"), 30, "the alert at the broker"
+                    lambda: arrivals.position("alert.raised"), 30, "the alert at the broker"
                 )
                 assert position < BACKLOG - 10_000, "the alert did not wait for the backlog"
                 assert gateway.store.backlog().count > 10_000, "the backlog was still draining"
@@ -103,7 +67,7 @@ def test_blocklisted_plate_alert_goes_ahead_of_the_backlog(tmp_path: Path):
                 await asyncio.to_thread(uplink.stop)
 
     with Mosquitto(tmp_path / "mosquitto", port=port):
-        arrivals = Arrivals(port)
+        arrivals = EventTap(port, GATEWAY, SITE)
         try:
             asyncio.run(scenario(arrivals))
         finally:

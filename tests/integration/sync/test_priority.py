@@ -2,54 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.events import EventFactory
 from edge.store import Store
-from sync.topics import Topics
 from sync.uplink import Uplink, sync_status
 from tests.support.mosquitto import TestBroker
-from tests.support.sync_helpers import SITE, produce, produce_fast, wait_until
+from tests.support.sync_helpers import SITE, EventTap, produce, produce_fast, wait_until
 
 pytestmark = pytest.mark.broker
-
-
-class EventTap:
-    """A subscriber to one gateway's events: every event it received, in arrival order, and the
-    size of each message."""
-
-    def __init__(self, port: int, gateway: str) -> None:
-        self.sizes: list[int] = []
-        self._items: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self._client.on_message = self._on_message
-        self._client.connect("127.0.0.1", port)
-        self._client.subscribe(f"{Topics(SITE, gateway).base}/events/#", qos=1)
-        self._client.loop_start()
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        body = json.loads(message.payload)
-        with self._lock:
-            self.sizes.append(len(message.payload))
-            self._items.extend(body if isinstance(body, list) else [body])
-
-    def events(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return list(self._items)
-
-    def __enter__(self) -> EventTap:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
 
 
 def test_alert_overtakes_the_backlog(shared_broker: TestBroker, store: Store) -> None:
@@ -60,11 +24,11 @@ def test_alert_overtakes_the_backlog(shared_broker: TestBroker, store: Store) ->
     with EventTap(shared_broker.port, gateway) as tap:
         config = shared_broker.mqtt_config(batch_size=10, max_rate_msgs_s=100)
         with Uplink(store, config, site=SITE, gateway=gateway) as uplink:
-            wait_until(lambda: len(tap.events()) > 500, 20, "the drain to get going")
+            wait_until(lambda: tap.count() > 500, 20, "the drain to get going")
             produce(store, factory, 1, "alert.raised")
-            wait_until(lambda: any(e["type"] == "alert.raised" for e in tap.events()), 20, "the alert")
+            wait_until(lambda: tap.position("alert.raised") is not None, 20, "the alert")
             assert uplink.wait_synced(60)
-        wait_until(lambda: len(tap.events()) >= 5006, 20, "everything")
+        wait_until(lambda: tap.count() >= 5006, 20, "everything")
         order = [e["type"] for e in tap.events()]
     # access decisions went first, the alert came long before the end of the backlog
     assert order[:5] == ["access.granted"] * 5
@@ -88,10 +52,11 @@ def test_large_events_are_split_into_messages_under_the_limit(
     with EventTap(shared_broker.port, gateway) as tap:
         with Uplink(store, shared_broker.mqtt_config(batch_size=12), site=SITE, gateway=gateway) as uplink:
             assert uplink.wait_synced(20)
-        wait_until(lambda: len(tap.events()) >= 12, 10, "every event")
+        wait_until(lambda: tap.count() >= 12, 10, "every event")
         events = [e["id"] for e in tap.events()]
+        sizes = tap.sizes()
     assert len(set(events)) == 12
-    assert len(tap.sizes) > 1 and max(tap.sizes) <= MAX_MESSAGE_BYTES
+    assert len(sizes) > 1 and max(sizes) <= MAX_MESSAGE_BYTES
 
 
 def test_a_slow_commit_does_not_hold_up_delivery(shared_broker: TestBroker, store: Store) -> None:
@@ -115,7 +80,7 @@ def test_a_slow_commit_does_not_hold_up_delivery(shared_broker: TestBroker, stor
         with EventTap(shared_broker.port, gateway) as tap:
             config = shared_broker.mqtt_config(batch_size=10, max_rate_msgs_s=100, status_interval_s=0.1)
             with Uplink(store, config, site=SITE, gateway=gateway) as uplink:
-                wait_until(lambda: len(tap.events()) >= 2000, 20, "every event, with the writer held")
+                wait_until(lambda: tap.count() >= 2000, 20, "every event, with the writer held")
                 assert store.backlog().count == 2000
                 assert holder.is_alive()
                 release.set()
