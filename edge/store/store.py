@@ -465,11 +465,7 @@ class Store:
                     break
             for name, count in dropped.items():
                 if count:
-                    conn.execute(
-                        "INSERT INTO counters(name, value) VALUES (?, ?) "
-                        "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                        (f"dropped_{name}", count),
-                    )
+                    conn.execute(ADD_COUNTER_SQL, (f"dropped_{name}", count))
             conn.execute("COMMIT")
         except sqlite3.Error as err:
             if conn.in_transaction:
