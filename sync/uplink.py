@@ -22,7 +22,8 @@ connection (a fresh paho client, our own jittered backoff between tries):
   and publishing together and held the store's writer, delaying live alerts' commits. Rows
   acknowledged above the mark (a live alert overtaking its class's backlog) get synced_ms.
 - the marks, the status document and the counters are written by `_Marker`'s thread: the
-  sender never waits for a commit, which a slow SD card or a retention purge can make long.
+  sender never waits for a commit, which a slow SD card or a retention purge can make long;
+  each status report's backlog count runs on a thread of its own for the same reason.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -50,7 +52,7 @@ from paho.mqtt.properties import Properties
 
 from edge.errors import AuthFailed
 from edge.events import Priority
-from edge.store import OutboxRow, Store
+from edge.store import Backlog, OutboxRow, Store
 from sync import mqtt as mqttc
 from sync.config import MqttConfig
 from sync.downlink import Downlink
@@ -495,6 +497,7 @@ class Uplink:
         self._foreign = False
         self._foreign_appends = store.foreign_appends
         self._marker = _Marker(store)
+        self._status_reader: ThreadPoolExecutor | None = None
         store.add_commit_listener(self._on_commit)
 
     # lifecycle
@@ -512,6 +515,7 @@ class Uplink:
                 command_loop = self._own_loop
             self.downlink.bind(self.publish_reply, command_loop)
         self._stopping.clear()
+        self._status_reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="uplink-status")
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -531,6 +535,9 @@ class Uplink:
                         end.close()
                 self._wake_r = self._wake_w = None
             self._thread = None
+        if self._status_reader is not None:
+            self._status_reader.shutdown(wait=False, cancel_futures=True)
+            self._status_reader = None
         self._marker.flush(timeout)
         if self._own_loop is not None:
             self._own_loop.call_soon_threadsafe(self._own_loop.stop)
@@ -623,7 +630,6 @@ class Uplink:
         config = self.config
         if self.downlink is not None:
             conn.client.subscribe(self.topics.cmd_filter, qos=1)
-        self._publish_status(conn, "online")
         priorities = [int(p) for p in sorted(Priority)]
         stored = self.store.sync_marks()
         ledger = _Ledger({p: stored.get(p, 0) for p in priorities})
@@ -637,7 +643,8 @@ class Uplink:
         backlog_window = config.inflight_window
         tokens = float(config.inflight_window)
         last_refill = time.monotonic()
-        next_status = time.monotonic() + config.status_interval_s
+        next_status = time.monotonic()  # the first report ("online") as soon as the backlog is counted
+        status_reading: Future[Backlog] | None = None
         next_foreign_check = time.monotonic() + FOREIGN_CHECK_S
         foreign_checked = self.store.newest_seq()
         while not self._stopping.is_set() and not conn.closed.is_set():
@@ -702,9 +709,12 @@ class Uplink:
                     dirty.update(priorities)
                 foreign_checked = newest
                 next_foreign_check = time.monotonic() + FOREIGN_CHECK_S
-            if time.monotonic() >= next_status:
-                self._publish_status(conn, "online")
+            if status_reading is None and time.monotonic() >= next_status:
+                status_reading = self._count_backlog()
+            if status_reading is not None and status_reading.done():
+                self._publish_status(conn, "online", status_reading.result())
                 self._flush_metrics()
+                status_reading = None
                 next_status = time.monotonic() + config.status_interval_s
             if sent_backlog and dirty and tokens >= 1:
                 in_backlog, _ = conn.in_flight()
@@ -848,8 +858,17 @@ class Uplink:
 
     # status and metrics
 
-    def status(self) -> dict[str, Any]:
-        backlog = self.store.backlog()
+    def _count_backlog(self) -> Future[Backlog]:
+        """The backlog counted for a status report on a thread of its own: counting a day of
+        backlog takes a while on a Pi, and live alerts must not wait for it."""
+        assert self._status_reader is not None, "counted only while started"
+        reading = self._status_reader.submit(self.store.backlog)
+        reading.add_done_callback(lambda _: self._wake())
+        return reading
+
+    def status(self, backlog: Backlog | None = None) -> dict[str, Any]:
+        """The status document's metrics; `backlog` as counted for it, else counted now."""
+        backlog = backlog if backlog is not None else self.store.backlog()
         now_ms = int(time.time() * 1000)
         return {
             "version": self.version,
@@ -870,8 +889,10 @@ class Uplink:
             "connected_since": _iso(self.metrics.connected_since_ms),
         }
 
-    def _publish_status(self, conn: _Connection, state: str, reason: str | None = None) -> None:
-        document = {"state": state, **self.status()}
+    def _publish_status(
+        self, conn: _Connection, state: str, backlog: Backlog | None = None, reason: str | None = None
+    ) -> None:
+        document = {"state": state, **self.status(backlog)}
         if reason:
             document["reason"] = reason
         body = json.dumps(document)

@@ -91,3 +91,38 @@ def test_a_slow_commit_does_not_hold_up_delivery(shared_broker: TestBroker, stor
         holder.join(10)
     status = sync_status(store)
     assert status["backlog"] == 0 and status["acked"] == 2000 and status["state"] == "offline"
+
+
+def test_counting_the_backlog_does_not_hold_up_a_live_alert(shared_broker: TestBroker, store: Store) -> None:
+    """Each status report carries the backlog's size, and counting a day of backlog on a Pi's
+    SD card takes a while. Here the count takes as long as the test wants: a live alert still
+    goes out while it runs, and the report follows once it is done."""
+    gateway = "gw-slow-count"
+    factory = EventFactory(SITE, gateway)
+    produce_fast(store, factory, 200)
+    counting = threading.Event()
+    release = threading.Event()
+    count_backlog = store.backlog
+
+    def slow_count() -> Any:
+        counting.set()
+        release.wait(30)
+        return count_backlog()
+
+    store.backlog = slow_count  # type: ignore[method-assign]
+    try:
+        with EventTap(shared_broker.port, gateway) as tap:
+            config = shared_broker.mqtt_config(status_interval_s=0.1)
+            with Uplink(store, config, site=SITE, gateway=gateway) as uplink:
+                assert counting.wait(10)
+                produce(store, factory, 1, "alert.raised")
+                wait_until(lambda: tap.position("alert.raised") is not None, 20, "the alert, mid-count")
+                assert not release.is_set()
+                release.set()
+                wait_until(lambda: sync_status(store)["state"] == "online", 10, "the status report")
+                assert uplink.wait_synced(20)
+                wait_until(lambda: uplink.metrics.acked == 201, 10, "every acknowledgement")
+    finally:
+        release.set()
+    status = sync_status(store)
+    assert status["acked"] == 201 and status["backlog"] == 0
