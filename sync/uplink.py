@@ -534,10 +534,10 @@ class Uplink:
                     if end is not None:
                         end.close()
                 self._wake_r = self._wake_w = None
+                if self._status_reader is not None:
+                    self._status_reader.shutdown(wait=False, cancel_futures=True)
+                    self._status_reader = None
             self._thread = None
-        if self._status_reader is not None:
-            self._status_reader.shutdown(wait=False, cancel_futures=True)
-            self._status_reader = None
         self._marker.flush(timeout)
         if self._own_loop is not None:
             self._own_loop.call_soon_threadsafe(self._own_loop.stop)
