@@ -214,6 +214,7 @@ class _Marker:
         self._status: str | None = None
         self._counts: collections.Counter[str] = collections.Counter()
         self._values: dict[str, int] = {}
+        self._report_due = False
         self._cond = threading.Condition()
         self._busy = False
         self._flushing = 0
@@ -242,23 +243,22 @@ class _Marker:
         values: Mapping[str, int] | None = None,
     ) -> None:
         """A status report to record: the status document (the latest wins), counter increments
-        and counter values."""
+        and counter values. What a failed write (a full disk) could not record is kept and
+        written with the next report."""
         with self._cond:
             if status is not None:
                 self._status = status
             self._counts.update(add or {})
             self._values.update(values or {})
+            self._report_due = True
             self._cond.notify_all()
-
-    def _reported(self) -> bool:
-        return self._status is not None or bool(self._counts) or bool(self._values)
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._acked and not self._reported() and not self._stopping:
+                while not self._acked and not self._report_due and not self._stopping:
                     self._cond.wait()
-                if not self._acked and not self._reported():
+                if not self._acked and not self._report_due:
                     return
                 deadline = time.monotonic() + MARK_DELAY_S
                 while (
@@ -274,6 +274,7 @@ class _Marker:
                 status, self._status = self._status, None
                 counts, self._counts = self._counts, collections.Counter()
                 values, self._values = self._values, {}
+                self._report_due = False
                 self._busy = True
             try:
                 self.store.mark_synced(above, marks)
@@ -285,7 +286,11 @@ class _Marker:
                         kv={STATUS_KV: status} if status is not None else None, add=counts, values=values
                     )
                 except Exception:
-                    log.exception("uplink: cannot record the status report")
+                    log.exception("uplink: cannot record the status report; it goes with the next one")
+                    with self._cond:
+                        self._status = self._status or status
+                        self._counts.update(counts)
+                        self._values = {**values, **self._values}
             with self._cond:
                 self.pending.difference_update(batch)
                 self._busy = False
@@ -304,7 +309,7 @@ class _Marker:
             self._cond.notify_all()
             try:
                 return self._cond.wait_for(
-                    lambda: not self._acked and not self._reported() and not self._busy, timeout
+                    lambda: not self._acked and not self._report_due and not self._busy, timeout
                 )
             finally:
                 self._flushing -= 1
