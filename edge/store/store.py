@@ -381,13 +381,11 @@ class Store:
                     try:
                         call.result = call.fn(conn)
                         conn.execute(f"RELEASE call{index}")
-                    except sqlite3.OperationalError as err:
-                        conn.execute(f"ROLLBACK TO call{index}")
-                        conn.execute(f"RELEASE call{index}")
-                        if _is_full(err):
-                            raise
-                        call.error = err
                     except Exception as err:
+                        if not conn.in_transaction or _is_full(err):
+                            # A full disk fails the whole group (and SQLite may already have
+                            # rolled the transaction back, savepoints and all): evict and retry.
+                            raise
                         conn.execute(f"ROLLBACK TO call{index}")
                         conn.execute(f"RELEASE call{index}")
                         call.error = err

@@ -254,6 +254,31 @@ def test_disk_full_raises_and_keeps_what_was_committed(tmp_path: Path, factory: 
         store.close()
 
 
+def test_a_write_that_fills_the_disk_raises_store_full_and_leaves_the_store_working(
+    tmp_path: Path, factory: EventFactory
+):
+    """SQLite rolls the whole transaction back on a full disk, savepoints and all: the caller
+    must still hear that the store is full (not about a missing savepoint), and the store must
+    go on committing what fits."""
+    store = Store(tmp_path / "full.db", synchronous="normal", events=factory, max_page_count=40)
+
+    def oversized(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE filler(x BLOB)")
+        conn.execute("INSERT INTO filler VALUES (zeroblob(400000))")
+
+    try:
+        before = store.append(access(factory)).seq
+        with pytest.raises(StoreFull, match="free disk space"):
+            store.write(oversized)
+        after = store.append(access(factory)).seq
+        stored = [r[0] for r in store.read().execute("SELECT seq FROM outbox ORDER BY seq")]
+        assert stored == [before, after]
+        tables = {r[0] for r in store.read().execute("SELECT name FROM sqlite_master")}
+        assert "filler" not in tables
+    finally:
+        store.close()
+
+
 def test_corrupt_file_is_moved_aside_reported_and_replaced(tmp_path: Path, factory: EventFactory):
     path = tmp_path / "c.db"
     with Store(path, synchronous="normal", events=factory) as store:
