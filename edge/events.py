@@ -12,7 +12,15 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_serializer, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    field_serializer,
+    model_validator,
+)
 
 from edge.ids import uuid7
 
@@ -194,8 +202,8 @@ class Event(BaseModel):
     gateway: str
     device: str | None = None
     type: str
-    ts: datetime = Field(default_factory=utc_now_ms)
-    seq: int = Field(default=0, ge=0, description="per-gateway sequence, given at commit")
+    ts: AwareDatetime = Field(default_factory=utc_now_ms)
+    seq: int = Field(default=0, ge=0, lt=2**63, description="per-gateway sequence, given at commit")
     payload: SerializeAsAny[Payload]
     attachments: tuple[Attachment, ...] = ()
 

@@ -21,6 +21,10 @@ DEFAULT_URL = "sqlite:///community.db"
 """sqlite:///relative/path.db or sqlite:////absolute/path.db; postgresql://user@host/db"""
 
 
+MAX_PARAMETERS = 32_766
+"""parameters in one statement: SQLite's default limit since 3.32, within PostgreSQL's 65,535"""
+
+
 class DatabaseError(GatehouseError):
     """The community database cannot be opened or written."""
 
@@ -234,6 +238,48 @@ class Database:
         finally:
             self._in_transaction = False
 
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside a transaction: what fails in the block is undone, the rest of the transaction
+        stays (PostgreSQL aborts the whole transaction on a failed statement without one)."""
+        if self.dialect == "postgresql":
+            with self._conn.transaction():
+                yield
+            return
+        self._conn.execute("SAVEPOINT part")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK TO part")
+            self._conn.execute("RELEASE part")
+            raise
+        self._conn.execute("RELEASE part")
+
+    def unavailable(self, err: BaseException) -> bool:
+        """Whether `err` says the database cannot be written now (the connection is gone, the
+        server is shutting down, the file is locked or the disk is full), as opposed to a value
+        it refuses: the first is worth trying again, the second never succeeds."""
+        if self.dialect == "postgresql":
+            import psycopg
+
+            return isinstance(err, psycopg.OperationalError | psycopg.InterfaceError) or bool(
+                self._conn.closed or self._conn.broken
+            )
+        return isinstance(err, sqlite3.OperationalError)
+
+    def reconnect(self) -> None:
+        """Open the connection again when the server dropped it (a restart, a failover)."""
+        if self.dialect != "postgresql" or not (self._conn.closed or self._conn.broken):
+            return
+        import psycopg
+
+        with contextlib.suppress(Exception):
+            self._conn.close()
+        try:
+            self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        except psycopg.Error as err:
+            raise DatabaseError(f"cannot reopen the database: {err}") from err
+
     def execute(self, text: str, params: Sequence[Any] = ()) -> int:
         cursor = self._conn.execute(self.sql(text), tuple(params))
         return int(cursor.rowcount or 0)
@@ -250,12 +296,18 @@ class Database:
             return int(cursor.rowcount or 0)
 
     def insert_many(self, head: str, rows: Sequence[Sequence[Any]], tail: str = "") -> int:
-        """One multi-row INSERT (`head` VALUES (…), (…) `tail`); returns the rows inserted."""
+        """Multi-row INSERTs (`head` VALUES (…), (…) `tail`), as few as the drivers' limits on
+        parameters per statement allow; returns the rows inserted."""
         if not rows:
             return 0
         one = "(" + ",".join("?" * len(rows[0])) + ")"
-        params = [value for row in rows for value in row]
-        return self.execute(f"{head} VALUES {','.join([one] * len(rows))} {tail}", params)
+        per_statement = max(1, MAX_PARAMETERS // len(rows[0]))
+        inserted = 0
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            params = [value for row in chunk for value in row]
+            inserted += self.execute(f"{head} VALUES {','.join([one] * len(chunk))} {tail}", params)
+        return inserted
 
     def query(self, text: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in self._conn.execute(self.sql(text), tuple(params)).fetchall()]

@@ -40,7 +40,7 @@ from sync.broker import BrokerHandle, ensure_broker
 from sync.commands import ErrorCode, Reply
 from sync.community import Community, publish_command
 from sync.config import MqttConfig
-from sync.db import Database, now_iso, open_database
+from sync.db import Database, DatabaseError, now_iso, open_database
 from sync.uplink import backoff_delay
 
 log = logging.getLogger(__name__)
@@ -206,31 +206,85 @@ class IngestWorker:
             self._store_batch(batch)
 
     def _store_batch(self, batch: list[tuple[mqtt.Client, mqtt.MQTTMessage]]) -> None:
+        """Store the batch, then acknowledge it. While the database cannot be written (the
+        connection dropped, the file locked, the disk full), keep the batch unacknowledged and
+        try again, opening a dropped connection again: the broker sends this worker nothing new
+        while its in-flight window is full, and a worker that dies meanwhile gets the batch again
+        from its session. (Reconnecting to have the broker resend it would lose it for a worker
+        without a session.)"""
         db = self._db
         if db is None:
             return
-        after: list[Callable[[], None]] = []
-        try:
-            with db.transaction():
-                for client, message in batch:
-                    self._handle(db, client, message, after)
-        except Exception as err:
-            log.error(
-                "ingest %s: cannot store %d messages (%s); reconnecting so that the broker sends them again",
-                self.client_id,
-                len(batch),
-                err,
-            )
-            for client in {id(c): c for c, _ in batch}.values():
-                client.disconnect()
-            self._stopping.wait(1.0)
-            return
+        attempt = 0
+        while True:
+            try:
+                after = self._store(db, batch)
+                break
+            except Exception as err:
+                if attempt == 0:
+                    log.error(
+                        "ingest %s: cannot store %d messages (%s); trying again until the database answers",
+                        self.client_id,
+                        len(batch),
+                        err,
+                    )
+                delay = backoff_delay(
+                    attempt, self.config.reconnect_min_s, self.config.reconnect_max_s, self._rng
+                )
+                attempt += 1
+                if self._stopping.wait(delay):
+                    return
+                try:
+                    db.reconnect()
+                except DatabaseError as reopen:
+                    log.debug("ingest %s: %s", self.client_id, reopen)
+        if attempt:
+            log.info("ingest %s: the database answers again; %d messages stored", self.client_id, len(batch))
         for client, message in batch:
             if message.qos > 0 and client is self._client:
                 client.ack(message.mid, message.qos)
         self.stats.messages += len(batch)
         for action in after:
             action()
+
+    def _store(
+        self, db: Database, batch: list[tuple[mqtt.Client, mqtt.MQTTMessage]]
+    ) -> list[Callable[[], None]]:
+        """The batch in one transaction; when the database refuses something in it (a value it
+        cannot hold), the messages one at a time, so that the refused one is put aside in
+        rejected_messages and the others are kept. Returns what to do once acknowledged."""
+        after: list[Callable[[], None]] = []
+        try:
+            with db.transaction():
+                for client, message in batch:
+                    self._handle(db, client, message, after)
+            return after
+        except Exception as err:
+            if db.unavailable(err):
+                raise
+            log.warning(
+                "ingest %s: a message in a batch of %d was refused (%s)", self.client_id, len(batch), err
+            )
+        after = []
+        for client, message in batch:
+            self._store_alone(db, client, message, after)
+        return after
+
+    def _store_alone(
+        self, db: Database, client: mqtt.Client, message: mqtt.MQTTMessage, after: list[Callable[[], None]]
+    ) -> None:
+        """One message in its own transaction; put aside when the database refuses it."""
+        own: list[Callable[[], None]] = []
+        try:
+            with db.transaction():
+                self._handle(db, client, message, own)
+        except Exception as err:
+            if db.unavailable(err):
+                raise
+            with db.transaction():
+                self._reject(db, message.topic, f"the database refused it: {err}", message.payload)
+            return
+        after.extend(own)
 
     def _handle(
         self, db: Database, client: mqtt.Client, message: mqtt.MQTTMessage, after: list[Callable[[], None]]
@@ -251,34 +305,27 @@ class IngestWorker:
         with db.transaction():
             db.execute(
                 "INSERT INTO rejected_messages(topic, reason, payload, received_at) VALUES (?, ?, ?, ?)",
-                (topic, reason[:2000], payload[:65536].decode("utf-8", "replace"), now_iso()),
+                (
+                    _storable(topic),
+                    _storable(reason[:2000]),
+                    _storable(payload[:65536].decode("utf-8", "replace")),
+                    now_iso(),
+                ),
             )
 
     def _events(self, db: Database, parsed: topics.ParsedTopic, topic: str, payload: bytes) -> None:
         try:
-            document = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            document = _strict_json(payload)
+        except (ValueError, RecursionError) as err:
             self._reject(db, topic, f"not JSON: {err}", payload)
             return
         items = document if isinstance(document, list) else [document]
-        rows = []
+        rows: list[tuple[tuple[Any, ...], Any]] = []
         received = now_iso()
         for item in items:
             try:
                 event = Event.model_validate(item)
-            except (ValidationError, TypeError) as err:
-                self._reject(db, topic, f"invalid event: {err}", json.dumps(item).encode())
-                continue
-            if (event.site, event.gateway, event.type) != (parsed.site, parsed.gateway, parsed.name):
-                self._reject(
-                    db,
-                    topic,
-                    "the event's site, gateway or type differ from its topic",
-                    json.dumps(item).encode(),
-                )
-                continue
-            rows.append(
-                (
+                row = (
                     str(event.id),
                     event.site,
                     event.gateway,
@@ -291,20 +338,55 @@ class IngestWorker:
                     json.dumps(item["attachments"]) if event.attachments else None,
                     received,
                 )
-            )
+            except (ValidationError, TypeError, ValueError, OverflowError) as err:
+                self._reject(db, topic, f"invalid event: {err}", json.dumps(item).encode())
+                continue
+            if (event.site, event.gateway, event.type) != (parsed.site, parsed.gateway, parsed.name):
+                self._reject(
+                    db,
+                    topic,
+                    "the event's site, gateway or type differ from its topic",
+                    json.dumps(item).encode(),
+                )
+                continue
+            rows.append((row, item))
         if not rows:
             return
         with db.transaction():
-            inserted = db.insert_many(INSERT_EVENTS, rows, ON_CONFLICT)
+            inserted = self._insert_events(db, topic, rows)
         self.stats.events += len(rows)
         self.stats.inserted += inserted
         self.stats.duplicates += len(rows) - inserted
 
-    def _status(self, db: Database, parsed: topics.ParsedTopic, payload: bytes) -> None:
+    def _insert_events(self, db: Database, topic: str, rows: list[tuple[tuple[Any, ...], Any]]) -> int:
+        """Insert the rows in one statement; when the database refuses one of them (a value
+        this engine cannot hold), insert them one by one and put aside the refused ones."""
         try:
-            status = json.loads(payload) if payload else {"state": "removed"}
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            self._reject(db, f"{parsed.site}/{parsed.gateway}/status", "status is not JSON", payload)
+            with db.savepoint():
+                return db.insert_many(INSERT_EVENTS, [row for row, _ in rows], ON_CONFLICT)
+        except Exception as err:
+            if db.unavailable(err):
+                raise
+        inserted = 0
+        for row, item in rows:
+            try:
+                with db.savepoint():
+                    inserted += db.insert_many(INSERT_EVENTS, [row], ON_CONFLICT)
+            except Exception as err:
+                if db.unavailable(err):
+                    raise
+                self._reject(db, topic, f"the database refused the event: {err}", json.dumps(item).encode())
+        return inserted
+
+    def _status(self, db: Database, parsed: topics.ParsedTopic, payload: bytes) -> None:
+        where = f"{parsed.site}/{parsed.gateway}/status"
+        try:
+            status = _strict_json(payload) if payload else {"state": "removed"}
+        except (ValueError, RecursionError):
+            self._reject(db, where, "status is not JSON", payload)
+            return
+        if not isinstance(status, dict):
+            self._reject(db, where, "status is not a JSON object", payload)
             return
         self.stats.statuses += 1
         with db.transaction():
@@ -335,10 +417,11 @@ class IngestWorker:
                     "UPDATE commands SET ok = ?, reply = ?, replied_at = ? WHERE id = ?",
                     (int(reply.ok), reply.model_dump_json(), now_iso(), reply.id),
                 )
-            if reply.ok and reply.name == "allowlist.apply" and reply.result:
+            version = reply.result.get("version") if reply.result else None
+            if reply.ok and reply.name == "allowlist.apply" and _is_bigint(version):
                 db.execute(
                     "UPDATE gateways SET applied_version = ? WHERE site_id = ? AND id = ?",
-                    (reply.result.get("version"), parsed.site, parsed.gateway),
+                    (version, parsed.site, parsed.gateway),
                 )
         if reply.error is not None and reply.error.code == ErrorCode.VERSION_GAP:
             log.info("ingest: %s/%s asks for the full allow-list", parsed.site, parsed.gateway)
@@ -348,6 +431,25 @@ class IngestWorker:
                 log.warning("ingest: cannot send the full allow-list: %s", err)
                 return
             after.append(lambda: publish_command(client, self.config, document))
+
+
+def _strict_json(payload: bytes) -> Any:
+    """The document, refusing what JSON does not have (NaN, Infinity), which neither the
+    community database's JSON columns nor other readers accept."""
+    return json.loads(payload, parse_constant=_not_json)
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _storable(text: str) -> str:
+    """Text any engine stores: no lone surrogates, no NUL (PostgreSQL refuses both)."""
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
+
+
+def _is_bigint(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
 
 
 def _iso(moment: datetime) -> str:

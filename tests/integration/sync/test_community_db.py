@@ -66,6 +66,24 @@ def test_insert_or_ignore_and_gaps(db: Database) -> None:
     assert len(db.event_ids()) == 6
 
 
+def test_a_batch_larger_than_one_statement_takes_is_inserted_whole(db: Database) -> None:
+    """PostgreSQL takes at most 65,535 parameters per statement (SQLite 32,766 unless built with
+    more): 6,000 events of eleven columns need several statements."""
+    head = (
+        "INSERT INTO events (id, site_id, gateway_id, device_id, type, ts, ts_ms, seq, payload, "
+        "attachments, received_at)"
+    )
+    rows = [
+        (f"big-{n}", "s", "g", None, "gate.state", "2026-01-01T00:00:00.000Z", 0, n, "{}", None, "now")
+        for n in range(1, 6001)
+    ]
+    with db.transaction():
+        assert db.insert_many(head, rows, "ON CONFLICT (id) DO NOTHING") == 6000
+        assert db.insert_many(head, rows[:10], "ON CONFLICT (id) DO NOTHING") == 0
+    assert len(db.event_ids()) == 6000
+    assert db.seq_gaps("s", "g") == []
+
+
 def test_bad_urls_say_what_is_expected() -> None:
     from edge.errors import ConfigError
 
