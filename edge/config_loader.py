@@ -47,30 +47,70 @@ class _Marks:
         return None
 
 
-def _to_python(node: yaml.Node, path: Path_, marks: _Marks, source: str) -> Any:
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+
+
+def _short_tag(tag: str) -> str:
+    return tag.replace("tag:yaml.org,2002:", "!!")
+
+
+def _where(node: yaml.Node, path: Path_, source: str) -> str:
+    return f"{source}:{node.start_mark.line + 1}:{node.start_mark.column + 1} {_dotted(path)}"
+
+
+def _to_python(
+    node: yaml.Node, path: Path_, marks: _Marks, source: str, ancestors: frozenset[int] = frozenset()
+) -> Any:
     marks.by_path[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if id(node) in ancestors:
+        raise ConfigError(
+            f"{_where(node, path, source)}: this alias refers to the value that contains it (a loop); "
+            "write the value out instead"
+        )
+    inner = ancestors | {id(node)}
+    if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+        expected = _MAP_TAG if isinstance(node, yaml.MappingNode) else _SEQ_TAG
+        if node.tag != expected:
+            raise ConfigError(
+                f"{_where(node, path, source)}: the tag {_short_tag(node.tag)} is not supported here; "
+                "remove it"
+            )
     if isinstance(node, yaml.MappingNode):
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise ConfigError(
+                    f"{_where(key_node, path, source)}: a key must be a plain name, not a "
+                    f"{'list' if isinstance(key_node, yaml.SequenceNode) else 'mapping'}"
+                )
             key = key_node.value
             if key in result:
-                raise ConfigError(
-                    f"{source}:{key_node.start_mark.line + 1}:{key_node.start_mark.column + 1} "
-                    f"{_dotted((*path, key))}: key appears twice"
-                )
+                raise ConfigError(f"{_where(key_node, (*path, key), source)}: key appears twice")
             marks.by_path[(*path, key)] = (
                 key_node.start_mark.line + 1,
                 key_node.start_mark.column + 1,
             )
-            result[key] = _to_python(value_node, (*path, key), marks, source)
+            result[key] = _to_python(value_node, (*path, key), marks, source, inner)
             marks.by_path[(*path, key)] = (
                 key_node.start_mark.line + 1,
                 key_node.start_mark.column + 1,
             )
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_to_python(item, (*path, i), marks, source) for i, item in enumerate(node.value)]
-    value = yaml.SafeLoader("").construct_object(node, deep=True)
+        return [_to_python(item, (*path, i), marks, source, inner) for i, item in enumerate(node.value)]
+    try:
+        value = yaml.SafeLoader("").construct_object(node, deep=True)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(
+            f"{_where(node, path, source)}: {problem}; remove the tag or quote the value"
+        ) from err
+    except (ValueError, TypeError, OverflowError) as err:
+        raise ConfigError(
+            f"{_where(node, path, source)}: {node.value!r} cannot be read as {_short_tag(node.tag)} ({err}); "
+            "remove the tag or correct the value"
+        ) from err
     if isinstance(value, str):
         value = _substitute(value, path, marks, source)
     return value
@@ -234,6 +274,10 @@ def load_config(path: str | Path) -> Any:
         ) from err
     except PermissionError as err:
         raise ConfigError(f"{file}: permission denied; run as the gatehouse user or with sudo") from err
+    except IsADirectoryError as err:
+        raise ConfigError(f"{file}: is a directory; pass the YAML file itself with --config PATH") from err
     except UnicodeDecodeError as err:
         raise ConfigError(f"{file}: not UTF-8 text ({err.reason})") from err
+    except OSError as err:
+        raise ConfigError(f"{file}: cannot be read ({err.strerror or err})") from err
     return parse_config(text, str(file))

@@ -56,13 +56,19 @@ def register(subparsers: Any) -> None:
     )
 
 
-def _load(path: Path) -> tuple[Any, str]:
+def _load(path: Path, debug: bool) -> tuple[Any, str]:
+    """The configuration, or why it cannot be had: whatever goes wrong, the doctor carries on with
+    its other checks."""
     from edge.config_loader import load_config
 
     try:
         return load_config(path), ""
     except ConfigError as err:
         return None, str(err)
+    except Exception as err:
+        if debug:
+            raise
+        return None, f"{path}: cannot be loaded ({type(err).__name__}: {err})"
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -74,7 +80,7 @@ def _doctor(args: argparse.Namespace) -> int:
     colour = sys.stdout.isatty()
     red = 0
     with scope:
-        config, error = _load(path)
+        config, error = _load(path, args.debug)
         context = Context(
             config_file=path,
             config=config,

@@ -189,3 +189,32 @@ def test_a_bad_secret_value_is_never_echoed(tmp_path: Path, monkeypatch: pytest.
         load_config(write(tmp_path, GOOD))
     assert "site.salt" in str(err.value)
     assert "short-secret" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("site: !foo bar\n", "x.yaml:1:7 site: could not determine a constructor for the tag '!foo'"),
+        ("site: !!int abc\n", "x.yaml:1:7 site: 'abc' cannot be read as !!int"),
+        ("site:\n  ? [a, b]\n  : 1\n", "x.yaml:2:5 site: a key must be a plain name, not a list"),
+        ("site: &a [*a]\n", "x.yaml:1:7 site[0]: this alias refers to the value that contains it"),
+        ("site: !!set {a: null}\n", "x.yaml:1:7 site: the tag !!set is not supported here"),
+    ],
+)
+def test_yaml_that_parses_but_cannot_be_built_names_line_and_key(text: str, expected: str):
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "x.yaml")
+    assert expected in str(err.value)
+
+
+def test_config_check_on_unbuildable_yaml_and_on_a_directory_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    assert main(["--config", str(write(tmp_path, "site: !foo bar\n")), "config", "check"]) == 2
+    err = capsys.readouterr().err
+    assert "gatehouse.yaml:1:7 site: could not determine a constructor" in err
+    assert "internal error" not in err
+    folder = tmp_path / "folder.yaml"
+    folder.mkdir()
+    assert main(["--config", str(folder), "config", "check"]) == 2
+    assert f"{folder}: is a directory" in capsys.readouterr().err
