@@ -18,7 +18,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer, model_validator
 
 from sync import signing
 
@@ -67,7 +67,7 @@ class AllowEntry(_Args):
     last4: str | None = Field(default=None, max_length=4)
     subject: str | None = Field(default=None, max_length=100, description="resident or household")
     gates: tuple[str, ...] = Field(default=(), description="empty: every gate")
-    valid_until: datetime | None = None
+    valid_until: AwareDatetime | None = None
 
 
 class AllowKey(_Args):
@@ -101,8 +101,8 @@ class PassIssueArgs(_Args):
     credential: AllowKey | None = Field(default=None, description="QR token or card, hashed")
     host: str | None = Field(default=None, max_length=100, description="household visited")
     gates: tuple[str, ...] = ()
-    valid_from: datetime
-    valid_until: datetime
+    valid_from: AwareDatetime
+    valid_until: AwareDatetime
     max_uses: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
@@ -158,12 +158,12 @@ class Command(BaseModel):
     name: str
     site: str
     gateway: str
-    issued_at: datetime
-    expires_at: datetime
+    issued_at: AwareDatetime
+    expires_at: AwareDatetime
     nonce: str = Field(min_length=16, max_length=64, pattern=r"^[0-9a-f]+$")
     args: Any
     alg: Literal["hmac-sha256"] = signing.ALGORITHM
-    sig: str = Field(pattern=r"^[0-9a-f]{64}$")
+    sig: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
 
     @model_validator(mode="before")
     @classmethod

@@ -134,12 +134,14 @@ class Downlink:
         self._publish: ReplyPublisher | None = None
         self._pending: set[concurrent.futures.Future[None]] = set()
         self._lock = threading.Lock()
+        self._allowlist_lock = asyncio.Lock()
 
     # Wiring: the uplink's MQTT client delivers, the executor's event loop runs
 
     def bind(self, publish: ReplyPublisher, loop: asyncio.AbstractEventLoop) -> None:
         self._publish = publish
         self._loop = loop
+        self._allowlist_lock = asyncio.Lock()
 
     def submit(
         self,
@@ -176,7 +178,12 @@ class Downlink:
         self, topic: str, payload: bytes, response_topic: str | None, correlation: bytes | None
     ) -> None:
         name = topic.rsplit("/", 1)[-1]
-        reply = await self.process(name, payload)
+        try:
+            reply = await self.process(name, payload)
+        except Exception as err:
+            # Whatever checking a command trips over, the sender hears about it.
+            log.exception("command on %s could not be checked", topic)
+            reply = self._fail(ErrorCode.MALFORMED, f"the command could not be read: {type(err).__name__}")
         reply_topic = response_topic or self.topics.reply(name if name in ARGS else "unknown")
         publish = self._publish
         if publish is not None:
@@ -212,12 +219,12 @@ class Downlink:
             )
         try:
             document = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        except (ValueError, RecursionError) as err:
             return self._fail(ErrorCode.MALFORMED, f"not JSON: {err}")
         if not isinstance(document, dict):
             return self._fail(ErrorCode.MALFORMED, "a command is a JSON object")
         name = document.get("name")
-        if name not in ARGS:
+        if not isinstance(name, str) or name not in ARGS:
             return self._fail(
                 ErrorCode.UNKNOWN_COMMAND,
                 f"unknown command {name!r}",
@@ -285,9 +292,13 @@ class Downlink:
         self.replay.maybe_prune(now_ms)
         if not self.replay.remember(command.nonce, str(command.id), expires_ms):
             return self._fail(ErrorCode.REPLAYED, "this nonce was already used", document)
-        if isinstance(command.args, AllowlistApplyArgs) and not command.args.full:
+        if not isinstance(command.args, AllowlistApplyArgs):
+            return await self._execute(command)
+        # Allow-list changes apply one at a time, in arrival order: a delta N+1 -> N+2 that
+        # arrives while N -> N+1 is being written is checked against N+1, not N.
+        async with self._allowlist_lock:
             have = self.allowlist_version()
-            if command.args.from_version != have:
+            if not command.args.full and command.args.from_version != have:
                 return self._fail(
                     ErrorCode.VERSION_GAP,
                     f"the gateway holds allow-list version {have}, the delta starts at "
@@ -295,7 +306,7 @@ class Downlink:
                     document,
                     detail={"have": have, "snapshot_required": True},
                 )
-        return await self._execute(command)
+            return await self._execute(command)
 
     async def _execute(self, command: Command) -> Reply:
         try:

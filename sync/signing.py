@@ -20,6 +20,7 @@ from typing import Any
 ALGORITHM = "hmac-sha256"
 SIG_FIELD = "sig"
 _HEX_KEY = re.compile(r"^(?:[0-9a-fA-F]{2}){32,}$")
+_HEX_SIGNATURE = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def key_bytes(key: str | bytes) -> bytes:
@@ -49,11 +50,17 @@ def sign(document: Mapping[str, Any], key: str | bytes) -> dict[str, Any]:
 
 
 def verify(document: Mapping[str, Any], key: str | bytes) -> bool:
-    """True when the document's `sig` is the HMAC of its canonical form under this key."""
+    """True when the document's `sig` (64 hex digits, either case) is the HMAC of its canonical
+    form under this key. A document holding text that is not Unicode (a lone surrogate) has no
+    UTF-8 form, so no signer can have signed it."""
     claimed = document.get(SIG_FIELD)
-    if not isinstance(claimed, str):
+    if not isinstance(claimed, str) or not _HEX_SIGNATURE.fullmatch(claimed):
         return False
-    return hmac.compare_digest(claimed.lower(), signature(document, key))
+    try:
+        expected = signature(document, key)
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(claimed.lower(), expected)
 
 
 def new_nonce() -> str:

@@ -108,6 +108,47 @@ def test_malformed(downlink: Downlink, executor: RecordingExecutor) -> None:
     refused(downlink, executor, b"[1, 2]", ErrorCode.MALFORMED, "open_gate")
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"name": "open_gate", "n": ' + b"9" * 5000 + b"}",
+        b"[" * 100_000 + b"]" * 100_000,
+    ],
+    ids=["a-5000-digit-number", "nesting-100000-deep"],
+)
+def test_json_python_cannot_hold_is_malformed(
+    downlink: Downlink, executor: RecordingExecutor, payload: bytes
+) -> None:
+    refused(downlink, executor, payload, ErrorCode.MALFORMED, "open_gate")
+
+
+def test_a_name_that_is_not_text_is_an_unknown_command(
+    downlink: Downlink, executor: RecordingExecutor
+) -> None:
+    refused(downlink, executor, {**command(), "name": ["open_gate"]}, ErrorCode.UNKNOWN_COMMAND, "open_gate")
+
+
+def test_every_check_answers_through_the_reply_topic(store: Store, executor: RecordingExecutor) -> None:
+    """What the checks trip over still gets an error reply: the sender is never left waiting."""
+    downlink = make_downlink(store, executor)
+    sent: list[tuple[str, bytes]] = []
+    loop = asyncio.new_event_loop()
+    downlink.bind(lambda topic, payload, correlation: sent.append((topic, payload)), loop)
+
+    async def broken(name: str, payload: bytes) -> Reply:
+        raise KeyError("surprise")
+
+    downlink.process = broken  # type: ignore[assignment,method-assign]
+    try:
+        loop.run_until_complete(downlink._handle("x/cmd/open_gate", b"{}", None, None))
+    finally:
+        loop.close()
+    assert len(sent) == 1
+    reply = Reply.model_validate_json(sent[0][1])
+    assert reply.error is not None and reply.error.code == ErrorCode.MALFORMED
+    assert executor.calls == []
+
+
 def test_unknown_command(downlink: Downlink, executor: RecordingExecutor) -> None:
     document = signing.sign({**command(), "name": "self_destruct"}, KEY)
     reply = refused(downlink, executor, document, ErrorCode.UNKNOWN_COMMAND)
@@ -130,6 +171,29 @@ def test_badly_signed(downlink: Downlink, executor: RecordingExecutor) -> None:
     tampered["args"]["gate"] = "south-out"
     refused(downlink, executor, tampered, ErrorCode.BAD_SIGNATURE)
     refused(downlink, executor, {**command(), "sig": "zz"}, ErrorCode.BAD_SIGNATURE)
+    refused(downlink, executor, {**command(), "sig": "é" * 64}, ErrorCode.BAD_SIGNATURE)
+    surrogate = command("alert.ack", {"alert_id": "a1"})
+    surrogate["args"]["by"] = "\ud800"  # no UTF-8 form: nobody can have signed it
+    refused(downlink, executor, surrogate, ErrorCode.BAD_SIGNATURE)
+
+
+def test_a_signature_in_upper_case_hex_is_accepted(downlink: Downlink, executor: RecordingExecutor) -> None:
+    document = command()
+    assert run(downlink, {**document, "sig": document["sig"].upper()}).ok
+    assert len(executor.calls) == 1
+
+
+def test_times_without_a_time_zone_are_invalid(downlink: Downlink, executor: RecordingExecutor) -> None:
+    window = {
+        "pass_id": "p1",
+        "plate": "津A12345",
+        "valid_from": "2026-05-01T08:00:00+08:00",
+        "valid_until": "2026-05-01T18:00:00+08:00",
+    }
+    document = command("pass.issue", window)
+    document["args"]["valid_from"] = "2026-05-01T08:00:00"
+    reply = refused(downlink, executor, signing.sign(document, KEY), ErrorCode.INVALID)
+    assert reply.error is not None and reply.error.detail["errors"][0]["loc"] == "args.valid_from"
 
 
 def test_no_key_configured_refuses_everything(store: Store, executor: RecordingExecutor) -> None:
@@ -199,6 +263,34 @@ def test_allowlist_delta_with_a_gap_asks_for_the_full_list(
     assert run(downlink, command("allowlist.apply", delta)).ok
     assert downlink.allowlist_version() == 4
     assert [c.args.to_version for c in executor.calls] == [3, 4]
+
+
+class SlowAllowlistExecutor(RecordingExecutor):
+    """Writes the allow-list off the event loop, as the gateway's executor does."""
+
+    async def execute(self, command: Command) -> dict[str, Any]:
+        await asyncio.sleep(0.01)
+        return await super().execute(command)
+
+
+def test_deltas_arriving_back_to_back_apply_in_order(store: Store) -> None:
+    executor = SlowAllowlistExecutor()
+    downlink = make_downlink(store, executor)
+    first = command("allowlist.apply", {"from_version": 0, "to_version": 1, "add": []})
+    second = command("allowlist.apply", {"from_version": 1, "to_version": 2, "add": []})
+
+    async def both() -> list[Reply]:
+        return list(
+            await asyncio.gather(
+                downlink.process("allowlist.apply", json.dumps(first).encode()),
+                downlink.process("allowlist.apply", json.dumps(second).encode()),
+            )
+        )
+
+    replies = asyncio.run(both())
+    assert [r.ok for r in replies] == [True, True], [r.error for r in replies]
+    assert [c.args.to_version for c in executor.calls] == [1, 2]
+    assert downlink.allowlist_version() == 2
 
 
 def test_a_delta_must_step_by_one() -> None:
