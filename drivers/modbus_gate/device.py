@@ -40,7 +40,12 @@ class ModbusGate(Driver):
         self._bus: ModbusBus | None = None
         self._emit: Emit | None = None
         self._pending_close = False
-        self._releases: set[asyncio.Task[None]] = set()
+        self._release_due: dict[int, float] = {}
+        """Relays that must be switched off, with the time.monotonic() their pulse ends: an entry
+        stays until the board has confirmed the relay off."""
+        self._releases: dict[int, asyncio.Task[None]] = {}
+        """The task that switches each relay off (one per relay, kept until the next pulse)."""
+        self._board_answered = asyncio.Event()
 
     async def run(self, emit: Emit) -> None:
         self._emit = emit
@@ -63,6 +68,7 @@ class ModbusGate(Driver):
                     await asyncio.sleep(next(delays))
                     continue
                 answered = True
+                self._board_answered.set()
                 link.up()
                 backoff.reset()
                 now = time.monotonic()
@@ -75,9 +81,7 @@ class ModbusGate(Driver):
                 emit.alive()
                 await asyncio.sleep(self.config.poll_interval_s)
         finally:
-            for task in list(self._releases):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(task, self.config.profile.pulse_ms / 1000 + 2)
+            await self._finish_releases()
             self._bus.release()
             self._bus = None
 
@@ -117,25 +121,63 @@ class ModbusGate(Driver):
             await self._pulse("close")
 
     async def _pulse(self, direction: Literal["open", "close"]) -> None:
+        """Switch a relay on for `pulse_ms`. Any other movement relay still on is switched off
+        first, so the barrier controller never sees open and close together; if that fails the
+        pulse is not sent (DeviceNotReady)."""
         profile = self.config.profile
         coil = profile.open_coil if direction == "open" else profile.close_coil
-        await self._write(coil, True)
+        for other in self._release_due.keys() & self._movement_coils() - {coil}:
+            await self._write(other, False)
+            self._release_due.pop(other, None)
+        try:
+            await self._write(coil, True)
+        finally:
+            # also when the write failed: the request may have reached the board
+            self._release_due[coil] = time.monotonic() + profile.pulse_ms / 1000
+            running = self._releases.get(coil)
+            if running is None or running.done():
+                self._releases[coil] = asyncio.create_task(
+                    self._release(coil), name=f"{self.id}-release-{coil}"
+                )
         if self._emit is not None:
             for observation in self.machine.command(direction, time.monotonic()):
                 self._emit(observation)
-        task = asyncio.create_task(self._release(coil), name=f"{self.id}-release-{coil}")
-        self._releases.add(task)
-        task.add_done_callback(self._releases.discard)
+
+    def _movement_coils(self) -> set[int]:
+        profile = self.config.profile
+        return {c for c in (profile.open_coil, profile.close_coil, profile.stop_coil) if c is not None}
 
     async def _release(self, coil: int) -> None:
-        await asyncio.sleep(self.config.profile.pulse_ms / 1000)
-        for attempt in range(3):
+        """Switch `coil` off when its pulse ends (a new pulse moves the end), and keep trying,
+        with backoff and again as soon as the board answers a poll, until the board confirms."""
+        backoff = Backoff(self.config.serial.reconnect_min_s, self.config.serial.reconnect_max_s)
+        delays = backoff.delays()
+        failures = 0
+        while (due := self._release_due.get(coil)) is not None:
+            wait_s = due - time.monotonic()
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
+                continue
             try:
                 await self._write(coil, False)
-                return
-            except DeviceNotReady as err:
-                log.warning("%s: releasing relay %d failed (%s), try %d", self.id, coil, err, attempt)
-                await asyncio.sleep(0.2)
+            except (DeviceNotReady, DeviceMisconfigured) as err:
+                failures += 1
+                if failures == 1:
+                    log.warning("%s: relay %d is still on; retrying until it is off (%s)", self.id, coil, err)
+                self._board_answered.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._board_answered.wait(), next(delays))
+                continue
+            if self._release_due.get(coil) == due:
+                del self._release_due[coil]
+            if failures:
+                log.info("%s: relay %d switched off after %d failed tries", self.id, coil, failures)
+                failures = 0
+
+    async def _finish_releases(self) -> None:
+        for task in list(self._releases.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, self.config.profile.pulse_ms / 1000 + 2)
 
     async def _write(self, coil: int, on: bool) -> None:
         bus = self._bus
@@ -193,8 +235,6 @@ class ModbusGate(Driver):
                 )
             )
         finally:
-            for task in list(self._releases):
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(task, self.config.profile.pulse_ms / 1000 + 2)
+            await self._finish_releases()
             self._bus.release()
             self._bus = None

@@ -191,3 +191,47 @@ def test_unplug_and_replug_mid_session(cable, tmp_path):
         await eventually(lambda: "open" in states(rec), what="open after replug")
 
     run_gates(cable, tmp_path, body)
+
+
+def relays_on_together(server: BarrierBoardServer, unit: int, coils: set[int]) -> bool:
+    """Whether the board ever had all of `coils` on at once, replaying its writes in order."""
+    on: set[int] = set()
+    for write in server.writes:
+        if write.unit != unit:
+            continue
+        if write.on:
+            on.add(write.coil)
+        else:
+            on.discard(write.coil)
+        if coils <= on:
+            return True
+    return False
+
+
+def test_a_release_lost_in_a_dropout_is_retried_until_the_relay_is_off(cable, tmp_path):
+    async def body(drivers, server, recorders):
+        gate, rec = drivers[1], recorders[1]
+        await gate.execute(OpenGate())
+        cable.unplug("a")
+        await eventually(
+            lambda: [w[:2] for w in gate.coil_writes].count((0, False)) >= 4, what="four failed releases"
+        )
+        assert rec.of(Availability)[-1].online is False
+        cable.replug("a")
+        await eventually(lambda: len(rec.of(Availability)) == 2, what="online again")
+        await eventually(lambda: server.barrier(1).coils.get(0) is False, what="open relay off")
+        assert [(w.coil, w.on) for w in server.writes] == [(0, True), (0, False)]
+
+    run_gates(cable, tmp_path, body, profile={"pulse_ms": 50})
+
+
+def test_a_close_during_the_open_pulse_switches_the_open_relay_off_first(cable, tmp_path):
+    async def body(drivers, server, recorders):
+        gate = drivers[1]
+        await gate.execute(OpenGate())
+        await gate.execute(CloseGate())
+        await eventually(lambda: server.barrier(1).coils.get(1) is False, what="close pulse over")
+        assert [(w.coil, w.on) for w in server.writes] == [(0, True), (0, False), (1, True), (1, False)]
+        assert not relays_on_together(server, 1, {0, 1})
+
+    run_gates(cable, tmp_path, body, profile={"pulse_ms": 1000})
