@@ -20,15 +20,25 @@ _SECRET = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def resolve_secret(name: str) -> str | None:
-    """A secret by name: the environment first, then systemd's credentials directory."""
+    """A secret by name: the environment first, then systemd's credentials directory. None when it
+    is in neither; ConfigError (naming the secret and its file) when its file cannot be read."""
     if name in os.environ:
         return os.environ[name]
     credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    if credentials:
-        candidate = Path(credentials) / name
-        if candidate.is_file():
-            return candidate.read_text().strip()
-    return None
+    if not credentials:
+        return None
+    candidate = Path(credentials) / name
+    try:
+        return candidate.read_text(encoding="utf-8").strip() if candidate.is_file() else None
+    except PermissionError as err:
+        raise ConfigError(
+            f"secret ${{{name}}} is not set for this user: {candidate} cannot be read (permission "
+            "denied); run the command with sudo"
+        ) from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"secret ${{{name}}}: {candidate} is not UTF-8 text ({err.reason})") from err
+    except OSError as err:
+        raise ConfigError(f"secret ${{{name}}}: {candidate} cannot be read ({err.strerror or err})") from err
 
 
 class _Marks:
@@ -119,9 +129,12 @@ def _to_python(
 def _substitute(value: str, path: Path_, marks: _Marks, source: str) -> str:
     def replace(match: re.Match[str]) -> str:
         marks.secret_paths.add(path)
-        secret = resolve_secret(match.group(1))
+        line, col = marks.near(path) or (0, 0)
+        try:
+            secret = resolve_secret(match.group(1))
+        except ConfigError as err:
+            raise ConfigError(f"{source}:{line}:{col} {_dotted(path)}: {err}") from err
         if secret is None:
-            line, col = marks.near(path) or (0, 0)
             raise ConfigError(
                 f"{source}:{line}:{col} {_dotted(path)}: secret ${{{match.group(1)}}} is not set; "
                 f"export {match.group(1)}=… or put a file named {match.group(1)} in the systemd "

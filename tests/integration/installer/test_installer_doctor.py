@@ -117,6 +117,26 @@ def test_secrets_out_of_reach_say_where_they_are(initialised, tmp_path, capsys):
     )
 
 
+def test_secrets_the_user_may_not_read_get_the_sudo_hint(initialised, capsys, monkeypatch):
+    config, credentials = initialised
+    real_read_text = Path.read_text
+
+    def read_text(self: Path, *args: object, **kwargs: object) -> str:
+        # as a non-root user meets the root-only credentials directory `gatehouse init` makes
+        if self.parent == credentials:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    code, out = doctor(config, credentials, capsys, "--skip", "clock", "--skip", "service")
+    assert code == 1
+    assert f"{credentials / 'GATEHOUSE_SITE_SALT'} cannot be read (permission denied)" in out
+    assert (
+        "→ fix: the secrets live in the credentials directory, readable by root only: run the doctor " in out
+    )
+    assert "[SKIP] serial: not checked: the configuration is not valid" in out
+
+
 def test_missing_serial_port(initialised, capsys):
     config, credentials = initialised
     missing = "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A10KXYZ-if00-port0"

@@ -218,3 +218,40 @@ def test_config_check_on_unbuildable_yaml_and_on_a_directory_exits_2(
     folder.mkdir()
     assert main(["--config", str(folder), "config", "check"]) == 2
     assert f"{folder}: is a directory" in capsys.readouterr().err
+
+
+def test_an_unreadable_secret_file_names_the_secret_and_says_to_use_sudo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv("TEST_SITE_SALT")
+    credentials = tmp_path / "creds"
+    credentials.mkdir()
+    secret = credentials / "TEST_SITE_SALT"
+    secret.write_text("salt-from-credentials-dir\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    text = GOOD.replace("{state}", str(tmp_path / "state"))
+    real_read_text = Path.read_text
+
+    def read_text(self: Path, *args: object, **kwargs: object) -> str:
+        # as a non-root user meets the root-only credentials directory `gatehouse init` makes
+        if self == secret:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "x.yaml")
+    assert (
+        f"x.yaml:3:9 site.salt: secret ${{TEST_SITE_SALT}} is not set for this user: {secret} cannot be "
+        "read (permission denied); run the command with sudo"
+    ) in str(err.value)
+
+
+def test_a_secret_file_that_is_not_text_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("TEST_SITE_SALT")
+    credentials = tmp_path / "creds"
+    credentials.mkdir()
+    (credentials / "TEST_SITE_SALT").write_bytes(b"\xff\xfe\x00salt")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    with pytest.raises(ConfigError, match=r"site.salt: secret \$\{TEST_SITE_SALT\}: .* is not UTF-8 text"):
+        load_config(write(tmp_path, GOOD))
