@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import json
+import math
 import os
 import re
 import secrets
@@ -21,8 +21,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from edge.cli.common import add_command, config_path
-from edge.errors import UsageError
+from edge.errors import ConfigError, UsageError
 
 DEFAULT_CREDENTIALS_DIR = Path("/etc/gatehouse/credentials")
 DEFAULT_STATE_DIR = "/var/lib/gatehouse"
@@ -157,22 +159,27 @@ def write_private(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-def ensure_secrets(folder: Path) -> dict[str, bool]:
-    """Generate the salt and signing key unless they exist; name → True when newly made."""
-    _private_dir(folder)
-    made: dict[str, bool] = {}
+def missing_secrets(folder: Path) -> dict[str, str]:
+    """New values for the salt and signing key where `folder` has none yet (existing ones are kept:
+    a new salt would make every stored card hash useless)."""
+    missing: dict[str, str] = {}
     for name in GENERATED:
         target = folder / name
-        if target.is_file() and target.read_text().strip():
-            made[name] = False
-            continue
-        write_private(target, secrets.token_hex(32) + "\n")
-        made[name] = True
-    return made
+        if not (target.is_file() and target.read_text().strip()):
+            missing[name] = secrets.token_hex(32)
+    return missing
+
+
+def write_secrets(folder: Path, values: dict[str, str]) -> None:
+    _private_dir(folder)
+    for name, value in values.items():
+        write_private(folder / name, value + "\n")
 
 
 def _quoted(value: str) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    """`value` as a double-quoted YAML scalar: it reads back as this string whatever it looks like
+    (1024, 0755, yes, 2024-01-01 would otherwise read as a number, a boolean or a date)."""
+    return yaml.safe_dump(value, default_style='"', allow_unicode=True, width=math.inf).rstrip("\n")
 
 
 def config_text(values: dict[str, str], state_dir: str, credentials_dir: Path, target: Path) -> str:
@@ -183,9 +190,9 @@ def config_text(values: dict[str, str], state_dir: str, credentials_dir: Path, t
         f"# files in {credentials_dir} with LoadCredential=). Check it with:",
         f"#   CREDENTIALS_DIRECTORY={credentials_dir} gatehouse --config {target} config check",
         "site:",
-        f"  id: {values['site_id']}",
+        f"  id: {_quoted(values['site_id'])}",
         f"  name: {_quoted(values['site_name'])}",
-        f"  timezone: {values['timezone']}",
+        f"  timezone: {_quoted(values['timezone'])}",
     ]
     if values["home_province"]:
         lines.append(f"  home_province: {_quoted(values['home_province'])}")
@@ -193,7 +200,7 @@ def config_text(values: dict[str, str], state_dir: str, credentials_dir: Path, t
         f"  salt: ${{{SALT_NAME}}}",
         "",
         "gateway:",
-        f"  id: {values['gateway_id']}",
+        f"  id: {_quoted(values['gateway_id'])}",
         f"  state_dir: {_quoted(state_dir)}",
         f"  signing_key: ${{{SIGNING_KEY_NAME}}}",
         "",
@@ -205,11 +212,24 @@ def config_text(values: dict[str, str], state_dir: str, credentials_dir: Path, t
     return "\n".join(lines) + "\n"
 
 
-def _validate(text: str, source: Path, credentials_dir: Path) -> None:
+def _validate(text: str, source: Path, credentials_dir: Path, new_secrets: dict[str, str]) -> None:
+    """Check the text before anything is written: existing secrets from `credentials_dir`, the
+    ones about to be generated from the environment of this block."""
     from edge.config_loader import parse_config
 
-    with credentials_directory(credentials_dir):
-        parse_config(text, str(source))
+    saved = {name: os.environ.get(name) for name in new_secrets}
+    os.environ.update(new_secrets)
+    try:
+        with credentials_directory(credentials_dir):
+            parse_config(text, str(source))
+    except ConfigError as err:
+        raise ConfigError(f"{source} was not written, nothing was generated:\n{err}") from err
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextlib.contextmanager
@@ -234,15 +254,17 @@ def _init(args: argparse.Namespace) -> int:
     values = _answers(args)
     credentials_dir = Path(args.credentials_dir)
     try:
-        made = ensure_secrets(credentials_dir)
+        new_secrets = missing_secrets(credentials_dir)
         text = config_text(values, args.state_dir, credentials_dir, target)
-        _validate(text, target, credentials_dir)
+        _validate(text, target, credentials_dir, new_secrets)
+        write_secrets(credentials_dir, new_secrets)
         target.parent.mkdir(parents=True, exist_ok=True)
         write_private(target, text)
     except PermissionError as err:
         raise UsageError(f"{err.filename}: permission denied; run gatehouse init with sudo") from err
     print(f"wrote {target} (mode 0600): site {values['site_id']}, gateway {values['gateway_id']}")
-    for name, new in made.items():
-        print(f"{'generated' if new else 'kept existing'} secret {credentials_dir / name} (mode 0600)")
+    for name in GENERATED:
+        done = "generated" if name in new_secrets else "kept existing"
+        print(f"{done} secret {credentials_dir / name} (mode 0600)")
     print("next: gatehouse provision --broker mqtts://HOST:8883 --ca ca.pem --cert gw.pem --key gw.key")
     return 0

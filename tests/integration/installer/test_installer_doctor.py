@@ -100,7 +100,7 @@ def test_misspelt_key_is_named_with_the_suggestion(initialised, capsys):
 
 def test_unbuildable_yaml_is_a_red_config_line_and_the_doctor_carries_on(initialised, capsys):
     config, credentials = initialised
-    config.write_text(config.read_text().replace("id: lotus-garden", "id: !foo lotus-garden", 1))
+    config.write_text(config.read_text().replace('id: "lotus-garden"', 'id: !foo "lotus-garden"', 1))
     code, out = doctor(config, credentials, capsys, "--skip", "clock", "--skip", "service")
     assert code == 1
     assert "[FAIL] config: " in out and "could not determine a constructor for the tag '!foo'" in out

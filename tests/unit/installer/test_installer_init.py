@@ -115,5 +115,26 @@ def test_interactive_init_asks_again_until_the_answer_is_valid(tmp_path, capsys,
     assert code == 0, err
     assert "site id 'Bad Id' must be lower-case" in err
     text = (tmp_path / "etc" / "gatehouse.yaml").read_text()
-    assert "id: lotus-garden" in text and "timezone: Asia/Shanghai" in text
+    assert 'id: "lotus-garden"' in text and 'timezone: "Asia/Shanghai"' in text
     assert "home_province" not in text
+
+
+@pytest.mark.parametrize("value", ["1024", "0755", "yes", "2024-01-01", "01"])
+def test_ids_that_look_like_numbers_booleans_or_dates_read_back_as_written(tmp_path, capsys, value):
+    code, _out, err = init(tmp_path, capsys, "--yes", "--site-id", value, "--gateway-id", value)
+    assert code == 0, err
+    with credentials_directory(tmp_path / "etc" / "credentials"):
+        config = load_config(tmp_path / "etc" / "gatehouse.yaml")
+    assert config.site.id == value and config.gateway.id == value
+
+
+def test_a_configuration_that_would_not_load_writes_nothing(tmp_path, capsys):
+    credentials = tmp_path / "etc" / "credentials"
+    credentials.mkdir(parents=True)
+    (credentials / "GATEHOUSE_SITE_SALT").write_text("short\n")
+    code, _out, err = init(tmp_path, capsys, "--yes", "--site-id", "lotus-garden")
+    assert code == 2
+    assert f"{tmp_path / 'etc' / 'gatehouse.yaml'} was not written, nothing was generated:" in err
+    assert "site.salt" in err
+    assert not (tmp_path / "etc" / "gatehouse.yaml").exists()
+    assert not (credentials / "GATEHOUSE_SIGNING_KEY").exists()
