@@ -20,7 +20,7 @@ from typing import Any
 from drivers.base import Command, Driver, DriverContext
 from drivers.registry import driver_for
 from edge.config_loader import resolve_secret
-from edge.errors import DeviceNotReady
+from edge.errors import AuthFailed, DeviceMisconfigured, DeviceNotReady
 from edge.events import EventFactory
 from edge.housekeeping import run_housekeeping
 from edge.rules.alerts import AlertEngine
@@ -90,10 +90,19 @@ class Gateway:
         if driver is None or not driver.accepts(command):
             log.warning("no device %s accepting %s", device_id, type(command).__name__)
             return
+        name = type(command).__name__
         try:
             await asyncio.wait_for(driver.execute(command), COMMAND_TIMEOUT_S)
         except (TimeoutError, DeviceNotReady) as err:
-            log.warning("%s on %s failed: %s", type(command).__name__, device_id, err or "timeout")
+            log.warning("%s on %s failed: %s", name, device_id, err or "timeout")
+            return
+        except (DeviceMisconfigured, AuthFailed) as err:
+            log.error("%s on %s was refused: %s", name, device_id, err)
+            if self.supervisor is not None:
+                await self.supervisor.command_refused(device_id, name, f"{name} refused: {err}")
+            return
+        if self.supervisor is not None:
+            await self.supervisor.command_succeeded(device_id, name)
 
     async def _on_device_state(self, status: DeviceStatus, needs_person: bool, reason: str) -> None:
         threshold = self.config.supervisor.offline_alert_after

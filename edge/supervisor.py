@@ -35,6 +35,10 @@ class DeviceStatus:
     failures_in_row: int = 0
     last_error: str = ""
     since: float = field(default_factory=time.time)
+    fault: str = ""
+    """Why the device does not work although its driver runs (it refused a command); it stays
+    offline until a command of `fault_command`'s type succeeds."""
+    fault_command: str = ""
 
 
 StateCallback = Callable[[DeviceStatus, bool, str], Awaitable[None]]
@@ -112,6 +116,30 @@ class Supervisor:
             await asyncio.wait(self._tasks, timeout=timeout)
         self._tasks.clear()
 
+    async def command_refused(self, device: str, command: str, error: str) -> None:
+        """The device refused `command` (DeviceMisconfigured, AuthFailed): it answers but does not
+        work as configured. It is reported offline with an alert at once (a person must act) and
+        stays offline until a `command` succeeds."""
+        status = self.status[device]
+        status.fault = status.last_error = error
+        status.fault_command = command
+        if status.online:
+            status.online = False
+            status.since = time.time()
+        await self.on_state(status, True, error)
+
+    async def command_succeeded(self, device: str, command: str) -> None:
+        """A `command` worked: a fault that the same kind of command caused is over."""
+        status = self.status[device]
+        if not status.fault or status.fault_command != command:
+            return
+        status.fault = status.fault_command = status.last_error = ""
+        if not status.online:
+            status.online = True
+            status.failures_in_row = 0
+            status.since = time.time()
+            await self.on_state(status, False, "")
+
     async def _keep_running(self, driver: Driver) -> None:
         status = self.status[driver.id]
         hang_timeout = float(getattr(driver.config, "hang_timeout_s", 30.0))
@@ -153,7 +181,7 @@ class Supervisor:
         status = self.status[driver.id]
         while True:
             done, _ = await asyncio.wait({task}, timeout=HANG_CHECK_S)
-            if alive_flag.is_set() and not status.online and not done:
+            if alive_flag.is_set() and not status.online and not status.fault and not done:
                 alive_flag.clear()
                 status.online = True
                 status.failures_in_row = 0

@@ -10,12 +10,14 @@ from pathlib import Path
 import osdp
 import pytest
 
+from drivers.base import CardPresented
+from drivers.modbus_gate.sim import Barrier, BarrierBoardServer
 from drivers.sim_peers import start_protocol_peers
 from edge.allowlist import AllowList
 from edge.config import GatehouseConfig
 from edge.gateway import Gateway
 from edge.store.queries import query_events
-from tests.support.pty import eventually
+from tests.support.pty import VirtualCable, eventually
 
 pytestmark = pytest.mark.serial
 
@@ -107,3 +109,61 @@ def test_card_to_decision_to_feedback_and_coil(tmp_path: Path):
                 await asyncio.wait_for(runner, 30)
 
         asyncio.run(main())
+
+
+def test_a_barrier_refusing_the_open_relay_is_reported_and_the_reader_still_answered(
+    tmp_path: Path, cable: VirtualCable
+):
+    """A board profile naming a relay the board does not have: the board refuses the write
+    (Modbus exception), which must not escape into the rules."""
+    config = GatehouseConfig.model_validate(
+        {
+            "site": {"id": "e2e", "salt": "e2e-salt-0123456789"},
+            "gateway": {"id": "gw", "state_dir": str(tmp_path / "state")},
+            "store": {"synchronous": "normal"},
+            "gates": [{"id": "lane", "kind": "vehicle", "barrier": "barrier", "readers": ["reader"]}],
+            "devices": [
+                {
+                    "kind": "modbus_gate",
+                    "id": "barrier",
+                    "serial": {"port": cable.path_a, "baudrate": 115200},
+                    "unit_id": 1,
+                    "profile": {"open_coil": 40},
+                },
+                {"kind": "sim_reader", "id": "reader", "interval_s": 3600},
+            ],
+        }
+    )
+
+    async def main() -> None:
+        async with BarrierBoardServer(cable.path_b, {1: Barrier()}, baudrate=115200):
+            gateway = Gateway(config)
+            AllowList(gateway.store, config.site.salt).add_credential("12345678", "resident-1")
+            stop = asyncio.Event()
+            runner = asyncio.create_task(gateway.run(stop))
+            try:
+                async with asyncio.timeout(30):
+                    await gateway.started.wait()
+                    assert gateway.supervisor is not None and gateway.queue is not None
+                    status = gateway.supervisor.status["barrier"]
+                    await eventually(lambda: status.online, what="barrier online")
+                    gateway.queue.put(CardPresented("reader", "12345678"))
+                    await eventually(lambda: gateway.drivers["reader"].feedback, what="reader feedback")
+                    assert gateway.drivers["reader"].feedback == [True]
+                    await eventually(lambda: not status.online, what="barrier reported offline")
+                    assert "refused to set relay 40" in status.last_error
+
+                    def alerts() -> list[tuple[str, str]]:
+                        return gateway.store.read().execute("SELECT kind, device FROM alerts").fetchall()
+
+                    await eventually(alerts, what="an alert")
+                    assert alerts() == [("device.offline", "barrier")]
+                    devices = gateway.store.read().execute("SELECT state FROM devices WHERE id = 'barrier'")
+                    assert devices.fetchall() == [("offline",)]
+                    await asyncio.sleep(1)  # the driver keeps polling the board that answers
+                    assert not status.online
+            finally:
+                stop.set()
+                await asyncio.wait_for(runner, 30)
+
+    asyncio.run(main())
