@@ -53,6 +53,47 @@ def read_backlog(conn: sqlite3.Connection) -> Backlog:
     return Backlog(sum(by_priority.values()), min(oldest, default=None), by_priority)
 
 
+class WaitingType(NamedTuple):
+    type: str
+    priority: int
+    count: int
+    oldest_ts_ms: int
+
+
+def backlog_by_type(conn: sqlite3.Connection) -> list[WaitingType]:
+    """Unsynced rows per event type, in sending order (class, then the type's oldest row). Reads
+    the rows themselves: for a person asking, not for the uplink's periodic report."""
+    marks = sync_marks(conn)
+    waiting: list[WaitingType] = []
+    for priority in Priority:
+        rows = conn.execute(
+            "SELECT type, count(*), min(ts_ms), min(seq) FROM outbox WHERE synced_ms IS NULL "
+            "AND priority = ? AND seq > ? GROUP BY type ORDER BY min(seq)",
+            (int(priority), marks.get(int(priority), 0)),
+        ).fetchall()
+        waiting.extend(WaitingType(t, int(priority), int(n), int(ts)) for t, n, ts, _ in rows)
+    return waiting
+
+
+def next_to_send(conn: sqlite3.Connection, limit: int) -> list[Event]:
+    """The unsynced events the uplink sends next: alerts first, then access decisions, state
+    and telemetry, each class in commit order."""
+    marks = sync_marks(conn)
+    bodies: list[str] = []
+    for priority in Priority:
+        if len(bodies) >= limit:
+            break
+        bodies.extend(
+            body
+            for (body,) in conn.execute(
+                "SELECT body FROM outbox WHERE synced_ms IS NULL AND priority = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (int(priority), marks.get(int(priority), 0), limit - len(bodies)),
+            )
+        )
+    return [Event.model_validate_json(body) for body in bodies]
+
+
 def query_events(
     conn: sqlite3.Connection,
     *,

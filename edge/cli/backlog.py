@@ -1,0 +1,103 @@
+"""`gatehouse backlog`: what the gateway has recorded but the community side has not yet
+acknowledged, read from the store (the daemon may be running)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from edge.cli.common import add_command, load
+from edge.cli.events import format_row, reader
+from edge.events import Priority
+from edge.store.queries import backlog_by_type, next_to_send
+
+
+def register(subparsers: Any) -> None:
+    parser = add_command(
+        subparsers,
+        "backlog",
+        "show what waits to be synced: per class and type, its age, and the uplink's state",
+        _backlog,
+    )
+    parser.add_argument(
+        "--list", "-n", type=_count, default=0, metavar="N", help="also list the next N events to be sent"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (0 or more)")
+    return value
+
+
+def _age(ts_ms: int, now: float) -> str:
+    seconds = max(0.0, now - ts_ms / 1000)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _backlog(args: argparse.Namespace) -> int:
+    config = load(args)
+    conn = reader(config)
+    now = time.time()
+    waiting = backlog_by_type(conn)
+    upcoming = next_to_send(conn, args.list) if args.list else []
+    row = conn.execute("SELECT value FROM kv WHERE key='uplink.status'").fetchone()
+    uplink: dict[str, Any] = json.loads(row[0]) if row else {}
+    total = sum(w.count for w in waiting)
+    if args.json:
+        document = {
+            "gateway": config.gateway.id,
+            "site": config.site.id,
+            "count": total,
+            "oldest_age_s": round(now - min(w.oldest_ts_ms for w in waiting) / 1000, 1) if waiting else None,
+            "by_type": [
+                {
+                    "type": w.type,
+                    "class": Priority(w.priority).name.lower(),
+                    "count": w.count,
+                    "oldest_age_s": round(now - w.oldest_ts_ms / 1000, 1),
+                }
+                for w in waiting
+            ],
+            "next": [json.loads(event.model_dump_json()) for event in upcoming],
+            "uplink": uplink,
+        }
+        print(json.dumps(document, ensure_ascii=False))
+        return 0
+    print(f"gateway {config.gateway.id} at site {config.site.id}")
+    if not waiting:
+        print("backlog: nothing waits; every event recorded has been acknowledged")
+    else:
+        oldest = min(w.oldest_ts_ms for w in waiting)
+        print(f"backlog: {total} events wait to be synced; the oldest for {_age(oldest, now)}")
+        print("  in sending order:")
+        for w in waiting:
+            name = Priority(w.priority).name.lower()
+            print(f"    {w.type:<24} {name:<9} {w.count:>8}   oldest {_age(w.oldest_ts_ms, now)} ago")
+    if uplink:
+        print(
+            f"uplink (last report): {uplink.get('state', '?')}; connected since "
+            f"{uplink.get('connected_since') or '-'}; last PUBACK {uplink.get('last_puback') or '-'}; "
+            f"sent {uplink.get('sent', 0)}, acknowledged {uplink.get('acked', 0)}, "
+            f"sent again {uplink.get('resent', 0)}"
+        )
+    else:
+        print("uplink: no report recorded yet (has the gateway connected to a broker?)")
+    if upcoming:
+        print(f"next {len(upcoming)} to be sent:")
+        for event in upcoming:
+            print(f"  {format_row(event)}")
+    return 0

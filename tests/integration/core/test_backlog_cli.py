@@ -1,0 +1,78 @@
+"""`gatehouse backlog`: what waits to be synced, in the order the uplink sends it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge.cli import main
+from edge.events import EventFactory, Priority
+from edge.store import Store
+
+CONFIG = (
+    "site: {{id: test-site, salt: test-salt-long-enough}}\ngateway: {{id: gw-test, state_dir: {state}}}\n"
+)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "gatehouse.yaml"
+    path.write_text(CONFIG.format(state=tmp_path / "state"))
+    return path
+
+
+def test_backlog_shows_what_waits_in_sending_order(config: Path, tmp_path: Path, capsys) -> None:
+    factory = EventFactory("test-site", "gw-test")
+    with Store(tmp_path / "state" / "gatehouse.db", synchronous="normal", events=factory) as store:
+        samples = [
+            store.append(factory.make("occupancy.sample", {"zone": "lot", "count": n})) for n in range(3)
+        ]
+        gate = store.append(
+            factory.make("gate.state", {"gate": "north-in", "state": "open", "previous": "opening"})
+        )
+        alert = store.append(
+            factory.make("alert.raised", {"alert_id": "a1", "kind": "gate.forced_open", "key": "north-in"})
+        )
+
+        assert main(["--config", str(config), "backlog", "--list", "2"]) == 0
+        out = capsys.readouterr().out
+        assert "5 events wait to be synced" in out
+        order = [out.index(t) for t in ("alert.raised", "gate.state", "occupancy.sample")]
+        assert order == sorted(order), out
+        assert "no report recorded yet" in out
+        upcoming = out.split("next 2 to be sent:")[1].splitlines()[1:]
+        assert [f" {alert.seq} " in upcoming[0], f" {gate.seq} " in upcoming[1]] == [True, True], upcoming
+
+        store.mark_synced(through={int(Priority.TELEMETRY): samples[-1].seq})
+        status = {
+            "state": "online",
+            "sent": 3,
+            "acked": 3,
+            "resent": 0,
+            "last_puback": "2026-11-26T02:00:00Z",
+        }
+        store.update_state(kv={"uplink.status": json.dumps(status)})
+
+        assert main(["--config", str(config), "backlog", "--json"]) == 0
+        document = json.loads(capsys.readouterr().out)
+        assert document["count"] == 2
+        assert [(t["type"], t["class"], t["count"]) for t in document["by_type"]] == [
+            ("alert.raised", "alert", 1),
+            ("gate.state", "state", 1),
+        ]
+        assert document["uplink"]["state"] == "online"
+
+        store.mark_synced([alert.seq, gate.seq])
+        assert main(["--config", str(config), "backlog"]) == 0
+        out = capsys.readouterr().out
+        assert "nothing waits" in out
+        assert "uplink (last report): online" in out and "last PUBACK 2026-11-26T02:00:00Z" in out
+
+
+def test_backlog_refuses_a_negative_count(config: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(config), "backlog", "--list", "-3"])
+    assert exit_info.value.code == 2
+    assert "not a count" in capsys.readouterr().err
