@@ -2,7 +2,9 @@
 
 A driver never talks to MQTT or the store. It runs as one asyncio task under the supervisor:
 `run(emit)` connects, reads and calls `emit(observation)` for what it saw, and `emit.alive()`
-when it is healthy but has nothing to say (that feeds the hang detector). It raises
+when it is healthy but has nothing to say (that feeds the hang detector). It emits
+`Availability` when it reaches its device and whenever that changes: the device counts as
+online only from then, never from heartbeats. It raises
 `DeviceNotReady` when the device went away (the supervisor restarts it with backoff) and
 `DeviceMisconfigured` / `AuthFailed` when a person must act. `execute(command)` acts on the
 device (open the barrier, light the reader's LED). Blocking calls go through
@@ -111,8 +113,8 @@ class ZoneCondition:
 
 @dataclass(frozen=True, slots=True)
 class Availability:
-    """The driver lost or regained its device while it keeps running (it reconnects by itself).
-    Becomes device.offline / device.online."""
+    """The driver reached, lost or regained its device (it reconnects by itself while it keeps
+    running). The supervisor takes it: it becomes device.online / device.offline."""
 
     device: str
     online: bool

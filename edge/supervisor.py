@@ -1,7 +1,11 @@
 """The supervisor runs each driver in isolation: a driver that raises or stops showing signs of
 life is cancelled, reported and restarted with backoff, while the others keep running. What
 drivers see goes into one bounded queue; when it is full new observations are dropped and
-counted, never blocking a driver."""
+counted, never blocking a driver.
+
+A device is online only while its driver says it reaches it (`Availability`, which the
+supervisor takes instead of queueing it) and it has no fault; heartbeats only show that the
+driver itself is not hung. Every change of that state goes to `on_state` once."""
 
 from __future__ import annotations
 
@@ -11,17 +15,19 @@ import logging
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from drivers.base import Driver, Observation
+from drivers.base import Availability, Driver, Observation
 from edge.errors import AuthFailed, DeviceMisconfigured
 
 log = logging.getLogger(__name__)
 
 HANG_CHECK_S = 0.5
 CANCEL_GRACE_S = 2.0
+AVAILABILITY_BACKLOG = 64
+"""Availability reports kept between two looks of the supervisor (only changes are reported)."""
 
 
 @dataclass
@@ -31,6 +37,10 @@ class DeviceStatus:
     device: str
     kind: str
     online: bool = False
+    reachable: bool = False
+    """The driver's last word: it reaches its device."""
+    reported: bool | None = None
+    """The state last given to `on_state` (None: nothing yet)."""
     restarts: int = 0
     failures_in_row: int = 0
     last_error: str = ""
@@ -54,11 +64,15 @@ class ObservationQueue:
         self._loop_thread = threading.get_ident()
 
     def put(self, observation: Observation) -> None:
+        self.call_in_loop(self._put, observation)
+
+    def call_in_loop(self, callback: Callable[[Observation], None], observation: Observation) -> None:
+        """`callback(observation)` on the event loop's thread, from any thread."""
         if threading.get_ident() == self._loop_thread:
-            self._put(observation)
+            callback(observation)
         else:
             with contextlib.suppress(RuntimeError):
-                self.loop.call_soon_threadsafe(self._put, observation)
+                self.loop.call_soon_threadsafe(callback, observation)
 
     def _put(self, observation: Observation) -> None:
         try:
@@ -71,20 +85,29 @@ class ObservationQueue:
 
 
 class _Emit:
-    """What a driver calls to report; every call is also a sign of life."""
+    """What a driver calls to report; every call is also a sign of life. `Availability` is kept
+    for the supervisor (`availability`, and `reported` is set) instead of going to the queue."""
 
-    def __init__(self, queue: ObservationQueue, on_alive: Callable[[], None]) -> None:
+    def __init__(self, queue: ObservationQueue) -> None:
         self._queue = queue
-        self._on_alive = on_alive
         self.last_alive = time.monotonic()
+        self.availability: deque[Availability] = deque(maxlen=AVAILABILITY_BACKLOG)
+        self.reported = asyncio.Event()
 
     def __call__(self, observation: Observation) -> None:
         self.alive()
-        self._queue.put(observation)
+        if isinstance(observation, Availability):
+            self._queue.call_in_loop(self._keep, observation)
+        else:
+            self._queue.put(observation)
+
+    def _keep(self, observation: Observation) -> None:
+        assert isinstance(observation, Availability)
+        self.availability.append(observation)
+        self.reported.set()
 
     def alive(self) -> None:
         self.last_alive = time.monotonic()
-        self._on_alive()
 
 
 class Supervisor:
@@ -126,29 +149,48 @@ class Supervisor:
         if status.online:
             status.online = False
             status.since = time.time()
-        await self.on_state(status, True, error)
+        await self._report(status, True, error)
 
     async def command_succeeded(self, device: str, command: str) -> None:
         """A `command` worked: a fault that the same kind of command caused is over."""
         status = self.status[device]
         if not status.fault or status.fault_command != command:
             return
-        status.fault = status.fault_command = status.last_error = ""
-        if not status.online:
-            status.online = True
+        status.fault = status.fault_command = ""
+        await self._settle(status, status.last_error)
+
+    async def _driver_says(self, status: DeviceStatus, availability: Availability) -> None:
+        status.reachable = availability.online
+        if availability.online:
             status.failures_in_row = 0
+        await self._settle(status, availability.reason or "offline")
+
+    async def _settle(self, status: DeviceStatus, reason: str) -> None:
+        """Online = reachable with no fault; report it when it differs from the last report."""
+        online = status.reachable and not status.fault
+        if online != status.online:
+            status.online = online
             status.since = time.time()
-            await self.on_state(status, False, "")
+        if status.reported == online:
+            return
+        if online:
+            await self._report(status, False, "")
+            return
+        status.last_error = status.fault or reason
+        await self._report(status, False, status.last_error)
+
+    async def _report(self, status: DeviceStatus, needs_person: bool, reason: str) -> None:
+        status.reported = status.online
+        await self.on_state(status, needs_person, reason)
 
     async def _keep_running(self, driver: Driver) -> None:
         status = self.status[driver.id]
         hang_timeout = float(getattr(driver.config, "hang_timeout_s", 30.0))
         while True:
-            alive_flag = asyncio.Event()
-            emit = _Emit(self.queue, alive_flag.set)
+            emit = _Emit(self.queue)
             task = asyncio.create_task(driver.run(emit), name=f"run:{driver.id}")
             try:
-                reason = await self._watch(driver, task, emit, alive_flag, hang_timeout)
+                reason = await self._watch(driver, task, emit, hang_timeout)
             except asyncio.CancelledError:
                 # Stopping: the driver goes with its supervisor (it closes its port in `finally`).
                 task.cancel()
@@ -161,10 +203,11 @@ class Supervisor:
                 task.exception() if task.done() and not task.cancelled() else None,
                 AuthFailed | DeviceMisconfigured,
             )
+            status.reachable = False
             if status.online:
                 status.online = False
                 status.since = time.time()
-            await self.on_state(status, needs_person, reason)
+            await self._report(status, needs_person, reason)
             delay = min(self.restart_max_s, self.restart_min_s * 2 ** (status.failures_in_row - 1))
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
 
@@ -173,21 +216,23 @@ class Supervisor:
         driver: Driver,
         task: asyncio.Task[None],
         emit: _Emit,
-        alive_flag: asyncio.Event,
         hang_timeout: float,
     ) -> str:
-        """Wait until the driver task ends or hangs; report it online at its first sign of life.
+        """Wait until the driver task ends or hangs, passing on what it says of its device.
         Returns why it stopped."""
         status = self.status[driver.id]
         while True:
-            done, _ = await asyncio.wait({task}, timeout=HANG_CHECK_S)
-            if alive_flag.is_set() and not status.online and not status.fault and not done:
-                alive_flag.clear()
-                status.online = True
-                status.failures_in_row = 0
-                status.since = time.time()
-                await self.on_state(status, False, "")
-            if done:
+            reported = asyncio.create_task(emit.reported.wait())
+            try:
+                await asyncio.wait(
+                    {task, reported}, timeout=HANG_CHECK_S, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                reported.cancel()
+            emit.reported.clear()
+            while emit.availability:
+                await self._driver_says(status, emit.availability.popleft())
+            if task.done():
                 if task.cancelled():
                     return "cancelled"
                 error = task.exception()

@@ -212,7 +212,9 @@ class Backoff:
 
 
 class LinkState:
-    """Emits `Availability` only when a device's reachability changes, and logs it once."""
+    """Emits `Availability` only when a device's reachability changes (the first `up()` or
+    `down()` is one: the supervisor counts a device online only once its driver says so), and
+    logs it once."""
 
     def __init__(self, device: str, emit: Emit | None = None) -> None:
         self.device = device
@@ -223,8 +225,8 @@ class LinkState:
     def up(self) -> None:
         if self.online is False:
             log.info("%s: back online", self.device)
-            if self.emit is not None:
-                self.emit(Availability(self.device, True))
+        if self.online is not True and self.emit is not None:
+            self.emit(Availability(self.device, True))
         self.online = True
         self.last_error = ""
 

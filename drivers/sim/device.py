@@ -9,6 +9,7 @@ import time
 from typing import Any, ClassVar
 
 from drivers.base import (
+    Availability,
     CardPresented,
     CloseGate,
     Command,
@@ -69,6 +70,7 @@ class SimReader(_FromPopulation):
         return CardPresented(self.id, card, "card", "wiegand26", time.monotonic())
 
     async def run(self, emit: Emit) -> None:
+        emit(Availability(self.id, True))
         while True:
             await _idle(emit, self.rng.expovariate(1 / self.config.interval_s))
             emit(self.pick())
@@ -102,6 +104,7 @@ class SimLane(Driver):
 
     async def run(self, emit: Emit) -> None:
         self._emit = emit
+        emit(Availability(self.id, True))
         emit(GateStateChanged(self.id, "closed", None, False, "simulated lane ready"))
         try:
             while True:
@@ -176,6 +179,7 @@ class SimCamera(_FromPopulation):
         return PlateRead(self.id, plate, confidence, colour, None, self.rng.randint(3, 9))
 
     async def run(self, emit: Emit) -> None:
+        emit(Availability(self.id, True))
         while True:
             await _idle(emit, self.rng.expovariate(1 / self.config.interval_s))
             emit(self.pick())

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from drivers.base import Observation
+from drivers.base import Availability, Observation
 from drivers.serial.cable import VirtualCable
 
 T = TypeVar("T")
@@ -46,6 +46,10 @@ class Recorder:
 
     def of(self, kind: type[T]) -> list[T]:
         return [o for o in self.observations if isinstance(o, kind)]
+
+    def availability(self) -> list[bool]:
+        """What the driver said of its device, in order (True: it reaches it)."""
+        return [o.online for o in self.of(Availability)]
 
 
 async def eventually(condition: Callable[[], T], timeout_s: float = 10.0, what: str = "condition") -> T:

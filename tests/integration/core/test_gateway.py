@@ -134,3 +134,39 @@ def test_sigterm_drains_and_closes_the_store(tmp_path: Path):
     assert not wal.exists() or wal.stat().st_size == 0, "the store was not closed (WAL not checkpointed)"
     seqs = [r[0] for r in sqlite3.connect(db).execute("SELECT seq FROM outbox ORDER BY seq")]
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_a_camera_that_cannot_be_opened_is_offline_although_its_driver_runs(tmp_path: Path):
+    config = parse_config(
+        f"""\
+site: {{id: test-site, salt: test-salt-long-enough, home_province: 津}}
+gateway: {{id: gw-test, state_dir: {tmp_path / "state"}}}
+store: {{synchronous: normal}}
+rules: {{alerts: {{offline_grace_s: 0.5, check_interval_s: 0.2}}}}
+gates:
+  - {{id: north-in, kind: vehicle, direction: in, cameras: [cam]}}
+devices:
+  - {{kind: camera, id: cam, source: {tmp_path / "missing.mp4"}, tamper: {{enabled: false}}}}
+""",
+        "test.yaml",
+    )
+
+    async def scenario() -> None:
+        gateway = Gateway(config)
+        stop = asyncio.Event()
+        runner = asyncio.create_task(gateway.run(stop))
+        await gateway.started.wait()
+
+        def open_alerts() -> list[tuple[str, str]]:
+            return gateway.store.read().execute("SELECT kind, state FROM alerts").fetchall()
+
+        await wait_for(open_alerts)
+        await asyncio.sleep(1.0)  # two more of the supervisor's looks at the heartbeating driver
+        assert open_alerts() == [("camera.offline", "raised")]
+        assert [e.type for e in gateway.store.events(types=["device.*"])] == ["device.offline"]
+        state = gateway.store.read().execute("SELECT state, last_error FROM devices").fetchall()
+        assert state == [("offline", f"cannot open {tmp_path / 'missing.mp4'}")]
+        stop.set()
+        await asyncio.wait_for(runner, 10)
+
+    asyncio.run(scenario())

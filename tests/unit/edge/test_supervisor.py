@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import ClassVar, Literal
 
-from drivers.base import DeviceConfig, Driver, DriverContext, Emit, Health
+from drivers.base import Availability, DeviceConfig, Driver, DriverContext, Emit, Health
 from edge.supervisor import DeviceStatus, ObservationQueue, Supervisor
 
 
@@ -19,6 +19,7 @@ class Healthy(Driver):
     config_model = ProbeConfig
 
     async def run(self, emit: Emit) -> None:
+        emit(Availability(self.id, True))
         while True:
             emit(Health(self.id, {"tick": 1}))
             await asyncio.sleep(0.02)
@@ -33,7 +34,22 @@ class Raising(Healthy):
 
 class Hanging(Healthy):
     async def run(self, emit: Emit) -> None:
-        emit.alive()
+        emit(Availability(self.id, True))
+        await asyncio.Event().wait()
+
+
+class Unreachable(Healthy):
+    """A driver that keeps running (heartbeats) while its device does not answer, until
+    `reached` is set."""
+
+    reached = False
+
+    async def run(self, emit: Emit) -> None:
+        emit(Availability(self.id, False, "nothing answers"))
+        while not self.reached:
+            emit.alive()
+            await asyncio.sleep(0.02)
+        emit(Availability(self.id, True))
         await asyncio.Event().wait()
 
 
@@ -116,3 +132,29 @@ def test_stop_ends_the_drivers_too():
         return {task.get_name() for task in asyncio.all_tasks() if not task.done()}
 
     assert "run:good" not in asyncio.run(scenario())
+
+
+def test_a_device_is_online_only_once_its_driver_reaches_it():
+    async def scenario() -> tuple[list[tuple[str, bool, str]], list[tuple[str, bool, str]], int]:
+        loop = asyncio.get_running_loop()
+        queue = ObservationQueue(loop, 100)
+        reports: list[tuple[str, bool, str]] = []
+
+        async def on_state(status: DeviceStatus, needs_person: bool, reason: str) -> None:
+            reports.append((status.device, status.online, reason))
+
+        driver = make(Unreachable, "cam")
+        supervisor = Supervisor([driver], queue, on_state)
+        supervisor.start()
+        await asyncio.sleep(1.2)  # more than two of the supervisor's looks at a heartbeating driver
+        while_unreachable = list(reports)
+        driver.reached = True
+        while len(reports) < 2:
+            await asyncio.sleep(0.02)
+        await supervisor.stop()
+        return while_unreachable, reports, queue.queue.qsize()
+
+    while_unreachable, reports, queued = asyncio.run(scenario())
+    assert while_unreachable == [("cam", False, "nothing answers")]
+    assert reports == [("cam", False, "nothing answers"), ("cam", True, "")]
+    assert queued == 0, "availability goes to the supervisor, not to the rules' queue"

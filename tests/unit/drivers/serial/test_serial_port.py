@@ -91,7 +91,7 @@ def test_backoff_doubles_up_to_the_limit_and_resets():
     assert next(backoff.delays()) == 0.5
 
 
-def test_link_state_reports_changes_only():
+def test_link_state_reports_the_first_state_and_changes_only():
     sink = Sink()
     link = LinkState("dev", sink)
     link.up()
@@ -99,4 +99,4 @@ def test_link_state_reports_changes_only():
     link.down("still gone")
     link.up()
     link.up()
-    assert [(a.online, a.reason) for a in sink.seen] == [(False, "gone"), (True, "")]
+    assert [(a.online, a.reason) for a in sink.seen] == [(True, ""), (False, "gone"), (True, "")]
