@@ -130,10 +130,12 @@ class Tamper:
 
 @dataclass(frozen=True, slots=True)
 class Health:
-    """Periodic numbers about a device (fps, frame age, link quality). Telemetry."""
+    """Numbers about a device (fps, frame age, link quality). Periodic ones are telemetry and may
+    be thinned out; a `state_change` (power lost, power back) is reported once and always kept."""
 
     device: str
     metrics: dict[str, float | int | str | None] = field(default_factory=dict)
+    state_change: bool = False
 
 
 Observation = (

@@ -142,7 +142,7 @@ class OsdpReader(Driver):
             power_lost = bool(report[1])
             if power_lost != self._power_lost:
                 if self._power_lost is not None or power_lost:
-                    emit(Health(self.id, {"power": "lost" if power_lost else "ok"}))
+                    emit(Health(self.id, {"power": "lost" if power_lost else "ok"}, state_change=True))
                 self._power_lost = power_lost
 
     def accepts(self, command: Command) -> bool:

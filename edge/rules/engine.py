@@ -452,10 +452,13 @@ class Rules:
             await self.alerts.clear(key, reason=seen.detail or "tamper cleared")
 
     async def _health(self, seen: Health) -> None:
-        now = self.clock()
-        if now - self._last_health.get(seen.device, 0.0) < self.health_interval_s:
-            return
-        self._last_health[seen.device] = now
+        """Periodic telemetry at most once per `health_interval_s` per device; state changes
+        always."""
+        if not seen.state_change:
+            now = self.clock()
+            if now - self._last_health.get(seen.device, 0.0) < self.health_interval_s:
+                return
+            self._last_health[seen.device] = now
         self.note("device.health", DeviceHealthPayload(metrics=seen.metrics), device=seen.device)
 
     def _offline_key(self, device: str) -> tuple[str, str]:

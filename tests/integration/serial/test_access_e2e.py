@@ -12,6 +12,8 @@ import pytest
 
 from drivers.base import CardPresented
 from drivers.modbus_gate.sim import Barrier, BarrierBoardServer
+from drivers.osdp.sim import ReaderLineSim
+from drivers.osdp.sim import SimReader as OsdpSimReader
 from drivers.sim_peers import start_protocol_peers
 from edge.allowlist import AllowList
 from edge.config import GatehouseConfig
@@ -162,6 +164,57 @@ def test_a_barrier_refusing_the_open_relay_is_reported_and_the_reader_still_answ
                     assert devices.fetchall() == [("offline",)]
                     await asyncio.sleep(1)  # the driver keeps polling the board that answers
                     assert not status.online
+            finally:
+                stop.set()
+                await asyncio.wait_for(runner, 30)
+
+    asyncio.run(main())
+
+
+def test_a_readers_power_lost_and_back_are_both_recorded(tmp_path: Path, cable: VirtualCable):
+    """A bad read (a bad_reads health report) then mains lost and back within a minute: the
+    power changes are state, not telemetry, and none of them may be thinned out."""
+    config = GatehouseConfig.model_validate(
+        {
+            "site": {"id": "e2e", "salt": "e2e-salt-0123456789"},
+            "gateway": {"id": "gw", "state_dir": str(tmp_path / "state")},
+            "store": {"synchronous": "normal"},
+            "gates": [{"id": "door", "kind": "pedestrian", "readers": ["reader"]}],
+            "devices": [
+                {
+                    "kind": "osdp",
+                    "id": "reader",
+                    "serial": {"port": cable.path_a, "baudrate": 115200},
+                    "address": 1,
+                }
+            ],
+        }
+    )
+
+    async def main() -> None:
+        with ReaderLineSim(cable.path_b, [OsdpSimReader(1, None)], baudrate=115200) as line:
+            gateway = Gateway(config)
+            stop = asyncio.Event()
+            runner = asyncio.create_task(gateway.run(stop))
+            try:
+                async with asyncio.timeout(30):
+                    await gateway.started.wait()
+                    driver = gateway.drivers["reader"]
+
+                    def health() -> list[dict[str, object]]:
+                        return [e.payload.metrics for e in gateway.store.events(types=["device.health"])]
+
+                    await eventually(
+                        lambda: driver._bus and driver._slot and driver._bus.online(driver._slot),
+                        what="reader online",
+                    )
+                    line.reader(1).present_bits(0b1 << 25, 26)
+                    await eventually(health, what="the bad read reported")
+                    line.reader(1).report(tamper=False, power_lost=True)
+                    await eventually(lambda: {"power": "lost"} in health(), what="power lost recorded")
+                    line.reader(1).report(tamper=False, power_lost=False)
+                    await eventually(lambda: {"power": "ok"} in health(), what="power back recorded")
+                    assert health() == [{"bad_reads": 1}, {"power": "lost"}, {"power": "ok"}]
             finally:
                 stop.set()
                 await asyncio.wait_for(runner, 30)
