@@ -67,7 +67,7 @@ class WiegandReader(Driver):
     def _frames(self, data: bytes, emit: Emit) -> None:
         rejected, bad_reads = self.deframer.rejected, self.bad_reads
         now = time.monotonic()
-        for frame in self.deframer.feed(data):
+        for frame in self.deframer.feed(data, now):
             try:
                 credential, card_format = credential_of(frame)
             except WiegandError as err:

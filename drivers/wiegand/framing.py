@@ -4,7 +4,9 @@ Contract (as pymodbus' framers): `profile.decode(buffer)` returns `(consumed, re
 `consumed == 0` means "need more bytes". Otherwise the caller drops `consumed` bytes and
 `result` is a `Frame`, a `Rejected` (garbage or a frame failing its check: counted), or None
 (line-end padding, silently skipped). Serial reads split and merge frames; `Deframer` keeps
-the leftovers between reads. No input makes decode raise.
+the leftovers between reads, but drops (and counts) a partial frame once the line has been
+quiet for `INTER_BYTE_GAP_S`: converters send a frame's bytes back to back, so that is noise
+or a cut frame, and kept it would spoil the next read. No input makes decode raise.
 
 Profiles:
 - `ascii_hex`: the raw Wiegand bits in hex, one line each (7, 9 or 10 digits: 26, 34, 37 bits)
@@ -17,12 +19,16 @@ Profiles:
 from __future__ import annotations
 
 import string
+import time
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 ProfileName = Literal["ascii_hex", "ascii_decimal", "stx_etx", "maxiprox"]
 
 MAX_FRAME = 64
+INTER_BYTE_GAP_S = 0.25
+"""Silence after which a partial frame is given up: a whole frame takes about 15 ms at 9600
+baud, and USB adapters hold bytes back for at most 16 ms."""
 STX, ETX = 0x02, 0x03
 LINE_ENDS = b"\r\n"
 HEX_LENGTHS = {7: 26, 9: 34, 10: 37}
@@ -197,15 +203,26 @@ def profile(name: ProfileName) -> AsciiHex | AsciiDecimal | StxEtx | MaxiProx:
 class Deframer:
     """Feeds serial reads through a profile; keeps partial frames and counts rejections."""
 
-    def __init__(self, name: ProfileName, max_buffer: int = 4 * MAX_FRAME) -> None:
+    def __init__(
+        self, name: ProfileName, max_buffer: int = 4 * MAX_FRAME, gap_s: float = INTER_BYTE_GAP_S
+    ) -> None:
         self.profile = profile(name)
         self.max_buffer = max_buffer
+        self.gap_s = gap_s
         self.buffer = bytearray()
+        self._last_byte_at = 0.0
         self.frames = 0
         self.rejected = 0
         self.last_rejection = ""
 
-    def feed(self, data: bytes) -> list[Frame]:
+    def feed(self, data: bytes, now: float | None = None) -> list[Frame]:
+        """The frames completed by `data`, which arrived at `now` (time.monotonic())."""
+        now = time.monotonic() if now is None else now
+        if self.buffer and now - self._last_byte_at > self.gap_s:
+            self._reject(Rejected(f"partial frame dropped after {now - self._last_byte_at:.2f} s of silence"))
+            self.buffer.clear()
+        if data:
+            self._last_byte_at = now
         self.buffer.extend(data)
         found: list[Frame] = []
         while self.buffer:

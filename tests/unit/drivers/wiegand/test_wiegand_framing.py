@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.wiegand.bits import encode_bits
-from drivers.wiegand.framing import PROFILES, Deframer, Frame, Rejected, profile
+from drivers.wiegand.framing import INTER_BYTE_GAP_S, PROFILES, Deframer, Frame, Rejected, profile
 
 BIT_PROFILES = ["ascii_hex", "stx_etx", "maxiprox"]
 LINE_PROFILES = ["ascii_hex", "ascii_decimal", "maxiprox"]
@@ -25,7 +25,7 @@ def feed_in_pieces(deframer: Deframer, data: bytes, cuts: list[int]) -> list[Fra
     found: list[Frame] = []
     start = 0
     for cut in [*sorted({c % (len(data) + 1) for c in cuts}), len(data)]:
-        found += deframer.feed(data[start:cut])
+        found += deframer.feed(data[start:cut], now=0.0)
         start = cut
     return found
 
@@ -124,3 +124,18 @@ def test_ascii_hex_lines_that_are_not_frames(line):
     deframer = Deframer("ascii_hex")
     assert deframer.feed(line) == []
     assert deframer.rejected == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "noise"),
+    [("ascii_hex", b"\x00"), ("maxiprox", b"\xff"), ("ascii_decimal", b"0A1"), ("stx_etx", b"\x02")],
+)
+def test_a_partial_frame_followed_by_silence_is_dropped_not_glued_to_the_next(name, noise):
+    frame = Frame(number="789888") if name == "ascii_decimal" else Frame(encode_bits(12, 3456), 26)
+    encoded = profile(name).encode(frame)
+    deframer = Deframer(name)
+    assert deframer.feed(noise, now=10.0) == []
+    assert deframer.feed(encoded[:4], now=10.0 + 2 * INTER_BYTE_GAP_S) == []
+    assert deframer.feed(encoded[4:], now=10.0 + 2 * INTER_BYTE_GAP_S + 0.01) == [frame]
+    assert deframer.rejected == 1
+    assert "silence" in deframer.last_rejection
