@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -116,7 +117,13 @@ class Store:
         max_page_count: int | None = None,
     ) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreError(
+                f"cannot create the state directory {self.path.parent} ({err.strerror or err}); "
+                "check gateway.state_dir and that its file system is writable"
+            ) from err
         self.quota_bytes = quota_bytes
         self.synchronous = synchronous
         self.factory = events or EventFactory("local", "local")
@@ -135,7 +142,12 @@ class Store:
         """commits that found rows another process (the CLI) had appended since this store's own
         last commit; the uplink reads again when it changes"""
         self._reserved = 0
-        self._reserve_seq(self._seq_floor)
+        try:
+            self._reserve_seq(self._seq_floor)
+        except StoreError as err:
+            # Opening must not need free space: access decisions work from what is stored, and
+            # appends fail with StoreFull until the reservation can be written.
+            log.error("%s", err)
         self._cond = threading.Condition()
         self._group = _Group()
         self._closing = False
@@ -219,16 +231,29 @@ class Store:
         return seq
 
     def _reserve_seq(self, seq: int) -> None:
-        """Write a high-water mark ahead of `seq`, durably, before numbers below it are used."""
+        """Write a high-water mark ahead of `seq`, durably, before numbers below it are used.
+        When it cannot be written (StoreFull on a full disk, else StoreError), only the mark
+        already on disk counts."""
+        durable = 0
         with contextlib.suppress(FileNotFoundError, ValueError):
-            seq = max(seq, int(self._seq_file.read_text().strip()) - SEQ_RESERVE)
-        self._reserved = seq + SEQ_RESERVE
+            durable = int(self._seq_file.read_text().strip())
+        wanted = max(seq, durable - SEQ_RESERVE) + SEQ_RESERVE
         tmp = self._seq_file.with_suffix(".tmp")
-        with open(tmp, "w") as handle:
-            handle.write(str(self._reserved))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self._seq_file)
+        try:
+            with open(tmp, "w") as handle:
+                handle.write(str(wanted))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self._seq_file)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            self._reserved = max(self._reserved, durable)
+            problem = f"cannot reserve sequence numbers in {self._seq_file} ({err.strerror or err})"
+            if err.errno == errno.ENOSPC:
+                raise StoreFull(f"{problem}; free disk space under {self.path.parent}") from err
+            raise StoreError(problem) from err
+        self._reserved = wanted
 
     # Appending
 
@@ -394,6 +419,15 @@ class Store:
                     group.seqs = range(numbered[0][1], numbered[-1][1] + 1)
                     self.last_seq = numbered[-1][1]
                 return numbered
+            except StoreError as err:
+                # the seq reservation could not be written: nothing of the group is committed
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                for call in group.calls:
+                    call.result, call.error = None, None
+                group.error = err
+                log.error("store commit failed: %s", err)
+                return []
             except sqlite3.Error as err:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")

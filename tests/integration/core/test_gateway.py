@@ -170,3 +170,22 @@ devices:
         await asyncio.wait_for(runner, 10)
 
     asyncio.run(scenario())
+
+
+def test_run_with_a_state_directory_that_cannot_be_created_says_so(tmp_path: Path):
+    (tmp_path / "file").write_text("not a directory")
+    config_file = tmp_path / "gatehouse.yaml"
+    config_file.write_text(CONFIG.format(state=tmp_path / "file" / "state"))
+    result = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "--config", str(config_file), "run", "--text-logs"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert f"error: cannot create the state directory {tmp_path / 'file' / 'state'} (Not a directory)" in (
+        result.stderr
+    )
+    assert "internal error" not in result.stderr

@@ -346,3 +346,30 @@ def test_a_vanished_store_never_repeats_seq(tmp_path: Path, factory: EventFactor
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     with Store(path, synchronous="normal", events=factory) as store:
         assert store.append(gate_event(factory)).seq > last
+
+
+def test_a_store_opens_when_its_seq_reservation_cannot_be_written(tmp_path: Path, factory: EventFactory):
+    """A full disk must not stop the gateway from starting: the store opens (what is stored can be
+    read), appends raise StoreFull while the reservation cannot be written, and no temporary file
+    is left behind. `gatehouse.db.tmp` pointing at /dev/full makes every write of it ENOSPC."""
+    path = tmp_path / "state" / "gatehouse.db"
+    path.parent.mkdir()
+    full = tmp_path / "state" / "gatehouse.db.tmp"
+    full.symlink_to("/dev/full")
+    store = Store(path, synchronous="normal", events=factory)
+    try:
+        assert not full.exists() and not full.is_symlink()
+        assert store.kv_get_direct("anything") is None
+        full.symlink_to("/dev/full")
+        with pytest.raises(StoreFull, match=r"cannot reserve sequence numbers .* free disk space"):
+            store.append(gate_event(factory))
+        assert not full.is_symlink()
+        assert store.append(gate_event(factory)).seq == 1
+    finally:
+        store.close()
+
+
+def test_a_state_directory_that_cannot_be_created_is_a_store_error(tmp_path: Path, factory: EventFactory):
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(StoreError, match=r"cannot create the state directory .*file/state"):
+        Store(tmp_path / "file" / "state" / "gatehouse.db", events=factory)
