@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sqlite3
 import time
@@ -49,13 +50,36 @@ def parse_since(text: str, now: float | None = None) -> int:
     return int(moment.timestamp() * 1000)
 
 
+_RESTART = (
+    "restart the service (sudo systemctl restart gatehouse): the gateway keeps a damaged store as "
+    "gatehouse.db.corrupt-<time> and starts a new one"
+)
+
+
 def reader(config: Any) -> sqlite3.Connection:
-    """A read-only connection to the store; the daemon may be running."""
+    """A read-only connection to the store, checked to be one; the daemon may be running."""
     path = config.store_path
     if not path.exists():
         raise StoreError(f"no store at {path} yet; has 'gatehouse run' (or the demo) started?")
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    conn.execute("PRAGMA query_only=1")
+    if not path.is_file():
+        raise StoreError(f"{path} is not a file; check gateway.state_dir")
+    if not os.access(path, os.R_OK):
+        raise StoreError(f"{path}: permission denied; run the command with sudo")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        conn.execute("PRAGMA query_only=1")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version:
+            conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()
+    except sqlite3.Error as err:
+        raise StoreError(f"{path} cannot be read as a store ({err}); {_RESTART}") from err
+    if not version and path.stat().st_size == 0:
+        raise StoreError(
+            f"{path} is empty: the gateway has not committed anything to it yet; start it "
+            "(sudo systemctl restart gatehouse) and it becomes a new store"
+        )
+    if not version:
+        raise StoreError(f"{path} is not a Gatehouse store (no schema); {_RESTART}")
     return conn
 
 

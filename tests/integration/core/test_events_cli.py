@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from edge.cli import main
 from edge.events import EventFactory
 from edge.store import Store
@@ -53,3 +55,27 @@ def test_events_lists_filters_and_follows(tmp_path: Path, capsys):
             process.wait(10)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "is empty: the gateway has not committed anything to it yet"),
+        (bytes(range(256)) * 12, "cannot be read as a store (file is not a database); restart the service"),
+        (None, "is not a file; check gateway.state_dir"),
+    ],
+)
+@pytest.mark.parametrize("command", ["events", "status", "alerts"])
+def test_readers_name_a_damaged_empty_or_misplaced_store(tmp_path: Path, capsys, command, content, expected):
+    config = tmp_path / "gatehouse.yaml"
+    config.write_text(CONFIG.format(state=tmp_path / "state"))
+    db = tmp_path / "state" / "gatehouse.db"
+    db.parent.mkdir()
+    if content is None:
+        db.mkdir()
+    else:
+        db.write_bytes(content)
+    assert main(["--config", str(config), command]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {db} {expected}" in err
+    assert "internal error" not in err
