@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 import difflib
-from pathlib import Path
 from typing import Any
 
-from edge.cli.common import add_command, load
+from edge.cli.common import add_command, image_path, load, write_image
 from edge.errors import ConfigError
 
 
@@ -22,7 +21,9 @@ def register(subparsers: Any) -> None:
     sub = parser.add_subparsers(dest="camera_command", metavar="ACTION", title="actions")
     snapshot = add_command(sub, "snapshot", "grab one frame from a camera and save it as JPEG", _snapshot)
     snapshot.add_argument("id", help="camera id, as in the configuration")
-    snapshot.add_argument("--out", required=True, metavar="FILE", help="JPEG file to write")
+    snapshot.add_argument(
+        "--out", metavar="FILE", help="picture to write (default ID.jpg; .jpg is added to a name without one)"
+    )
     snapshot.add_argument("--timeout", type=float, default=15.0, help="seconds to wait (15)")
     zones = add_command(
         sub,
@@ -36,7 +37,12 @@ def register(subparsers: Any) -> None:
         ),
     )
     zones.add_argument("id", help="camera id, as in the configuration")
-    zones.add_argument("--out", default="zones.jpg", metavar="FILE", help="JPEG file to write")
+    zones.add_argument(
+        "--out",
+        default="zones.jpg",
+        metavar="FILE",
+        help="picture to write (default zones.jpg; .jpg is added to a name without one)",
+    )
     zones.add_argument("--timeout", type=float, default=15.0, help="seconds to wait (15)")
 
 
@@ -50,24 +56,15 @@ def _camera(args: argparse.Namespace) -> tuple[Any, Any]:
     return config, cameras[args.id]
 
 
-def _write(path: Path, image: Any) -> None:
-    import cv2
-
-    from edge.errors import GatehouseError
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), image):
-        raise GatehouseError(f"cannot write {path}")
-
-
 def _snapshot(args: argparse.Namespace) -> int:
     from drivers.camera.device import grab_one
 
     _, camera = _camera(args)
     image = grab_one(camera, args.timeout)
-    _write(Path(args.out), image)
+    out = image_path(args.out or f"{camera.id}.jpg")
+    write_image(out, image)
     h, w = image.shape[:2]
-    print(f"{camera.id}: {w}x{h} frame saved to {args.out}")
+    print(f"{camera.id}: {w}x{h} frame saved to {out}")
     return 0
 
 
@@ -77,10 +74,11 @@ def _zones(args: argparse.Namespace) -> int:
     config, camera = _camera(args)
     image = grab_one(camera, args.timeout)
     lines = draw_zones(image, camera, config.inference)
-    _write(Path(args.out), image)
+    out = image_path(args.out)
+    write_image(out, image)
     for line in lines:
         print(line)
-    print(f"{camera.id}: zones drawn on {args.out}")
+    print(f"{camera.id}: zones drawn on {out}")
     return 0
 
 

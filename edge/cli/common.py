@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import DEFAULT_CONFIG_PATH
-from edge.errors import StoreError
+from edge.errors import GatehouseError, StoreError
 
 
 def config_path(args: argparse.Namespace) -> Path:
@@ -44,3 +44,26 @@ def ensure_state_dir(config: Any) -> Path:
             "check gateway.state_dir and that its file system is writable"
         ) from err
     return folder
+
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+def image_path(name: str | Path) -> Path:
+    """Where to save a picture named `name`: as given when it ends in an image extension OpenCV
+    writes, else with .jpg added (`--out snap` writes snap.jpg)."""
+    path = Path(name)
+    return path if path.suffix.lower() in IMAGE_SUFFIXES else path.with_name(f"{path.name}.jpg")
+
+
+def write_image(path: Path, image: Any) -> None:
+    """Save `image` at `path` (see image_path), making its folder; GatehouseError saying why not."""
+    import cv2
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        written = cv2.imwrite(str(path), image)
+    except (OSError, cv2.error) as err:
+        raise GatehouseError(f"cannot write {path}: {getattr(err, 'strerror', None) or err}") from err
+    if not written:
+        raise GatehouseError(f"cannot write {path}; check that its folder is writable")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge.cli.common import add_command, config_path, load
+from edge.cli.common import add_command, config_path, image_path, load, write_image
 
 
 def register(subparsers: Any) -> None:
@@ -36,7 +36,7 @@ def register(subparsers: Any) -> None:
         "--annotate",
         metavar="OUT.jpg",
         help="draw the plates found on the picture and save it here (with several pictures, "
-        "OUT-1.jpg, OUT-2.jpg, ...)",
+        "OUT-1.jpg, OUT-2.jpg, ...; .jpg is added to a name without an image extension)",
     )
     read.add_argument("--crop", action="store_true", help="the pictures are already cut to the plate")
 
@@ -55,8 +55,8 @@ def _settings(args: argparse.Namespace) -> tuple[Any, str | None]:
 
 
 def _annotated_path(base: str, index: int, count: int) -> Path:
-    path = Path(base)
-    return path if count == 1 else path.with_name(f"{path.stem}-{index}{path.suffix or '.jpg'}")
+    path = image_path(base)
+    return path if count == 1 else path.with_name(f"{path.stem}-{index}{path.suffix}")
 
 
 def _read(args: argparse.Namespace) -> int:
@@ -116,8 +116,4 @@ def draw_plates(image: Any, results: list[Any], out: Path) -> None:
         x, y = r.box[0], max(20, r.box[1] - 8)
         cv2.putText(canvas, label, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 4)
         cv2.putText(canvas, label, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 255), 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), canvas):
-        from edge.errors import GatehouseError
-
-        raise GatehouseError(f"cannot write {out}")
+    write_image(out, canvas)

@@ -63,6 +63,28 @@ def test_snapshot(yard: Path, tmp_path: Path) -> None:
     assert out.read_bytes()[:2] == b"\xff\xd8"
 
 
+def test_snapshot_without_out_as_in_the_readme_saves_id_jpg(
+    yard: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["-c", str(yard), "camera", "snapshot", "yard-cam"]) == 0
+    assert "frame saved to yard-cam.jpg" in capsys.readouterr().out
+    assert (tmp_path / "yard-cam.jpg").read_bytes()[:2] == b"\xff\xd8"
+
+
+def test_an_out_name_without_an_image_extension_gets_jpg(
+    yard: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["-c", str(yard), "camera", "snapshot", "yard-cam", "--out", str(tmp_path / "snap")]) == 0
+    assert f"frame saved to {tmp_path / 'snap.jpg'}" in capsys.readouterr().out
+    assert (tmp_path / "snap.jpg").read_bytes()[:2] == b"\xff\xd8"
+    picture = shared_data() / "plates" / CAR
+    out = tmp_path / "annotated"
+    assert main(["-c", str(yard), "plates", "read", str(picture), "--annotate", str(out)]) == 0
+    assert f"annotated picture saved to {tmp_path / 'annotated.jpg'}" in capsys.readouterr().out
+    assert (tmp_path / "annotated.jpg").read_bytes()[:2] == b"\xff\xd8"
+
+
 def test_zones_overlay(yard: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "zones.jpg"
     assert main(["-c", str(yard), "camera", "zones", "yard-cam", "--out", str(out)]) == 0
