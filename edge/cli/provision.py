@@ -23,10 +23,13 @@ import socket
 import ssl
 import struct
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+import yaml
 
 from edge.cli.common import add_command, config_path
 from edge.cli.init import DEFAULT_CREDENTIALS_DIR, credentials_directory, write_private
@@ -99,7 +102,9 @@ def register(subparsers: Any) -> None:
         metavar="NAME",
         help="read the broker password from this environment variable (asked for on a terminal otherwise)",
     )
-    parser.add_argument("--protocol", choices=("5", "3.1.1"), default="5", help="MQTT version (default 5)")
+    parser.add_argument(
+        "--protocol", choices=("5", "3.1.1"), help="MQTT version (default: the file's mqtt.protocol, else 5)"
+    )
     parser.add_argument(
         "--credentials-dir",
         default=str(DEFAULT_CREDENTIALS_DIR),
@@ -383,9 +388,26 @@ def _install_tls(args: argparse.Namespace, folder: Path) -> dict[str, str]:
     return placed
 
 
+MANAGED_MQTT_KEYS = frozenset({"host", "port", "protocol", "username", "password", "tls"})
+
+
+def current_mqtt(text: str) -> dict[str, Any]:
+    """The `mqtt:` section of the configuration text as written (secrets still as ${NAME})."""
+    data = yaml.safe_load(text)
+    section = data.get("mqtt") if isinstance(data, dict) else None
+    return section if isinstance(section, dict) else {}
+
+
 def mqtt_block(
-    broker: Broker, protocol: str, tls: dict[str, str], username: str | None, password: bool
+    broker: Broker,
+    protocol: str,
+    tls: dict[str, str],
+    username: str | None,
+    password: bool,
+    kept: Mapping[str, Any] | None = None,
 ) -> str:
+    """The `mqtt:` section provision writes: the broker, protocol and credentials it was given,
+    then every other key of `kept` (the section as it was: topic_prefix, keepalive_s, ...)."""
     lines = [
         "mqtt:",
         f"  host: {json.dumps(broker.host)}",
@@ -401,6 +423,11 @@ def mqtt_block(
         lines += [f"    {key}: {json.dumps(value)}" for key, value in tls.items()]
         if not tls:
             lines[-1] = "  tls: {}"
+    lines += [
+        f"  {key}: {json.dumps(value, ensure_ascii=False)}"
+        for key, value in (kept or {}).items()
+        if key not in MANAGED_MQTT_KEYS
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -515,9 +542,11 @@ def _provision(args: argparse.Namespace) -> int:
     if password is not None:
         write_private(credentials_dir / PASSWORD_NAME, password + "\n")
         print(f"stored the broker password as {credentials_dir / PASSWORD_NAME} (mode 0600)")
+    original = target.read_text(encoding="utf-8")
+    protocol = args.protocol or (current.mqtt.protocol if current.mqtt is not None else "5")
     text = with_mqtt(
-        target.read_text(encoding="utf-8"),
-        mqtt_block(broker, args.protocol, tls, args.username, password is not None),
+        original,
+        mqtt_block(broker, protocol, tls, args.username, password is not None, current_mqtt(original)),
     )
     with credentials_directory(credentials_dir):
         config = parse_config(text, str(target))

@@ -18,6 +18,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge.cli.init import credentials_directory
+from edge.config_loader import load_config
 from sync.broker import Mosquitto, find_mosquitto, free_port
 from tests.integration.installer.cli_helpers import run_cli
 from tests.support.pki import Pki, make_pki
@@ -143,6 +145,28 @@ def test_good_certificate_is_accepted_and_the_gateway_registers(initialised, tls
         {"id": "east-reader", "kind": "sim_reader", "name": "East door reader", "enabled": True}
     ]
     assert status["signing_key_fingerprint"].startswith("SHA256:")
+
+
+def test_provisioning_again_keeps_the_mqtt_keys_it_does_not_set(initialised, tls_broker, pki, capsys):
+    config, credentials = initialised
+    config.write_text(
+        config.read_text() + 'mqtt:\n  host: old.example\n  protocol: "3.1.1"\n  topic_prefix: lotus/v1\n'
+        "  max_rate_msgs_s: 1000\n  keepalive_s: 120\n"
+    )
+    code, _out, err = provision(
+        config, credentials, tls_broker, pki.ca, pki.client_cert, pki.client_key, capsys
+    )
+    assert code == 0, err
+    with credentials_directory(credentials):
+        mqtt_config = load_config(config).mqtt
+    assert (mqtt_config.host, mqtt_config.port) == ("127.0.0.1", tls_broker.tls_port)
+    assert mqtt_config.protocol == "3.1.1"
+    assert (mqtt_config.topic_prefix, mqtt_config.max_rate_msgs_s, mqtt_config.keepalive_s) == (
+        "lotus/v1",
+        1000,
+        120,
+    )
+    assert retained(tls_broker.port, "lotus/v1/lotus-garden/gw-north/status")["state"] == "provisioned"
 
 
 def test_doctor_reaches_the_provisioned_broker_over_tls(initialised, tls_broker, pki, capsys):

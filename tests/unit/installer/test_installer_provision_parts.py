@@ -83,3 +83,12 @@ def test_connect_packet_with_credentials():
     assert body[7] == 0x80 | 0x40 | 0x02
     assert struct.unpack("!H", body[8:10]) == (30,)
     assert body[10:] == b"\x00\x08gw-probe\x00\x04user\x00\x06secret"
+
+
+def test_mqtt_section_keeps_the_keys_provision_does_not_set():
+    kept = {"host": "old.example", "topic_prefix": "lotus/v1", "keepalive_s": 120, "password": "${P}"}
+    block = mqtt_block(Broker("new.example", 8883, True), "5", {}, None, False, kept)
+    assert block == (
+        'mqtt:\n  host: "new.example"\n  port: 8883\n  protocol: "5"\n  tls: {}\n'
+        '  topic_prefix: "lotus/v1"\n  keepalive_s: 120\n'
+    )
