@@ -2,7 +2,9 @@
 
 The stream is opened with its timeouts passed to `cv2.VideoCapture` at open time (FFmpeg
 ignores them when set afterwards). When a read fails the grabber reports the camera offline,
-waits (doubling from `initial_s` to `max_s`), and opens it again."""
+waits (doubling from `initial_s` to `max_s`, back to `initial_s` once frames arrive), and opens
+it again. A looping file is opened again at its end, so a file truncated or replaced while it
+plays is met like any other source: it fails to open or gives no frame, and is offline."""
 
 from __future__ import annotations
 
@@ -109,34 +111,37 @@ class Grabber:
             if capture is None:
                 self._set_online(False, f"cannot open {redact(self.source)}")
             else:
-                delay = self.initial_s
                 try:
-                    self._read_until_failure(capture)
+                    delivered = self._read_until_failure(capture)
                 finally:
                     capture.release()
                 if self._stop.is_set():
                     return
+                if delivered:
+                    delay = self.initial_s
+                    if self.is_file and self.loop:
+                        continue
                 self._set_online(False, f"stream {redact(self.source)} stopped")
             self.reconnects += 1
             if self._stop.wait(delay):
                 return
             delay = min(delay * 2, self.max_s)
 
-    def _read_until_failure(self, capture: Any) -> None:
+    def _read_until_failure(self, capture: Any) -> int:
+        """Read until the stream fails, ends or the grabber stops; how many frames came."""
         import cv2
 
         native_fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
         pace = 1.0 / native_fps if self.is_file and 0 < native_fps <= 120 else 0.0
         next_at = time.monotonic()
         window_start, window_frames = time.monotonic(), 0
+        delivered = 0
         while not self._stop.is_set():
             ok, image = capture.read()
             if not ok or image is None:
-                if self.is_file and self.loop and self.frames:
-                    capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-                    continue
-                return
+                return delivered
             now = time.monotonic()
+            delivered += 1
             self.frames += 1
             with self._lock:
                 self._frame = Frame(self.frames, now, image)
@@ -149,9 +154,10 @@ class Grabber:
                 next_at += pace
                 wait = next_at - time.monotonic()
                 if wait > 0 and self._stop.wait(wait):
-                    return
+                    return delivered
                 if wait < -1.0:
                     next_at = time.monotonic()
+        return delivered
 
 
 def redact(source: str) -> str:
