@@ -43,7 +43,9 @@ class GatewayConfig(StrictModel):
         description="this gateway's id; also its MQTT client id",
     )
     state_dir: str = Field(
-        default="/var/lib/gatehouse", description="where the store, snapshots and counters live"
+        default="/var/lib/gatehouse",
+        description="where the store, snapshots and counters live; a relative path is taken from the "
+        "configuration file's folder",
     )
     signing_key: str | None = Field(
         default=None,

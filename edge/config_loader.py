@@ -254,8 +254,33 @@ def _message(error: Any, data: Any, marks: _Marks, source: str) -> str:
     return f"{where}: {error['msg'].rstrip('.')}{shown}"
 
 
-def parse_config(text: str, source: str = "<config>") -> Any:
-    """Validate YAML text into a GatehouseConfig, or raise ConfigError with every problem."""
+_PATH_KEYS: tuple[Path_, ...] = (
+    ("gateway", "state_dir"),
+    ("mqtt", "tls", "ca"),
+    ("mqtt", "tls", "cert"),
+    ("mqtt", "tls", "key"),
+    ("inference", "plate_detector", "path"),
+    ("inference", "plate_classifier", "path"),
+    ("inference", "object_detector", "path"),
+)
+
+
+def _anchor_paths(data: dict[str, Any], base: Path) -> None:
+    """Make the relative paths of the file (state directory, TLS files, model files) relative to
+    `base`, the file's own folder, rather than to wherever the command runs."""
+    for *parents, key in _PATH_KEYS:
+        node: Any = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(key), str) and node[key]:
+            value = Path(node[key]).expanduser()
+            if not value.is_absolute():
+                node[key] = str(base / value)
+
+
+def parse_config(text: str, source: str = "<config>", base: Path | None = None) -> Any:
+    """Validate YAML text into a GatehouseConfig, or raise ConfigError with every problem.
+    Relative paths in it are taken from `base` (the file's folder) when given."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as err:
@@ -269,6 +294,8 @@ def parse_config(text: str, source: str = "<config>") -> Any:
     data = _to_python(root, (), marks, source)
     if not isinstance(data, dict):
         raise ConfigError(f"{source}:1:1: the top level must be a mapping of sections (site:, gateway:, …)")
+    if base is not None:
+        _anchor_paths(data, base)
     try:
         return GatehouseConfig.model_validate(data)
     except ValidationError as err:
@@ -277,7 +304,8 @@ def parse_config(text: str, source: str = "<config>") -> Any:
 
 
 def load_config(path: str | Path) -> Any:
-    """Read and validate the configuration file at `path`."""
+    """Read and validate the configuration file at `path`; relative paths in it are relative to
+    the file's folder."""
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
@@ -293,4 +321,4 @@ def load_config(path: str | Path) -> Any:
         raise ConfigError(f"{file}: not UTF-8 text ({err.reason})") from err
     except OSError as err:
         raise ConfigError(f"{file}: cannot be read ({err.strerror or err})") from err
-    return parse_config(text, str(file))
+    return parse_config(text, str(file), Path(os.path.abspath(file)).parent)

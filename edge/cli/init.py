@@ -255,7 +255,7 @@ def _init(args: argparse.Namespace) -> int:
     credentials_dir = Path(args.credentials_dir)
     try:
         new_secrets = missing_secrets(credentials_dir)
-        text = config_text(values, args.state_dir, credentials_dir, target)
+        text = config_text(values, os.path.abspath(args.state_dir), credentials_dir, target)
         _validate(text, target, credentials_dir, new_secrets)
         write_secrets(credentials_dir, new_secrets)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -384,7 +384,7 @@ def _install_tls(args: argparse.Namespace, folder: Path) -> dict[str, str]:
         if Path(source).resolve() != target.resolve():
             write_private(target, Path(source).read_text())
         target.chmod(mode)
-        placed[flag] = str(target)
+        placed[flag] = os.path.abspath(target)
     return placed
 
 

@@ -255,3 +255,33 @@ def test_a_secret_file_that_is_not_text_is_named(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
     with pytest.raises(ConfigError, match=r"site.salt: secret \$\{TEST_SITE_SALT\}: .* is not UTF-8 text"):
         load_config(write(tmp_path, GOOD))
+
+
+def test_relative_paths_are_taken_from_the_config_files_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    path = folder / "gatehouse.yaml"
+    path.write_text(
+        GOOD.replace("{state}", "state/here")
+        + "mqtt:\n  tls: {ca: tls/ca.pem, cert: /abs/gw.pem}\n"
+        + "inference:\n  plate_detector: {path: models/det.onnx, sha256: "
+        + "ab" * 32
+        + "}\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_config(Path("..") / "etc" / "gatehouse.yaml")
+    assert config.store_path == folder / "state" / "here" / "gatehouse.db"
+    assert config.mqtt.tls.ca == str(folder / "tls" / "ca.pem")
+    assert config.mqtt.tls.cert == "/abs/gw.pem"
+    assert config.inference.plate_detector.path == str(folder / "models" / "det.onnx")
+
+
+def test_the_demo_store_is_in_the_repository_whatever_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.chdir(tmp_path)
+    assert load_config(REPO / "config" / "demo.yaml").state_path == REPO / "config" / ".." / "state" / "demo"

@@ -138,3 +138,11 @@ def test_a_configuration_that_would_not_load_writes_nothing(tmp_path, capsys):
     assert "site.salt" in err
     assert not (tmp_path / "etc" / "gatehouse.yaml").exists()
     assert not (credentials / "GATEHOUSE_SIGNING_KEY").exists()
+
+
+def test_a_relative_state_dir_is_written_as_the_folder_meant(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _out, err = init(tmp_path, capsys, "--yes", "--site-id", "lotus-garden", "--state-dir", "here")
+    assert code == 0, err
+    with credentials_directory(tmp_path / "etc" / "credentials"):
+        assert load_config(tmp_path / "etc" / "gatehouse.yaml").state_path == tmp_path / "here"
