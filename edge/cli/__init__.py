@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return EXIT_FAILURE if args.command is None else EXIT_OK
+        return EXIT_FAILURE
     try:
         return int(args.func(args) or EXIT_OK)
     except ConfigError as err:

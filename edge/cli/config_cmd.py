@@ -15,6 +15,7 @@ def register(subparsers: Any) -> None:
         help="check the configuration file or print its JSON Schema",
         description="Check the configuration file or print its JSON Schema.",
     )
+    parser.set_defaults(func=lambda _args: parser.print_help() or 1)
     group = parser.add_subparsers(dest="config_command", metavar="ACTION", title="actions")
     add_command(group, "check", "validate the configuration file and say what is wrong", _check)
     add_command(group, "schema", "print the JSON Schema of the configuration (for editors)", _schema)

@@ -44,6 +44,7 @@ def register(subparsers: Any) -> None:
         help="install the systemd units (gatehouse.service, gatehouse-ingest.service)",
         description="Install the systemd units.",
     )
+    parser.set_defaults(func=lambda _args: parser.print_help() or 1)
     group = parser.add_subparsers(dest="service_command", metavar="ACTION", title="actions")
     install = add_command(
         group,

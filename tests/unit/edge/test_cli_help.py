@@ -40,3 +40,19 @@ def test_core_commands_exist(command: str, capsys: pytest.CaptureFixture[str]):
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip()
+
+
+def test_a_command_group_without_an_action_says_what_it_takes_and_fails(capsys: pytest.CaptureFixture[str]):
+    groups = [
+        path
+        for path, _, parser in walk(build_parser())
+        if len(path) == 1
+        and path != ("alerts",)  # alone, it lists the open alerts
+        and any(isinstance(a, argparse._SubParsersAction) for a in parser._actions)
+    ]
+    assert {("config",), ("service",), ("devices",)} <= set(groups)
+    for path in groups:
+        assert main(list(path)) != 0, path
+        captured = capsys.readouterr()
+        assert f"gatehouse {path[0]} " in captured.out + captured.err, path
+        assert "Gatehouse gateway: readers, barriers and cameras" not in captured.out, path
