@@ -195,11 +195,15 @@ class _Collector:
         self.observations: list[Any] = []
         self.alive_calls = 0
         self.offline: str | None = None
+        self.reached = False
+        """The driver said it reaches its device (an OSDP reader answered its polls)."""
 
     def __call__(self, observation: Any) -> None:
         self.observations.append(observation)
-        if type(observation).__name__ == "Availability" and not observation.online:
-            self.offline = observation.reason or "offline"
+        if type(observation).__name__ == "Availability":
+            self.reached = observation.online
+            if not observation.online:
+                self.offline = observation.reason or "offline"
 
     def alive(self) -> None:
         self.alive_calls += 1
@@ -242,6 +246,13 @@ async def _try_device(device: Any, context: Context) -> Result:
         )
     if emit.offline is not None:
         return Result.fail(name, f"{device.kind} is offline: {emit.offline}", _device_fix(device, "offline"))
+    if device.kind == "osdp" and not emit.reached:
+        # the driver polls, and heartbeats, long before it gives up on a silent reader
+        return Result.fail(
+            name,
+            f"osdp reader at address {device.address} did not answer within {context.timeout_s:g} s",
+            _device_fix(device, "silent"),
+        )
     if not emit.observations and not emit.alive_calls:
         return Result.fail(
             name,

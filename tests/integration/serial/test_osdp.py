@@ -21,6 +21,9 @@ from drivers.base import (
 from drivers.osdp.config import OsdpReaderConfig
 from drivers.osdp.device import OsdpReader
 from drivers.osdp.sim import ReaderLineSim, SimReader
+from edge.config import GatehouseConfig
+from edge.doctor import Result
+from edge.doctor.checks import Context, check_devices
 from edge.errors import AuthFailed
 from tests.support.pty import Recorder, VirtualCable, eventually
 
@@ -269,3 +272,34 @@ def test_a_neighbours_restart_does_not_take_a_reader_offline(cable, tmp_path):
                     await asyncio.gather(steady, restarted, return_exceptions=True)
 
     asyncio.run(main())
+
+
+def doctor_check(cable: VirtualCable, tmp_path: Path) -> Result:
+    config = GatehouseConfig.model_validate(
+        {
+            "site": {"id": "doctor", "salt": "doctor-salt-0123456789"},
+            "gateway": {"id": "gw", "state_dir": str(tmp_path / "state")},
+            "devices": [
+                {
+                    "kind": "osdp",
+                    "id": "north-reader",
+                    "address": 1,
+                    "serial": {"port": cable.path_a, "baudrate": 115200},
+                }
+            ],
+        }
+    )
+    [result] = check_devices(Context(config_file=tmp_path / "gatehouse.yaml", config=config, timeout_s=3.0))
+    return result
+
+
+def test_doctor_fails_an_osdp_reader_that_does_not_answer(cable, tmp_path):
+    result = doctor_check(cable, tmp_path)  # nothing on the other end of the line
+    assert result.state == "fail"
+    assert result.message == "osdp reader at address 1 did not answer within 3 s"
+
+
+def test_doctor_passes_an_osdp_reader_that_answers(cable, tmp_path):
+    with ReaderLineSim(cable.path_b, [SimReader(1, None)], 115200):
+        result = doctor_check(cable, tmp_path)
+    assert result.state == "ok", result.message
