@@ -14,11 +14,12 @@ all, and a repeated one changes nothing."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,6 +72,25 @@ def to_ms(moment: datetime | str | int | float | None) -> int | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
+
+
+def _csv_text(source: Path) -> str:
+    """The text of a CSV file: UTF-8 (a BOM is dropped), else GB18030 (which covers GBK)."""
+    try:
+        data = source.read_bytes()
+    except OSError as err:
+        raise UsageError(f"{source}: cannot read it ({err.strerror})") from err
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as utf8:
+        try:
+            return data.decode("gb18030")
+        except UnicodeDecodeError:
+            line = data.count(b"\n", 0, utf8.start) + 1
+            raise UsageError(
+                f"{source}:{line}: neither UTF-8 nor GB18030 text (byte 0x{data[utf8.start]:02x}); "
+                "save it as 'CSV UTF-8' and import it again"
+            ) from utf8
 
 
 def _gates(gates: Iterable[str] | None) -> str | None:
@@ -406,17 +426,16 @@ class AllowList:
 
     # CSV import
 
-    def import_csv(self, path: str | Path) -> ImportResult:
+    def import_csv(self, path: str | Path, known_gates: Collection[str] | None = None) -> ImportResult:
         """Import residents from a CSV file with a header line. Columns (any order; all but
         `person` or `household` optional): person, household, building, unit, name, card, qr,
-        pin, plate, valid_from, valid_until, gates (separated by spaces or `;`), list (allow or
-        block), reason. Every line is checked first; one bad line imports nothing, and the
-        error names the file, line and column."""
+        pin, plate, valid_from, valid_until, gates (separated by spaces or `;`; each one of
+        `known_gates` when given), list (allow or block), reason. The file is UTF-8 (with or
+        without a BOM) or GB18030/GBK, as Excel saves CSV on Chinese Windows. Every line is
+        checked first; one bad line imports nothing, and the error names the file, line and
+        column."""
         source = Path(path)
-        try:
-            handle = source.open(newline="", encoding="utf-8-sig")
-        except OSError as err:
-            raise UsageError(f"{source}: cannot read it ({err.strerror})") from err
+        handle = io.StringIO(_csv_text(source), newline="")
         rows: list[_Row] = []
         residents: dict[str, tuple[str | None, str | None, str | None, str | None]] = {}
         problems: list[str] = []
@@ -437,7 +456,7 @@ class AllowList:
             for line_no, raw in enumerate(reader, start=2):
                 line = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
                 try:
-                    made = self._csv_rows(line)
+                    made = self._csv_rows(line, known_gates)
                 except ValueError as err:
                     problems.append(f"{source}:{line_no}: {err}")
                     continue
@@ -475,7 +494,7 @@ class AllowList:
                 result.households.add(row.household)
         return result
 
-    def _csv_rows(self, line: dict[str, str]) -> list[_Row]:
+    def _csv_rows(self, line: dict[str, str], known_gates: Collection[str] | None = None) -> list[_Row]:
         listed = line.get("list") or "allow"
         if listed not in ("allow", "block"):
             raise ValueError(f"list: expected allow or block (got {listed!r})")
@@ -492,7 +511,14 @@ class AllowList:
             ) from err
         if start is not None and end is not None and end <= start:
             raise ValueError("valid_until must be after valid_from")
-        gates = _gates(re.split(r"[;\s]+", line.get("gates", "")))
+        named = [gate for gate in re.split(r"[;\s]+", line.get("gates", "")) if gate]
+        unknown = [gate for gate in named if known_gates is not None and gate not in known_gates]
+        if unknown:
+            known = ", ".join(sorted(known_gates or ())) or "none"
+            raise ValueError(
+                f"gates: no such gate {unknown[0]!r} in the configuration (known gates: {known})"
+            )
+        gates = _gates(named)
         made: list[_Row] = []
         for kind in (*CREDENTIAL_KINDS, "plate"):
             raw = line.get(kind)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -112,6 +113,16 @@ def parse_time(option: str, text: str | None) -> int | None:
         raise UsageError(f"{option} {text!r}: expected an ISO time like 2027-06-30T23:59") from err
 
 
+def check_window(start_ms: int | None, end_ms: int | None) -> None:
+    """Refuse a validity window that runs backwards or is already over, as `pass issue` does."""
+    if end_ms is None:
+        return
+    if start_ms is not None and end_ms <= start_ms:
+        raise UsageError("--until must be after --from")
+    if end_ms <= time.time() * 1000:
+        raise UsageError("--until is already past; give a time still to come")
+
+
 def _pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
     pairs = [(kind, value) for kind in CREDENTIAL_KINDS for value in getattr(args, kind)]
     return pairs + [("plate", plate) for plate in args.plate]
@@ -122,6 +133,7 @@ def _add(args: argparse.Namespace) -> int:
     if not pairs:
         raise UsageError("give at least one --card, --qr, --pin or --plate")
     start, end = parse_time("--from", args.valid_from), parse_time("--until", args.valid_until)
+    check_window(start, end)
     config, allow = open_allowlist(args)
     try:
         if args.block:
@@ -225,9 +237,9 @@ def _shown(kind: str, value: str) -> str:
 
 
 def _import(args: argparse.Namespace) -> int:
-    _, allow = open_allowlist(args)
+    config, allow = open_allowlist(args)
     try:
-        result = allow.import_csv(args.csv)
+        result = allow.import_csv(args.csv, known_gates=[gate.id for gate in config.gates])
     finally:
         allow.store.close()
     print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,43 @@ def test_allow_import(cli, tmp_path: Path):
     good.write_text("person,household,card,plate\np-1,1-101,70000001,津A70001\np-2,1-101,70000002,\n")
     code, out, _ = cli("allow", "import", str(good))
     assert code == 0 and "2 residents in 1 households, 2 cards/tokens/PINs, 1 plates" in out
+
+
+def test_allow_import_reads_excel_csv_in_utf8_with_bom_and_in_gbk(cli, tmp_path: Path):
+    for name, data in [
+        ("gbk.csv", "person,name,card\np-21,张三,88889991\n".encode("gbk")),
+        ("bom.csv", "person,name,card\np-22,李四,88889992\n".encode("utf-8-sig")),
+    ]:
+        (tmp_path / name).write_bytes(data)
+        code, out, err = cli("allow", "import", str(tmp_path / name))
+        assert code == 0, err
+        assert "1 residents" in out
+    names = dict(sqlite3.connect(cli.store_path).execute("SELECT id, name FROM residents"))
+    assert names == {"p-21": "张三", "p-22": "李四"}
+
+
+def test_allow_import_refuses_unknown_gates_with_the_line(cli, tmp_path: Path):
+    csv = tmp_path / "gates.csv"
+    csv.write_text("person,card,gates\np-1,33334441,north-in\np-2,33334442,south\n")
+    code, _, err = cli("allow", "import", str(csv))
+    assert code == 2
+    assert f"{csv}:3: gates: no such gate 'south' in the configuration (known gates: north-in)" in err
+    _, out, _ = cli("allow", "list")
+    assert "p-1" not in out, "nothing of a bad file is imported"
+
+
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        (["--from", "2037-01-01", "--until", "2036-01-01"], "--until must be after --from"),
+        (["--until", "2020-01-01"], "--until is already past"),
+    ],
+)
+def test_allow_add_refuses_a_window_that_is_backwards_or_over(cli, window, message):
+    code, _, err = cli("allow", "add", "--person", "p-3", "--card", "22345679", *window)
+    assert code == 2 and message in err
+    _, out, _ = cli("allow", "list")
+    assert "p-3" not in out
 
 
 def test_pass_issue_with_qr_list_and_revoke(cli):
