@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from drivers.base import (
-    Availability,
     CardPresented,
     Command,
     GateCondition,
@@ -170,8 +169,6 @@ class Rules:
                 await self._zone_condition(observation)
             case Tamper():
                 await self._tamper(observation)
-            case Availability():
-                await self.device_availability(observation.device, observation.online, observation.reason)
             case Health():
                 await self._health(observation)
 

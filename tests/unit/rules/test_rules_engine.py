@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from drivers.base import (
-    Availability,
     CardPresented,
     GateStateChanged,
     OpenGate,
@@ -156,12 +155,13 @@ def test_telemetry_does_not_wait_for_its_commit(rig: Rig):
 
 
 def test_offline_after_a_grace_period_by_device_role(rig: Rig):
-    run(rig, Availability("cam", False, "rtsp timeout"), Availability("reader", False, "no answer"))
+    asyncio.run(rig.rules.device_availability("cam", False, "rtsp timeout"))
+    asyncio.run(rig.rules.device_availability("reader", False, "no answer"))
     assert rig.alert_kinds() == []
     rig.clock.advance(31)
     asyncio.run(rig.rules.tick())
     assert sorted(rig.alert_kinds()) == ["camera.offline", "device.offline"]
-    run(rig, Availability("cam", True, "frames again"))
+    asyncio.run(rig.rules.device_availability("cam", True, "frames again"))
     assert [a.kind for a in rig.alerts.open_alerts()] == ["device.offline"]
     asyncio.run(rig.rules.device_availability("barrier", False, "gave up", alert=True))
     assert rig.alert_kinds()[-1] == "device.offline"
