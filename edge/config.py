@@ -5,10 +5,11 @@ Sections live beside the code that uses them (`sync.config`, `models.config`, ea
 
 from __future__ import annotations
 
+import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from drivers.registry import device_config_models
 from edge.config_base import StrictModel
@@ -35,6 +36,15 @@ class SiteConfig(StrictModel):
         min_length=16,
         description="site-wide secret salt for hashing card numbers and QR tokens; write ${NAME}",
     )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Asia/Shanghai") from err
+        return value
 
 
 class GatewayConfig(StrictModel):

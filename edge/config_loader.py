@@ -251,7 +251,8 @@ def _message(error: Any, data: Any, marks: _Marks, source: str) -> str:
     got = error.get("input")
     hidden = isinstance(got, dict | list) or path in marks.secret_paths
     shown = "" if hidden else f" (got {got!r})"
-    return f"{where}: {error['msg'].rstrip('.')}{shown}"
+    # pydantic puts "Value error, " before the messages of our own validators
+    return f"{where}: {error['msg'].removeprefix('Value error, ').rstrip('.')}{shown}"
 
 
 _PATH_KEYS: tuple[Path_, ...] = (

@@ -82,7 +82,11 @@ def machine_timezone() -> str:
 def _ask(prompt: str, default: str | None, check: Callable[[str], str | None]) -> str:
     while True:
         shown = f" [{default}]" if default else ""
-        answer = input(f"{prompt}{shown}: ").strip() or (default or "")
+        try:
+            answer = input(f"{prompt}{shown}: ").strip() or (default or "")
+        except EOFError:
+            print(file=sys.stderr)
+            raise UsageError("no answer (end of input): nothing was written") from None
         problem = check(answer)
         if problem is None:
             return answer

@@ -16,6 +16,9 @@ from edge.cli.allow import check_gates, open_allowlist, parse_time
 from edge.cli.common import add_command
 from edge.errors import UsageError
 
+MAX_PASS_HOURS = 24 * 366
+"""a visitor or delivery pass lasts at most a year; longer stays are residents (allow add)"""
+
 
 def register(subparsers: Any) -> None:
     parser = add_command(subparsers, "pass", "issue, list and revoke visitor and delivery passes", _no_action)
@@ -72,8 +75,8 @@ def _issue(args: argparse.Namespace) -> int:
         raise UsageError("a pass needs --plate and/or --qr")
     if args.entries < 0:
         raise UsageError("--entries: 0 (no limit) or more")
-    if args.hours <= 0:
-        raise UsageError("--hours must be more than 0")
+    if not 0 < args.hours <= MAX_PASS_HOURS:
+        raise UsageError(f"--hours must be more than 0 and at most {MAX_PASS_HOURS} (got {args.hours:g})")
     now_ms = int(time.time() * 1000)
     start = parse_time("--from", args.valid_from) or now_ms
     end = parse_time("--until", args.valid_until) or start + int(args.hours * 3600_000)

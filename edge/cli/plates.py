@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.cli.common import add_command, config_path, image_path, load, write_image
+from edge.errors import UsageError
 
 
 def register(subparsers: Any) -> None:
@@ -62,6 +63,9 @@ def _annotated_path(base: str, index: int, count: int) -> Path:
 def _read(args: argparse.Namespace) -> int:
     from models.plates.pipeline import PlatePipeline, load_image
 
+    for name in args.images:
+        if not Path(name).is_file():
+            raise UsageError(f"{name}: no such file" if not Path(name).exists() else f"{name}: not a file")
     inference, home = _settings(args)
     pipeline = PlatePipeline(inference, home)
     found_any = False

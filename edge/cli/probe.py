@@ -44,7 +44,10 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("port", help="serial device, e.g. /dev/serial/by-id/usb-FTDI_...-port0")
     parser.add_argument(
-        "--baud", type=int, action="append", help="only this baud rate (repeatable; default: common ones)"
+        "--baud",
+        type=_baud,
+        action="append",
+        help="only this baud rate (repeatable; default: common ones)",
     )
     parser.add_argument(
         "--osdp-addresses", default="0-3", help="OSDP addresses to poll, e.g. 0-3 or 0,1,5 (default 0-3)"
@@ -83,6 +86,14 @@ def numbers(text: str, low: int, high: int) -> list[int]:
             raise DeviceMisconfigured(f"{text!r}: numbers must be within {low}-{high}")
         found.extend(range(start, end + 1))
     return sorted(set(found))
+
+
+def _baud(text: str) -> int:
+    """A --baud value: a whole number of bit/s above 0 (argparse reports the ValueError)."""
+    rate = int(text)
+    if rate <= 0:
+        raise argparse.ArgumentTypeError(f"a baud rate is more than 0, e.g. 9600 (got {text})")
+    return rate
 
 
 def _check_port(port: str, baudrate: int, parity: str = "N") -> None:

@@ -56,3 +56,10 @@ def test_a_command_group_without_an_action_says_what_it_takes_and_fails(capsys: 
         captured = capsys.readouterr()
         assert f"gatehouse {path[0]} " in captured.out + captured.err, path
         assert "Gatehouse gateway: readers, barriers and cameras" not in captured.out, path
+
+
+def test_probe_refuses_a_baud_rate_of_zero(capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["probe", "/dev/ttyNOPE", "--baud", "0"])
+    assert exit_info.value.code == 2
+    assert "a baud rate is more than 0, e.g. 9600 (got 0)" in capsys.readouterr().err

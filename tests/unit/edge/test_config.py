@@ -285,3 +285,12 @@ def test_the_demo_store_is_in_the_repository_whatever_the_current_directory(
 ):
     monkeypatch.chdir(tmp_path)
     assert load_config(REPO / "config" / "demo.yaml").state_path == REPO / "config" / ".." / "state" / "demo"
+
+
+def test_an_unknown_time_zone_is_refused_as_init_refuses_it(tmp_path: Path):
+    text = GOOD.replace("  id: compound-7\n", "  id: compound-7\n  timezone: Mars/Olympus\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text))
+    assert "gatehouse.yaml:3:3 site.timezone: unknown time zone 'Mars/Olympus'; use an IANA name" in str(
+        err.value
+    )

@@ -146,3 +146,15 @@ def test_a_relative_state_dir_is_written_as_the_folder_meant(tmp_path, capsys, m
     assert code == 0, err
     with credentials_directory(tmp_path / "etc" / "credentials"):
         assert load_config(tmp_path / "etc" / "gatehouse.yaml").state_path == tmp_path / "here"
+
+
+def test_end_of_input_at_a_prompt_writes_nothing(tmp_path, capsys, monkeypatch):
+    def no_more_input(prompt: str) -> str:
+        raise EOFError
+
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", no_more_input)
+    code, _out, err = init(tmp_path, capsys)
+    assert code == 2
+    assert "no answer (end of input): nothing was written" in err
+    assert not (tmp_path / "etc").exists()

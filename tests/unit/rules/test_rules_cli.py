@@ -114,6 +114,12 @@ def test_allow_add_refuses_a_window_that_is_backwards_or_over(cli, window, messa
     assert "p-3" not in out
 
 
+@pytest.mark.parametrize("hours", ["nan", "1e300", "0"])
+def test_pass_issue_refuses_hours_that_are_not_a_sensible_duration(cli, hours):
+    code, _, err = cli("pass", "issue", "--plate", "津A12345", "--hours", hours)
+    assert code == 2 and "--hours must be more than 0 and at most 8784" in err
+
+
 def test_pass_issue_with_qr_list_and_revoke(cli):
     code, out, _ = cli(
         "pass", "issue", "--qr", "--hours", "2", "--gate", "north-in", "--entries", "2", "--host", "3-402"

@@ -110,6 +110,14 @@ def test_plates_read_json_and_annotate(
     assert out.read_bytes()[:2] == b"\xff\xd8"
 
 
+def test_plates_read_on_a_missing_file_says_so(
+    yard: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-such.jpg"
+    assert main(["-c", str(yard), "plates", "read", str(missing)]) == 2
+    assert f"error: {missing}: no such file" in capsys.readouterr().err
+
+
 def test_devices_test_saves_a_frame(yard: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "test-out"
     code = main(["-c", str(yard), "devices", "test", "yard-cam", "--out", str(out), "--timeout", "10"])
