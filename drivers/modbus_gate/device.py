@@ -67,6 +67,11 @@ class ModbusGate(Driver):
                     emit.alive()
                     await asyncio.sleep(next(delays))
                     continue
+                if not answered:
+                    # A driver that stopped mid-pulse (a crash, a restart, the gateway's power)
+                    # may have left a movement relay on: the board is told they are off first.
+                    for coil in self._movement_coils():
+                        self._release_after(coil, time.monotonic())
                 answered = True
                 self._board_answered.set()
                 link.up()
@@ -133,12 +138,7 @@ class ModbusGate(Driver):
             await self._write(coil, True)
         finally:
             # also when the write failed: the request may have reached the board
-            self._release_due[coil] = time.monotonic() + profile.pulse_ms / 1000
-            running = self._releases.get(coil)
-            if running is None or running.done():
-                self._releases[coil] = asyncio.create_task(
-                    self._release(coil), name=f"{self.id}-release-{coil}"
-                )
+            self._release_after(coil, time.monotonic() + profile.pulse_ms / 1000)
         if self._emit is not None:
             for observation in self.machine.command(direction, time.monotonic()):
                 self._emit(observation)
@@ -146,6 +146,13 @@ class ModbusGate(Driver):
     def _movement_coils(self) -> set[int]:
         profile = self.config.profile
         return {c for c in (profile.open_coil, profile.close_coil, profile.stop_coil) if c is not None}
+
+    def _release_after(self, coil: int, due: float) -> None:
+        """Have `coil` switched off at `due` (time.monotonic()), and confirmed off."""
+        self._release_due[coil] = due
+        running = self._releases.get(coil)
+        if running is None or running.done():
+            self._releases[coil] = asyncio.create_task(self._release(coil), name=f"{self.id}-release-{coil}")
 
     async def _release(self, coil: int) -> None:
         """Switch `coil` off when its pulse ends (a new pulse moves the end), and keep trying,

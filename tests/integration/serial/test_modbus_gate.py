@@ -70,6 +70,11 @@ def run_gates(
                             lambda unit=unit: recorders[unit].of(GateStateChanged),
                             what=f"unit {unit}'s first state",
                         )
+                        await eventually(
+                            lambda unit=unit: startup_releases_done(server, unit),
+                            what=f"unit {unit}'s movement relays switched off at start",
+                        )
+                    server.writes.clear()
                     await body(drivers, server, recorders)
                 finally:
                     for task in tasks:
@@ -80,6 +85,11 @@ def run_gates(
                             raise AssertionError(f"driver ended with {result!r}")
 
     asyncio.run(main())
+
+
+def startup_releases_done(server: BarrierBoardServer, unit: int) -> bool:
+    """A starting driver switches every movement relay off (open 0, close 1, stop 2 here)."""
+    return {(w.coil, w.on) for w in server.writes if w.unit == unit} >= {(0, False), (1, False), (2, False)}
 
 
 def states(recorder: Recorder) -> list[str]:
@@ -100,7 +110,7 @@ def test_open_pulses_the_open_relay_and_follows_the_limits(cable, tmp_path):
         assert states(rec) == ["closed", "opening", "open"]
         opening = rec.of(GateStateChanged)[1]
         assert opening.commanded and opening.previous == "closed"
-        assert gate.coil_writes[0][:2] == (0, True)
+        assert [w[:2] for w in gate.coil_writes][-2:] == [(0, True), (0, False)]
 
     run_gates(cable, tmp_path, body)
 
@@ -221,6 +231,16 @@ def test_a_release_lost_in_a_dropout_is_retried_until_the_relay_is_off(cable, tm
         assert [(w.coil, w.on) for w in server.writes] == [(0, True), (0, False)]
 
     run_gates(cable, tmp_path, body, profile={"pulse_ms": 50})
+
+
+def test_a_relay_left_on_before_the_driver_started_is_switched_off(cable, tmp_path):
+    """The gateway died mid-pulse: the open relay is still on when the driver starts again."""
+    left_on = Barrier(travel_s=0.3, coils={0: True})
+
+    async def body(drivers, server, recorders):
+        assert server.barrier(1).coils == {0: False, 1: False, 2: False}
+
+    run_gates(cable, tmp_path, body, barriers={1: left_on})
 
 
 def test_a_close_during_the_open_pulse_switches_the_open_relay_off_first(cable, tmp_path):
