@@ -3,7 +3,7 @@
 For real (as root): create the `gatehouse` system user (groups dialout and video), give it
 the configuration it must read (/etc/gatehouse root:gatehouse 0750, the YAML and the TLS key
 owned by gatehouse, mode 0600; the credentials directory stays root's, systemd reads it for
-LoadCredential=), write the units to /etc/systemd/system with ExecStart= pointing at this
+LoadCredential=; a configuration in any other folder is left as it is), write the units to /etc/systemd/system with ExecStart= pointing at this
 gatehouse command, then `systemctl daemon-reload` and `systemctl enable`.
 
 `--prefix DIR` writes the units under DIR/etc/systemd/system and does nothing else (packaging,
@@ -24,6 +24,7 @@ from typing import Any
 
 from edge.cli.common import add_command, config_path
 from edge.cli.init import DEFAULT_CREDENTIALS_DIR, GENERATED
+from edge.config import DEFAULT_CONFIG_PATH
 from edge.errors import GatehouseError, UsageError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +32,8 @@ UNITS_DIR = REPO_ROOT / "systemd"
 UNIT_TARGET = Path("/etc/systemd/system")
 TEMPLATE_EXEC = "/opt/gatehouse/venv/bin/gatehouse"
 TEMPLATE_CONFIG = "/etc/gatehouse/gatehouse.yaml"
+CONFIG_DIR = DEFAULT_CONFIG_PATH.parent
+"""the folder that belongs to Gatehouse alone: the only one whose owner and mode install sets"""
 GATEWAY_UNIT = "gatehouse.service"
 INGEST_UNIT = "gatehouse-ingest.service"
 SERVICE_USER = "gatehouse"
@@ -122,6 +125,8 @@ class Plan:
     files: list[tuple[Path, str]] = field(default_factory=list)
     commands: list[list[str]] = field(default_factory=list)
     ownership: list[tuple[Path, str, str, int]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """what the installer must see to themselves"""
 
     def describe(self) -> list[str]:
         steps = [f"write {path}" for path, _ in self.files]
@@ -142,7 +147,8 @@ def _user_exists(name: str) -> bool:
 
 
 def _ownership(config: Path) -> list[tuple[Path, str, str, int]]:
-    """The service user must read its configuration and TLS key; nobody else may."""
+    """The service user must read its configuration and TLS key; nobody else may. Only for a
+    configuration in the dedicated folder (CONFIG_DIR), which belongs to Gatehouse alone."""
     folder = config.parent
     owned: list[tuple[Path, str, str, int]] = [(folder, "root", SERVICE_USER, 0o750)]
     owned.append((config, SERVICE_USER, SERVICE_USER, 0o600))
@@ -162,9 +168,9 @@ def plan(args: argparse.Namespace) -> Plan:
             f"{templates}: no {', '.join(missing)}; pass --units-from with the systemd/ folder of "
             "the Gatehouse sources"
         )
-    config = config_path(args)
+    config = Path(os.path.abspath(config_path(args)))
     executable = gatehouse_executable()
-    credentials = Path(args.credentials_dir)
+    credentials = Path(os.path.abspath(args.credentials_dir))
     target = Path(args.prefix) / UNIT_TARGET.relative_to("/") if args.prefix else UNIT_TARGET
     result = Plan()
     for name in (GATEWAY_UNIT, INGEST_UNIT):
@@ -190,7 +196,12 @@ def plan(args: argparse.Namespace) -> Plan:
         )
     else:
         result.commands.append(["usermod", "--append", "--groups", ",".join(SERVICE_GROUPS), SERVICE_USER])
-    if config.is_file():
+    if config.parent != CONFIG_DIR:
+        result.notes.append(
+            f"{config.parent} is not {CONFIG_DIR}: its owner and mode are left as they are; make "
+            f"sure the {SERVICE_USER} user can read {config} (or move it to {CONFIG_DIR})"
+        )
+    elif config.is_file():
         result.ownership = _ownership(config)
     units = [GATEWAY_UNIT, *([INGEST_UNIT] if args.ingest else [])]
     result.commands.append(["systemctl", "daemon-reload"])
@@ -234,6 +245,8 @@ def apply(steps: Plan) -> None:
 
 def _install(args: argparse.Namespace) -> int:
     steps = plan(args)
+    for note in steps.notes:
+        print(f"note: {note}")
     if args.dry_run:
         print("would:")
         for step in steps.describe():

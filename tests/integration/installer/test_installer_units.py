@@ -140,3 +140,48 @@ def test_missing_templates_are_explained(tmp_path: Path, capsys: pytest.CaptureF
     )
     assert code == 2
     assert "pass --units-from with the systemd/ folder" in err
+
+
+def test_a_config_outside_the_dedicated_folder_keeps_its_folders_owner(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    home = tmp_path / "home" / "pi"
+    home.mkdir(parents=True)
+    (home / "gatehouse.yaml").write_text("site: {id: x}\n")
+    code, out, err = run_cli(
+        ["--config", str(home / "gatehouse.yaml"), "service", "install", "--dry-run"], capsys
+    )
+    assert code == 0, err
+    assert "chown" not in out and "chmod" not in out
+    assert f"note: {home} is not /etc/gatehouse: its owner and mode are left as they are" in out
+    monkeypatch.setattr("edge.cli.service.CONFIG_DIR", home)
+    code, out, err = run_cli(
+        ["--config", str(home / "gatehouse.yaml"), "service", "install", "--dry-run"], capsys
+    )
+    assert code == 0, err
+    assert f"chown root:gatehouse {home}; chmod 750 {home}" in out, "the dedicated folder is managed"
+
+
+def test_relative_paths_are_written_into_the_unit_as_absolute(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    (tmp_path / "credentials").mkdir()
+    monkeypatch.chdir(tmp_path)
+    code, _out, err = run_cli(
+        [
+            "--config",
+            "gatehouse.yaml",
+            "service",
+            "install",
+            "--prefix",
+            "out",
+            "--credentials-dir",
+            "credentials",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    text = (tmp_path / "out" / "etc" / "systemd" / "system" / "gatehouse.service").read_text()
+    assert f"--config {tmp_path / 'gatehouse.yaml'} run" in text
+    assert f"Environment=GATEHOUSE_CONFIG={tmp_path / 'gatehouse.yaml'}" in text
+    assert f"LoadCredential=GATEHOUSE_SITE_SALT:{tmp_path / 'credentials' / 'GATEHOUSE_SITE_SALT'}" in text
