@@ -3,8 +3,9 @@
 For real (as root): create the `gatehouse` system user (groups dialout and video), give it
 the configuration it must read (/etc/gatehouse root:gatehouse 0750, the YAML and the TLS key
 owned by gatehouse, mode 0600; the credentials directory stays root's, systemd reads it for
-LoadCredential=; a configuration in any other folder is left as it is), write the units to /etc/systemd/system with ExecStart= pointing at this
-gatehouse command, then `systemctl daemon-reload` and `systemctl enable`.
+LoadCredential=; a configuration in any other folder is left as it is), write the units to
+/etc/systemd/system with ExecStart= pointing at this gatehouse command and the configuration's
+absolute path, then `systemctl daemon-reload` and `systemctl enable`.
 
 `--prefix DIR` writes the units under DIR/etc/systemd/system and does nothing else (packaging,
 tests); `--dry-run` prints every step and changes nothing."""
