@@ -59,6 +59,28 @@ class _Marks:
 
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _merged(
+    node: yaml.MappingNode, path: Path_, marks: _Marks, source: str, ancestors: frozenset[int]
+) -> dict[str, Any]:
+    """The keys a mapping takes from YAML merge keys (`<<: *anchor` or `<<: [*a, *b]`); its own
+    keys, read afterwards, win, and an earlier merged mapping wins over a later one. The merged
+    keys' positions are the anchor's lines."""
+    merged: dict[str, Any] = {}
+    for key_node, value_node in node.value:
+        if key_node.tag != _MERGE_TAG:
+            continue
+        sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+        for source_node in reversed(sources):
+            if not isinstance(source_node, yaml.MappingNode):
+                raise ConfigError(
+                    f"{_where(source_node, path, source)}: '<<' merges a mapping (an alias such as "
+                    "*reader) or a list of them"
+                )
+            merged.update(_to_python(source_node, path, marks, source, ancestors))
+    return merged
 
 
 def _short_tag(tag: str) -> str:
@@ -87,8 +109,12 @@ def _to_python(
                 "remove it"
             )
     if isinstance(node, yaml.MappingNode):
+        merged = _merged(node, path, marks, source, inner)
+        marks.by_path[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
             if not isinstance(key_node, yaml.ScalarNode):
                 raise ConfigError(
                     f"{_where(key_node, path, source)}: a key must be a plain name, not a "
@@ -106,7 +132,7 @@ def _to_python(
                 key_node.start_mark.line + 1,
                 key_node.start_mark.column + 1,
             )
-        return result
+        return {**merged, **result}
     if isinstance(node, yaml.SequenceNode):
         return [_to_python(item, (*path, i), marks, source, inner) for i, item in enumerate(node.value)]
     try:

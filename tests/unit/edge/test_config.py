@@ -294,3 +294,31 @@ def test_an_unknown_time_zone_is_refused_as_init_refuses_it(tmp_path: Path):
     assert "gatehouse.yaml:3:3 site.timezone: unknown time zone 'Mars/Olympus'; use an IANA name" in str(
         err.value
     )
+
+
+MERGED = """\
+site: {id: compound-7, salt: a-long-enough-test-salt}
+gateway: {id: gw-north, state_dir: /tmp/gatehouse-test-state}
+devices:
+  - &reader
+    kind: sim_reader
+    id: r1
+    interval_s: 3
+  - <<: *reader
+    id: r2
+"""
+
+
+def test_yaml_merge_keys_are_supported_and_the_mappings_own_keys_win():
+    config = parse_config(MERGED, "x.yaml")
+    assert [(d.id, d.kind, d.interval_s) for d in config.devices] == [
+        ("r1", "sim_reader", 3),
+        ("r2", "sim_reader", 3),
+    ]
+
+
+def test_merge_key_errors_are_placed_and_explained():
+    with pytest.raises(ConfigError, match=r"x.yaml:7:5 devices\[1\].interval_s: Input should be greater"):
+        parse_config(MERGED.replace("interval_s: 3", "interval_s: -3"), "x.yaml")
+    with pytest.raises(ConfigError, match=r"x.yaml:8:9 devices\[1\]: '<<' merges a mapping"):
+        parse_config(MERGED.replace("<<: *reader", "<<: 5"), "x.yaml")
