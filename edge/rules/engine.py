@@ -34,6 +34,7 @@ from drivers.base import (
     ZoneCondition,
     ZoneSample,
 )
+from edge.errors import StoreFull
 from edge.events import (
     AccessPayload,
     Attachment,
@@ -558,13 +559,24 @@ class Rules:
             await self.alerts.clear(key, reason="backlog caught up")
 
     async def run_checks(self) -> None:
-        """Call `tick()` every `check_interval_s` until cancelled; a failing check is logged."""
+        """Call `tick()` every `check_interval_s` until cancelled. A failing check is logged;
+        a full store only when it starts and ends (the checks run every few seconds)."""
+        store_full = False
         while True:
             await asyncio.sleep(self.settings.alerts.check_interval_s)
             try:
                 await self.tick()
+            except StoreFull as err:
+                if not store_full:
+                    log.error("periodic rule checks cannot record their alerts: %s", err)
+                store_full = True
+                continue
             except Exception:
                 log.exception("periodic rule checks failed")
+                continue
+            if store_full:
+                log.info("periodic rule checks record their alerts again")
+                store_full = False
 
 
 def _access_type(decision: Decision) -> str:

@@ -5,6 +5,8 @@ lanes, offline devices, disk and backlog."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import shutil
 import threading
 from pathlib import Path
@@ -22,7 +24,13 @@ from drivers.base import (
     VehiclePassage,
     ZoneSample,
 )
-from tests.unit.rules.conftest import Rig, make_rig
+from edge.config_loader import parse_config
+from edge.errors import StoreFull
+from edge.events import EventFactory
+from edge.rules.alerts import AlertEngine
+from edge.rules.engine import Rules
+from edge.store import Store
+from tests.unit.rules.conftest import CONFIG, SALT, Rig, make_rig
 
 
 def run(rig: Rig, *observations: Any) -> None:
@@ -205,3 +213,39 @@ def test_operator_open_is_recorded_and_covers_the_passage(rig: Rig):
     assert rig.alert_kinds() == []
     with pytest.raises(KeyError):
         asyncio.run(rig.rules.open_gate("south"))
+
+
+def test_a_full_store_is_logged_once_by_the_periodic_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The checks run every few seconds: a disk alert that cannot be recorded because the store
+    is full is said once, not with a traceback at every check."""
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(100, 99, 1))  # type: ignore[attr-defined]
+    extra = "rules:\n  alerts:\n    check_interval_s: 0.05\n"
+    config = parse_config(CONFIG.format(salt=SALT, state=tmp_path / "state", extra=extra), "test.yaml")
+    factory = EventFactory(config.site.id, config.gateway.id)
+    store = Store(
+        tmp_path / "state" / "gatehouse.db", synchronous="normal", events=factory, max_page_count=40
+    )
+    try:
+        with pytest.raises(StoreFull):  # gate states are not telemetry: nothing can be evicted
+            for _ in range(5000):
+                store.append(factory.make("gate.state", {"gate": "north-in", "state": "open"}, device="arm"))
+
+        async def commander(device: str, command: object) -> None:
+            return None
+
+        rules = Rules(config, store, factory, AlertEngine(store, factory), commander)
+
+        async def some_checks() -> None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(rules.run_checks(), 0.5)
+
+        with caplog.at_level(logging.INFO, logger="edge.rules.engine"):
+            asyncio.run(some_checks())
+        said = [r for r in caplog.records if r.name == "edge.rules.engine"]
+        assert [r.getMessage().split(":")[0] for r in said] == [
+            "periodic rule checks cannot record their alerts"
+        ]
+    finally:
+        store.close()
