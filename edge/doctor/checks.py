@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.doctor import Result
+from edge.store.migrations import MIGRATIONS
 
 SERVICE_USER = "gatehouse"
 SERVICE_UNIT = "gatehouse.service"
@@ -463,8 +464,27 @@ def check_store(context: Context) -> list[Result]:
                 "(the old file is kept for recovery)",
             )
         ]
-    size_mb = path.stat().st_size / 1024 / 1024
-    return [Result.ok("store", f"{path} is healthy (schema {version}, {size_mb:.1f} MB)")]
+    size = path.stat().st_size
+    if not version:
+        if size == 0:
+            return [Result.ok("store", f"{path} is empty; the service creates its tables on first start")]
+        return [
+            Result.fail(
+                "store",
+                f"{path} is an SQLite file but not a Gatehouse store (it has no schema version)",
+                "move it aside (or point gateway.state_dir elsewhere); the service then starts a new store",
+            )
+        ]
+    if version > len(MIGRATIONS):
+        return [
+            Result.fail(
+                "store",
+                f"{path} was written by a newer Gatehouse "
+                f"(schema {version}; this one knows {len(MIGRATIONS)})",
+                "install that version again, or move the store aside",
+            )
+        ]
+    return [Result.ok("store", f"{path} is healthy (schema {version}, {size / 1024 / 1024:.1f} MB)")]
 
 
 def _sha256(path: Path) -> str:

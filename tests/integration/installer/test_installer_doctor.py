@@ -6,6 +6,7 @@ from __future__ import annotations
 import grp
 import hashlib
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -241,6 +242,26 @@ def test_damaged_store(initialised, tmp_path, capsys):
     )
     assert code == 1
     assert line(out, "[FAIL] store").startswith(f"[FAIL] store: {store} is damaged: ")
+
+
+def test_an_empty_or_foreign_store_is_not_called_healthy(initialised, tmp_path, capsys):
+    config, credentials = initialised
+    store = tmp_path / "state" / "gatehouse.db"
+    store.parent.mkdir(parents=True, exist_ok=True)
+    skips = ("--skip", "clock", "--skip", "service", "--skip", "devices")
+    store.write_bytes(b"")
+    code, out = doctor(config, credentials, capsys, *skips)
+    assert (
+        line(out, "[ OK ] store")
+        == f"[ OK ] store: {store} is empty; the service creates its tables on first start"
+    )
+    store.unlink()
+    with sqlite3.connect(store) as other:
+        other.execute("CREATE TABLE photos(name TEXT)")
+    other.close()
+    code, out = doctor(config, credentials, capsys, *skips)
+    assert code == 1
+    assert "is an SQLite file but not a Gatehouse store" in line(out, "[FAIL] store")
 
 
 def test_clock_check_runs_here(initialised, capsys):
