@@ -727,12 +727,20 @@ class Store:
         has automatic checkpoints turned off, which would otherwise stall every few hundred
         commits)."""
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        failing: str | None = None
         try:
             while not self._checkpointer_stop.wait(CHECKPOINT_INTERVAL_S):
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error as err:
-                    log.warning("WAL checkpoint failed: %s", err)
+                    # every second while the disk is full: say it when it starts or changes
+                    if str(err) != failing:
+                        log.warning("WAL checkpoint failed: %s", err)
+                    failing = str(err)
+                    continue
+                if failing is not None:
+                    log.info("WAL checkpoints work again")
+                    failing = None
         finally:
             conn.close()
 
