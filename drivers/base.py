@@ -33,6 +33,8 @@ class DeviceConfig(StrictModel):
     hang_timeout_s: float = Field(
         default=30.0, gt=0, description="no sign of life for this long counts as a hang"
     )
+    shares_line: ClassVar[bool] = False
+    """Whether devices of this kind may share one serial port (a multi-drop RS-485 bus)."""
 
 
 # Observations: what drivers report. Raw credentials live only here, in memory; the rules hash

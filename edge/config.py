@@ -163,7 +163,44 @@ class GatehouseConfig(StrictModel):
                         f"gate {gate.id!r} names device {device_id!r}, which is not in devices "
                         f"(known: {', '.join(sorted(known)) or 'none'})"
                     )
+        self._shared_ports()
         return self
+
+    def _shared_ports(self) -> None:
+        """Devices on one serial port: one protocol, a kind that can share a line (OSDP readers
+        by address, Modbus boards by unit), and the same serial settings (one port is opened
+        once, with one set of settings)."""
+        by_port: dict[str, list[Any]] = {}
+        for device in self.devices:
+            serial = getattr(device, "serial", None)
+            if serial is not None:
+                by_port.setdefault(serial.port, []).append(device)
+        for port, sharing in by_port.items():
+            if len(sharing) < 2:
+                continue
+            ids = ", ".join(d.id for d in sharing)
+            kinds = sorted({d.kind for d in sharing})
+            if len(kinds) > 1:
+                raise ValueError(
+                    f"devices {ids} share the serial port {port} but speak different protocols "
+                    f"({', '.join(kinds)}); give each protocol its own adapter"
+                )
+            if not type(sharing[0]).shares_line:
+                raise ValueError(
+                    f"devices {ids} share the serial port {port}; a {kinds[0]} needs a port of its own"
+                )
+            first = sharing[0]
+            for other in sharing[1:]:
+                differ = [
+                    name
+                    for name in type(first.serial).model_fields
+                    if getattr(first.serial, name) != getattr(other.serial, name)
+                ]
+                if differ:
+                    raise ValueError(
+                        f"devices {first.id} and {other.id} share the serial port {port} but their "
+                        f"serial settings differ ({', '.join(differ)}); devices on one line need the same"
+                    )
 
     def device(self, device_id: str) -> Any:
         for device in self.devices:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -80,6 +80,7 @@ class BoardProfile(StrictModel):
 
 class ModbusGateConfig(DeviceConfig):
     kind: Literal["modbus_gate"] = Field(description="barrier on a Modbus RTU relay/IO board")
+    shares_line: ClassVar[bool] = True
     serial: SerialSettings = Field(
         description="the RS-485 line; barriers with the same port share it (settings must match)"
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -24,6 +24,7 @@ class FeedbackConfig(StrictModel):
 
 class OsdpReaderConfig(DeviceConfig):
     kind: Literal["osdp"] = Field(description="OSDP card/PIN reader on an RS-485 line")
+    shares_line: ClassVar[bool] = True
     serial: SerialSettings = Field(
         description=(
             "the RS-485 line; readers with the same port share it by address (line settings must match)"

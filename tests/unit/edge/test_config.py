@@ -322,3 +322,59 @@ def test_merge_key_errors_are_placed_and_explained():
         parse_config(MERGED.replace("interval_s: 3", "interval_s: -3"), "x.yaml")
     with pytest.raises(ConfigError, match=r"x.yaml:8:9 devices\[1\]: '<<' merges a mapping"):
         parse_config(MERGED.replace("<<: *reader", "<<: 5"), "x.yaml")
+
+
+SHARED_PORT = """\
+site: {{id: compound-7, salt: test-salt-long-enough}}
+gateway: {{id: gw-north, state_dir: /var/lib/gatehouse}}
+devices:
+  - {{kind: {first}, id: first, serial: {{port: /dev/ttyUSB0}}{first_extra}}}
+  - {{kind: {second}, id: second, serial: {{port: /dev/ttyUSB0{second_serial}}}{second_extra}}}
+"""
+OSDP, MODBUS, WIEGAND = (
+    ("osdp", ", address: 1"),
+    ("modbus_gate", ", unit_id: 1"),
+    ("wiegand", ", profile: stx_etx"),
+)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "second_serial", "expected"),
+    [
+        (
+            OSDP,
+            MODBUS,
+            "",
+            "speak different protocols (modbus_gate, osdp); give each protocol its own adapter",
+        ),
+        (WIEGAND, WIEGAND, "", "a wiegand needs a port of its own"),
+        (OSDP, (OSDP[0], ", address: 2"), ", reconnect_min_s: 2", "serial settings differ (reconnect_min_s)"),
+        (MODBUS, (MODBUS[0], ", unit_id: 2"), ", parity: E", "serial settings differ (parity)"),
+    ],
+    ids=["osdp-and-modbus", "two-wiegand", "osdp-settings-differ", "modbus-settings-differ"],
+)
+def test_devices_sharing_a_serial_port_must_be_able_to(
+    first: tuple[str, str], second: tuple[str, str], second_serial: str, expected: str
+) -> None:
+    text = SHARED_PORT.format(
+        first=first[0],
+        first_extra=first[1],
+        second=second[0],
+        second_extra=second[1],
+        second_serial=second_serial,
+    )
+    with pytest.raises(ConfigError, match=r"devices .* share the serial port /dev/ttyUSB0") as err:
+        parse_config(text, "x.yaml")
+    assert expected in str(err.value)
+
+
+def test_readers_and_boards_may_share_a_line_with_the_same_settings() -> None:
+    for kind, extra in (("osdp", "address"), ("modbus_gate", "unit_id")):
+        text = SHARED_PORT.format(
+            first=kind,
+            first_extra=f", {extra}: 1",
+            second=kind,
+            second_extra=f", {extra}: 2",
+            second_serial="",
+        )
+        assert len(parse_config(text, "x.yaml").devices) == 2
