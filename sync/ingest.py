@@ -19,12 +19,14 @@ at most the expiry.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import queue
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -255,7 +257,7 @@ class IngestWorker:
         rejected_messages and the others are kept. Returns what to do once acknowledged."""
         after: list[Callable[[], None]] = []
         try:
-            with db.transaction():
+            with self._counting(), db.transaction():
                 for client, message in batch:
                     self._handle(db, client, message, after)
             return after
@@ -276,7 +278,7 @@ class IngestWorker:
         """One message in its own transaction; put aside when the database refuses it."""
         own: list[Callable[[], None]] = []
         try:
-            with db.transaction():
+            with self._counting(), db.transaction():
                 self._handle(db, client, message, own)
         except Exception as err:
             if db.unavailable(err):
@@ -285,6 +287,16 @@ class IngestWorker:
                 self._reject(db, message.topic, f"the database refused it: {err}", message.payload)
             return
         after.extend(own)
+
+    @contextlib.contextmanager
+    def _counting(self) -> Iterator[None]:
+        """What a transaction that fails counted in `stats` is taken back."""
+        before = dataclasses.replace(self.stats)
+        try:
+            yield
+        except BaseException:
+            self.stats = before
+            raise
 
     def _handle(
         self, db: Database, client: mqtt.Client, message: mqtt.MQTTMessage, after: list[Callable[[], None]]

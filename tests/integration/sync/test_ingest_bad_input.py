@@ -101,6 +101,7 @@ def test_what_the_database_refuses_is_put_aside_and_the_rest_is_stored(
             assert any("status is not a JSON object" in r for r in reasons), reasons
             assert any("timezone" in r for r in reasons), reasons
             assert worker.connected.is_set(), "the worker reconnected: a bad message was sent again"
+            assert (worker.stats.inserted, worker.stats.rejected) == (len(good), len(poison) + 2)
         finally:
             publisher.publish(topics.status, b"", qos=1, retain=True).wait_for_publish(5)
             db.close()
