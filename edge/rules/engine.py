@@ -587,4 +587,3 @@ def _direction(gate: Any) -> str | None:
     if gate is None or gate.direction == "both":
         return None
     return str(gate.direction)
-
