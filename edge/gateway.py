@@ -25,7 +25,7 @@ from edge.events import EventFactory
 from edge.housekeeping import run_housekeeping
 from edge.rules.alerts import AlertEngine
 from edge.rules.engine import Rules
-from edge.store import Store
+from edge.store import Store, make_state_dir
 from edge.supervisor import DeviceStatus, ObservationQueue, Supervisor
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class Gateway:
         self.uplink: Any = None
         self.clock = clock
         self.factory = EventFactory(config.site.id, config.gateway.id)
-        Path(config.gateway.state_dir).mkdir(parents=True, exist_ok=True)
+        make_state_dir(Path(config.gateway.state_dir))
         self.store = store or open_store(config, self.factory)
         self.alerts = AlertEngine(self.store, self.factory, clock=clock)
         self.rules = Rules(config, self.store, self.factory, self.alerts, self.command, clock=clock)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import DEFAULT_CONFIG_PATH
-from edge.errors import GatehouseError, StoreError
+from edge.errors import GatehouseError
 
 
 def config_path(args: argparse.Namespace) -> Path:
@@ -30,20 +30,6 @@ def add_command(
     parser = subparsers.add_parser(name, help=help_text, description=description or help_text)
     parser.set_defaults(func=func)
     return parser
-
-
-def ensure_state_dir(config: Any) -> Path:
-    """The configured state directory, created if need be; StoreError saying why when it cannot
-    be."""
-    folder = Path(config.gateway.state_dir)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise StoreError(
-            f"cannot create the state directory {folder} ({err.strerror or err}); "
-            "check gateway.state_dir and that its file system is writable"
-        ) from err
-    return folder
 
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from edge.cli.common import add_command, config_path, ensure_state_dir, load
+from edge.cli.common import add_command, config_path, load
 from edge.config_loader import load_config
 from edge.errors import ConfigError
 from edge.logs import setup_logging
@@ -68,7 +68,6 @@ async def _serve(config: Any, source: Path) -> None:
     while True:
         stop = asyncio.Event()
         install_stop_signals(stop)
-        ensure_state_dir(config)
         gateway = Gateway(config, config_source=source)
         async with notifying(gateway, stop):
             await gateway.run(stop)
@@ -164,7 +163,6 @@ async def _demo_loop(config: Any, duration: float | None, out: Any, db_url: str 
 
     stop = asyncio.Event()
     install_stop_signals(stop)
-    ensure_state_dir(config)
     gateway = Gateway(config)
     counts = seed_demo_allowlist(gateway)
     print(

@@ -117,13 +117,7 @@ class Store:
         max_page_count: int | None = None,
     ) -> None:
         self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise StoreError(
-                f"cannot create the state directory {self.path.parent} ({err.strerror or err}); "
-                "check gateway.state_dir and that its file system is writable"
-            ) from err
+        make_state_dir(self.path.parent)
         self.quota_bytes = quota_bytes
         self.synchronous = synchronous
         self.factory = events or EventFactory("local", "local")
@@ -798,6 +792,17 @@ def _oldest_unsynced_telemetry(conn: sqlite3.Connection, limit: int) -> list[int
             (telemetry, pending_after(conn, telemetry, 0), limit),
         )
     ]
+
+
+def make_state_dir(folder: Path) -> None:
+    """Create the gateway's state directory if need be; StoreError saying why it cannot be."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StoreError(
+            f"cannot create the state directory {folder} ({err.strerror or err}); "
+            "check gateway.state_dir and that its file system is writable"
+        ) from err
 
 
 def _is_full(err: BaseException) -> bool:
