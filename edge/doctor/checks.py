@@ -225,6 +225,13 @@ async def _try_device(device: Any, context: Context) -> Result:
     if not done:
         task.cancel()
         stopped, _ = await asyncio.wait({task}, timeout=context.timeout_s)
+        if not stopped and not emit.reached:
+            # still waiting on its device (a camera's stream opening): that is the finding
+            return Result.fail(
+                name,
+                f"{_what(device)} did not answer within {context.timeout_s:g} s (still trying when stopped)",
+                _device_fix(device, "silent"),
+            )
         if not stopped:
             return Result.fail(
                 name,
@@ -247,22 +254,32 @@ async def _try_device(device: Any, context: Context) -> Result:
         )
     if emit.offline is not None:
         return Result.fail(name, f"{device.kind} is offline: {emit.offline}", _device_fix(device, "offline"))
-    if device.kind == "osdp" and not emit.reached:
-        # the driver polls, and heartbeats, long before it gives up on a silent reader
-        return Result.fail(
-            name,
-            f"osdp reader at address {device.address} did not answer within {context.timeout_s:g} s",
-            _device_fix(device, "silent"),
-        )
     if not emit.observations and not emit.alive_calls:
         return Result.fail(
             name,
             f"{device.kind} gave no sign of life within {context.timeout_s:g} s",
             _device_fix(device, "silent"),
         )
+    if not emit.reached:
+        # a driver heartbeats while it keeps trying (an OSDP poll, a camera opening its stream)
+        return Result.fail(
+            name,
+            f"{_what(device)} did not answer within {context.timeout_s:g} s",
+            _device_fix(device, "silent"),
+        )
     seen = len(emit.observations)
     doing = "delivering frames" if "camera" in device.kind else "answering"
     return Result.ok(name, f"{device.kind} {doing} ({seen} observations in {context.timeout_s:g} s)")
+
+
+def _what(device: Any) -> str:
+    if device.kind == "osdp":
+        return f"osdp reader at address {device.address}"
+    if device.kind == "modbus_gate":
+        return f"modbus_gate board (unit {device.unit_id})"
+    if device.kind == "camera":
+        return f"camera {device.source}"
+    return device.kind
 
 
 def _device_fix(device: Any, what: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import grp
 import hashlib
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -154,6 +155,22 @@ def test_missing_serial_port(initialised, capsys):
         in failed
     )
     assert f"[SKIP] device gate-wiegand: not tried: {missing} is missing" in out
+
+
+def test_a_camera_whose_stream_never_opens_fails(initialised, capsys):
+    """A server that accepts the connection and says nothing: the driver keeps trying (and
+    heartbeats), but no frame ever comes."""
+    config, credentials = initialised
+    silent = socket.create_server(("127.0.0.1", 0))
+    port = silent.getsockname()[1]
+    try:
+        add_devices(config, f"  - {{kind: camera, id: lane-cam, source: 'rtsp://127.0.0.1:{port}/lane'}}\n")
+        code, out = doctor(config, credentials, capsys, "--skip", "clock", "--skip", "service")
+    finally:
+        silent.close()
+    assert code == 1
+    failed = line(out, "[FAIL] device lane-cam")
+    assert f"camera rtsp://127.0.0.1:{port}/lane did not answer within 2 s" in failed
 
 
 def test_serial_permission_names_the_group_to_join(initialised, pty_port, capsys):
