@@ -20,6 +20,18 @@ from sync.config import MqttConfig
 DEFAULT_CONFIG_PATH = Path("/etc/gatehouse/gatehouse.yaml")
 
 
+Path_ = tuple[str | int, ...]
+
+
+class MisplacedValue(ValueError):
+    """A problem the whole configuration shows (a gate naming a missing device, two devices on
+    one port that cannot share it), with the path of the value to point the installer at."""
+
+    def __init__(self, path: Path_, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class SiteConfig(StrictModel):
     id: str = Field(
         pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
@@ -148,21 +160,41 @@ class GatehouseConfig(StrictModel):
     @model_validator(mode="after")
     def _references(self) -> GatehouseConfig:
         device_ids = [device.id for device in self.devices]
-        duplicates = sorted({d for d in device_ids if device_ids.count(d) > 1})
-        if duplicates:
-            raise ValueError(f"device ids must be unique; repeated: {', '.join(duplicates)}")
+        for index, device_id in enumerate(device_ids):
+            if device_id in device_ids[:index]:
+                raise MisplacedValue(("devices", index, "id"), f"device id {device_id!r} is used twice")
         gate_ids = [gate.id for gate in self.gates]
-        if len(set(gate_ids)) != len(gate_ids):
-            raise ValueError("gate ids must be unique")
-        known = set(device_ids)
-        for gate in self.gates:
-            referenced = [gate.barrier] if gate.barrier else []
-            for device_id in (*referenced, *gate.readers, *gate.cameras):
-                if device_id not in known:
-                    raise ValueError(
+        for index, gate_id in enumerate(gate_ids):
+            if gate_id in gate_ids[:index]:
+                raise MisplacedValue(("gates", index, "id"), f"gate id {gate_id!r} is used twice")
+        known = ", ".join(sorted(device_ids)) or "none"
+        for index, gate in enumerate(self.gates):
+            named: list[tuple[Path_, str]] = (
+                [(("gates", index, "barrier"), gate.barrier)] if gate.barrier else []
+            )
+            for slot in ("readers", "cameras"):
+                named += [(("gates", index, slot, i), device) for i, device in enumerate(getattr(gate, slot))]
+            for path, device_id in named:
+                if device_id not in device_ids:
+                    raise MisplacedValue(
+                        path,
                         f"gate {gate.id!r} names device {device_id!r}, which is not in devices "
-                        f"(known: {', '.join(sorted(known)) or 'none'})"
+                        f"(known: {known})",
                     )
+        for index, pair in enumerate(self.rules.anti_passback):
+            for end in ("entry", "exit"):
+                if getattr(pair, end) not in gate_ids:
+                    raise MisplacedValue(
+                        ("rules", "anti_passback", index, end),
+                        f"anti-passback gate {getattr(pair, end)!r} is not in gates "
+                        f"(known: {', '.join(sorted(gate_ids)) or 'none'})",
+                    )
+        for index, output in enumerate(self.rules.alerts.outputs):
+            if output.device not in device_ids:
+                raise MisplacedValue(
+                    ("rules", "alerts", "outputs", index, "device"),
+                    f"alert output device {output.device!r} is not in devices (known: {known})",
+                )
         self._shared_ports()
         return self
 
@@ -170,36 +202,34 @@ class GatehouseConfig(StrictModel):
         """Devices on one serial port: one protocol, a kind that can share a line (OSDP readers
         by address, Modbus boards by unit), and the same serial settings (one port is opened
         once, with one set of settings)."""
-        by_port: dict[str, list[Any]] = {}
-        for device in self.devices:
+        by_port: dict[str, list[tuple[int, Any]]] = {}
+        for index, device in enumerate(self.devices):
             serial = getattr(device, "serial", None)
             if serial is not None:
-                by_port.setdefault(serial.port, []).append(device)
+                by_port.setdefault(serial.port, []).append((index, device))
         for port, sharing in by_port.items():
-            if len(sharing) < 2:
-                continue
-            ids = ", ".join(d.id for d in sharing)
-            kinds = sorted({d.kind for d in sharing})
-            if len(kinds) > 1:
-                raise ValueError(
-                    f"devices {ids} share the serial port {port} but speak different protocols "
-                    f"({', '.join(kinds)}); give each protocol its own adapter"
-                )
-            if not type(sharing[0]).shares_line:
-                raise ValueError(
-                    f"devices {ids} share the serial port {port}; a {kinds[0]} needs a port of its own"
-                )
-            first = sharing[0]
-            for other in sharing[1:]:
+            (_, first), *others = sharing
+            for index, other in others:
+                where: Path_ = ("devices", index, "serial", "port")
+                both = f"devices {first.id} and {other.id} share the serial port {port}"
+                if other.kind != first.kind:
+                    raise MisplacedValue(
+                        where,
+                        f"{both} but speak different protocols ({first.kind}, {other.kind}); give each "
+                        "protocol its own adapter",
+                    )
+                if not type(first).shares_line:
+                    raise MisplacedValue(where, f"{both}; a {first.kind} needs a port of its own")
                 differ = [
                     name
                     for name in type(first.serial).model_fields
                     if getattr(first.serial, name) != getattr(other.serial, name)
                 ]
                 if differ:
-                    raise ValueError(
-                        f"devices {first.id} and {other.id} share the serial port {port} but their "
-                        f"serial settings differ ({', '.join(differ)}); devices on one line need the same"
+                    raise MisplacedValue(
+                        ("devices", index, "serial", differ[0]),
+                        f"{both} but their serial settings differ ({', '.join(differ)}); devices on one "
+                        "line need the same",
                     )
 
     def device(self, device_id: str) -> Any:

@@ -103,10 +103,37 @@ def test_unknown_device_kind_lists_known_kinds(tmp_path: Path):
     assert "devices[0].kind: unknown device kind 'sim_lan'; did you mean 'sim_lane'?" in str(err.value)
 
 
-def test_dangling_device_reference(tmp_path: Path):
+def test_dangling_device_reference_points_at_the_line_naming_it(tmp_path: Path):
     text = GOOD.replace("barrier: north-barrier", "barrier: south-barrier")
-    with pytest.raises(ConfigError, match="gate 'north-in' names device 'south-barrier'"):
+    with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, text))
+    assert (
+        "gatehouse.yaml:10:5 gates[0].barrier: gate 'north-in' names device 'south-barrier', which is not "
+        "in devices (known: north-barrier)"
+    ) in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        (
+            "rules:\n  anti_passback:\n    - {entry: north-in, exit: north-out}\n",
+            "rules.anti_passback[0].exit: anti-passback gate 'north-out' is not in gates (known: north-in)",
+        ),
+        (
+            "rules:\n  alerts:\n    outputs:\n      - {device: north-barier, output: siren}\n",
+            "rules.alerts.outputs[0].device: alert output device 'north-barier' is not in devices "
+            "(known: north-barrier)",
+        ),
+    ],
+)
+def test_rules_name_only_configured_gates_and_devices(tmp_path: Path, rules: str, message: str):
+    """A misspelt gate in an anti-passback pair, or a siren on a device that is not there, would
+    otherwise be silently ignored."""
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, GOOD + rules))
+    assert message in str(err.value)
+    assert ":1:1 (top level)" not in str(err.value), "the error points at the line naming it"
 
 
 def test_yaml_syntax_error_has_position(tmp_path: Path):
@@ -345,11 +372,18 @@ OSDP, MODBUS, WIEGAND = (
             OSDP,
             MODBUS,
             "",
-            "speak different protocols (modbus_gate, osdp); give each protocol its own adapter",
+            "devices[1].serial.port: devices first and second share the serial port /dev/ttyUSB0 but speak "
+            "different protocols (osdp, modbus_gate); give each protocol its own adapter",
         ),
-        (WIEGAND, WIEGAND, "", "a wiegand needs a port of its own"),
-        (OSDP, (OSDP[0], ", address: 2"), ", reconnect_min_s: 2", "serial settings differ (reconnect_min_s)"),
-        (MODBUS, (MODBUS[0], ", unit_id: 2"), ", parity: E", "serial settings differ (parity)"),
+        (WIEGAND, WIEGAND, "", "devices[1].serial.port: devices first and second share the serial port"),
+        (
+            OSDP,
+            (OSDP[0], ", address: 2"),
+            ", reconnect_min_s: 2",
+            "devices[1].serial.reconnect_min_s: devices first and second share the serial port /dev/ttyUSB0 "
+            "but their serial settings differ (reconnect_min_s)",
+        ),
+        (MODBUS, (MODBUS[0], ", unit_id: 2"), ", parity: E", "devices[1].serial.parity: "),
     ],
     ids=["osdp-and-modbus", "two-wiegand", "osdp-settings-differ", "modbus-settings-differ"],
 )
