@@ -12,11 +12,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from edge.config import GatehouseConfig
+from edge.config import GatehouseConfig, MisplacedValue
 from edge.errors import ConfigError
 
 Path_ = tuple[str | int, ...]
-_SECRET = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+SECRET_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def resolve_secret(name: str) -> str | None:
@@ -39,6 +39,13 @@ def resolve_secret(name: str) -> str | None:
         raise ConfigError(f"secret ${{{name}}}: {candidate} is not UTF-8 text ({err.reason})") from err
     except OSError as err:
         raise ConfigError(f"secret ${{{name}}}: {candidate} cannot be read ({err.strerror or err})") from err
+
+
+def secret_not_set(name: str) -> str:
+    return (
+        f"secret ${{{name}}} is not set; export {name}=… or put a file named {name} in the systemd "
+        "credentials directory (LoadCredential=)"
+    )
 
 
 class _Marks:
@@ -88,7 +95,7 @@ def _short_tag(tag: str) -> str:
 
 
 def _where(node: yaml.Node, path: Path_, source: str) -> str:
-    return f"{source}:{node.start_mark.line + 1}:{node.start_mark.column + 1} {_dotted(path)}"
+    return f"{source}:{node.start_mark.line + 1}:{node.start_mark.column + 1} {dotted(path)}"
 
 
 def _to_python(
@@ -159,26 +166,22 @@ def _substitute(value: str, path: Path_, marks: _Marks, source: str) -> str:
         try:
             secret = resolve_secret(match.group(1))
         except ConfigError as err:
-            raise ConfigError(f"{source}:{line}:{col} {_dotted(path)}: {err}") from err
+            raise ConfigError(f"{source}:{line}:{col} {dotted(path)}: {err}") from err
         if secret is None:
-            raise ConfigError(
-                f"{source}:{line}:{col} {_dotted(path)}: secret ${{{match.group(1)}}} is not set; "
-                f"export {match.group(1)}=… or put a file named {match.group(1)} in the systemd "
-                f"credentials directory (LoadCredential=)"
-            )
+            raise ConfigError(f"{source}:{line}:{col} {dotted(path)}: {secret_not_set(match.group(1))}")
         return secret
 
-    return _SECRET.sub(replace, value)
+    return SECRET_REFERENCE.sub(replace, value)
 
 
-def _dotted(path: Path_) -> str:
+def dotted(path: Path_) -> str:
     text = ""
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text or "(top level)"
 
 
-def _data_path(loc: tuple[Any, ...], data: Any) -> Path_:
+def data_path(loc: tuple[Any, ...], data: Any) -> Path_:
     """Pydantic's error location with the union tags (which are not keys in the file) removed."""
     path: list[str | int] = []
     node = data
@@ -245,9 +248,10 @@ def _model_of_annotation(
 
 
 def _message(error: Any, data: Any, marks: _Marks, source: str) -> str:
-    path = _data_path(tuple(error["loc"]), data)
+    cause = error.get("ctx", {}).get("error")
+    path = cause.path if isinstance(cause, MisplacedValue) else data_path(tuple(error["loc"]), data)
     line, col = marks.near(path) or (1, 1)
-    where = f"{source}:{line}:{col} {_dotted(path)}"
+    where = f"{source}:{line}:{col} {dotted(path)}"
     if error["type"] == "extra_forbidden":
         owner = _model_at(path[:-1], data)
         known = list(owner.model_fields) if owner else []
@@ -259,16 +263,12 @@ def _message(error: Any, data: Any, marks: _Marks, source: str) -> str:
     if error["type"] == "missing":
         return f"{where}: required key is missing"
     if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        from drivers.registry import device_config_models
+        from drivers.registry import device_kinds
 
-        kinds = sorted(
-            kind
-            for model in device_config_models()
-            for kind in getattr(model.model_fields["kind"].annotation, "__args__", ())
-        )
+        kinds = sorted(device_kinds())
         got = error.get("input", {}).get("kind") if isinstance(error.get("input"), dict) else None
         line, col = marks.near((*path, "kind")) or (line, col)
-        where = f"{source}:{line}:{col} {_dotted((*path, 'kind'))}"
+        where = f"{source}:{line}:{col} {dotted((*path, 'kind'))}"
         if got is None:
             return f"{where}: every device needs a kind; one of: {', '.join(kinds)}"
         hint = difflib.get_close_matches(str(got), kinds, n=1)
@@ -334,8 +334,13 @@ def load_config(path: str | Path) -> Any:
     """Read and validate the configuration file at `path`; relative paths in it are relative to
     the file's folder."""
     file = Path(path)
+    return parse_config(read_config_text(file), str(file), Path(os.path.abspath(file)).parent)
+
+
+def read_config_text(file: Path) -> str:
+    """The configuration file's text; ConfigError saying what to do when it cannot be read."""
     try:
-        text = file.read_text(encoding="utf-8")
+        return file.read_text(encoding="utf-8")
     except FileNotFoundError as err:
         raise ConfigError(
             f"{file}: no such file; create it with 'gatehouse init' or pass --config PATH"
@@ -348,4 +353,3 @@ def load_config(path: str | Path) -> Any:
         raise ConfigError(f"{file}: not UTF-8 text ({err.reason})") from err
     except OSError as err:
         raise ConfigError(f"{file}: cannot be read ({err.strerror or err})") from err
-    return parse_config(text, str(file), Path(os.path.abspath(file)).parent)
