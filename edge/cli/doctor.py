@@ -4,13 +4,12 @@ exit 1 when anything is red."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 from typing import Any
 
 from edge.cli.common import add_command, config_path
-from edge.cli.init import DEFAULT_CREDENTIALS_DIR, credentials_directory
+from edge.cli.init import add_credentials_option, service_credentials
 from edge.doctor.checks import CHECKS, DEFAULT_MIN_FREE_MB, SERVICE_USER, Context, default_user, run_checks
 from edge.errors import ConfigError
 
@@ -33,11 +32,7 @@ def register(subparsers: Any) -> None:
         "--user",
         help=f"the user the service runs as (default {SERVICE_USER} when it exists, else you)",
     )
-    parser.add_argument(
-        "--credentials-dir",
-        default=str(DEFAULT_CREDENTIALS_DIR),
-        help=f"where the secrets are, as the service gets them (default {DEFAULT_CREDENTIALS_DIR})",
-    )
+    add_credentials_option(parser)
     parser.add_argument(
         "--timeout", type=float, default=5.0, help="seconds for each device and the broker (default 5)"
     )
@@ -75,11 +70,9 @@ def _doctor(args: argparse.Namespace) -> int:
     from edge.doctor.checks import systemctl_state
 
     path = config_path(args)
-    credentials = Path(args.credentials_dir)
-    scope = credentials_directory(credentials) if credentials.is_dir() else contextlib.nullcontext()
     colour = sys.stdout.isatty()
     red = 0
-    with scope:
+    with service_credentials(Path(args.credentials_dir)):
         config, error = _load(path, args.debug)
         context = Context(
             config_file=path,

@@ -25,6 +25,7 @@ import yaml
 
 from edge.cli.common import add_command, config_path
 from edge.errors import ConfigError, UsageError
+from edge.files import write_private
 
 DEFAULT_CREDENTIALS_DIR = Path("/etc/gatehouse/credentials")
 DEFAULT_STATE_DIR = "/var/lib/gatehouse"
@@ -151,18 +152,6 @@ def _private_dir(path: Path) -> None:
     path.chmod(0o700)
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` with mode 0600 from the first byte, replacing it atomically."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.chmod(temporary, 0o600)
-    os.replace(temporary, path)
-
-
 def missing_secrets(folder: Path) -> dict[str, str]:
     """New values for the salt and signing key where `folder` has none yet (existing ones are kept:
     a new salt would make every stored card hash useless)."""
@@ -234,6 +223,21 @@ def _validate(text: str, source: Path, credentials_dir: Path, new_secrets: dict[
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def add_credentials_option(parser: argparse.ArgumentParser) -> None:
+    """--credentials-dir, for commands that read the configuration as the service does."""
+    parser.add_argument(
+        "--credentials-dir",
+        default=str(DEFAULT_CREDENTIALS_DIR),
+        help=f"where the secrets are, as the service gets them (default {DEFAULT_CREDENTIALS_DIR})",
+    )
+
+
+def service_credentials(folder: Path) -> contextlib.AbstractContextManager[Any]:
+    """The secrets as the service will see them: from `folder` when it exists, else as they are
+    (the environment, or $CREDENTIALS_DIRECTORY)."""
+    return credentials_directory(folder) if folder.is_dir() else contextlib.nullcontext()
 
 
 @contextlib.contextmanager

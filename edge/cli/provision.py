@@ -32,8 +32,9 @@ from urllib.parse import urlsplit
 import yaml
 
 from edge.cli.common import add_command, config_path
-from edge.cli.init import DEFAULT_CREDENTIALS_DIR, credentials_directory, write_private
+from edge.cli.init import DEFAULT_CREDENTIALS_DIR, credentials_directory
 from edge.errors import GatehouseError, UsageError
+from edge.files import write_private
 
 PASSWORD_NAME = "GATEHOUSE_MQTT_PASSWORD"
 INSTALLED_UNIT = Path("/etc/systemd/system/gatehouse.service")
