@@ -35,6 +35,8 @@ class DeviceConfig(StrictModel):
     )
     shares_line: ClassVar[bool] = False
     """Whether devices of this kind may share one serial port (a multi-drop RS-485 bus)."""
+    gate_slot: ClassVar[Literal["barrier", "readers", "cameras"]]
+    """Where a gate lists devices of this kind (`gatehouse devices add --gate`)."""
 
 
 # Observations: what drivers report. Raw credentials live only here, in memory; the rules hash

@@ -36,6 +36,11 @@ def device_config_models() -> tuple[type[DeviceConfig], ...]:
     return tuple(found)
 
 
+def device_kinds() -> dict[str, type[DeviceConfig]]:
+    """Every device kind (`osdp`, `camera`, …) with its configuration model."""
+    return {model.model_fields["kind"].annotation.__args__[0]: model for model in device_config_models()}
+
+
 def driver_for(config: DeviceConfig) -> type[Driver]:
     """The driver class for a device config, from the same package's `device.py`."""
     package = type(config).__module__.rsplit(".", 1)[0]

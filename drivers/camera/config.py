@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -53,6 +53,7 @@ class TamperConfig(StrictModel):
 
 class CameraConfig(DeviceConfig):
     kind: Literal["camera"] = Field(description="a camera read through OpenCV")
+    gate_slot: ClassVar[Literal["barrier", "readers", "cameras"]] = "cameras"
     source: str = Field(
         description="rtsp://user:${CAM_PASSWORD}@host/path, http(s)://… MJPEG, a USB index "
         "such as 0, or a video file"

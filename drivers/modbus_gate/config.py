@@ -80,6 +80,7 @@ class BoardProfile(StrictModel):
 
 class ModbusGateConfig(DeviceConfig):
     kind: Literal["modbus_gate"] = Field(description="barrier on a Modbus RTU relay/IO board")
+    gate_slot: ClassVar[Literal["barrier", "readers", "cameras"]] = "barrier"
     shares_line: ClassVar[bool] = True
     serial: SerialSettings = Field(
         description="the RS-485 line; barriers with the same port share it (settings must match)"

@@ -24,6 +24,7 @@ class FeedbackConfig(StrictModel):
 
 class OsdpReaderConfig(DeviceConfig):
     kind: Literal["osdp"] = Field(description="OSDP card/PIN reader on an RS-485 line")
+    gate_slot: ClassVar[Literal["barrier", "readers", "cameras"]] = "readers"
     shares_line: ClassVar[bool] = True
     serial: SerialSettings = Field(
         description=(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -13,6 +13,7 @@ from drivers.wiegand.framing import ProfileName
 
 class WiegandReaderConfig(DeviceConfig):
     kind: Literal["wiegand"] = Field(description="Wiegand reader behind a serial converter")
+    gate_slot: ClassVar[Literal["barrier", "readers", "cameras"]] = "readers"
     serial: SerialSettings = Field(description="the converter's serial port")
     profile: ProfileName = Field(
         description=(

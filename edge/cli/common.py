@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.config import DEFAULT_CONFIG_PATH
 from edge.errors import GatehouseError
+
+if TYPE_CHECKING:
+    from edge.config_edit import ConfigDocument
 
 
 def config_path(args: argparse.Namespace) -> Path:
@@ -30,6 +36,48 @@ def add_command(
     parser = subparsers.add_parser(name, help=help_text, description=description or help_text)
     parser.set_defaults(func=func)
     return parser
+
+
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    """Rows as aligned columns (the first row is the heading); the last column is not padded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]).rstrip())
+
+
+def add_change_options(parser: argparse.ArgumentParser) -> None:
+    """--dry-run and --credentials-dir, for the commands that change the configuration file."""
+    from edge.cli.init import add_credentials_option
+
+    parser.add_argument("--dry-run", action="store_true", help="show the change, write nothing")
+    add_credentials_option(parser)
+
+
+@contextlib.contextmanager
+def changing_config(args: argparse.Namespace) -> Iterator[ConfigDocument]:
+    """The configuration file for the block to change, with the secrets as the service sees them.
+    After the block: the whole changed configuration is validated (ConfigError, nothing written,
+    when it would not load), the change is printed as a diff and written unless --dry-run. An
+    error inside the block writes nothing."""
+    from edge.cli.init import service_credentials
+    from edge.config_edit import ConfigDocument
+
+    with service_credentials(Path(args.credentials_dir)):
+        document = ConfigDocument(config_path(args))
+        yield document
+        document.validated()
+    diff = difflib.unified_diff(
+        document.original.splitlines(keepends=True),
+        document.text().splitlines(keepends=True),
+        fromfile=str(document.path),
+        tofile=f"{document.path} (dry run, not written)" if args.dry_run else str(document.path),
+    )
+    print("".join(diff), end="")
+    if args.dry_run:
+        return
+    document.save()
+    print(f"wrote {document.path}; restart the gateway to use it: sudo systemctl restart gatehouse")
 
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})

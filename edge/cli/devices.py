@@ -1,4 +1,4 @@
-"""`gatehouse devices list` and `gatehouse devices test ID`."""
+"""`gatehouse devices list|add|remove|test`: what is configured, changing it, exercising one device."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import tempfile
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from edge.cli.common import add_command, load
-from edge.errors import ConfigError
+import yaml
+
+from drivers.registry import device_kinds
+from edge.cli.common import add_change_options, add_command, changing_config, load, print_table
+from edge.errors import ConfigError, UsageError
 
 
 def register(subparsers: Any) -> None:
@@ -22,6 +25,38 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=lambda _args: parser.print_help() or 1)
     sub = parser.add_subparsers(dest="devices_command", metavar="ACTION", title="actions")
     add_command(sub, "list", "list every configured device with its kind, place and gate", _list)
+    add = add_command(
+        sub,
+        "add",
+        "add a device to the configuration file, and to a gate with --gate",
+        _add,
+        description=(
+            "Add a device to the configuration file: KIND and ID, then its settings as SETTING=VALUE "
+            "(nested ones dotted: serial.port=/dev/ttyUSB0; values are read as YAML, so 1 is a "
+            "number and [a, b] a list; a secret is written as '${NAME}'). A device joining a serial "
+            "port already in use takes that line's serial settings. The whole configuration is "
+            "checked before the file is written; its comments and layout are kept. Examples:\n"
+            "  gatehouse devices add osdp east-reader serial.port=/dev/ttyUSB0 address=1 "
+            "--gate east-door\n"
+            "  gatehouse devices add camera north-in-cam 'source=rtsp://user:${CAM_PASSWORD}@192.0.2.21/s2' "
+            "--gate north-in"
+        ),
+    )
+    add.formatter_class = argparse.RawDescriptionHelpFormatter
+    add.add_argument("kind", help="device kind: " + ", ".join(sorted(device_kinds())))
+    add.add_argument("id", help="device id: lower-case letters, digits, - and _")
+    add.add_argument("settings", nargs="*", metavar="SETTING=VALUE", help="the device's settings")
+    add.add_argument("--name", help="what people call it")
+    add.add_argument("--gate", help="gate id: the device becomes its barrier, a reader or a camera, by kind")
+    add_change_options(add)
+    remove = add_command(
+        sub,
+        "remove",
+        "take a device out of the configuration file and out of the gates naming it",
+        _remove,
+    )
+    remove.add_argument("id", help="device id, as in the configuration")
+    add_change_options(remove)
     test = add_command(
         sub,
         "test",
@@ -81,10 +116,58 @@ def _list(args: argparse.Namespace) -> int:
                 device.name or "",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        print("  ".join([*cells, row[-1]]).rstrip())
+    print_table(rows)
+    return 0
+
+
+def settings_from(pairs: list[str]) -> dict[str, Any]:
+    """`serial.port=/dev/ttyUSB0 address=1` as {"serial": {"port": "/dev/ttyUSB0"}, "address": 1}.
+    Values are YAML scalars or flow collections; text that is not YAML stays text."""
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, equals, text = pair.partition("=")
+        parts = key.split(".")
+        if not equals or not all(parts):
+            raise UsageError(f"{pair!r}: settings are written SETTING=VALUE, e.g. serial.port=/dev/ttyUSB0")
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError:
+            value = text
+        if isinstance(value, dict | list) and not text.lstrip().startswith(("{", "[")):
+            value = text  # `name=Gate: left` is a name, not a mapping
+        node = settings
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UsageError(f"{pair!r}: {part} was already given a value of its own")
+            node = child
+        if parts[-1] in node:
+            raise UsageError(f"{pair!r}: {key} is given twice")
+        node[parts[-1]] = value
+    return settings
+
+
+def _add(args: argparse.Namespace) -> int:
+    settings = settings_from(args.settings)
+    for key in ("kind", "id", "name"):
+        if key in settings:
+            raise UsageError(f"give the {key} as {'--name' if key == 'name' else 'an argument'}, not {key}=")
+    settings = {"kind": args.kind, "id": args.id, **({"name": args.name} if args.name else {}), **settings}
+    with changing_config(args) as document:
+        line = document.serial_line_of(settings)
+        device = document.add_device(settings, args.gate)
+    if line:
+        print(f"{device.id}: serial settings taken from {line}, which shares the port")
+    if args.gate:
+        print(f"{device.id}: {type(device).gate_slot} of gate {args.gate}")
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    with changing_config(args) as document:
+        gates = document.remove_device(args.id)
+    if gates:
+        print(f"{args.id}: no longer named by gate{'s' if len(gates) > 1 else ''} {', '.join(gates)}")
     return 0
 
 
