@@ -11,8 +11,9 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import shlex
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from edge.cli.common import add_command
@@ -27,7 +28,28 @@ class Finding:
     protocol: str
     baudrate: int
     detail: str
-    settings: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The device's configuration (kind first), empty when what answered is not usable as is."""
+
+    def as_yaml(self) -> str:
+        """The settings as one flow line for the YAML file."""
+
+        def flow(value: Any) -> str:
+            if isinstance(value, dict):
+                return "{" + ", ".join(f"{key}: {flow(item)}" for key, item in value.items()) + "}"
+            return str(value)
+
+        return flow(self.settings)[1:-1]
+
+    def as_command(self) -> str:
+        """`gatehouse devices add` with these settings; the installer fills in ID and GATE."""
+        words = ["sudo", "gatehouse", "devices", "add", self.settings["kind"], "ID"]
+        for key, value in self.settings.items():
+            if isinstance(value, dict):
+                words += [shlex.quote(f"{key}.{name}={item}") for name, item in value.items()]
+            elif key != "kind":
+                words.append(shlex.quote(f"{key}={value}"))
+        return " ".join([*words, "--gate", "GATE"])
 
 
 def register(subparsers: Any) -> None:
@@ -131,7 +153,7 @@ async def probe_osdp(port: str, baudrate: int, addresses: list[int], wait_s: flo
                     f"reader at address {address}: vendor {ident.vendor_code & 0xFFFFFF:06x}, model "
                     f"{ident.model}, serial {ident.serial_number & 0xFFFFFFFF:08x}"
                     + ("; supports the secure channel (set scbk)" if secure else ""),
-                    f"kind: osdp, serial: {{port: {port}, baudrate: {baudrate}}}, address: {address}",
+                    {"kind": "osdp", "serial": {"port": port, "baudrate": baudrate}, "address": address},
                 )
             )
         return found
@@ -179,8 +201,11 @@ async def probe_modbus(
                     "Modbus",
                     baudrate,
                     f"unit {unit} ({parity} parity): {answer}",
-                    f"kind: modbus_gate, serial: {{port: {port}, baudrate: {baudrate}, parity: {parity}}}, "
-                    f"unit_id: {unit}",
+                    {
+                        "kind": "modbus_gate",
+                        "serial": {"port": port, "baudrate": baudrate, "parity": parity},
+                        "unit_id": unit,
+                    },
                 )
             )
     finally:
@@ -219,7 +244,7 @@ async def probe_wiegand(port: str, baudrate: int, listen_s: float) -> list[Findi
                     baudrate,
                     f"{len(reads)} read(s) as profile {name}: {shown}"
                     + (f"; {deframer.rejected} rejected" if deframer.rejected else ""),
-                    f"kind: wiegand, serial: {{port: {port}, baudrate: {baudrate}}}, profile: {name}",
+                    {"kind": "wiegand", "serial": {"port": port, "baudrate": baudrate}, "profile": name},
                 )
             )
     if received and not found:
@@ -229,7 +254,6 @@ async def probe_wiegand(port: str, baudrate: int, listen_s: float) -> list[Findi
                 baudrate,
                 f"{len(received)} bytes arrived but fit no profile (first: {bytes(received[:24])!r}); "
                 "try another --baud",
-                "",
             )
         )
     return found
@@ -290,5 +314,6 @@ def _probe(args: argparse.Namespace) -> int:
     for finding in findings:
         print(f"  {finding.protocol} at {finding.baudrate} baud: {finding.detail}")
         if finding.settings:
-            print(f"    config: {finding.settings}")
+            print(f"    config: {finding.as_yaml()}")
+            print(f"    add it: {finding.as_command()}")
     return 0

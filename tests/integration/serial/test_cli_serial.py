@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,7 +58,36 @@ def test_probe_finds_an_osdp_reader(cable: VirtualCable, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "OSDP at 115200 baud: reader at address 1" in out
-    assert "address: 1" in out
+    assert f"    config: kind: osdp, serial: {{port: {cable.path_a}, baudrate: 115200}}, address: 1" in out
+    command = (
+        f"sudo gatehouse devices add osdp ID serial.port={cable.path_a} serial.baudrate=115200 address=1 "
+        "--gate GATE"
+    )
+    assert f"    add it: {command}" in out
+
+
+def test_the_command_probe_prints_adds_the_device_it_found(cable: VirtualCable, tmp_path: Path, capsys):
+    """What the installer pastes (with an id and a gate) gives a configuration whose driver
+    reaches the device: `devices test` reads its card."""
+    config = write_config(
+        tmp_path, "  - {kind: sim_lane, id: barrier-1}\n  - {kind: sim_reader, id: reader-1}"
+    )
+    with ReaderLineSim(cable.path_b, [SimReader(1, bytes(16))], baudrate=115200) as readers:
+        assert main(["probe", cable.path_a, "--baud", "115200", "--only", "osdp"]) == 0
+        line = next(text for text in capsys.readouterr().out.splitlines() if "add it: " in text)
+        words = shlex.split(line.split("add it: ")[1])[2:]
+        words[words.index("ID")] = "reader-2"
+        words[words.index("GATE")] = "lane"
+        assert main(["--config", str(config), *words, "--credentials-dir", str(tmp_path)]) == 0, (
+            capsys.readouterr()
+        )
+        assert "reader-2: readers of gate lane" in capsys.readouterr().out
+        swiper = threading.Timer(1.5, lambda: readers.reader(1).present_card(7, 8))
+        swiper.start()
+        assert main(["--config", str(config), "devices", "test", "reader-2", "--timeout", "10"]) == 0
+        swiper.join()
+    out = capsys.readouterr().out
+    assert "read card 7:8 (wiegand26)" in out and "reader-2: OK" in out
 
 
 def test_probe_finds_modbus_units(cable: VirtualCable, capsys):
