@@ -29,7 +29,7 @@ from edge.config_loader import (
     resolve_secret,
     secret_not_set,
 )
-from edge.errors import ConfigError
+from edge.errors import ConfigError, SecretUnavailable
 from edge.files import write_private
 
 _KEY_LINE = r"^( *)[^\s#-][^\n]*:[ \t]*(?:#[^\n]*)?\n(?:[ \t]*(?:#[^\n]*)?\n)*"
@@ -225,7 +225,7 @@ def _with_secrets(value: Any, path: tuple[str | int, ...] = ()) -> Any:
     def secret(match: re.Match[str]) -> str:
         found = resolve_secret(match.group(1))
         if found is None:
-            raise ConfigError(f"{dotted(path)}: {secret_not_set(match.group(1))}")
+            raise SecretUnavailable(f"{dotted(path)}: {secret_not_set(match.group(1))}")
         return found
 
     return SECRET_REFERENCE.sub(secret, value)

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from edge.config import GatehouseConfig, MisplacedValue
-from edge.errors import ConfigError
+from edge.errors import ConfigError, SecretUnavailable
 
 Path_ = tuple[str | int, ...]
 SECRET_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -31,7 +31,7 @@ def resolve_secret(name: str) -> str | None:
     try:
         return candidate.read_text(encoding="utf-8").strip() if candidate.is_file() else None
     except PermissionError as err:
-        raise ConfigError(
+        raise SecretUnavailable(
             f"secret ${{{name}}} is not set for this user: {candidate} cannot be read (permission "
             "denied); run the command with sudo"
         ) from err
@@ -165,10 +165,10 @@ def _substitute(value: str, path: Path_, marks: _Marks, source: str) -> str:
         line, col = marks.near(path) or (0, 0)
         try:
             secret = resolve_secret(match.group(1))
-        except ConfigError as err:
-            raise ConfigError(f"{source}:{line}:{col} {dotted(path)}: {err}") from err
+        except ConfigError as err:  # SecretUnavailable stays one: the doctor's advice depends on it
+            raise type(err)(f"{source}:{line}:{col} {dotted(path)}: {err}") from err
         if secret is None:
-            raise ConfigError(f"{source}:{line}:{col} {dotted(path)}: {secret_not_set(match.group(1))}")
+            raise SecretUnavailable(f"{source}:{line}:{col} {dotted(path)}: {secret_not_set(match.group(1))}")
         return secret
 
     return SECRET_REFERENCE.sub(replace, value)

@@ -15,6 +15,10 @@ class ConfigError(GatehouseError):
     """The configuration is invalid; the message is written for the installer."""
 
 
+class SecretUnavailable(ConfigError):
+    """A `${NAME}` the configuration refers to is not set, or this user cannot read its file."""
+
+
 class DeviceNotReady(GatehouseError):
     """A device did not answer or went away; retry later."""
 

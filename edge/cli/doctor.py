@@ -11,7 +11,7 @@ from typing import Any
 from edge.cli.common import add_command, config_path
 from edge.cli.init import add_credentials_option, service_credentials
 from edge.doctor.checks import CHECKS, DEFAULT_MIN_FREE_MB, SERVICE_USER, Context, default_user, run_checks
-from edge.errors import ConfigError
+from edge.errors import ConfigError, SecretUnavailable
 
 
 def register(subparsers: Any) -> None:
@@ -51,19 +51,19 @@ def register(subparsers: Any) -> None:
     )
 
 
-def _load(path: Path, debug: bool) -> tuple[Any, str]:
-    """The configuration, or why it cannot be had: whatever goes wrong, the doctor carries on with
-    its other checks."""
+def config_or_problem(path: Path, debug: bool) -> tuple[Any, str, bool]:
+    """The configuration, or why it cannot be had and whether that is a secret this user cannot
+    see: whatever goes wrong, the doctor carries on with its other checks."""
     from edge.config_loader import load_config
 
     try:
-        return load_config(path), ""
+        return load_config(path), "", False
     except ConfigError as err:
-        return None, str(err)
+        return None, str(err), isinstance(err, SecretUnavailable)
     except Exception as err:
         if debug:
             raise
-        return None, f"{path}: cannot be loaded ({type(err).__name__}: {err})"
+        return None, f"{path}: cannot be loaded ({type(err).__name__}: {err})", False
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -73,11 +73,12 @@ def _doctor(args: argparse.Namespace) -> int:
     colour = sys.stdout.isatty()
     red = 0
     with service_credentials(Path(args.credentials_dir)):
-        config, error = _load(path, args.debug)
+        config, error, secret_unavailable = config_or_problem(path, args.debug)
         context = Context(
             config_file=path,
             config=config,
             config_error=error,
+            secret_unavailable=secret_unavailable,
             user=args.user or default_user(),
             timeout_s=args.timeout,
             min_free_mb=args.min_free_mb,

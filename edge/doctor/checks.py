@@ -40,6 +40,7 @@ class Context:
     config_file: Path
     config: Any = None
     config_error: str = ""
+    secret_unavailable: bool = False
     user: str = SERVICE_USER
     timeout_s: float = 5.0
     min_free_mb: float = DEFAULT_MIN_FREE_MB
@@ -135,7 +136,7 @@ def default_user() -> str:
 def check_config(context: Context) -> list[Result]:
     if context.config is None:
         fix = "edit the file at the line shown (`gatehouse config check` repeats this)"
-        if "is not set" in context.config_error:
+        if context.secret_unavailable:
             fix = (
                 "the secrets live in the credentials directory, readable by root only: run the doctor "
                 "with sudo, or pass --credentials-dir"

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from edge.cli.doctor import config_or_problem
 from edge.doctor import Result
 from edge.doctor.checks import (
     Context,
     access_problem,
+    check_config,
     check_service,
     service_groups,
     timedatectl_synchronised,
@@ -117,3 +119,23 @@ def test_supplementary_groups_of_the_installed_unit_count_for_its_user(node: Pat
     assert access_problem(node, NOBODY, unit) is None
     unit.write_text("[Service]\nUser=someone-else\nSupplementaryGroups=dialout video\n")
     assert access_problem(node, NOBODY, unit) is not None
+
+
+def test_the_sudo_advice_follows_the_kind_of_error_not_its_words(tmp_path: Path, monkeypatch):
+    """A site named 'Salt is not set' is a bad value to fix in the file; a secret this user cannot
+    see is a matter of sudo or --credentials-dir."""
+    monkeypatch.delenv("NO_SUCH_SALT", raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    cases = {
+        "site: {id: Salt is not set, salt: test-salt-0123456789}\ngateway: {id: gw}\n": "edit the file",
+        "site:\n  id: s\n  salt: ${NO_SUCH_SALT}\ngateway: {id: gw}\n": "run the doctor with sudo",
+    }
+    path = tmp_path / "x.yaml"
+    for text, advice in cases.items():
+        path.write_text(text)
+        config, problem, secret_unavailable = config_or_problem(path, debug=False)
+        assert config is None
+        context = Context(config_file=path, config_error=problem, secret_unavailable=secret_unavailable)
+        (result,) = check_config(context)
+        assert "is not set" in result.message
+        assert advice in result.fix
