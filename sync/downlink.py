@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import logging
 import sqlite3
 import threading
@@ -29,7 +28,7 @@ from pydantic import ValidationError
 
 from edge.errors import GatehouseError
 from edge.store import Store
-from sync import signing
+from sync import signing, strict_json
 from sync.commands import ARGS, AllowlistApplyArgs, Command, ErrorCode, Reply
 from sync.config import MqttConfig
 from sync.topics import Topics
@@ -218,7 +217,7 @@ class Downlink:
                 ErrorCode.OVERSIZED, f"{len(payload)} bytes; at most {limit}", detail={"max": limit}
             )
         try:
-            document = json.loads(payload)
+            document = strict_json.loads(payload)
         except (ValueError, RecursionError) as err:
             return self._fail(ErrorCode.MALFORMED, f"not JSON: {err}")
         if not isinstance(document, dict):

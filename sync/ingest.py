@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from edge.errors import AuthFailed, ConfigError
 from edge.events import Event
 from sync import mqtt as mqttc
-from sync import topics
+from sync import strict_json, topics
 from sync.broker import BrokerHandle, ensure_broker
 from sync.commands import ErrorCode, Reply
 from sync.community import Community, publish_command
@@ -327,7 +327,7 @@ class IngestWorker:
 
     def _events(self, db: Database, parsed: topics.ParsedTopic, topic: str, payload: bytes) -> None:
         try:
-            document = _strict_json(payload)
+            document = strict_json.loads(payload)
         except (ValueError, RecursionError) as err:
             self._reject(db, topic, f"not JSON: {err}", payload)
             return
@@ -393,7 +393,7 @@ class IngestWorker:
     def _status(self, db: Database, parsed: topics.ParsedTopic, payload: bytes) -> None:
         where = f"{parsed.site}/{parsed.gateway}/status"
         try:
-            status = _strict_json(payload) if payload else {"state": "removed"}
+            status = strict_json.loads(payload) if payload else {"state": "removed"}
         except (ValueError, RecursionError):
             self._reject(db, where, "status is not JSON", payload)
             return
@@ -443,16 +443,6 @@ class IngestWorker:
                 log.warning("ingest: cannot send the full allow-list: %s", err)
                 return
             after.append(lambda: publish_command(client, self.config, document))
-
-
-def _strict_json(payload: bytes) -> Any:
-    """The document, refusing what JSON does not have (NaN, Infinity), which neither the
-    community database's JSON columns nor other readers accept."""
-    return json.loads(payload, parse_constant=_not_json)
-
-
-def _not_json(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
 
 
 def _storable(text: str) -> str:

@@ -113,10 +113,12 @@ def test_malformed(downlink: Downlink, executor: RecordingExecutor) -> None:
     [
         b'{"name": "open_gate", "n": ' + b"9" * 5000 + b"}",
         b"[" * 100_000 + b"]" * 100_000,
+        b'{"name": "open_gate", "args": {"gate": "north-in", "hold_s": NaN}}',
+        b'{"name": "open_gate", "args": {"gate": "north-in", "hold_s": -Infinity}}',
     ],
-    ids=["a-5000-digit-number", "nesting-100000-deep"],
+    ids=["a-5000-digit-number", "nesting-100000-deep", "NaN", "Infinity"],
 )
-def test_json_python_cannot_hold_is_malformed(
+def test_json_python_cannot_hold_or_json_does_not_have_is_malformed(
     downlink: Downlink, executor: RecordingExecutor, payload: bytes
 ) -> None:
     refused(downlink, executor, payload, ErrorCode.MALFORMED, "open_gate")
