@@ -197,8 +197,8 @@ def config_text(values: dict[str, str], state_dir: str, credentials_dir: Path, t
         f"  state_dir: {_quoted(state_dir)}",
         f"  signing_key: ${{{SIGNING_KEY_NAME}}}",
         "",
-        "# `gatehouse provision` adds the mqtt: section; add gates and devices below",
-        "# (see config/example-compound.yaml).",
+        "# `gatehouse provision` adds the mqtt: section. Add gates and devices below by hand (see",
+        "# config/example-compound.yaml) or with `gatehouse gates add` and `gatehouse devices add`.",
         "gates: []",
         "devices: []",
     ]
@@ -275,4 +275,5 @@ def _init(args: argparse.Namespace) -> int:
         done = "generated" if name in new_secrets else "kept existing"
         print(f"{done} secret {credentials_dir / name} (mode 0600)")
     print("next: gatehouse provision --broker mqtts://HOST:8883 --ca ca.pem --cert gw.pem --key gw.key")
+    print("      gatehouse gates add ID --kind vehicle|pedestrian; gatehouse devices add KIND ID … --gate ID")
     return 0
