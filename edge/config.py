@@ -18,6 +18,8 @@ from models.config import InferenceConfig
 from sync.config import MqttConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/gatehouse/gatehouse.yaml")
+DEFAULT_CREDENTIALS_DIR = Path("/etc/gatehouse/credentials")
+"""Where `gatehouse init` writes the secrets and the service's LoadCredential= lines read them."""
 
 
 Path_ = tuple[str | int, ...]

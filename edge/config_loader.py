@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from edge.config import GatehouseConfig, MisplacedValue
+from edge.config import DEFAULT_CREDENTIALS_DIR, GatehouseConfig, MisplacedValue
 from edge.errors import ConfigError, SecretUnavailable
 
 Path_ = tuple[str | int, ...]
@@ -20,13 +20,17 @@ SECRET_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def resolve_secret(name: str) -> str | None:
-    """A secret by name: the environment first, then systemd's credentials directory. None when it
-    is in neither; ConfigError (naming the secret and its file) when its file cannot be read."""
+    """A secret by name: the environment first, then systemd's credentials directory, or outside
+    systemd the folder `gatehouse init` writes them to (so that `sudo gatehouse config check`
+    sees what the service will). None when it is in none of them; SecretUnavailable (naming the
+    secret and its file) when its file cannot be read."""
     if name in os.environ:
         return os.environ[name]
     credentials = os.environ.get("CREDENTIALS_DIRECTORY")
     if not credentials:
-        return None
+        if not DEFAULT_CREDENTIALS_DIR.is_dir():
+            return None
+        credentials = str(DEFAULT_CREDENTIALS_DIR)
     candidate = Path(credentials) / name
     try:
         return candidate.read_text(encoding="utf-8").strip() if candidate.is_file() else None

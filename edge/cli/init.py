@@ -24,10 +24,10 @@ from typing import Any
 import yaml
 
 from edge.cli.common import add_command, config_path
+from edge.config import DEFAULT_CONFIG_PATH, DEFAULT_CREDENTIALS_DIR
 from edge.errors import ConfigError, UsageError
 from edge.files import write_private
 
-DEFAULT_CREDENTIALS_DIR = Path("/etc/gatehouse/credentials")
 DEFAULT_STATE_DIR = "/var/lib/gatehouse"
 SALT_NAME = "GATEHOUSE_SITE_SALT"
 SIGNING_KEY_NAME = "GATEHOUSE_SIGNING_KEY"
@@ -175,13 +175,24 @@ def _quoted(value: str) -> str:
     return yaml.safe_dump(value, default_style='"', allow_unicode=True, width=math.inf).rstrip("\n")
 
 
+def check_command(credentials_dir: Path, target: Path) -> str:
+    """The command that checks the written file with its secrets, as short as the paths allow."""
+    words = ["sudo"]
+    if credentials_dir != DEFAULT_CREDENTIALS_DIR:
+        words.append(f"CREDENTIALS_DIRECTORY={credentials_dir}")
+    words.append("gatehouse")
+    if target != DEFAULT_CONFIG_PATH:
+        words += ["--config", str(target)]
+    return " ".join([*words, "config", "check"])
+
+
 def config_text(values: dict[str, str], state_dir: str, credentials_dir: Path, target: Path) -> str:
     today = datetime.datetime.now(datetime.UTC).date().isoformat()
     lines = [
         f"# Written by `gatehouse init` on {today}. Secrets are not in this file: each ${{NAME}} is",
         "# read from the environment or from systemd's credentials directory (the unit loads the",
         f"# files in {credentials_dir} with LoadCredential=). Check it with:",
-        f"#   CREDENTIALS_DIRECTORY={credentials_dir} gatehouse --config {target} config check",
+        f"#   {check_command(credentials_dir, target)}",
         "site:",
         f"  id: {_quoted(values['site_id'])}",
         f"  name: {_quoted(values['site_name'])}",

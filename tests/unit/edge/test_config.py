@@ -60,9 +60,27 @@ def test_secret_from_systemd_credentials_directory(tmp_path: Path, monkeypatch: 
     assert load_config(write(tmp_path, GOOD)).site.salt == "salt-from-credentials-dir"
 
 
+def test_outside_systemd_secrets_come_from_where_init_writes_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """`sudo gatehouse config check` (or `events`, `devices list`) on an installed gateway sees
+    the secrets the service will, with no CREDENTIALS_DIRECTORY to set by hand."""
+    monkeypatch.delenv("TEST_SITE_SALT")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    credentials = tmp_path / "etc" / "credentials"
+    credentials.mkdir(parents=True)
+    (credentials / "TEST_SITE_SALT").write_text("salt-written-by-init\n")
+    monkeypatch.setattr("edge.config_loader.DEFAULT_CREDENTIALS_DIR", credentials)
+    assert load_config(write(tmp_path, GOOD)).site.salt == "salt-written-by-init"
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    with pytest.raises(ConfigError, match="is not set"):
+        load_config(write(tmp_path, GOOD))
+
+
 def test_missing_secret_names_the_variable_and_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("TEST_SITE_SALT")
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.setattr("edge.config_loader.DEFAULT_CREDENTIALS_DIR", tmp_path / "none")
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, GOOD))
     assert "gatehouse.yaml:3:9 site.salt: secret ${TEST_SITE_SALT} is not set" in str(err.value)

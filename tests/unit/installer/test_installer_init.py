@@ -61,6 +61,7 @@ def test_init_by_flags_writes_a_private_config_and_generates_secrets(tmp_path, c
     text = config.read_text()
     assert "salt: ${GATEHOUSE_SITE_SALT}" in text and "signing_key: ${GATEHOUSE_SIGNING_KEY}" in text
     assert salt not in text and key not in text
+    assert f"#   sudo CREDENTIALS_DIRECTORY={credentials} gatehouse --config {config} config check\n" in text
     assert f"wrote {config} (mode 0600): site lotus-garden, gateway gw-" in out
     with credentials_directory(credentials):
         loaded = load_config(config)
