@@ -5,8 +5,9 @@ acts on it (the barrier opens only after its `access.granted` is durable).
 
 Besides the observations, time drives some alerts: a barrier open too long, a vehicle parked in
 a fire lane, a device that stayed offline, a nearly full disk, an old sync backlog. `tick()`
-checks them (the gateway calls it every `rules.alerts.check_interval_s` through
-`run_checks()`); all time comes from the injected `clock`."""
+checks them and records device health held back by thinning (the gateway calls it every
+`rules.alerts.check_interval_s` through `run_checks()`); all time comes from the injected
+`clock`."""
 
 from __future__ import annotations
 
@@ -94,7 +95,8 @@ class Rules:
         self.clock = clock
         self.decider = AccessDecider(store, config.site.salt, self.settings.anti_passback)
         self.health_interval_s = health_interval_s
-        self._last_health: dict[str, float] = {}
+        self._health_recorded: dict[str, float] = {}
+        self._health_pending: dict[str, dict[str, float | int | str | None]] = {}
         self.decision_hooks: list[Callable[[Observation, Event], None]] = []
         self._credits: dict[str, collections.deque[float]] = {}
         self._open_since: dict[str, float] = {}
@@ -450,14 +452,50 @@ class Rules:
             await self.alerts.clear(key, reason=seen.detail or "tamper cleared")
 
     async def _health(self, seen: Health) -> None:
-        """Periodic telemetry at most once per `health_interval_s` per device; state changes
-        always."""
-        if not seen.state_change:
-            now = self.clock()
-            if now - self._last_health.get(seen.device, 0.0) < self.health_interval_s:
-                return
-            self._last_health[seen.device] = now
-        self.note("device.health", DeviceHealthPayload(metrics=seen.metrics), device=seen.device)
+        """Periodic health becomes at most one `device.health` per `health_interval_s` per
+        device. A Health that comes when the device's interval is over is recorded at once.
+        Within the interval the metrics wait, merged (a later value of a metric replaces the
+        earlier one, other metrics are kept), and are recorded together once the interval is
+        over: by the next Health, or by `tick()` if none comes. So the last value
+        of a burst (bad_reads 5, not 1) and a metric that came second (dropped_events after
+        bad_reads) are both recorded, and a device keeps at most one dict of waiting metrics.
+
+        A state change (power lost) is recorded at once, as the driver reported it. What was
+        waiting for that device is recorded just before it, as its own event: the timeline
+        then shows the counters as they stood before the change, in the order observed, and
+        the state change keeps its own shape (`{"power": "lost"}`) rather than being mixed
+        with counters. This costs at most one early periodic event per state change; the
+        interval then starts again."""
+        now = self.clock()
+        if seen.state_change:
+            self._record_health(seen.device, now)
+            self.note("device.health", DeviceHealthPayload(metrics=dict(seen.metrics)), device=seen.device)
+            return
+        self._health_pending.setdefault(seen.device, {}).update(seen.metrics)
+        if self._health_due(seen.device, now):
+            self._record_health(seen.device, now)
+
+    def _health_due(self, device: str, now: float) -> bool:
+        last = self._health_recorded.get(device)
+        # A clock set back (NTP after a boot without a real-time clock) must not hold health
+        # back until it catches up again.
+        return last is None or now < last or now - last >= self.health_interval_s
+
+    def _record_health(self, device: str, now: float) -> None:
+        """Record the device's waiting health metrics, if any, and start its interval."""
+        metrics = self._health_pending.pop(device, None)
+        if not metrics:
+            return
+        self._health_recorded[device] = now
+        self.note("device.health", DeviceHealthPayload(metrics=metrics), device=device)
+
+    def flush_health(self, *, everything: bool = False) -> None:
+        """Record the waiting health metrics of every device whose interval is over, or of
+        every device when `everything` is set (the gateway is stopping)."""
+        now = self.clock()
+        for device in list(self._health_pending):
+            if everything or self._health_due(device, now):
+                self._record_health(device, now)
 
     def _offline_key(self, device: str) -> tuple[str, str]:
         kind = "camera.offline" if self._device_role(device) == "camera" else "device.offline"
@@ -505,7 +543,8 @@ class Rules:
     # time-driven checks
 
     async def tick(self) -> None:
-        """Check the conditions that time alone brings about."""
+        """Check the conditions that time alone brings about, and record held-back health."""
+        self.flush_health()
         now = self.clock()
         settings = self.settings.alerts
         for gate_id, since in list(self._open_since.items()):
@@ -560,7 +599,20 @@ class Rules:
 
     async def run_checks(self) -> None:
         """Call `tick()` every `check_interval_s` until cancelled. A failing check is logged;
-        a full store only when it starts and ends (the checks run every few seconds)."""
+        a full store only when it starts and ends (the checks run every few seconds).
+
+        When cancelled (the gateway stopping), the health still held back by thinning is
+        handed to the store, so that the last counters are not lost; the gateway cancels
+        this task before it waits for `settled()` and closes the store."""
+        try:
+            await self._check_periodically()
+        finally:
+            try:
+                self.flush_health(everything=True)
+            except Exception as err:
+                log.error("health held back by thinning not recorded at stop: %s", err)
+
+    async def _check_periodically(self) -> None:
         store_full = False
         while True:
             await asyncio.sleep(self.settings.alerts.check_interval_s)
