@@ -2,8 +2,9 @@
 and the tests), with one barrier per unit id whose limit inputs follow the relays.
 
 Knobs: `stuck` (the arm never reaches a limit), `vehicle` (a car stands on the loop),
-`fault`, and `force_open()` (someone lifts the arm by hand). Every relay write is recorded with
-its time, so tests and benchmarks see exactly what the driver did on the wire.
+`fault`, `busy` (the next N requests get Modbus exception 6, device busy, and are not carried
+out) and `force_open()` (someone lifts the arm by hand). Every relay write is recorded with its
+time, so tests and benchmarks see exactly what the driver did on the wire.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class Barrier:
     stuck: bool = False
     vehicle: bool = False
     fault: bool = False
+    busy: int = 0
+    """Answer this many more requests (reads and writes alike) with exception 6, device busy,
+    without carrying them out."""
     position: str = "closed"
     target: str | None = None
     moving_since: float = 0.0
@@ -175,6 +179,9 @@ class BarrierBoardServer:
         values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
         barrier = self.barriers[unit]
+        if barrier.busy > 0:
+            barrier.busy -= 1
+            return ExcCodes.DEVICE_BUSY
         now = self._clock()
         if function_code == 2:
             for bit, value in barrier.inputs(now).items():

@@ -10,16 +10,21 @@ from typing import Any
 import pytest
 
 from drivers.base import (
+    Availability,
     CloseGate,
     DriverContext,
     GateCondition,
     GateStateChanged,
     OpenGate,
+    SetOutput,
     VehiclePassage,
 )
 from drivers.modbus_gate.config import ModbusGateConfig
 from drivers.modbus_gate.device import ModbusGate
 from drivers.modbus_gate.sim import Barrier, BarrierBoardServer
+from edge.config import GatehouseConfig
+from edge.errors import DeviceMisconfigured, DeviceNotReady
+from edge.gateway import Gateway
 from tests.support.pty import Recorder, VirtualCable, eventually
 
 pytestmark = pytest.mark.serial
@@ -253,3 +258,102 @@ def test_a_close_during_the_open_pulse_switches_the_open_relay_off_first(cable, 
         assert not relays_on_together(server, 1, {0, 1})
 
     run_gates(cable, tmp_path, body, profile={"pulse_ms": 1000})
+
+
+def test_a_board_busy_for_two_requests_still_opens_the_barrier(cable, tmp_path):
+    """Modbus exception 6 (device busy) means "ask again", not a wrong board profile: the request
+    is sent again and the barrier opens, with no fault and no offline report."""
+
+    async def body(drivers, server, recorders):
+        gate, rec = drivers[1], recorders[1]
+        server.barrier(1).busy = 2
+        await gate.execute(OpenGate())
+        assert server.barrier(1).busy == 0, "both busy replies were given"
+        await eventually(lambda: "open" in states(rec), what="open limit")
+        assert server.pulses(1, 0) == 1
+        assert rec.availability() == [True]
+        assert "fault" not in states(rec)
+
+    run_gates(cable, tmp_path, body)
+
+
+def test_a_board_that_stays_busy_is_not_ready_rather_than_misconfigured(cable, tmp_path):
+    async def body(drivers, server, recorders):
+        gate, rec = drivers[1], recorders[1]
+        server.barrier(1).busy = 1_000_000
+        with pytest.raises(
+            DeviceNotReady, match=r"^unit 1 on .* kept answering busy \(Modbus exception 6"
+        ) as err:
+            await gate.execute(OpenGate())
+        assert "to set relay 0 on" in str(err.value)
+        assert server.pulses(1, 0) == 0
+        await eventually(lambda: rec.availability() == [True, False], what="offline while busy")
+        assert "kept answering busy" in rec.of(Availability)[-1].reason
+        server.barrier(1).busy = 0
+        await eventually(lambda: rec.availability() == [True, False, True], what="online again")
+        await gate.execute(OpenGate())
+        await eventually(lambda: "open" in states(rec), what="open once the board is free")
+
+    run_gates(cable, tmp_path, body)
+
+
+def test_a_relay_the_board_does_not_have_is_still_misconfigured(cable, tmp_path):
+    """Exception 2 (illegal data address) will not go away by asking again."""
+
+    async def body(drivers, server, recorders):
+        with pytest.raises(DeviceMisconfigured) as err:
+            await drivers[1].execute(SetOutput("siren", True))
+        assert "unit 1 on" in str(err.value)
+        assert "refused to set relay 40 (Modbus exception 2, illegal data address" in str(err.value)
+        assert "coil addresses" in str(err.value)
+        assert recorders[1].availability() == [True]
+
+    run_gates(cable, tmp_path, body, profile={"pulse_ms": 100, "outputs": {"siren": 40}})
+
+
+def test_the_supervisor_sees_no_fault_when_the_board_is_busy_for_a_moment(cable, tmp_path):
+    """Through the real Gateway: a command answered busy twice is carried out and the barrier
+    stays online (a refused command would mark it offline with an alert)."""
+    config = GatehouseConfig.model_validate(
+        {
+            "site": {"id": "busy", "salt": "busy-salt-0123456789"},
+            "gateway": {"id": "gw", "state_dir": str(tmp_path / "state")},
+            "store": {"synchronous": "normal"},
+            "devices": [
+                {
+                    "kind": "modbus_gate",
+                    "id": "barrier",
+                    "serial": {"port": cable.path_a, "baudrate": 115200},
+                    "unit_id": 1,
+                    "poll_interval_s": 0.05,
+                    "profile": {"pulse_ms": 100},
+                }
+            ],
+        }
+    )
+
+    async def main() -> None:
+        server = BarrierBoardServer(cable.path_b, {1: Barrier(travel_s=0.3)}, baudrate=115200)
+        async with server:
+            gateway = Gateway(config)
+            stop = asyncio.Event()
+            runner = asyncio.create_task(gateway.run(stop))
+            try:
+                async with asyncio.timeout(30):
+                    await gateway.started.wait()
+                    assert gateway.supervisor is not None
+                    status = gateway.supervisor.status["barrier"]
+                    await eventually(lambda: status.online, what="barrier online")
+                    server.barrier(1).busy = 2
+                    await gateway.command("barrier", OpenGate())
+                    assert (status.online, status.fault) == (True, "")
+                    assert server.barrier(1).busy == 0, "both busy replies were given"
+                    await eventually(lambda: server.barrier(1).position == "open", what="barrier open")
+                    assert status.online
+                    alerts = gateway.store.read().execute("SELECT kind FROM alerts").fetchall()
+                    assert alerts == []
+            finally:
+                stop.set()
+                await asyncio.wait_for(runner, 30)
+
+    asyncio.run(main())
