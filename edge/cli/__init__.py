@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -14,6 +16,8 @@ from edge.errors import ConfigError, GatehouseError, UsageError
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+EXIT_BROKEN_PIPE = 141
+"""what a shell reports for a command ended by SIGPIPE, as `cat` or `grep` are in `… | head`"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +67,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Whoever read the output has gone (`gatehouse events | head -1`): stop quietly, and keep
+        # Python from failing again when it flushes stdout on the way out.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as err:
         if args.debug:
             raise

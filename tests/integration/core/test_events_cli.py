@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -79,3 +80,29 @@ def test_readers_name_a_damaged_empty_or_misplaced_store(tmp_path: Path, capsys,
     err = capsys.readouterr().err
     assert f"error: {db} {expected}" in err
     assert "internal error" not in err
+
+
+def test_events_into_a_pipe_closed_early_stops_quietly(tmp_path: Path):
+    """`gatehouse events | head -1`: more output than a pipe holds, and the reader goes away."""
+    config = tmp_path / "gatehouse.yaml"
+    config.write_text(CONFIG.format(state=tmp_path / "state"))
+    factory = EventFactory("test-site", "gw-test")
+    with Store(tmp_path / "state" / "gatehouse.db", synchronous="normal", events=factory) as store:
+
+        async def append_many() -> None:
+            await asyncio.gather(*(store.append_async(gate_event(factory, "open")) for _ in range(3000)))
+
+        asyncio.run(append_many())
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "--config", str(config), "events", "--limit", "3000"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline().startswith(b"time")
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(30) == 141
+    assert err == ""
