@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edge.cli import EXIT_CONFIG
 from edge.cli.common import add_command, config_path, image_path, load, write_image
-from edge.errors import UsageError
+from edge.errors import GatehouseError, UsageError
 
 
 def register(subparsers: Any) -> None:
@@ -28,7 +29,11 @@ def register(subparsers: Any) -> None:
         description=(
             "Read the plates in each picture with the models of the configuration's inference "
             "section (without a configuration file: the default PP-OCRv4 models) and the site's "
-            "home province. Prints one line per plate, or JSON with --json."
+            "home province. Prints one line per plate, or with --json one JSON object per picture "
+            "and line: image and plates, or image and error when the picture cannot be read (image, "
+            "plates and error when the annotated one cannot be written). A picture that fails does "
+            "not stop the others. "
+            "Exit status: 2 when any picture failed, else 0 when a plate was found, 1 when none was."
         ),
     )
     read.add_argument("images", nargs="+", metavar="IMAGE", help="picture files (JPEG, PNG)")
@@ -60,17 +65,29 @@ def _annotated_path(base: str, index: int, count: int) -> Path:
     return path if count == 1 else path.with_name(f"{path.stem}-{index}{path.suffix}")
 
 
-def _read(args: argparse.Namespace) -> int:
-    from models.plates.pipeline import PlatePipeline, load_image
+def _load(name: str) -> Any:
+    """The picture at `name` (BGR), or GatehouseError saying why it cannot be read."""
+    from models.plates.pipeline import load_image
 
-    for name in args.images:
-        if not Path(name).is_file():
-            raise UsageError(f"{name}: no such file" if not Path(name).exists() else f"{name}: not a file")
+    path = Path(name)
+    if not path.is_file():
+        raise UsageError(f"{name}: no such file" if not path.exists() else f"{name}: not a file")
+    return load_image(name)
+
+
+def _read(args: argparse.Namespace) -> int:
+    from models.plates.pipeline import PlatePipeline
+
     inference, home = _settings(args)
     pipeline = PlatePipeline(inference, home)
-    found_any = False
+    found_any = failed = False
     for index, name in enumerate(args.images, 1):
-        image = load_image(name)
+        try:
+            image = _load(name)
+        except GatehouseError as err:
+            failed = True
+            _report_failure(args, {"image": name}, err)
+            continue
         if args.crop:
             single = pipeline.read_crop(image)
             results = [single] if single else []
@@ -87,23 +104,39 @@ def _read(args: argparse.Namespace) -> int:
             }
             for r in results
         ]
-        if args.json:
-            print(json.dumps({"image": name, "plates": rows}, ensure_ascii=False))
-        elif not rows:
-            print(f"{name}: no plate")
-        else:
-            for row in rows:
-                box = " ".join(str(v) for v in row["box"])
-                print(
-                    f"{name}: {row['plate']} {row['colour'] or '-'} "
-                    f"confidence {row['confidence']:.2f} box {box}"
-                )
+        entry: dict[str, Any] = {"image": name, "plates": rows}
+        if not args.json:
+            _print_rows(name, rows)
         if args.annotate:
             out = _annotated_path(args.annotate, index, len(args.images))
-            draw_plates(image, results, out)
+            try:
+                draw_plates(image, results, out)
+            except GatehouseError as err:
+                failed = True
+                _report_failure(args, entry, err)
+                continue
             if not args.json:
                 print(f"{name}: annotated picture saved to {out}")
+        if args.json:
+            print(json.dumps(entry, ensure_ascii=False))
+    if failed:
+        return EXIT_CONFIG
     return 0 if found_any else 1
+
+
+def _print_rows(name: str, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        print(f"{name}: no plate")
+    for row in rows:
+        box = " ".join(str(v) for v in row["box"])
+        print(f"{name}: {row['plate']} {row['colour'] or '-'} confidence {row['confidence']:.2f} box {box}")
+
+
+def _report_failure(args: argparse.Namespace, entry: dict[str, Any], err: GatehouseError) -> None:
+    """One picture went wrong: said on stderr, and in its JSON object; the others go on."""
+    print(f"error: {err}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({**entry, "error": str(err)}, ensure_ascii=False))
 
 
 def draw_plates(image: Any, results: list[Any], out: Path) -> None:

@@ -124,3 +124,36 @@ def test_devices_test_saves_a_frame(yard: Path, tmp_path: Path, capsys: pytest.C
     assert code == 0
     assert "grabbed a 640x480 frame" in capsys.readouterr().out
     assert (out / "yard-cam.jpg").read_bytes()[:2] == b"\xff\xd8"
+
+
+def test_plates_read_goes_on_after_a_picture_that_fails(
+    yard: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    picture = str(shared_data() / "plates" / CAR)
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(b"not a picture")
+    missing = str(tmp_path / "no-such.jpg")
+    code = main(["-c", str(yard), "plates", "read", picture, str(garbage), missing, picture, "--json"])
+    assert code == 2
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["image"] for line in lines] == [picture, str(garbage), missing, picture]
+    assert lines[0]["plates"][0]["plate"] == lines[3]["plates"][0]["plate"] == "京PC5U22"
+    assert lines[1]["error"] == f"{garbage}: not an image OpenCV can read"
+    assert lines[2]["error"] == f"{missing}: no such file"
+    assert f"error: {missing}: no such file" in err
+
+
+def test_plates_read_reports_an_annotated_picture_it_cannot_write(
+    yard: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    picture = str(shared_data() / "plates" / CAR)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = blocker / "annotated.jpg"
+    assert main(["-c", str(yard), "plates", "read", picture, "--json", "--annotate", str(out)]) == 2
+    stdout, stderr = capsys.readouterr()
+    line = json.loads(stdout)
+    assert line["plates"][0]["plate"] == "京PC5U22"
+    assert line["error"].startswith(f"cannot write {out}")
+    assert f"error: cannot write {out}" in stderr
