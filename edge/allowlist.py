@@ -258,6 +258,14 @@ class AllowList:
             raise ValueError(f"empty {kind}")
         return credential_hash(normalised, self.salt, kind), normalised[-4:]
 
+    def key(self, kind: str, raw: str) -> tuple[str, str]:
+        """What the store keeps of a card, QR token, PIN or plate: the plate (normalised) or the
+        credential's site-salted hash, and its last 4; ValueError when `raw` is not one."""
+        if kind == "plate":
+            value = normalise_plate(raw)
+            return value, value[-4:]
+        return self._credential(raw, kind)
+
     # residents and their credentials
 
     def add_resident(
@@ -354,18 +362,14 @@ class AllowList:
     def block(self, kind: str, raw: str, *, reason: str = "", valid_until_ms: int | None = None) -> str:
         """Block a card, QR token, PIN or plate: it is denied (`blocklisted`) and raises an alert,
         even when it is also allowed."""
-        if kind == "plate":
-            value = normalise_plate(raw)
-            last4 = value[-4:]
-        else:
-            value, last4 = self._credential(raw, kind)
+        value, last4 = self.key(kind, raw)
         row = _Row("block", kind, value, last4, None, valid_until_ms=valid_until_ms, reason=reason)  # type: ignore[arg-type]
         now = self._now_ms()
         self.store.write(lambda c: _write_row(c, row, "local", now))
         return value
 
     def unblock(self, kind: str, raw: str) -> bool:
-        value = normalise_plate(raw) if kind == "plate" else self._credential(raw, kind)[0]
+        value, _ = self.key(kind, raw)
         return self.store.write(lambda c: _delete(c, kind, value, True, None) > 0)
 
     # listing

@@ -136,6 +136,9 @@ def _add(args: argparse.Namespace) -> int:
     check_window(start, end)
     config, allow = open_allowlist(args)
     try:
+        # Every value is checked before any is written: one bad value adds nothing.
+        for kind, value in pairs:
+            allow.key(kind, value)
         if args.block:
             for kind, value in pairs:
                 allow.block(kind, value, reason=args.reason, valid_until_ms=end)

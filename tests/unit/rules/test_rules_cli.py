@@ -70,6 +70,14 @@ def test_allow_errors_name_the_fix(cli, tmp_path: Path):
     assert code == 2 and f"{bad}:2: plate" in err and "nothing imported" in err
 
 
+@pytest.mark.parametrize("block", [[], ["--block"]])
+def test_allow_add_with_one_bad_value_adds_nothing(cli, block):
+    code, _, err = cli("allow", "add", *block, "--person", "p-4", "--card", "44445555", "--plate", "BAD!")
+    assert code == 2 and "'BAD!' does not look like a plate" in err
+    _, out, _ = cli("allow", "list", "--json")
+    assert out == "", "the good card before the bad plate is not added either"
+
+
 def test_allow_import(cli, tmp_path: Path):
     good = tmp_path / "residents.csv"
     good.write_text("person,household,card,plate\np-1,1-101,70000001,津A70001\np-2,1-101,70000002,\n")
