@@ -80,6 +80,11 @@ def _issue(args: argparse.Namespace) -> int:
     now_ms = int(time.time() * 1000)
     start = parse_time("--from", args.valid_from) or now_ms
     end = parse_time("--until", args.valid_until) or start + int(args.hours * 3600_000)
+    if end <= now_ms:
+        raise UsageError(
+            f"the pass would end at {_when(end)}, which is already past; give an --until "
+            "(or --from and --hours) still to come"
+        )
     config, allow = open_allowlist(args)
     try:
         gates = check_gates(config, args.gate)

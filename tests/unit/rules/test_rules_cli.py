@@ -128,6 +128,17 @@ def test_pass_issue_refuses_hours_that_are_not_a_sensible_duration(cli, hours):
     assert code == 2 and "--hours must be more than 0 and at most 8784" in err
 
 
+@pytest.mark.parametrize(
+    "window",
+    [["--from", "2020-01-01T08:00", "--until", "2020-01-01T10:00"], ["--from", "2020-01-01", "--hours", "2"]],
+)
+def test_pass_issue_refuses_a_pass_that_is_already_over(cli, window):
+    code, _, err = cli("pass", "issue", "--plate", "津A12345", *window)
+    assert code == 2 and "which is already past" in err
+    _, out, _ = cli("pass", "list", "--all", "--json")
+    assert out == ""
+
+
 def test_pass_issue_with_qr_list_and_revoke(cli):
     code, out, _ = cli(
         "pass", "issue", "--qr", "--hours", "2", "--gate", "north-in", "--entries", "2", "--host", "3-402"
