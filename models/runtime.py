@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,18 @@ def file_sha256(path: Path) -> str:
 def verify(spec: ModelSpec) -> None:
     """Raise ModelError unless the file exists and has the expected sha256."""
     if not spec.path.is_file():
+        what = "is a folder, not a model file" if spec.path.is_dir() else "not found"
         raise ModelError(
-            f"model {spec.name}: file {spec.path} not found ({spec.source}); "
+            f"model {spec.name}: file {spec.path} {what} ({spec.source}); "
             "see docs/vision.md for where to get it"
         )
-    actual = file_sha256(spec.path)
+    try:
+        actual = file_sha256(spec.path)
+    except OSError as err:
+        raise ModelError(
+            f"model {spec.name}: {spec.path} cannot be read ({err.strerror or err}); "
+            "the gateway's user must be able to read it"
+        ) from err
     if actual != spec.sha256:
         raise ModelError(
             f"model {spec.name}: {spec.path} has sha256 {actual}, expected {spec.sha256}; "
@@ -78,8 +86,32 @@ class SessionFactory:
         # waiting threads sleep instead of spinning: the grabbers and the event loop need the CPU
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            return ort.InferenceSession(
+            session = ort.InferenceSession(
                 str(spec.path), sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as err:
-            raise ModelError(f"model {spec.name}: {spec.path} cannot be loaded: {err}") from err
+            raise ModelError(
+                f"model {spec.name}: {spec.path} cannot be loaded ({err}); is it the ONNX file "
+                "docs/vision.md names, copied whole?"
+            ) from err
+        check_input(spec, session.get_inputs()[0].shape)
+        return session
+
+
+def check_input(spec: ModelSpec, shape: list[int | str | None]) -> None:
+    """Raise ModelError unless the model's input fits the manifest's shape (a symbolic
+    dimension, on either side, fits any size): another model in this place fails on every
+    frame otherwise."""
+    fits = len(shape) == len(spec.input_shape) and all(
+        not isinstance(have, int) or not isinstance(want, int) or have == want
+        for have, want in zip(shape, spec.input_shape, strict=True)
+    )
+    if not fits:
+        raise ModelError(
+            f"model {spec.name}: {spec.path} takes input {_dims(shape)}, but {spec.name} must take "
+            f"{_dims(spec.input_shape)} ({spec.source}); is another model configured in its place?"
+        )
+
+
+def _dims(shape: Sequence[int | str | None]) -> str:
+    return "×".join(str(d) for d in shape)

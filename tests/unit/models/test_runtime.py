@@ -10,6 +10,9 @@ from edge.errors import ModelError
 from models.config import InferenceConfig, ModelFileConfig
 from models.manifest import default_spec, manifest, optional_spec
 from models.runtime import SessionFactory, file_sha256
+from tests.support.shared_data import shared_data
+
+YOLOX_SHA256 = "695e750a5d5754bb5a8d5325643b59282191a7e7a564e435a415fd3c578eab14"
 
 
 def test_default_models_come_from_the_rapidocr_wheel() -> None:
@@ -49,3 +52,41 @@ def test_session_created_once_and_threads_default_to_cores() -> None:
     first = factory.session(spec)
     assert factory.session(spec) is first
     assert factory.created == 1
+
+
+def test_another_model_in_a_models_place_is_named_before_it_runs() -> None:
+    yolox = shared_data() / "models" / "yolox-nano" / "yolox_nano.onnx"
+    spec = optional_spec("plate_detector", ModelFileConfig(path=str(yolox), sha256=YOLOX_SHA256))
+    with pytest.raises(
+        ModelError,
+        match=r"plate_detector: .*yolox_nano\.onnx takes input 1×3×416×416, but "
+        r"plate_detector must take 1×3×320×320",
+    ):
+        SessionFactory(1).session(spec)
+
+
+def test_a_file_that_is_not_onnx_says_what_to_check(tmp_path: Path) -> None:
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"not a model")
+    spec = optional_spec("plate_detector", ModelFileConfig(path=str(path), sha256=file_sha256(path)))
+    with pytest.raises(ModelError, match=r"model\.onnx cannot be loaded .*is it the ONNX file"):
+        SessionFactory(1).session(spec)
+
+
+def test_a_folder_given_as_a_model_is_called_a_folder(tmp_path: Path) -> None:
+    spec = optional_spec("object_detector", ModelFileConfig(path=str(tmp_path), sha256="0" * 64))
+    with pytest.raises(ModelError, match="is a folder, not a model file"):
+        SessionFactory(1).session(spec)
+
+
+def test_an_unreadable_model_file_is_a_model_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"x")
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Path, "open", refuse)  # as root, file modes cannot refuse a read
+    spec = optional_spec("plate_classifier", ModelFileConfig(path=str(path), sha256="0" * 64))
+    with pytest.raises(ModelError, match=r"model\.onnx cannot be read \(Permission denied\)"):
+        SessionFactory(1).session(spec)
