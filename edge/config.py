@@ -15,6 +15,7 @@ from drivers.registry import device_config_models
 from edge.config_base import StrictModel
 from edge.rules.config import RulesConfig
 from models.config import InferenceConfig
+from sync import signing
 from sync.config import MqttConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/gatehouse/gatehouse.yaml")
@@ -76,6 +77,18 @@ class GatewayConfig(StrictModel):
         min_length=32,
         description="HMAC key (hex or text) that signs commands to this gateway; write ${NAME}",
     )
+    command_public_key: str | None = Field(
+        default=None,
+        description="the community database's Ed25519 public key (64 hex digits or a PEM block): "
+        "commands it signs (alg ed25519) are accepted too; not a secret",
+    )
+
+    @field_validator("command_public_key")
+    @classmethod
+    def _ed25519_public_key(cls, value: str | None) -> str | None:
+        if value is not None:
+            signing.public_key(value)
+        return value
 
 
 class RetentionConfig(StrictModel):

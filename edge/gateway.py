@@ -155,6 +155,7 @@ class Gateway:
         if self.config.mqtt is None:
             return
         from edge.commands import GatewayExecutor
+        from sync import signing
         from sync.downlink import Downlink
         from sync.uplink import Uplink
 
@@ -165,6 +166,11 @@ class Gateway:
             site=config.site.id,
             gateway=config.gateway.id,
             key=config.gateway.signing_key,
+            public_key=(
+                signing.public_key(config.gateway.command_public_key)
+                if config.gateway.command_public_key
+                else None
+            ),
             config=config.mqtt,
             clock=self.clock,
         )

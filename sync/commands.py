@@ -7,6 +7,8 @@ On the wire a command is one JSON object:
      "issued_at": "2026-05-01T08:00:00.000Z", "expires_at": "2026-05-01T08:00:30.000Z",
      "nonce": "<32 hex>", "args": {…}, "alg": "hmac-sha256", "sig": "<64 hex>"}
 
+(`"alg": "ed25519"` with a 128-hex `sig` when the community signs with its Ed25519 key).
+
 and its reply is `{"v": 1, "id": …, "name": …, "ok": true, "result": {…}}` or
 `{"v": 1, "id": …, "name": …, "ok": false, "error": {"code": "expired", "message": …}}`.
 """
@@ -162,8 +164,8 @@ class Command(BaseModel):
     expires_at: AwareDatetime
     nonce: str = Field(min_length=16, max_length=64, pattern=r"^[0-9a-f]+$")
     args: Any
-    alg: Literal["hmac-sha256"] = signing.ALGORITHM
-    sig: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    alg: Literal["hmac-sha256", "ed25519"] = "hmac-sha256"
+    sig: str = Field(pattern=r"^(?:[0-9a-fA-F]{64}|[0-9a-fA-F]{128})$")
 
     @model_validator(mode="before")
     @classmethod
@@ -196,7 +198,7 @@ def build(
     *,
     site: str,
     gateway: str,
-    key: str | bytes,
+    key: signing.SigningKey,
     ttl_s: float = 30.0,
     now: datetime | None = None,
 ) -> dict[str, Any]:
@@ -214,7 +216,6 @@ def build(
         "expires_at": _iso_ms(issued + timedelta(seconds=ttl_s)),
         "nonce": signing.new_nonce(),
         "args": typed.model_dump(mode="json", exclude_defaults=False),
-        "alg": signing.ALGORITHM,
     }
     return signing.sign(document, key)
 

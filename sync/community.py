@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import threading
 import uuid
 from collections.abc import Iterable
@@ -19,28 +20,44 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.errors import ConfigError
 from edge.privacy import credential_hash
-from sync import commands
+from sync import commands, signing
 from sync import mqtt as mqttc
 from sync.commands import AllowEntry, AllowKey, PassIssueArgs
 from sync.config import MqttConfig
 from sync.db import Database, now_iso
 from sync.topics import Topics
 
+SIGNER_KEY_ENV = "GATEHOUSE_COMMAND_SIGNER_KEY"
 DELTA_TTL_S = 6 * 3600
 OPEN_GATE_TTL_S = 30
 PASS_TTL_S = 6 * 3600
 
 
+def load_signer(path: Path) -> Ed25519PrivateKey:
+    """The community's Ed25519 signing key from its PEM file; ConfigError saying what is wrong."""
+    try:
+        return signing.read_private_key(path)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the signing key ({err.strerror or err})") from err
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{path}: not an unencrypted Ed25519 private key in PEM ({err})") from err
+
+
 class Community:
     """Allow-lists, passes and commands for the gateways of the community database."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, signer_key: str | None = None) -> None:
+        """`signer_key`: the PEM file of the community's Ed25519 signing key, for gateways
+        registered with `--ed25519` (default: $GATEHOUSE_COMMAND_SIGNER_KEY)."""
         self.db = db
+        self.signer_key = signer_key or os.environ.get(SIGNER_KEY_ENV)
+        self._signer: Ed25519PrivateKey | None = None
 
     # sites and gateways
 
@@ -53,22 +70,47 @@ class Community:
                 (site, name, salt, now_iso()),
             )
 
-    def register_gateway(self, site: str, gateway: str, key: str) -> None:
+    def register_gateway(self, site: str, gateway: str, key: str | None) -> None:
+        """Commands to this gateway are signed with its HMAC `key`, or, with None, with the
+        community's Ed25519 key (the gateway has its public key as gateway.command_public_key)."""
+        alg = signing.ED25519 if key is None else signing.HMAC
         with self.db.transaction():
             self.db.execute(
-                "INSERT INTO gateways(site_id, id, signing_key) VALUES (?, ?, ?) "
-                "ON CONFLICT (site_id, id) DO UPDATE SET signing_key = excluded.signing_key",
-                (site, gateway, key),
+                "INSERT INTO gateways(site_id, id, signing_key, signing_alg) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (site_id, id) DO UPDATE SET signing_key = excluded.signing_key, "
+                "signing_alg = excluded.signing_alg",
+                (site, gateway, key, alg),
             )
 
-    def key(self, site: str, gateway: str) -> str:
-        row = self.db.one("SELECT signing_key FROM gateways WHERE site_id = ? AND id = ?", (site, gateway))
-        if row is None or not row[0]:
+    def key(self, site: str, gateway: str) -> signing.SigningKey:
+        """What signs commands to this gateway."""
+        alg, key = self.signing_of(site, gateway)
+        return self.signer() if alg == signing.ED25519 else key
+
+    def signing_of(self, site: str, gateway: str) -> tuple[str, str]:
+        """How commands to this gateway are signed: (algorithm, its HMAC key or ""); ConfigError
+        when the gateway is not registered."""
+        row = self.db.one(
+            "SELECT signing_alg, signing_key FROM gateways WHERE site_id = ? AND id = ?", (site, gateway)
+        )
+        if row is None or (row[0] != signing.ED25519 and not row[1]):
             raise ConfigError(
                 f"no signing key for gateway {site}/{gateway}; register it with "
-                f"`gatehouse admin gateway add {site} {gateway} --key-env NAME`"
+                f"`gatehouse admin gateway add {site} {gateway} --key-env NAME` (or --ed25519)"
             )
-        return str(row[0])
+        return str(row[0]), str(row[1] or "")
+
+    def signer(self) -> Ed25519PrivateKey:
+        """The community's Ed25519 signing key, read once; ConfigError saying what to give."""
+        if self._signer is None:
+            if not self.signer_key:
+                raise ConfigError(
+                    "this gateway takes commands signed with the community's Ed25519 key: give its PEM "
+                    f"file with --signer-key FILE or ${SIGNER_KEY_ENV} (make one with "
+                    "`gatehouse admin signer new FILE`)"
+                )
+            self._signer = load_signer(Path(self.signer_key))
+        return self._signer
 
     def salt(self, site: str) -> str:
         row = self.db.one("SELECT salt FROM sites WHERE id = ?", (site,))
@@ -98,7 +140,7 @@ class Community:
     def _change(
         self, site: str, gateway: str, adds: Iterable[AllowEntry], removes: Iterable[AllowKey]
     ) -> int:
-        self.key(site, gateway)
+        self.signing_of(site, gateway)  # a gateway not registered has no allow-list
         with self.db.transaction():
             version = self.allowlist_version(site, gateway) + 1
             for entry in adds:

@@ -172,6 +172,12 @@ CREATE TABLE commands (
 )
 """,
     ),
+    (
+        "0002_ed25519_command_signing",
+        """
+ALTER TABLE gateways ADD COLUMN signing_alg TEXT NOT NULL DEFAULT 'hmac-sha256'
+""",
+    ),
 ]
 
 

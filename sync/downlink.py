@@ -24,6 +24,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from edge.errors import GatehouseError
@@ -115,6 +116,7 @@ class Downlink:
         site: str,
         gateway: str,
         key: str | bytes | None,
+        public_key: Ed25519PublicKey | None = None,
         config: MqttConfig | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -122,7 +124,13 @@ class Downlink:
         self.executor = executor
         self.site = site
         self.gateway = gateway
-        self.key = key
+        self.keys: dict[str, signing.VerifyingKey] = {
+            alg: value
+            for alg, value in ((signing.HMAC, key), (signing.ED25519, public_key))
+            if value is not None and value != ""
+        }
+        """The keys commands may be signed with, by algorithm: the gateway's HMAC key and the
+        community's Ed25519 public key, whichever are configured."""
         self.config = config or MqttConfig()
         self.topics = Topics(site, gateway, self.config.topic_prefix)
         self.clock = clock
@@ -236,9 +244,18 @@ class Downlink:
             )
         if "sig" not in document:
             return self._fail(ErrorCode.UNSIGNED, "the command carries no signature", document)
-        if not self.key:
-            return self._fail(ErrorCode.BAD_SIGNATURE, "this gateway has no signing key configured", document)
-        if not signing.verify(document, self.key):
+        alg = document.get(signing.ALG_FIELD, signing.HMAC)
+        if alg not in signing.ALGORITHMS:
+            return self._fail(
+                ErrorCode.BAD_SIGNATURE,
+                f"unknown signature algorithm {alg!r}",
+                document,
+                detail={"known": list(signing.ALGORITHMS)},
+            )
+        key = self.keys.get(alg)
+        if key is None:
+            return self._fail(ErrorCode.BAD_SIGNATURE, f"this gateway has no {alg} key configured", document)
+        if not signing.verify(document, key):
             return self._fail(ErrorCode.BAD_SIGNATURE, "the signature does not match", document)
         try:
             args = ARGS[name].model_validate(document.get("args", {}))

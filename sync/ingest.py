@@ -80,8 +80,12 @@ class IngestWorker:
         name: str = "0",
         session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S,
         shared: bool = True,
+        signer_key: str | None = None,
     ) -> None:
+        """`signer_key`: the community's Ed25519 key (PEM file), for the full allow-lists it
+        sends to gateways registered with --ed25519 (default: $GATEHOUSE_COMMAND_SIGNER_KEY)."""
         self.db_url = db_url
+        self.signer_key = signer_key
         self.config = config
         self.client_id = f"ingest-{name}"
         self.session_expiry_s = session_expiry_s
@@ -438,7 +442,7 @@ class IngestWorker:
         if reply.error is not None and reply.error.code == ErrorCode.VERSION_GAP:
             log.info("ingest: %s/%s asks for the full allow-list", parsed.site, parsed.gateway)
             try:
-                document = Community(db).allowlist_full(parsed.site, parsed.gateway)
+                document = Community(db, self.signer_key).allowlist_full(parsed.site, parsed.gateway)
             except ConfigError as err:
                 log.warning("ingest: cannot send the full allow-list: %s", err)
                 return

@@ -1,5 +1,6 @@
 """`gatehouse admin`: manage allow-lists, passes and gates from the community database; every
-change is sent to the gateway as a command signed with that gateway's key."""
+change is sent to the gateway as a command signed with that gateway's HMAC key, or with the
+community's Ed25519 key for gateways registered with --ed25519."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Any
 
 from edge.cli.common import add_command
 from edge.cli.ingest import add_broker_arguments, broker_config
-from edge.errors import ConfigError
+from edge.errors import ConfigError, UsageError
+from edge.files import write_private
+from sync import signing
 
 
 def _secret(name: str | None, what: str) -> str | None:
@@ -27,7 +30,7 @@ def _community(args: argparse.Namespace) -> Any:
     from sync.community import Community
     from sync.db import open_database
 
-    return Community(open_database(args.db))
+    return Community(open_database(args.db), signer_key=args.signer_key)
 
 
 def _send(args: argparse.Namespace, document: dict[str, Any]) -> int:
@@ -66,11 +69,34 @@ def _which(args: argparse.Namespace) -> tuple[str, str]:
 
 def cmd_gateway_add(args: argparse.Namespace) -> int:
     community = _community(args)
-    key = _secret(args.key_env, "--key-env")
-    assert key is not None
+    key = None if args.ed25519 else _secret(args.key_env, "--key-env")
+    if args.ed25519:
+        public = signing.public_hex(community.signer())
     community.add_site(args.site, salt=_secret(args.salt_env, "--salt-env"))
     community.register_gateway(args.site, args.gateway, key)
     print(f"gateway {args.site}/{args.gateway} registered")
+    if args.ed25519:
+        print(f"its configuration needs, under gateway:, the line  command_public_key: {public}")
+    return 0
+
+
+def cmd_signer_new(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if path.exists() and not args.force:
+        raise UsageError(
+            f"{path} exists; pass --force to replace it (gateways would need the new public key)"
+        )
+    pem, public = signing.new_private_key_pem()
+    write_private(path, pem.decode())
+    print(f"wrote {path} (mode 0600): the community's Ed25519 command-signing key; keep it secret")
+    print(f"public key (for each gateway's gateway.command_public_key): {public}")
+    return 0
+
+
+def cmd_signer_show(args: argparse.Namespace) -> int:
+    from sync.community import load_signer
+
+    print(signing.public_hex(load_signer(Path(args.file))))
     return 0
 
 
@@ -176,6 +202,12 @@ def register(subparsers: Any) -> None:
         lambda args: admin.print_help() or 1,
     )
     admin.add_argument("--db", default=DEFAULT_URL, help=f"community database URL (default {DEFAULT_URL})")
+    admin.add_argument(
+        "--signer-key",
+        metavar="FILE",
+        help="the community's Ed25519 signing key (PEM), for gateways registered with --ed25519 "
+        "(default: $GATEHOUSE_COMMAND_SIGNER_KEY)",
+    )
     add_broker_arguments(admin)
     sub = admin.add_subparsers(dest="admin_command", metavar="COMMAND", title="commands")
 
@@ -187,12 +219,34 @@ def register(subparsers: Any) -> None:
         gateway_sub, "add", "register a gateway with its signing key (and the site's salt)", cmd_gateway_add
     )
     _target(gateway_add)
-    gateway_add.add_argument(
-        "--key-env", required=True, metavar="NAME", help="environment variable holding the gateway's HMAC key"
+    signed_by = gateway_add.add_mutually_exclusive_group(required=True)
+    signed_by.add_argument(
+        "--key-env", metavar="NAME", help="environment variable holding the gateway's HMAC key"
+    )
+    signed_by.add_argument(
+        "--ed25519",
+        action="store_true",
+        help="sign its commands with the community's Ed25519 key (--signer-key); the gateway holds the "
+        "public key only",
     )
     gateway_add.add_argument(
         "--salt-env", metavar="NAME", help="environment variable holding the site's credential salt"
     )
+
+    signer = add_command(
+        sub,
+        "signer",
+        "the community's Ed25519 command-signing key",
+        lambda a: signer.print_help() or 1,
+    )
+    signer_sub = signer.add_subparsers(metavar="COMMAND", title="commands")
+    signer_new = add_command(
+        signer_sub, "new", "make a new signing key (PEM, mode 0600) and print its public key", cmd_signer_new
+    )
+    signer_new.add_argument("file", help="where to write the private key")
+    signer_new.add_argument("--force", action="store_true", help="replace an existing key file")
+    signer_show = add_command(signer_sub, "show", "print a signing key's public key (hex)", cmd_signer_show)
+    signer_show.add_argument("file", help="the private key file (PEM)")
 
     allow = add_command(sub, "allow", "change a gateway's allow-list", lambda a: allow.print_help() or 1)
     allow_sub = allow.add_subparsers(metavar="COMMAND", title="commands")

@@ -53,13 +53,19 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _worker_main(db_url: str, config_json: str, name: str, session_expiry_s: int) -> None:
+def _worker_main(
+    db_url: str, config_json: str, name: str, session_expiry_s: int, signer_key: str | None
+) -> None:
     from sync.config import MqttConfig
     from sync.ingest import IngestWorker
 
     signal.signal(signal.SIGTERM, _interrupt)
     worker = IngestWorker(
-        db_url, MqttConfig.model_validate_json(config_json), name=name, session_expiry_s=session_expiry_s
+        db_url,
+        MqttConfig.model_validate_json(config_json),
+        name=name,
+        session_expiry_s=session_expiry_s,
+        signer_key=signer_key,
     )
     try:
         worker.run_forever()
@@ -86,7 +92,13 @@ def run_ingest(args: argparse.Namespace) -> int:
     children = [
         context.Process(
             target=_worker_main,
-            args=(args.db, handle.config.model_dump_json(), f"{base}-{index}", args.session_expiry_s),
+            args=(
+                args.db,
+                handle.config.model_dump_json(),
+                f"{base}-{index}",
+                args.session_expiry_s,
+                args.signer_key,
+            ),
             daemon=True,
         )
         for index in range(1, args.workers)
@@ -101,6 +113,7 @@ def run_ingest(args: argparse.Namespace) -> int:
         name=f"{base}-0",
         session_expiry_s=args.session_expiry_s,
         shared=handle.shared_subscriptions,
+        signer_key=args.signer_key,
     ).start()
     print(
         f"ingest: {args.workers} worker(s) on {handle.config.host}:{handle.config.port} into {args.db}",
@@ -153,5 +166,11 @@ def register(subparsers: Any) -> None:
         type=int,
         default=DEFAULT_SESSION_EXPIRY_S,
         help=f"MQTT session expiry of each worker (default {DEFAULT_SESSION_EXPIRY_S})",
+    )
+    parser.add_argument(
+        "--signer-key",
+        metavar="FILE",
+        help="the community's Ed25519 signing key (PEM), for the full allow-lists sent to gateways "
+        "registered with --ed25519 (default: $GATEHOUSE_COMMAND_SIGNER_KEY)",
     )
     add_broker_arguments(parser)

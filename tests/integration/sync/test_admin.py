@@ -10,6 +10,7 @@ import pytest
 
 from edge.cli import main
 from edge.store import Store
+from sync import signing
 from sync.commands import AllowEntry, Command
 from sync.community import Community
 from sync.db import open_database
@@ -112,3 +113,63 @@ def test_admin_commands_reach_the_gateway(
         main(["admin", "--db", db_url, "allow", "add", SITE, "gw-unknown", "--plate", "X1", "--no-send"]) == 2
     )
     assert "no signing key" in capsys.readouterr().err
+
+
+def test_a_gateway_holding_only_the_community_public_key_takes_its_commands(
+    shared_broker: TestBroker,
+    store: Store,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Ed25519: the community signs with one private key, the gateway verifies with its public
+    half, and no gateway secret is copied to the community database. The admin commands and the
+    ingest's full allow-list after a version gap are both signed that way."""
+    db_url = f"sqlite:///{tmp_path / 'community.db'}"
+    signer = tmp_path / "community-commands.pem"
+    monkeypatch.delenv("GATEHOUSE_COMMAND_SIGNER_KEY", raising=False)
+    broker_args = ["--db", db_url, "--host", "127.0.0.1", "--port", str(shared_broker.port)]
+    assert main(["admin", *broker_args, "gateway", "add", SITE, "gw-ed", "--ed25519"]) == 2
+    assert "give its PEM file with --signer-key FILE" in capsys.readouterr().err
+
+    assert main(["admin", "signer", "new", str(signer)]) == 0
+    public = capsys.readouterr().out.split("gateway.command_public_key): ")[1].strip()
+    assert oct(signer.stat().st_mode & 0o777) == "0o600"
+    assert main(["admin", "signer", "show", str(signer)]) == 0
+    assert capsys.readouterr().out.strip() == public
+    assert main(["admin", "signer", "new", str(signer)]) == 2, "an existing key is not replaced by accident"
+
+    signed = ["admin", *broker_args, "--signer-key", str(signer)]
+    assert main([*signed, "gateway", "add", SITE, "gw-ed", "--ed25519"]) == 0
+    assert f"command_public_key: {public}" in capsys.readouterr().out
+    gate = Gate()
+    downlink = Downlink(
+        store, gate, site=SITE, gateway="gw-ed", key=None, public_key=signing.public_key(public)
+    )
+    config = shared_broker.mqtt_config()
+    with (
+        IngestWorker(db_url, config, name="admin-ed", session_expiry_s=0, signer_key=str(signer)) as worker,
+        Uplink(store, config, site=SITE, gateway="gw-ed", downlink=downlink) as uplink,
+    ):
+        wait_until(lambda: worker.connected.is_set() and uplink.connected.is_set(), 10, "connections")
+        assert main([*signed, "allow", "add", SITE, "gw-ed", "--plate", "津E00001"]) == 0
+        assert gate.calls[-1].alg == "ed25519" and downlink.allowlist_version() == 1
+        assert main([*signed, "open-gate", SITE, "gw-ed", "north-in"]) == 0
+        assert gate.calls[-1].name == "open_gate" and gate.calls[-1].alg == "ed25519"
+
+        Community(open_database(db_url)).allow_add(
+            SITE, "gw-ed", [AllowEntry(kind="plate", value="津E00002")]
+        )
+        assert main([*signed, "allow", "add", SITE, "gw-ed", "--plate", "津E00003"]) == 1
+        wait_until(lambda: downlink.allowlist_version() == 3, 20, "the full list the ingest signed")
+        assert gate.calls[-1].args.full and gate.calls[-1].alg == "ed25519"
+
+    other = tmp_path / "other.pem"
+    assert main(["admin", "signer", "new", str(other)]) == 0
+    capsys.readouterr()
+    impostor = ["admin", *broker_args, "--signer-key", str(other)]
+    with Uplink(store, config, site=SITE, gateway="gw-ed", downlink=downlink) as uplink:
+        wait_until(uplink.connected.is_set, 10, "connection")
+        assert main([*impostor, "open-gate", SITE, "gw-ed", "north-in", "--wait-s", "5"]) == 1
+    assert '"bad_signature"' in capsys.readouterr().out
+    assert [call.name for call in gate.calls].count("open_gate") == 1, "the impostor's gate stayed shut"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge.store import Store
 from sync import commands, signing
@@ -32,13 +33,16 @@ class RecordingExecutor:
         return {"done": command.name}
 
 
-def make_downlink(store: Store, executor: RecordingExecutor, **config: Any) -> Downlink:
+def make_downlink(
+    store: Store, executor: RecordingExecutor, public_key: Ed25519PublicKey | None = None, **config: Any
+) -> Downlink:
     return Downlink(
         store,
         executor,
         site=SITE,
         gateway=GATEWAY,
         key=KEY,
+        public_key=public_key,
         config=MqttConfig(**config),
         clock=lambda: NOW.timestamp(),
     )
@@ -201,6 +205,42 @@ def test_times_without_a_time_zone_are_invalid(downlink: Downlink, executor: Rec
 def test_no_key_configured_refuses_everything(store: Store, executor: RecordingExecutor) -> None:
     keyless = Downlink(store, executor, site=SITE, gateway=GATEWAY, key=None)
     refused(keyless, executor, command(), ErrorCode.BAD_SIGNATURE)
+
+
+COMMUNITY = Ed25519PrivateKey.generate()
+
+
+def test_commands_signed_by_the_community_ed25519_key_run(store: Store, executor: RecordingExecutor) -> None:
+    """A gateway given the community's public key runs what the community signs, and still
+    runs commands signed with its own HMAC key."""
+    both = make_downlink(store, executor, public_key=COMMUNITY.public_key())
+    document = command(key=COMMUNITY)
+    assert document["alg"] == "ed25519" and len(document["sig"]) == 128
+    assert run(both, document).ok
+    assert run(both, command()).ok
+    assert [c.alg for c in executor.calls] == ["ed25519", "hmac-sha256"]
+
+
+def test_ed25519_refusals(store: Store, executor: RecordingExecutor) -> None:
+    gateway = Downlink(
+        store, executor, site=SITE, gateway=GATEWAY, key=KEY, public_key=COMMUNITY.public_key()
+    )
+    impostor = command(key=Ed25519PrivateKey.generate())
+    assert (
+        "signature does not match"
+        in refused(gateway, executor, impostor, ErrorCode.BAD_SIGNATURE).error.message
+    )
+    tampered = command(key=COMMUNITY)
+    tampered["args"]["gate"] = "south-out"
+    refused(gateway, executor, tampered, ErrorCode.BAD_SIGNATURE)
+    # the algorithm is signed: an HMAC signature relabelled as ed25519, or the reverse, fails
+    refused(gateway, executor, {**command(), "alg": "ed25519"}, ErrorCode.BAD_SIGNATURE)
+    refused(gateway, executor, {**command(key=COMMUNITY), "alg": "hmac-sha256"}, ErrorCode.BAD_SIGNATURE)
+    reply = refused(gateway, executor, {**command(), "alg": "none"}, ErrorCode.BAD_SIGNATURE)
+    assert reply.error is not None and reply.error.detail == {"known": ["hmac-sha256", "ed25519"]}
+    hmac_only = make_downlink(store, executor)
+    reply = refused(hmac_only, executor, command(key=COMMUNITY), ErrorCode.BAD_SIGNATURE)
+    assert reply.error is not None and reply.error.message == "this gateway has no ed25519 key configured"
 
 
 def test_schema_violation_even_when_signed(downlink: Downlink, executor: RecordingExecutor) -> None:
