@@ -1,10 +1,11 @@
 """The camera driver: a grabber thread keeps the newest frame; the driver looks at it
 `analysis_fps` times a second in a worker thread and reports plates, zones, tamper, health and
-availability."""
+availability. Stopping does not wait for a grabber stuck inside OpenCV (see grabber.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,8 @@ from drivers.camera.config import CameraConfig
 from drivers.camera.grabber import Grabber, redact
 from edge.errors import DeviceMisconfigured, DeviceNotReady, ModelError
 from models.config import InferenceConfig
+
+log = logging.getLogger(__name__)
 
 
 class CameraDriver(Driver):
@@ -82,6 +85,7 @@ class CameraDriver(Driver):
             loop=self.config.loop,
             initial_s=self.config.reconnect_initial_s,
             max_s=self.config.reconnect_max_s,
+            key=f"camera {self.id}",
         )
         self.grabber = grabber
         grabber.start()
@@ -104,7 +108,18 @@ class CameraDriver(Driver):
                 emit.alive()
                 await asyncio.sleep(period)
         finally:
-            await asyncio.to_thread(grabber.stop)
+            grabber.request_stop()
+            if not await asyncio.to_thread(grabber.stop):
+                stuck_in = grabber.in_opencv or "open"
+                log.warning(
+                    "camera %s: OpenCV's %s of %s has not returned; stopped without waiting for it "
+                    "(the thread ends when it does, %s timeout %g s, and keeps nothing it gets)",
+                    self.id,
+                    stuck_in,
+                    redact(self.config.source),
+                    stuck_in,
+                    self.config.read_timeout_s if stuck_in == "read" else self.config.open_timeout_s,
+                )
             for observation in self.analyser.flush():
                 emit(observation)
 

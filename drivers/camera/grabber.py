@@ -4,7 +4,14 @@ The stream is opened with its timeouts passed to `cv2.VideoCapture` at open time
 ignores them when set afterwards). When a read fails the grabber reports the camera offline,
 waits (doubling from `initial_s` to `max_s`, back to `initial_s` once frames arrive), and opens
 it again. A looping file is opened again at its end, so a file truncated or replaced while it
-plays is met like any other source: it fails to open or gives no frame, and is offline."""
+plays is met like any other source: it fails to open or gives no frame, and is offline.
+
+A thread inside OpenCV's open or read cannot be interrupted; the timeouts only bound how long it
+stays there. So `stop()` waits a moment (`STOP_GRACE_S`) and then leaves such a thread to finish
+on its own: from the moment stop is asked it keeps no frame and reports nothing, and it releases
+its capture when OpenCV returns. At most one thread per camera (`key`) is ever inside OpenCV: a
+grabber started while the previous one is still stuck reports the camera offline and does not
+open it again until the previous one has given up."""
 
 from __future__ import annotations
 
@@ -50,7 +57,20 @@ def open_capture(source: str, open_timeout_s: float, read_timeout_s: float) -> A
     return capture
 
 
+_slots: dict[str, threading.Lock] = {}
+_slots_guard = threading.Lock()
+
+
+def _slot(key: str) -> threading.Lock:
+    """Held by the one grabber thread of camera `key` that may open it or read from it."""
+    with _slots_guard:
+        return _slots.setdefault(key, threading.Lock())
+
+
 class Grabber:
+    STOP_GRACE_S = 0.5
+    """How long stop() waits for the thread; a read of a live stream returns well within it."""
+
     def __init__(
         self,
         source: str,
@@ -60,8 +80,10 @@ class Grabber:
         loop: bool = False,
         initial_s: float = 1.0,
         max_s: float = 30.0,
+        key: str | None = None,
     ) -> None:
         self.source = source
+        self.key = key if key is not None else source
         self.on_availability = on_availability
         self.open_timeout_s = open_timeout_s
         self.read_timeout_s = read_timeout_s
@@ -77,15 +99,26 @@ class Grabber:
         self.frames = 0
         self.reconnects = 0
         self._fps = 0.0
+        self.in_opencv: str | None = None  # "open" or "read" while the thread is inside OpenCV
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"grab {self.source}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"grab {redact(self.source)}", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.read_timeout_s + self.open_timeout_s + 1)
+    def request_stop(self) -> None:
+        """From now on no frame is kept and nothing is reported; returns at once."""
+        with self._lock:
+            self._stop.set()
+
+    def stop(self, wait_s: float | None = None) -> bool:
+        """Stop and wait up to `wait_s` (default STOP_GRACE_S) for the thread. False: it is still
+        inside OpenCV (see `in_opencv`) and ends by itself when OpenCV's timeout returns it."""
+        self.request_stop()
+        thread = self._thread
+        if thread is None:
+            return True
+        thread.join(timeout=self.STOP_GRACE_S if wait_s is None else wait_s)
+        return not thread.is_alive()
 
     def latest(self) -> Frame | None:
         with self._lock:
@@ -100,14 +133,36 @@ class Grabber:
         return None if frame is None else time.monotonic() - frame.ts
 
     def _set_online(self, online: bool, reason: str) -> None:
-        if self.online != online:
+        with self._lock:
+            if self._stop.is_set() or self.online == online:
+                return
             self.online = online
             self.on_availability(online, reason)
 
     def _run(self) -> None:
+        slot = _slot(self.key)
+        if not slot.acquire(blocking=False):
+            self._set_online(
+                False,
+                f"the previous connection to {redact(self.source)} is still stuck in OpenCV; "
+                "not opening another until it times out",
+            )
+            while not slot.acquire(timeout=0.1):
+                if self._stop.is_set():
+                    return
+        try:
+            self._connect_and_read()
+        finally:
+            slot.release()
+
+    def _connect_and_read(self) -> None:
         delay = self.initial_s
         while not self._stop.is_set():
-            capture = open_capture(self.source, self.open_timeout_s, self.read_timeout_s)
+            self.in_opencv = "open"
+            try:
+                capture = open_capture(self.source, self.open_timeout_s, self.read_timeout_s)
+            finally:
+                self.in_opencv = None
             if capture is None:
                 self._set_online(False, f"cannot open {redact(self.source)}")
             else:
@@ -137,14 +192,20 @@ class Grabber:
         window_start, window_frames = time.monotonic(), 0
         delivered = 0
         while not self._stop.is_set():
-            ok, image = capture.read()
+            self.in_opencv = "read"
+            try:
+                ok, image = capture.read()
+            finally:
+                self.in_opencv = None
             if not ok or image is None:
                 return delivered
             now = time.monotonic()
-            delivered += 1
-            self.frames += 1
             with self._lock:
+                if self._stop.is_set():
+                    return delivered
+                self.frames += 1
                 self._frame = Frame(self.frames, now, image)
+            delivered += 1
             self._set_online(True, "frames arriving")
             window_frames += 1
             if now - window_start >= 2.0:
