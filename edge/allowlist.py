@@ -435,12 +435,12 @@ class AllowList:
         `person` or `household` optional): person, household, building, unit, name, card, qr,
         pin, plate, valid_from, valid_until, gates (separated by spaces or `;`; each one of
         `known_gates` when given), list (allow or block), reason. The file is UTF-8 (with or
-        without a BOM) or GB18030/GBK, as Excel saves CSV on Chinese Windows. Every line is
-        checked first; one bad line imports nothing, and the error names the file, line and
-        column."""
+        without a BOM) or GB18030/GBK, as Excel saves CSV on Chinese Windows. Empty rows and
+        empty columns without a name (as spreadsheets save them) are skipped; a card, token, PIN
+        or plate on several lines must be on identical lines. Every line is checked first; one
+        bad line imports nothing, and the error names the file, line and column."""
         source = Path(path)
         handle = io.StringIO(_csv_text(source), newline="")
-        rows: list[_Row] = []
         residents: dict[str, tuple[str | None, str | None, str | None, str | None]] = {}
         problems: list[str] = []
         result = ImportResult()
@@ -448,23 +448,46 @@ class AllowList:
             "person", "household", "building", "unit", "name", "card", "qr", "pin", "plate",
             "valid_from", "valid_until", "gates", "list", "reason",
         }  # fmt: skip
+        first_line: dict[tuple[str, str, str], tuple[int, _Row]] = {}
         with handle:
             reader = csv.DictReader(handle)
             header = [h.strip() for h in reader.fieldnames or []]
-            unknown = [h for h in header if h not in known]
-            if not header or unknown:
+            # A column without a name is what Excel leaves after a trailing comma: ignored
+            # while it holds nothing.
+            unknown = [h for h in header if h and h not in known]
+            if not any(header) or unknown:
                 raise UsageError(
                     f"{source}:1: unknown column(s) {', '.join(unknown) or '(no header)'}; "
                     f"expected some of: {', '.join(sorted(known))}"
                 )
-            for line_no, raw in enumerate(reader, start=2):
+            for raw in reader:
+                line_no = reader.line_num
+                if raw.get(None):
+                    problems.append(
+                        f"{source}:{line_no}: more values than the header has columns; "
+                        "a value with a comma in it needs quotes"
+                    )
+                    continue
+                if any((raw.get(h) or "").strip() for h in reader.fieldnames or [] if not h.strip()):
+                    problems.append(f"{source}:{line_no}: a value under a column with no name")
+                    continue
                 line = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
+                if not any(line.values()):
+                    continue  # an empty row, as spreadsheets save them (",,,")
                 try:
                     made = self._csv_rows(line, known_gates)
                 except ValueError as err:
                     problems.append(f"{source}:{line_no}: {err}")
                     continue
-                rows.extend(made)
+                for row in made:
+                    seen = first_line.setdefault((row.list, row.kind, row.value), (line_no, row))
+                    if seen[1] == row:
+                        continue
+                    shown = f"plate {row.value}" if row.kind == "plate" else f"{row.kind} …{row.last4}"
+                    problems.append(
+                        f"{source}:{line_no}: {shown} is also on line {seen[0]}, for someone else "
+                        "or with other details; keep one of the two lines"
+                    )
                 person = line.get("person") or None
                 if person and line.get("list", "allow") != "block":
                     residents[person] = (
@@ -473,6 +496,7 @@ class AllowList:
                         line.get("unit") or None,
                         line.get("name") or None,
                     )
+        rows = [row for _, row in first_line.values()]
         if problems:
             shown = "\n".join(problems[:20])
             more = f"\n… and {len(problems) - 20} more" if len(problems) > 20 else ""

@@ -118,6 +118,45 @@ def test_csv_import_all_or_nothing(rig: Rig, tmp_path: Path):
         rig.allow.import_csv(wrong)
 
 
+def test_csv_import_skips_empty_rows_and_names_the_physical_line(rig: Rig, tmp_path: Path):
+    """Excel saves empty rows as ",,," and a trailing comma as a column with no name."""
+    sheet = tmp_path / "excel.csv"
+    sheet.write_bytes(
+        "person,household,card,plate,\r\np-1,1-101,63000001,津A63001,\r\n\r\n,,,,\r\n"
+        "p-2,1-102,63000002,,\r\n,,,,\r\n".encode("utf-8-sig")
+    )
+    result = rig.allow.import_csv(sheet)
+    assert (result.residents, result.credentials, result.plates) == (2, 2, 1)
+    assert decide_card(rig, "63000002") == "resident"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("person,plate\n\np-3,津A64003\n\np-4,??\n", encoding="utf-8")
+    with pytest.raises(UsageError, match=f"{bad}:5: plate"):
+        rig.allow.import_csv(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("person,name,card\np-5,Wang, Li,65000005\n", ":2: more values than the header has columns"),
+        ("person,card,\np-5,65000005,x\n", ":2: a value under a column with no name"),
+        ("person,card\np-5,65000005\np-6,65000005\n", ":3: card …0005 is also on line 2"),
+    ],
+)
+def test_csv_import_refuses_shifted_unnamed_and_conflicting_values(rig: Rig, tmp_path: Path, text, problem):
+    sheet = tmp_path / "residents.csv"
+    sheet.write_text(text, encoding="utf-8")
+    with pytest.raises(UsageError, match=problem):
+        rig.allow.import_csv(sheet)
+    assert decide_card(rig, "65000005") == "unknown", "nothing of a bad file is imported"
+
+
+def test_csv_import_counts_a_repeated_line_once(rig: Rig, tmp_path: Path):
+    sheet = tmp_path / "residents.csv"
+    sheet.write_text("person,household,card\np-7,1-107,66000007\np-7,1-107,66000007\n", encoding="utf-8")
+    result = rig.allow.import_csv(sheet)
+    assert (result.residents, result.credentials) == (1, 1)
+
+
 def test_a_pass_from_upstream_by_token_hash(rig: Rig):
     token_hash = credential_hash("GHTOKEN42", SALT, "qr")
     now = int(rig.clock() * 1000)
