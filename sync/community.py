@@ -34,6 +34,7 @@ from sync.db import Database, now_iso
 from sync.topics import Topics
 
 SIGNER_KEY_ENV = "GATEHOUSE_COMMAND_SIGNER_KEY"
+SIGNER_CREDENTIAL = "community-commands.pem"
 DELTA_TTL_S = 6 * 3600
 OPEN_GATE_TTL_S = 30
 PASS_TTL_S = 6 * 3600
@@ -54,9 +55,15 @@ class Community:
 
     def __init__(self, db: Database, signer_key: str | None = None) -> None:
         """`signer_key`: the PEM file of the community's Ed25519 signing key, for gateways
-        registered with `--ed25519` (default: $GATEHOUSE_COMMAND_SIGNER_KEY)."""
+        registered with `--ed25519`; default $GATEHOUSE_COMMAND_SIGNER_KEY, else the credential
+        SIGNER_CREDENTIAL that systemd loaded for the ingest service (LoadCredential=)."""
         self.db = db
-        self.signer_key = signer_key or os.environ.get(SIGNER_KEY_ENV)
+        credential = Path(os.environ.get("CREDENTIALS_DIRECTORY", "/nonexistent")) / SIGNER_CREDENTIAL
+        self.signer_key = (
+            signer_key
+            or os.environ.get(SIGNER_KEY_ENV)
+            or (str(credential) if credential.is_file() else None)
+        )
         self._signer: Ed25519PrivateKey | None = None
 
     # sites and gateways

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.cli import main
 from edge.store import Store
@@ -173,3 +174,20 @@ def test_a_gateway_holding_only_the_community_public_key_takes_its_commands(
         assert main([*impostor, "open-gate", SITE, "gw-ed", "north-in", "--wait-s", "5"]) == 1
     assert '"bad_signature"' in capsys.readouterr().out
     assert [call.name for call in gate.calls].count("open_gate") == 1, "the impostor's gate stayed shut"
+
+
+def test_the_ingest_service_finds_the_signing_key_systemd_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under systemd (DynamicUser) the ingest cannot read a root-only key file; the unit loads it
+    as the credential community-commands.pem, and that is where the community looks."""
+    pem, public = signing.new_private_key_pem()
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "community-commands.pem").write_bytes(pem)
+    monkeypatch.delenv("GATEHOUSE_COMMAND_SIGNER_KEY", raising=False)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    community = Community(open_database(f"sqlite:///{tmp_path / 'community.db'}"))
+    community.register_gateway(SITE, "gw-ed", None)
+    key = community.key(SITE, "gw-ed")
+    assert isinstance(key, Ed25519PrivateKey) and signing.public_hex(key) == public
