@@ -2,7 +2,7 @@
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from edge.config_base import StrictModel
 
@@ -58,6 +58,47 @@ class ZoneConfig(StrictModel):
         lt=1,
         description="classical method: share of edge pixels above which a space holds a vehicle",
     )
+
+    @field_validator("polygon")
+    @classmethod
+    def _polygon_encloses_an_area(cls, value: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        problem = polygon_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("spaces")
+    @classmethod
+    def _spaces_enclose_areas(cls, value: list[list[tuple[int, int]]]) -> list[list[tuple[int, int]]]:
+        for number, space in enumerate(value, 1):
+            problem = polygon_problem(space)
+            if problem:
+                raise ValueError(f"space {number}: {problem}")
+        return value
+
+
+def polygon_problem(corners: list[tuple[int, int]]) -> str | None:
+    """What makes `corners` no zone (too few, edges that cross, no area), or None."""
+    if len(corners) < 3:
+        return f"a polygon needs 3 or more corners [x, y] (got {len(corners)})"
+    edges = list(zip(corners, corners[1:] + corners[:1], strict=True))
+    for i, (a, b) in enumerate(edges):
+        for j in range(i + 2, len(edges) - (i == 0)):
+            c, d = edges[j]
+            if _side(a, b, c) * _side(a, b, d) < 0 and _side(c, d, a) * _side(c, d, b) < 0:
+                return (
+                    f"edges {list(a)}-{list(b)} and {list(c)}-{list(d)} cross; list the corners in "
+                    "order around the zone (e.g. top-left, top-right, bottom-right, bottom-left)"
+                )
+    if sum(_side((0, 0), a, b) for a, b in edges) == 0:
+        return "the corners enclose no area (they lie on one line); list the corners around the zone"
+    return None
+
+
+def _side(origin: tuple[int, int], a: tuple[int, int], b: tuple[int, int]) -> int:
+    """Twice the signed area of the triangle origin, a, b: its sign says which side of the
+    line origin-a the point b lies on."""
+    return (a[0] - origin[0]) * (b[1] - origin[1]) - (a[1] - origin[1]) * (b[0] - origin[0])
 
 
 class OccupancyConfig(StrictModel):

@@ -5,7 +5,9 @@ the gate."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from camera_scenes import FakeClock, paste, road
+from pydantic import ValidationError
 
 from drivers.base import ZoneCondition, ZoneSample
 from drivers.camera.analysis import FrameAnalyser
@@ -111,3 +113,32 @@ def test_crowd_at_the_gate(clock: FakeClock) -> None:
     assert counts[0] == 5
     assert [(a.condition, a.active) for a in alerts] == [("crowded", True)]
     assert np.all(np.array(counts) >= 4)
+
+
+@pytest.mark.parametrize(
+    ("polygon", "spaces", "message"),
+    [
+        # corners in reading order instead of around: two triangles, not the zone
+        (
+            [(0, 240), (640, 240), (0, 480), (640, 480)],
+            [],
+            r"polygon\n.*edges .* cross; list the corners in order",
+        ),
+        # on one line: the mask is a line of pixels, and edges along it read as a vehicle
+        ([(0, 0), (100, 100), (200, 200)], [], r"polygon\n.*enclose no area"),
+        # a space of two corners passed the configuration check and crashed OpenCV's fillPoly
+        ([(0, 240), (640, 240), (640, 480), (0, 480)], [[(0, 240), (300, 240)]], r"space 1: .*3 or more"),
+        ([(0, 240), (640, 240), (640, 480), (0, 480)], [[]], r"space 1: .*3 or more corners"),
+    ],
+    ids=["crossing", "collinear", "two-corner-space", "empty-space"],
+)
+def test_a_polygon_that_is_no_zone_is_refused_by_the_configuration(
+    polygon: list[tuple[int, int]], spaces: list[list[tuple[int, int]]], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        ZoneConfig(id="z", kind="parking", polygon=polygon, spaces=spaces)
+
+
+def test_concave_and_explicitly_closed_polygons_are_zones() -> None:
+    ZoneConfig(id="l", kind="keep_clear", polygon=[(0, 0), (10, 0), (10, 10), (5, 3), (0, 10)])
+    ZoneConfig(id="closed", kind="keep_clear", polygon=[(0, 0), (10, 0), (10, 10), (0, 10), (0, 0)])
