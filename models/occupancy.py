@@ -9,6 +9,7 @@ Time comes from an injected clock, so a test can let ten minutes pass at once.""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,8 @@ import numpy as np
 
 from models.config import OccupancyConfig, ZoneConfig
 from models.objects import PERSON, VEHICLES, Detection, ObjectDetector
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +63,37 @@ def _inside(point: tuple[float, float], polygon: list[tuple[int, int]]) -> bool:
     return cv2.pointPolygonTest(contour, (float(point[0]), float(point[1])), False) >= 0
 
 
+def outside_frame(zones: list[ZoneConfig], shape: tuple[int, int]) -> list[str]:
+    """One line per zone or space that reaches beyond a frame of `shape` (height, width):
+    only its part inside is watched, and one wholly outside never holds anything (coordinates
+    taken from another stream or resolution, most often)."""
+    h, w = shape
+    lines = []
+    for zone in zones:
+        named = [(zone.id, zone.polygon)]
+        named += [(f"{zone.id} space {n}", space) for n, space in enumerate(zone.spaces, 1)]
+        for name, polygon in named:
+            xs, ys = [x for x, _ in polygon], [y for _, y in polygon]
+            if min(xs) >= 0 and min(ys) >= 0 and max(xs) <= w and max(ys) <= h:
+                continue
+            where = f"zone {name}: x {min(xs)}..{max(xs)}, y {min(ys)}..{max(ys)}"
+            if _mask(shape, polygon).any():
+                lines.append(f"{where} reaches beyond the {w}x{h} frame; only its part inside is watched")
+            else:
+                lines.append(
+                    f"{where} is outside the {w}x{h} frame, nothing in it is ever seen; "
+                    "were its corners taken from another stream or resolution?"
+                )
+    return lines
+
+
 @dataclass
 class OccupancyMonitor:
     zones: list[ZoneConfig]
     clock: Callable[[], float]
     config: OccupancyConfig = field(default_factory=OccupancyConfig)
     detector: ObjectDetector | None = None
+    warn: Callable[[str], None] = log.warning  # told once per frame size what lies outside it
     _masks: dict[str, list[Any]] = field(default_factory=dict)
     _dwell: dict[str, _Dwell] = field(default_factory=dict)
     _crowded: dict[str, bool] = field(default_factory=dict)
@@ -79,6 +107,8 @@ class OccupancyMonitor:
         self._masks = {
             zone.id: [_mask(shape, space) for space in (zone.spaces or [zone.polygon])] for zone in self.zones
         }
+        for line in outside_frame(self.zones, shape):
+            self.warn(line)
 
     def dwelling(self) -> bool:
         """Whether a vehicle is being timed in a keep-clear zone."""

@@ -94,15 +94,19 @@ def draw_zones(image: Any, camera: Any, inference: Any = None) -> list[str]:
     from models.occupancy import OccupancyMonitor
 
     lines = []
+    warnings: list[str] = []
     red, green, yellow = (0, 0, 255), (0, 200, 0), (0, 215, 255)
     if camera.plates is not None and camera.plates.region is not None:
         x, y, w, h = camera.plates.region
         cv2.rectangle(image, (x, y), (x + w, y + h), yellow, 2)
         cv2.putText(image, "plate lane", (x + 4, y + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, yellow, 2)
+        lane = _lane_outside(camera.plates.region, image.shape[:2])
+        if lane:
+            warnings.append(lane)
     if not camera.zones:
-        return ["no zones configured"]
+        return ["no zones configured", *(f"warning: {w}" for w in warnings)]
     monitor = OccupancyMonitor(
-        list(camera.zones), time.monotonic, camera.occupancy, _object_detector(inference)
+        list(camera.zones), time.monotonic, camera.occupancy, _object_detector(inference), warnings.append
     )
     states, _ = monitor.update(image)
     for zone, state in zip(camera.zones, states, strict=True):
@@ -120,4 +124,16 @@ def draw_zones(image: Any, camera: Any, inference: Any = None) -> list[str]:
         cv2.putText(image, text, (x + 4, y + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 4)
         cv2.putText(image, text, (x + 4, y + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1)
         lines.append(text)
-    return lines
+    return [*lines, *(f"warning: {w}" for w in warnings)]
+
+
+def _lane_outside(region: tuple[int, int, int, int], shape: tuple[int, int]) -> str | None:
+    """What is wrong when the plate lane region reaches beyond a frame of `shape` (height, width)."""
+    x, y, w, h = region
+    height, width = shape
+    if x >= 0 and y >= 0 and x + w <= width and y + h <= height:
+        return None
+    where = f"plate lane {list(region)}"
+    if x < width and y < height and x + w > 0 and y + h > 0:
+        return f"{where}: reaches beyond the {width}x{height} frame; only its part inside is read"
+    return f"{where}: outside the {width}x{height} frame, no plate in it is ever read"

@@ -157,3 +157,20 @@ def test_plates_read_reports_an_annotated_picture_it_cannot_write(
     assert line["plates"][0]["plate"] == "京PC5U22"
     assert line["error"].startswith(f"cannot write {out}")
     assert f"error: cannot write {out}" in stderr
+
+
+def test_zones_overlay_warns_of_a_zone_and_a_lane_outside_the_frame(
+    yard: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = yard.read_text(encoding="utf-8").replace("region: [0, 0, 640, 480]", "region: [700, 0, 400, 300]")
+    text = text.replace(
+        "[[0, 240], [210, 240], [210, 480], [0, 480]]", "[[0, 600], [210, 600], [210, 700], [0, 700]]"
+    )
+    yard.write_text(text, encoding="utf-8")
+    assert main(["-c", str(yard), "camera", "zones", "yard-cam", "--out", str(tmp_path / "zones.jpg")]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "warning: plate lane [700, 0, 400, 300]: outside the 640x480 frame, no plate in it is ever read"
+        in out
+    )
+    assert "warning: zone bays space 1: x 0..210, y 600..700 is outside the 640x480 frame" in out

@@ -142,3 +142,21 @@ def test_a_polygon_that_is_no_zone_is_refused_by_the_configuration(
 def test_concave_and_explicitly_closed_polygons_are_zones() -> None:
     ZoneConfig(id="l", kind="keep_clear", polygon=[(0, 0), (10, 0), (10, 10), (5, 3), (0, 10)])
     ZoneConfig(id="closed", kind="keep_clear", polygon=[(0, 0), (10, 0), (10, 10), (0, 10), (0, 0)])
+
+
+def test_a_zone_outside_the_frame_is_logged_once(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    # drawn on the 1280x720 main stream, watched on the 640x480 substream: always "free" before
+    lane = ZoneConfig(
+        id="fire-lane", kind="keep_clear", polygon=[(700, 500), (1200, 500), (1200, 700), (700, 700)]
+    )
+    edge = ZoneConfig(id="edge", kind="parking", polygon=[(600, 0), (700, 0), (700, 100), (600, 100)])
+    whole = ZoneConfig(id="whole", kind="parking", polygon=[(0, 0), (640, 0), (640, 480), (0, 480)])
+    monitor = OccupancyMonitor([lane, edge, whole], clock)
+    with caplog.at_level("WARNING", logger="models.occupancy"):
+        monitor.update(road())
+        monitor.update(road())
+    assert [r.getMessage() for r in caplog.records] == [
+        "zone fire-lane: x 700..1200, y 500..700 is outside the 640x480 frame, nothing in it is ever seen; "
+        "were its corners taken from another stream or resolution?",
+        "zone edge: x 600..700, y 0..100 reaches beyond the 640x480 frame; only its part inside is watched",
+    ]
