@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,9 @@ def register(subparsers: Any) -> None:
         _read,
         description=(
             "Read the plates in each picture with the models of the configuration's inference "
-            "section (without a configuration file: the default PP-OCRv4 models) and the site's "
-            "home province. Prints one line per plate, or with --json one JSON object per picture "
+            "section and the site's home province (without --config or $GATEHOUSE_CONFIG, and no "
+            "file at the default place: the default PP-OCRv4 models). Prints one line per plate, "
+            "or with --json one JSON object per picture "
             "and line: image and plates, or image and error when the picture cannot be read (image, "
             "plates and error when the annotated one cannot be written). A picture that fails does "
             "not stop the others. "
@@ -50,7 +52,8 @@ def register(subparsers: Any) -> None:
 def _settings(args: argparse.Namespace) -> tuple[Any, str | None]:
     from models.config import InferenceConfig
 
-    if config_path(args).exists():
+    named = getattr(args, "config", None) or os.environ.get("GATEHOUSE_CONFIG")
+    if named or config_path(args).exists():
         config = load(args)
         return config.inference, config.site.home_province
     print(

@@ -157,6 +157,7 @@ async def _watch_community(db_url: str, config: Any, out: Any) -> None:
 
 
 async def _demo_loop(config: Any, duration: float | None, out: Any, db_url: str | None) -> Counter[str]:
+    from edge.cli.common import site_zone
     from edge.cli.events import HEADER, format_row
     from edge.events import Event
     from edge.gateway import Gateway
@@ -179,12 +180,13 @@ async def _demo_loop(config: Any, duration: float | None, out: Any, db_url: str 
     print(HEADER, file=out, flush=True)
     loop = asyncio.get_running_loop()
     seen: Counter[str] = Counter()
+    zone = site_zone(config)
 
     def show(rows: list[Any]) -> None:
         for row in rows:
             event = Event.model_validate_json(row.body)
             seen[event.type] += 1
-            loop.call_soon_threadsafe(lambda e=event: print(format_row(e), file=out, flush=True))
+            loop.call_soon_threadsafe(lambda e=event: print(format_row(e, zone), file=out, flush=True))
 
     gateway.store.add_commit_listener(show)
     watcher = asyncio.create_task(_watch_community(db_url, config, out)) if db_url else None

@@ -174,3 +174,17 @@ def test_zones_overlay_warns_of_a_zone_and_a_lane_outside_the_frame(
         in out
     )
     assert "warning: zone bays space 1: x 0..210, y 600..700 is outside the 640x480 frame" in out
+
+
+def test_plates_read_with_a_named_configuration_that_is_missing_does_not_fall_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    picture = str(shared_data() / "plates" / CAR)
+    typo = tmp_path / "gatehous.yaml"
+    assert main(["-c", str(typo), "plates", "read", picture]) == 2
+    assert f"{typo}: no such file" in capsys.readouterr().err
+    monkeypatch.setenv("GATEHOUSE_CONFIG", str(typo))
+    assert main(["plates", "read", picture]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"{typo}: no such file" in err
