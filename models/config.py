@@ -14,6 +14,12 @@ class ModelFileConfig(StrictModel):
         description="expected sha256 of the file; it is checked before loading",
     )
 
+    @field_validator("sha256", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        """As Windows prints it too (Get-FileHash, certutil: upper case)."""
+        return value.strip().lower() if isinstance(value, str) else value
+
 
 class InferenceConfig(StrictModel):
     threads: int | None = Field(

@@ -90,3 +90,10 @@ def test_an_unreadable_model_file_is_a_model_error(tmp_path: Path, monkeypatch: 
     spec = optional_spec("plate_classifier", ModelFileConfig(path=str(path), sha256="0" * 64))
     with pytest.raises(ModelError, match=r"model\.onnx cannot be read \(Permission denied\)"):
         SessionFactory(1).session(spec)
+
+
+def test_a_sha256_in_upper_case_as_windows_prints_it_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"not a model")
+    config = ModelFileConfig(path=str(path), sha256=file_sha256(path).upper())
+    assert config.sha256 == file_sha256(path)
