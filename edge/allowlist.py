@@ -21,7 +21,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,9 +60,9 @@ def normalise_plate(plate: str) -> str:
     return text
 
 
-def to_ms(moment: datetime | str | int | float | None) -> int | None:
-    """Milliseconds since the epoch from a datetime, an ISO 8601 text (UTC when no zone is
-    given) or a number of milliseconds."""
+def to_ms(moment: datetime | str | int | float | None, zone: tzinfo = UTC) -> int | None:
+    """Milliseconds since the epoch from a datetime, an ISO 8601 text (in `zone` when it names
+    none) or a number of milliseconds."""
     if moment is None or moment == "":
         return None
     if isinstance(moment, int | float):
@@ -70,7 +70,7 @@ def to_ms(moment: datetime | str | int | float | None) -> int | None:
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment.strip().replace("Z", "+00:00"))
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+        moment = moment.replace(tzinfo=zone)
     return int(moment.timestamp() * 1000)
 
 
@@ -430,11 +430,14 @@ class AllowList:
 
     # CSV import
 
-    def import_csv(self, path: str | Path, known_gates: Collection[str] | None = None) -> ImportResult:
+    def import_csv(
+        self, path: str | Path, known_gates: Collection[str] | None = None, zone: tzinfo = UTC
+    ) -> ImportResult:
         """Import residents from a CSV file with a header line. Columns (any order; all but
         `person` or `household` optional): person, household, building, unit, name, card, qr,
         pin, plate, valid_from, valid_until, gates (separated by spaces or `;`; each one of
-        `known_gates` when given), list (allow or block), reason. The file is UTF-8 (with or
+        `known_gates` when given), list (allow or block), reason; times without a zone are in
+        `zone`. The file is UTF-8 (with or
         without a BOM) or GB18030/GBK, as Excel saves CSV on Chinese Windows. Empty rows and
         empty columns without a name (as spreadsheets save them) are skipped; a card, token, PIN
         or plate on several lines must be on identical lines. Every line is checked first; one
@@ -475,7 +478,7 @@ class AllowList:
                 if not any(line.values()):
                     continue  # an empty row, as spreadsheets save them (",,,")
                 try:
-                    made = self._csv_rows(line, known_gates)
+                    made = self._csv_rows(line, known_gates, zone)
                 except ValueError as err:
                     problems.append(f"{source}:{line_no}: {err}")
                     continue
@@ -522,7 +525,9 @@ class AllowList:
                 result.households.add(row.household)
         return result
 
-    def _csv_rows(self, line: dict[str, str], known_gates: Collection[str] | None = None) -> list[_Row]:
+    def _csv_rows(
+        self, line: dict[str, str], known_gates: Collection[str] | None, zone: tzinfo
+    ) -> list[_Row]:
         listed = line.get("list") or "allow"
         if listed not in ("allow", "block"):
             raise ValueError(f"list: expected allow or block (got {listed!r})")
@@ -531,8 +536,8 @@ class AllowList:
         if listed == "allow" and not (person or household):
             raise ValueError("person or household: one of them is needed")
         try:
-            start = to_ms(line.get("valid_from") or None)
-            end = to_ms(line.get("valid_until") or None)
+            start = to_ms(line.get("valid_from") or None, zone)
+            end = to_ms(line.get("valid_until") or None, zone)
         except ValueError as err:
             raise ValueError(
                 f"valid_from/valid_until: expected an ISO time like 2027-01-31T23:59 ({err})"

@@ -8,10 +8,10 @@ import argparse
 import asyncio
 import json
 import time
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
-from edge.cli.common import add_command, load
+from edge.cli.common import add_command, load, site_zone
 from edge.cli.events import format_row, reader
 from edge.errors import UsageError
 from edge.events import EventFactory
@@ -40,17 +40,18 @@ def register(subparsers: Any) -> None:
     ack.add_argument("--by", default="guard", help="who acknowledges (default: guard)")
 
 
-def _local(ms: int | None) -> str:
+def _local(ms: int | None, zone: tzinfo) -> str:
     if ms is None:
         return "-"
-    return datetime.fromtimestamp(ms / 1000).astimezone().strftime("%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(ms / 1000, zone).strftime("%m-%d %H:%M:%S")
 
 
-def format_alert(alert: AlertRecord) -> str:
+def format_alert(alert: AlertRecord, zone: tzinfo) -> str:
+    """One line of `gatehouse alerts`, its times in `zone` (the site's)."""
     repeats = f" ×{alert.repeats + 1}" if alert.repeats else ""
-    acked = f" (ack {alert.acked_by} {_local(alert.acked_ms)})" if alert.acked_ms else ""
+    acked = f" (ack {alert.acked_by} {_local(alert.acked_ms, zone)})" if alert.acked_ms else ""
     return (
-        f"{alert.alert_id}  {_local(alert.raised_ms)}  {alert.severity:<8}  {alert.state:<12}  "
+        f"{alert.alert_id}  {_local(alert.raised_ms, zone)}  {alert.severity:<8}  {alert.state:<12}  "
         f"{alert.kind:<20}  {alert.message}{repeats}{acked}"
     )
 
@@ -58,13 +59,15 @@ def format_alert(alert: AlertRecord) -> str:
 def _alerts(args: argparse.Namespace) -> int:
     config = load(args)
     conn = reader(config)
+    zone = site_zone(config)
     # Where following starts is read before the listing, so that an alert raised in between is
     # shown rather than lost.
     last = conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0]
     alerts = list_alerts(conn, include_cleared=args.all, limit=args.limit)
     for alert in alerts:
         print(
-            json.dumps(alert.__dict__, ensure_ascii=False) if args.json else format_alert(alert), flush=True
+            json.dumps(alert.__dict__, ensure_ascii=False) if args.json else format_alert(alert, zone),
+            flush=True,
         )
     if not alerts and not args.json:
         print("no open alerts" if not args.all else "no alerts", flush=True)
@@ -73,7 +76,7 @@ def _alerts(args: argparse.Namespace) -> int:
     while True:
         time.sleep(FOLLOW_POLL_S)
         for event in query_events(conn, types=["alert.*"], after_seq=last, limit=500, newest=False):
-            print(event.model_dump_json() if args.json else format_row(event), flush=True)
+            print(event.model_dump_json() if args.json else format_row(event, zone), flush=True)
             last = event.seq
 
 

@@ -8,11 +8,11 @@ import argparse
 import difflib
 import json
 import time
-from datetime import UTC, datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from edge.allowlist import CREDENTIAL_KINDS, AllowList, Entry, to_ms
-from edge.cli.common import add_command, load
+from edge.cli.common import add_command, load, site_zone
 from edge.errors import UsageError
 from edge.events import EventFactory
 
@@ -42,8 +42,10 @@ def register(subparsers: Any) -> None:
     add.add_argument("--building", help="building of the household")
     add.add_argument("--unit", help="unit (flat) of the household")
     add.add_argument("--name", help="resident's name, for the guards")
-    add.add_argument("--from", dest="valid_from", help="valid from (ISO time, UTC unless a zone is given)")
-    add.add_argument("--until", dest="valid_until", help="valid until (ISO time); default: no end")
+    add.add_argument(
+        "--from", dest="valid_from", help="valid from (ISO time; the site's time zone unless one is given)"
+    )
+    add.add_argument("--until", dest="valid_until", help="valid until (ISO time, as --from); default: no end")
     add.add_argument("--gate", action="append", default=[], help="only at this gate (repeat); default: all")
     add.add_argument("--block", action="store_true", help="put the credentials or plates on the blocklist")
     add.add_argument("--reason", default="", help="why it is blocked (shown to the guards)")
@@ -87,13 +89,12 @@ def _no_action(args: argparse.Namespace) -> int:
     raise UsageError("say what to do: gatehouse allow add|remove|list|import (see --help)")
 
 
-def open_allowlist(args: argparse.Namespace) -> tuple[Any, AllowList]:
-    """The configuration and an AllowList on the gateway's store (created when missing)."""
+def open_allowlist(config: Any) -> AllowList:
+    """An AllowList on the gateway's store (created when missing)."""
     from edge.gateway import open_store
 
-    config = load(args)
     store = open_store(config, EventFactory(config.site.id, config.gateway.id))
-    return config, AllowList(store, config.site.salt)
+    return AllowList(store, config.site.salt)
 
 
 def check_gates(config: Any, gates: list[str]) -> list[str]:
@@ -106,9 +107,10 @@ def check_gates(config: Any, gates: list[str]) -> list[str]:
     return gates
 
 
-def parse_time(option: str, text: str | None) -> int | None:
+def parse_time(option: str, text: str | None, zone: tzinfo) -> int | None:
+    """An option's ISO time in ms; a time without a zone is in `zone` (the site's)."""
     try:
-        return to_ms(text)
+        return to_ms(text, zone)
     except ValueError as err:
         raise UsageError(f"{option} {text!r}: expected an ISO time like 2027-06-30T23:59") from err
 
@@ -132,9 +134,11 @@ def _add(args: argparse.Namespace) -> int:
     pairs = _pairs(args)
     if not pairs:
         raise UsageError("give at least one --card, --qr, --pin or --plate")
-    start, end = parse_time("--from", args.valid_from), parse_time("--until", args.valid_until)
+    config = load(args)
+    zone = site_zone(config)
+    start, end = parse_time("--from", args.valid_from, zone), parse_time("--until", args.valid_until, zone)
     check_window(start, end)
-    config, allow = open_allowlist(args)
+    allow = open_allowlist(config)
     try:
         # Every value is checked before any is written: one bad value adds nothing.
         for kind, value in pairs:
@@ -175,7 +179,7 @@ def _remove(args: argparse.Namespace) -> int:
     pairs = _pairs(args)
     if not pairs and not args.person:
         raise UsageError("give what to remove: --card, --qr, --pin, --plate or --person")
-    _, allow = open_allowlist(args)
+    allow = open_allowlist(load(args))
     missing = 0
     try:
         if args.person:
@@ -198,14 +202,15 @@ def _remove(args: argparse.Namespace) -> int:
     return 1 if missing else 0
 
 
-def _date(ms: int | None) -> str:
+def _date(ms: int | None, zone: tzinfo) -> str:
     if ms is None:
         return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+    return datetime.fromtimestamp(ms / 1000, zone).strftime("%Y-%m-%d %H:%M")
 
 
 def _list(args: argparse.Namespace) -> int:
-    _, allow = open_allowlist(args)
+    config = load(args)
+    allow = open_allowlist(config)
     try:
         blocked = True if args.blocked else False if args.allowed else None
         entries = allow.entries(blocked=blocked)
@@ -221,17 +226,19 @@ def _list(args: argparse.Namespace) -> int:
         f"{'list':<6} {'kind':<6} {'credential':<12} {'subject':<16} {'household':<12} "
         f"{'bldg/unit':<10} {'until':<16} {'gates':<14} source"
     )
+    zone = site_zone(config)
     for entry in entries:
-        print(_row(entry))
+        print(_row(entry, zone))
     return 0
 
 
-def _row(entry: Entry) -> str:
+def _row(entry: Entry, zone: tzinfo) -> str:
     place = "/".join(p for p in (entry.building, entry.unit) if p) or "-"
     who = entry.subject or (f"({entry.reason})" if entry.reason else "-")
     return (
         f"{entry.list:<6} {entry.kind:<6} {entry.shown:<12} {who:<16} {entry.household or '-':<12} "
-        f"{place:<10} {_date(entry.valid_until_ms):<16} {','.join(entry.gates) or 'all':<14} {entry.source}"
+        f"{place:<10} {_date(entry.valid_until_ms, zone):<16} {','.join(entry.gates) or 'all':<14} "
+        f"{entry.source}"
     )
 
 
@@ -240,9 +247,12 @@ def _shown(kind: str, value: str) -> str:
 
 
 def _import(args: argparse.Namespace) -> int:
-    config, allow = open_allowlist(args)
+    config = load(args)
+    allow = open_allowlist(config)
     try:
-        result = allow.import_csv(args.csv, known_gates=[gate.id for gate in config.gates])
+        result = allow.import_csv(
+            args.csv, known_gates=[gate.id for gate in config.gates], zone=site_zone(config)
+        )
     finally:
         allow.store.close()
     print(

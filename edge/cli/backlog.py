@@ -8,7 +8,7 @@ import json
 import time
 from typing import Any
 
-from edge.cli.common import add_command, load
+from edge.cli.common import add_command, load, site_zone
 from edge.cli.events import format_row, reader
 from edge.events import Priority
 from edge.store.queries import backlog_by_type, next_to_send
@@ -99,5 +99,5 @@ def _backlog(args: argparse.Namespace) -> int:
     if upcoming:
         print(f"next {len(upcoming)} to be sent:")
         for event in upcoming:
-            print(f"  {format_row(event)}")
+            print(f"  {format_row(event, site_zone(config))}")
     return 0

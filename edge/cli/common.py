@@ -9,6 +9,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from edge.config import DEFAULT_CONFIG_PATH
 from edge.errors import GatehouseError
@@ -27,6 +28,12 @@ def load(args: argparse.Namespace) -> Any:
     from edge.config_loader import load_config
 
     return load_config(config_path(args))
+
+
+def site_zone(config: Any) -> ZoneInfo:
+    """The compound's time zone (`site.timezone`): the CLI shows times in it, and reads a time
+    typed without a zone as a time there."""
+    return ZoneInfo(config.site.timezone)
 
 
 def add_command(

@@ -8,10 +8,10 @@ import os
 import re
 import sqlite3
 import time
-from datetime import UTC, datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
-from edge.cli.common import add_command, load
+from edge.cli.common import add_command, load, site_zone
 from edge.errors import StoreError, UsageError
 from edge.events import Event, Priority
 from edge.store.queries import query_events, read_backlog
@@ -27,18 +27,22 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--type", "-t", action="append", default=[], help="only this type; * matches, e.g. 'access.*'"
     )
-    parser.add_argument("--since", help="only events since: 10m, 2h, 1d, or an ISO time")
+    parser.add_argument(
+        "--since",
+        help="only events since: 10m, 2h, 1d, or an ISO time (the site's time zone unless one is given)",
+    )
     parser.add_argument("--limit", "-n", type=int, default=50, help="how many (default 50)")
     parser.add_argument("--json", action="store_true", help="one JSON event per line")
     add_command(subparsers, "status", "show counters, backlog and devices from the store", _status)
 
 
-def parse_since(text: str, now: float | None = None) -> int:
-    """`10m`, `2h`, `1d` ago, or an ISO 8601 time; milliseconds since the epoch."""
+def parse_since(text: str, zone: tzinfo, now: float | None = None) -> int:
+    """`10m`, `2h`, `1d` ago, or an ISO 8601 time (in `zone`, the site's, when it names none);
+    milliseconds since the epoch, never before the epoch."""
     match = _DURATION.match(text.strip())
     if match:
         seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-        return int(((now or time.time()) - seconds) * 1000)
+        return max(0, int(((now or time.time()) - seconds) * 1000))
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError as err:
@@ -46,7 +50,7 @@ def parse_since(text: str, now: float | None = None) -> int:
             f"--since {text!r}: expected 10m, 2h, 1d or an ISO time like 2026-11-25T08:00"
         ) from err
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+        moment = moment.replace(tzinfo=zone)
     return int(moment.timestamp() * 1000)
 
 
@@ -109,8 +113,9 @@ def summary(event: Event) -> str:
     return event.payload.model_dump_json()
 
 
-def format_row(event: Event) -> str:
-    local = event.ts.astimezone().strftime("%m-%d %H:%M:%S")
+def format_row(event: Event, zone: tzinfo) -> str:
+    """One line of the table under HEADER, its time in `zone` (the site's)."""
+    local = event.ts.astimezone(zone).strftime("%m-%d %H:%M:%S")
     return f"{local}  {event.seq:>7}  {event.type:<18}  {event.device or '-':<14}  {summary(event)}"
 
 
@@ -120,21 +125,22 @@ HEADER = f"{'time':<14}  {'seq':>7}  {'type':<18}  {'device':<14}  what"
 def _events(args: argparse.Namespace) -> int:
     config = load(args)
     conn = reader(config)
-    since = parse_since(args.since) if args.since else None
+    zone = site_zone(config)
+    since = parse_since(args.since, zone) if args.since else None
     # Read before the listing: an event committed in between is followed, not lost.
     last = conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0]
     events = query_events(conn, since_ms=since, types=args.type, limit=args.limit)
     if not args.json:
         print(HEADER)
     for event in events:
-        print(event.model_dump_json() if args.json else format_row(event), flush=True)
+        print(event.model_dump_json() if args.json else format_row(event, zone), flush=True)
         last = max(last, event.seq)
     if not args.follow:
         return 0
     while True:
         time.sleep(0.5)
         for event in query_events(conn, types=args.type, after_seq=last, limit=500, newest=False):
-            print(event.model_dump_json() if args.json else format_row(event), flush=True)
+            print(event.model_dump_json() if args.json else format_row(event, zone), flush=True)
             last = event.seq
 
 

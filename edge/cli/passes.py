@@ -8,12 +8,12 @@ import io
 import json
 import secrets
 import time
-from datetime import UTC, datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from edge.allowlist import PASS_KINDS, PassRecord
 from edge.cli.allow import check_gates, open_allowlist, parse_time
-from edge.cli.common import add_command
+from edge.cli.common import add_command, load, site_zone
 from edge.errors import UsageError
 
 MAX_PASS_HOURS = 24 * 366
@@ -40,8 +40,14 @@ def register(subparsers: Any) -> None:
     issue.add_argument(
         "--hours", type=float, default=4.0, help="valid for this many hours from now (default 4)"
     )
-    issue.add_argument("--from", dest="valid_from", help="valid from (ISO time) instead of now")
-    issue.add_argument("--until", dest="valid_until", help="valid until (ISO time) instead of --hours")
+    issue.add_argument(
+        "--from",
+        dest="valid_from",
+        help="valid from (ISO time; the site's time zone unless one is given) instead of now",
+    )
+    issue.add_argument(
+        "--until", dest="valid_until", help="valid until (ISO time, as --from) instead of --hours"
+    )
     issue.add_argument("--gate", action="append", default=[], help="only at this gate (repeat); default: all")
     issue.add_argument("--entries", type=int, default=1, help="entries allowed (default 1; 0: no limit)")
     issue.add_argument("--holder", help="visitor's or rider's name, for the guards")
@@ -77,15 +83,17 @@ def _issue(args: argparse.Namespace) -> int:
         raise UsageError("--entries: 0 (no limit) or more")
     if not 0 < args.hours <= MAX_PASS_HOURS:
         raise UsageError(f"--hours must be more than 0 and at most {MAX_PASS_HOURS} (got {args.hours:g})")
+    config = load(args)
+    zone = site_zone(config)
     now_ms = int(time.time() * 1000)
-    start = parse_time("--from", args.valid_from) or now_ms
-    end = parse_time("--until", args.valid_until) or start + int(args.hours * 3600_000)
+    start = parse_time("--from", args.valid_from, zone) or now_ms
+    end = parse_time("--until", args.valid_until, zone) or start + int(args.hours * 3600_000)
     if end <= now_ms:
         raise UsageError(
-            f"the pass would end at {_when(end)}, which is already past; give an --until "
+            f"the pass would end at {_when(end, zone)}, which is already past; give an --until "
             "(or --from and --hours) still to come"
         )
-    config, allow = open_allowlist(args)
+    allow = open_allowlist(config)
     try:
         gates = check_gates(config, args.gate)
         pass_id = allow.issue_pass(
@@ -109,18 +117,18 @@ def _issue(args: argparse.Namespace) -> int:
         print(json.dumps({**_as_dict(record, now_ms), "token": token}, ensure_ascii=False))
         return 0
     print(f"issued {record.kind} pass {record.id}")
-    print(f"  {_describe(record)}")
+    print(f"  {_describe(record, zone)}")
     if token:
         print(f"  QR token: {token} (show this code at the reader)")
         print(qr_text(token))
     return 0
 
 
-def _when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+def _when(ms: int, zone: tzinfo) -> str:
+    return datetime.fromtimestamp(ms / 1000, zone).strftime("%Y-%m-%d %H:%M %Z")
 
 
-def _describe(record: PassRecord) -> str:
+def _describe(record: PassRecord, zone: tzinfo) -> str:
     what = " + ".join(
         part
         for part in (
@@ -134,8 +142,9 @@ def _describe(record: PassRecord) -> str:
     )
     who = ", ".join(p for p in (record.holder, f"visiting {record.host}" if record.host else "") if p)
     gates = ", ".join(record.gates) or "all gates"
-    return f"{what}; {_when(record.valid_from_ms)} → {_when(record.valid_until_ms)}; {gates}; {entries}" + (
-        f"; {who}" if who else ""
+    return (
+        f"{what}; {_when(record.valid_from_ms, zone)} → {_when(record.valid_until_ms, zone)}; "
+        f"{gates}; {entries}" + (f"; {who}" if who else "")
     )
 
 
@@ -144,7 +153,8 @@ def _as_dict(record: PassRecord, now_ms: int) -> dict[str, Any]:
 
 
 def _list(args: argparse.Namespace) -> int:
-    _, allow = open_allowlist(args)
+    config = load(args)
+    allow = open_allowlist(config)
     now_ms = int(time.time() * 1000)
     try:
         passes = allow.passes(include_ended=args.all, now_ms=now_ms)
@@ -156,13 +166,14 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     if not passes:
         print("no passes" if args.all else "no valid passes (--all shows ended ones)")
+    zone = site_zone(config)
     for record in passes:
-        print(f"{record.id:<44} {record.kind:<10} {record.state(now_ms):<13} {_describe(record)}")
+        print(f"{record.id:<44} {record.kind:<10} {record.state(now_ms):<13} {_describe(record, zone)}")
     return 0
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    _, allow = open_allowlist(args)
+    allow = open_allowlist(load(args))
     try:
         if allow.get_pass(args.pass_id) is None:
             raise UsageError(f"no pass {args.pass_id!r}; `gatehouse pass list --all` shows them")

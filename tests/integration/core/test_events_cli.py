@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,41 @@ def test_events_lists_filters_and_follows(tmp_path: Path, capsys):
             process.wait(10)
     finally:
         store.close()
+
+
+def test_events_show_and_read_times_in_the_site_time_zone(tmp_path: Path, capsys):
+    """The compound is in Asia/Shanghai (UTC+8), whatever the machine's own zone is."""
+    config = tmp_path / "gatehouse.yaml"
+    config.write_text(CONFIG.format(state=tmp_path / "state").replace("}", ", timezone: Asia/Shanghai}", 1))
+    factory = EventFactory("test-site", "gw-test")
+    with Store(tmp_path / "state" / "gatehouse.db", synchronous="normal", events=factory) as store:
+        for moment in ("2026-01-10T23:30:00+00:00", "2026-01-11T00:30:00+00:00"):
+            store.append(
+                factory.make(
+                    "gate.state",
+                    {"gate": "north-in", "state": "open"},
+                    device="barrier",
+                    ts=datetime.fromisoformat(moment),
+                )
+            )
+    assert main(["--config", str(config), "events"]) == 0
+    out = capsys.readouterr().out
+    assert "01-11 07:30:00" in out and "01-11 08:30:00" in out
+    assert main(["--config", str(config), "events", "--since", "2026-01-11T08:00"]) == 0
+    out = capsys.readouterr().out
+    assert "01-11 08:30:00" in out and "07:30:00" not in out
+    assert main(["--config", str(config), "events", "--since", "2026-01-10T23:00Z"]) == 0
+    assert "01-11 07:30:00" in capsys.readouterr().out, "a time with a zone is taken as given"
+
+
+def test_events_since_a_span_longer_than_the_epoch_lists_everything(tmp_path: Path, capsys):
+    config = tmp_path / "gatehouse.yaml"
+    config.write_text(CONFIG.format(state=tmp_path / "state"))
+    factory = EventFactory("test-site", "gw-test")
+    with Store(tmp_path / "state" / "gatehouse.db", synchronous="normal", events=factory) as store:
+        store.append(gate_event(factory, "opening"))
+    assert main(["--config", str(config), "events", "--since", "999999999999d"]) == 0
+    assert "north-in: ? → opening" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -181,6 +181,31 @@ def test_alerts_list_and_ack_records_an_event(cli):
     assert cli("alerts", "ack", "missing")[0] == 1
 
 
+def test_times_are_typed_and_shown_in_the_site_time_zone(cli, tmp_path: Path):
+    """The compound is in Asia/Shanghai (UTC+8): 08:00 there is 00:00 UTC."""
+    config = tmp_path / "gatehouse.yaml"
+    config.write_text(config.read_text().replace("}", ", timezone: Asia/Shanghai}", 1))
+    midnight_utc = 1893456000_000  # 2030-01-01T00:00Z
+    code, out, _ = cli("pass", "issue", "--plate", "津A12345", "--from", "2030-01-01T08:00", "--hours", "2")
+    assert code == 0 and "2030-01-01 08:00 CST → 2030-01-01 10:00 CST" in out
+    code, out, _ = cli("pass", "list", "--json")
+    assert json.loads(out)["valid_from_ms"] == midnight_utc
+    assert cli("allow", "add", "--person", "p-5", "--card", "55556666", "--until", "2030-01-01T08:00")[0] == 0
+    sheet = tmp_path / "residents.csv"
+    sheet.write_text("person,plate,valid_until\np-6,津A66666,2030-01-01T08:00\n", encoding="utf-8")
+    assert cli("allow", "import", str(sheet))[0] == 0
+    code, out, _ = cli("allow", "list", "--json")
+    assert [json.loads(line)["valid_until_ms"] for line in out.splitlines()] == [midnight_utc] * 2
+    code, out, _ = cli("allow", "list")
+    assert out.count("2030-01-01 08:00") == 2
+    factory = EventFactory("test-site", "gw-test")
+    with Store(cli.store_path, synchronous="normal", events=factory) as store:
+        engine = AlertEngine(store, factory, clock=lambda: midnight_utc / 1000)
+        asyncio.run(engine.raise_("gate.stuck", "gate.stuck:north-in", "north-in stuck"))
+    code, out, _ = cli("alerts")
+    assert code == 0 and "01-01 08:00:00" in out
+
+
 def test_alerts_follow_prints_new_alert_events(tmp_path: Path):
     config = tmp_path / "gatehouse.yaml"
     config.write_text(CONFIG.format(state=tmp_path / "state"))
