@@ -68,6 +68,19 @@ def _annotated_path(base: str, index: int, count: int) -> Path:
     return path if count == 1 else path.with_name(f"{path.stem}-{index}{path.suffix}")
 
 
+def _refuse_to_overwrite_a_picture(base: str, images: list[str]) -> None:
+    """UsageError when an annotated picture would be written over one of the pictures to read
+    (`--annotate a.jpg a.jpg`, or `*.jpg` run again after out-1.jpg, out-2.jpg were written)."""
+    inputs = {Path(name).resolve(): name for name in images}
+    for index in range(1, len(images) + 1):
+        out = _annotated_path(base, index, len(images))
+        if out.resolve() in inputs:
+            raise UsageError(
+                f"--annotate {base} would write {out} over the picture {inputs[out.resolve()]} "
+                "given to read; choose another name or folder for the annotated pictures"
+            )
+
+
 def _load(name: str) -> Any:
     """The picture at `name` (BGR), or GatehouseError saying why it cannot be read."""
     from models.plates.pipeline import load_image
@@ -81,6 +94,8 @@ def _load(name: str) -> Any:
 def _read(args: argparse.Namespace) -> int:
     from models.plates.pipeline import PlatePipeline
 
+    if args.annotate:
+        _refuse_to_overwrite_a_picture(args.annotate, args.images)
     inference, home = _settings(args)
     pipeline = PlatePipeline(inference, home)
     found_any = failed = False

@@ -188,3 +188,23 @@ def test_plates_read_with_a_named_configuration_that_is_missing_does_not_fall_ba
     out, err = capsys.readouterr()
     assert out == ""
     assert f"{typo}: no such file" in err
+
+
+def test_plates_read_never_writes_an_annotated_picture_over_a_picture_it_reads(
+    yard: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = tmp_path / "gate.jpg"
+    photo.write_bytes((shared_data() / "plates" / CAR).read_bytes())
+    earlier = tmp_path / "out-2.jpg"  # written by an earlier run, now caught by *.jpg
+    earlier.write_bytes(photo.read_bytes())
+    before = photo.read_bytes()
+    assert main(["-c", str(yard), "plates", "read", str(photo), "--annotate", str(photo)]) == 2
+    assert f"would write {photo} over the picture {photo}" in capsys.readouterr().err
+    assert photo.read_bytes() == before
+    code = main(
+        ["-c", str(yard), "plates", "read", str(photo), str(earlier), "--annotate", str(tmp_path / "out")]
+    )
+    assert code == 2
+    assert f"would write {earlier} over the picture {earlier}" in capsys.readouterr().err
+    assert earlier.read_bytes() == before
+    assert not (tmp_path / "out-1.jpg").exists()
