@@ -95,7 +95,8 @@ class PlatePipeline:
         view = image
         if region is not None:
             ox, oy = max(0, region.x), max(0, region.y)
-            view = image[oy : oy + region.height, ox : ox + region.width]
+            right, bottom = region.x + region.width, region.y + region.height
+            view = image[oy : max(oy, bottom), ox : max(ox, right)]
         if view.size == 0:
             return []
         candidates = [c for c in self.detector.detect(view) if self._plausible(c)]

@@ -62,6 +62,16 @@ def test_lane_region_limits_the_search(pipeline: PlatePipeline, shared: Path) ->
     assert found[0].box[0] >= 150
 
 
+def test_a_lane_region_starting_left_of_the_frame_ends_where_configured(
+    pipeline: PlatePipeline, shared: Path
+) -> None:
+    from models.plates.pipeline import Region
+
+    image = load_image(str(shared / "plates" / FULL_SCENES[0][0]))  # the plate at x 202..343
+    assert pipeline.read(image, Region(-300, 0, 500, 572)) == []  # x 0..200 of the frame
+    assert pipeline.read(image, Region(-100, 0, 500, 572))[0].plate == "京PC5U22"  # x 0..400
+
+
 def test_sessions_are_created_once(pipeline: PlatePipeline, shared: Path) -> None:
     pipeline.read(load_image(str(shared / "plates" / FULL_SCENES[1][0])))
     created = pipeline.factory.created
