@@ -375,48 +375,7 @@ class AllowList:
     # listing
 
     def entries(self, *, blocked: bool | None = None) -> list[Entry]:
-        """Allowed credentials and plates with their resident's household (blocked=False), the
-        blocklist (blocked=True), or both (None)."""
-        conn = self.store.read()
-        found: list[Entry] = []
-        if blocked is not True:
-            rows = conn.execute(
-                "SELECT e.kind, e.shown, e.subject, r.household, r.building, r.unit, e.valid_from_ms, "
-                "e.valid_until_ms, e.gates, e.source FROM ("
-                " SELECT kind, '…' || last4 AS shown, subject, valid_from_ms, valid_until_ms, gates, source "
-                " FROM allow_cards UNION ALL "
-                " SELECT 'plate', plate, subject, valid_from_ms, valid_until_ms, gates, source"
-                " FROM allow_plates"
-                ") AS e LEFT JOIN residents r ON r.id = e.subject "
-                "ORDER BY coalesce(r.household, e.subject), e.subject, e.kind, e.shown"
-            ).fetchall()
-            for kind, shown, subject, household, building, unit, start, end, gates, source in rows:
-                found.append(
-                    Entry(
-                        "allow",
-                        kind,
-                        shown,
-                        subject,
-                        household,
-                        building,
-                        unit,
-                        start,
-                        end,
-                        tuple(json.loads(gates)) if gates else (),
-                        source,
-                    )
-                )
-        if blocked is not False:
-            rows = conn.execute(
-                "SELECT kind, value, last4, reason, valid_until_ms, source FROM blocklist "
-                "ORDER BY kind, value"
-            ).fetchall()
-            for kind, value, last4, reason, end, source in rows:
-                shown = value if kind == "plate" else f"…{last4}"
-                found.append(
-                    Entry("block", kind, shown, None, None, None, None, None, end, (), source, reason)
-                )
-        return found
+        return list_entries(self.store.read(), blocked=blocked)
 
     def counts(self) -> dict[str, int]:
         conn = self.store.read()
@@ -759,12 +718,58 @@ class AllowList:
 
     def passes(self, include_ended: bool = False, now_ms: int | None = None) -> list[PassRecord]:
         now = now_ms if now_ms is not None else self._now_ms()
-        sql, params = _PASS_SELECT, ()
-        if not include_ended:
-            sql += " WHERE revoked_ms IS NULL AND valid_until_ms > ?"
-            params = (now,)  # type: ignore[assignment]
-        rows = self.store.read().execute(sql + " ORDER BY valid_from_ms, id", params).fetchall()
-        return [_pass_record(row) for row in rows]
+        return list_passes(self.store.read(), include_ended=include_ended, now_ms=now)
+
+
+def list_entries(conn: sqlite3.Connection, *, blocked: bool | None = None) -> list[Entry]:
+    """Allowed credentials and plates with their resident's household (blocked=False), the
+    blocklist (blocked=True), or both (None); on the gateway's or a read-only connection."""
+    found: list[Entry] = []
+    if blocked is not True:
+        rows = conn.execute(
+            "SELECT e.kind, e.shown, e.subject, r.household, r.building, r.unit, e.valid_from_ms, "
+            "e.valid_until_ms, e.gates, e.source FROM ("
+            " SELECT kind, '…' || last4 AS shown, subject, valid_from_ms, valid_until_ms, gates, source "
+            " FROM allow_cards UNION ALL "
+            " SELECT 'plate', plate, subject, valid_from_ms, valid_until_ms, gates, source"
+            " FROM allow_plates"
+            ") AS e LEFT JOIN residents r ON r.id = e.subject "
+            "ORDER BY coalesce(r.household, e.subject), e.subject, e.kind, e.shown"
+        ).fetchall()
+        for kind, shown, subject, household, building, unit, start, end, gates, source in rows:
+            found.append(
+                Entry(
+                    "allow",
+                    kind,
+                    shown,
+                    subject,
+                    household,
+                    building,
+                    unit,
+                    start,
+                    end,
+                    tuple(json.loads(gates)) if gates else (),
+                    source,
+                )
+            )
+    if blocked is not False:
+        rows = conn.execute(
+            "SELECT kind, value, last4, reason, valid_until_ms, source FROM blocklist ORDER BY kind, value"
+        ).fetchall()
+        for kind, value, last4, reason, end, source in rows:
+            shown = value if kind == "plate" else f"…{last4}"
+            found.append(Entry("block", kind, shown, None, None, None, None, None, end, (), source, reason))
+    return found
+
+
+def list_passes(conn: sqlite3.Connection, *, include_ended: bool, now_ms: int) -> list[PassRecord]:
+    """Passes not revoked and not over at `now_ms` (every pass with `include_ended`), by start."""
+    sql, params = _PASS_SELECT, ()
+    if not include_ended:
+        sql += " WHERE revoked_ms IS NULL AND valid_until_ms > ?"
+        params = (now_ms,)  # type: ignore[assignment]
+    rows = conn.execute(sql + " ORDER BY valid_from_ms, id", params).fetchall()
+    return [_pass_record(row) for row in rows]
 
 
 _RESIDENT_UPSERT = (

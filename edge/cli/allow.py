@@ -5,14 +5,16 @@ once."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import time
 from datetime import datetime, tzinfo
 from typing import Any
 
-from edge.allowlist import CREDENTIAL_KINDS, AllowList, Entry, to_ms
+from edge.allowlist import CREDENTIAL_KINDS, AllowList, Entry, list_entries, to_ms, version_of
 from edge.cli.common import add_command, load, site_zone
+from edge.cli.events import reader
 from edge.errors import UsageError
 from edge.events import EventFactory
 
@@ -210,13 +212,10 @@ def _date(ms: int | None, zone: tzinfo) -> str:
 
 def _list(args: argparse.Namespace) -> int:
     config = load(args)
-    allow = open_allowlist(config)
-    try:
-        blocked = True if args.blocked else False if args.allowed else None
-        entries = allow.entries(blocked=blocked)
-        version = allow.version()
-    finally:
-        allow.store.close()
+    # Read-only, as `gatehouse events`: a listing neither creates nor changes the store.
+    with contextlib.closing(reader(config)) as conn:
+        entries = list_entries(conn, blocked=True if args.blocked else False if args.allowed else None)
+        version = version_of(conn)
     if args.json:
         for entry in entries:
             print(json.dumps(entry.__dict__, ensure_ascii=False))

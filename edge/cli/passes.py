@@ -4,6 +4,7 @@ gatehouse. A token pass shows its QR code in the terminal for the visitor to pho
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import secrets
@@ -11,9 +12,10 @@ import time
 from datetime import datetime, tzinfo
 from typing import Any
 
-from edge.allowlist import PASS_KINDS, PassRecord
+from edge.allowlist import PASS_KINDS, PassRecord, list_passes
 from edge.cli.allow import check_gates, open_allowlist, parse_time
 from edge.cli.common import add_command, load, site_zone
+from edge.cli.events import reader
 from edge.errors import UsageError
 
 MAX_PASS_HOURS = 24 * 366
@@ -154,12 +156,10 @@ def _as_dict(record: PassRecord, now_ms: int) -> dict[str, Any]:
 
 def _list(args: argparse.Namespace) -> int:
     config = load(args)
-    allow = open_allowlist(config)
     now_ms = int(time.time() * 1000)
-    try:
-        passes = allow.passes(include_ended=args.all, now_ms=now_ms)
-    finally:
-        allow.store.close()
+    # Read-only, as `gatehouse events`: a listing neither creates nor changes the store.
+    with contextlib.closing(reader(config)) as conn:
+        passes = list_passes(conn, include_ended=args.all, now_ms=now_ms)
     if args.json:
         for record in passes:
             print(json.dumps(_as_dict(record, now_ms), ensure_ascii=False))

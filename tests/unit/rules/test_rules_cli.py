@@ -157,6 +157,15 @@ def test_pass_issue_with_qr_list_and_revoke(cli):
     assert cli("pass", "issue", "--hours", "1")[0] == 2
 
 
+@pytest.mark.parametrize("command", [["allow", "list"], ["pass", "list"], ["pass", "list", "--json"]])
+def test_listings_read_the_store_and_never_create_one(cli, command):
+    """A mistyped state_dir, or a gateway not started yet, must not get an empty store made by a
+    listing that then reports 'nothing'."""
+    code, out, err = cli(*command)
+    assert code == 1 and "no store at" in err and out == ""
+    assert not cli.store_path.exists()
+
+
 def test_alerts_list_and_ack_records_an_event(cli):
     code, _, err = cli("alerts")
     assert code == 1 and "no store" in err
