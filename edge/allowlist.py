@@ -282,15 +282,15 @@ class AllowList:
         row = (person, household, building, unit, name, valid_from_ms, valid_until_ms)
         self.store.write(lambda c: c.execute(_RESIDENT_UPSERT, row))
 
-    def remove_resident(self, person: str) -> int:
+    def remove_resident(self, person: str) -> int | None:
         """Remove a resident with every card, token, PIN and plate of theirs; returns the number
-        of credentials and plates removed."""
+        of credentials and plates removed, None when there was no such resident."""
 
-        def write(conn: sqlite3.Connection) -> int:
+        def write(conn: sqlite3.Connection) -> int | None:
             removed = conn.execute("DELETE FROM allow_cards WHERE subject=?", (person,)).rowcount
             removed += conn.execute("DELETE FROM allow_plates WHERE subject=?", (person,)).rowcount
-            conn.execute("DELETE FROM residents WHERE id=?", (person,))
-            return int(removed)
+            known = conn.execute("DELETE FROM residents WHERE id=?", (person,)).rowcount
+            return int(removed) if known or removed else None
 
         return self.store.write(write)
 

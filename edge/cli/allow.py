@@ -186,7 +186,11 @@ def _remove(args: argparse.Namespace) -> int:
     try:
         if args.person:
             count = allow.remove_resident(args.person)
-            print(f"removed resident {args.person} and {count} credentials and plates")
+            if count is None:
+                print(f"not on the allow-list: resident {args.person}")
+                missing += 1
+            else:
+                print(f"removed resident {args.person} and {count} credentials and plates")
         for kind, value in pairs:
             if args.block:
                 done = allow.unblock(kind, value)

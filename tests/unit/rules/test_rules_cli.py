@@ -57,6 +57,10 @@ def test_allow_add_list_remove(cli):
     assert cli("allow", "remove", "--card", "12345678")[0] == 0
     code, out, _ = cli("allow", "remove", "--card", "12345678")
     assert code == 1 and "not on the allow-list" in out
+    code, out, _ = cli("allow", "remove", "--person", "p-l")
+    assert code == 1 and out == "not on the allow-list: resident p-l\n", "a mistyped id removes nothing"
+    code, out, _ = cli("allow", "remove", "--person", "p-1")
+    assert code == 0 and "removed resident p-1 and 1 credentials and plates" in out
 
 
 def test_allow_errors_name_the_fix(cli, tmp_path: Path):
