@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import fnmatch
 import json
 import os
 import re
@@ -13,7 +15,7 @@ from typing import Any
 
 from edge.cli.common import add_command, load, site_zone
 from edge.errors import StoreError, UsageError
-from edge.events import Event, Priority
+from edge.events import Event, EventType, Priority
 from edge.store.queries import query_events, read_backlog
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -52,6 +54,19 @@ def parse_since(text: str, zone: tzinfo, now: float | None = None) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
     return int(moment.timestamp() * 1000)
+
+
+def check_types(patterns: list[str]) -> list[str]:
+    """The --type patterns, each checked to match some event type (a typo would list nothing)."""
+    known = sorted(EventType.registry)
+    for pattern in patterns:
+        if fnmatch.filter(known, pattern.lower()):
+            continue
+        families = sorted({f"{t.split('.')[0]}.*" for t in known})
+        near = difflib.get_close_matches(pattern.lower(), [*families, *known], n=1)
+        hint = f"did you mean {near[0]!r}?" if near else f"types: {', '.join(known)}"
+        raise UsageError(f"--type {pattern!r} matches no event type; {hint}")
+    return patterns
 
 
 _RESTART = (
@@ -124,12 +139,13 @@ HEADER = f"{'time':<14}  {'seq':>7}  {'type':<18}  {'device':<14}  what"
 
 def _events(args: argparse.Namespace) -> int:
     config = load(args)
+    types = check_types(args.type)
     conn = reader(config)
     zone = site_zone(config)
     since = parse_since(args.since, zone) if args.since else None
     # Read before the listing: an event committed in between is followed, not lost.
     last = conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0]
-    events = query_events(conn, since_ms=since, types=args.type, limit=args.limit)
+    events = query_events(conn, since_ms=since, types=types, limit=args.limit)
     if not args.json:
         print(HEADER)
     for event in events:
@@ -139,7 +155,7 @@ def _events(args: argparse.Namespace) -> int:
         return 0
     while True:
         time.sleep(0.5)
-        for event in query_events(conn, types=args.type, after_seq=last, limit=500, newest=False):
+        for event in query_events(conn, types=types, after_seq=last, limit=500, newest=False):
             print(event.model_dump_json() if args.json else format_row(event, zone), flush=True)
             last = event.seq
 

@@ -40,6 +40,10 @@ def test_events_lists_filters_and_follows(tmp_path: Path, capsys):
         assert "north-in: ? → opening" in out and "lot" not in out
         assert main(["--config", str(config), "events", "--since", "yesterday"]) == 2
         assert "--since 'yesterday'" in capsys.readouterr().err
+        assert main(["--config", str(config), "events", "--type", "gate"]) == 2
+        assert "--type 'gate' matches no event type; did you mean 'gate.*'?" in capsys.readouterr().err
+        assert main(["--config", str(config), "events", "--type", "occupancy.samples"]) == 2
+        assert "did you mean 'occupancy.sample'?" in capsys.readouterr().err
 
         process = subprocess.Popen(
             [sys.executable, "-m", "edge.cli", "--config", str(config), "events", "--follow"],
