@@ -51,16 +51,12 @@ class GatewayExecutor:
         return {"camera": args.camera, "sha256": digest, "size": size}
 
     async def reload(self) -> dict[str, Any]:
-        source = self.gateway.config_source
-        if source is None:
+        if self.gateway.config_source is None:
             raise CommandRejected("this gateway was not started from a file", ErrorCode.REJECTED)
-        from edge.config_loader import load_config
-
         try:
-            config = await asyncio.to_thread(load_config, source)
+            config = await self.gateway.reload_from_file()
         except ConfigError as err:
             raise CommandRejected(
                 "the configuration file has errors; nothing changed", ErrorCode.INVALID, {"errors": str(err)}
             ) from err
-        self.gateway.request_reload()
         return {"reloading": True, "devices": len(config.devices), "gates": len(config.gates)}

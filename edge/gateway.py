@@ -20,7 +20,7 @@ from typing import Any
 from drivers.base import Command, Driver, DriverContext
 from drivers.registry import driver_for
 from edge.config_loader import resolve_secret
-from edge.errors import AuthFailed, DeviceMisconfigured, DeviceNotReady
+from edge.errors import AuthFailed, ConfigError, DeviceMisconfigured, DeviceNotReady
 from edge.events import EventFactory
 from edge.housekeeping import run_housekeeping
 from edge.rules.alerts import AlertEngine
@@ -143,11 +143,19 @@ class Gateway:
                 self.handled += 1
                 self.queue.queue.task_done()
 
-    def request_reload(self) -> None:
-        """Stop, so that the caller starts again on the configuration file (config.reload)."""
+    async def reload_from_file(self) -> Any:
+        """Validate the configuration file this gateway was started from and, when it is good,
+        stop so that the caller starts again on it (config.reload, SIGHUP). Returns the new
+        configuration; ConfigError (nothing changes) when the file has errors."""
+        if self.config_source is None:
+            raise ConfigError("this gateway was not started from a configuration file")
+        from edge.config_loader import load_config
+
+        config = await asyncio.to_thread(load_config, self.config_source)
         self.reload_requested = True
         if self._stop is not None:
             self._stop.set()
+        return config
 
     def _start_sync(self, loop: asyncio.AbstractEventLoop) -> None:
         """The uplink to the community database and the downlink for its commands, when the

@@ -1,4 +1,5 @@
-"""Talking to systemd: sd_notify over $NOTIFY_SOCKET (READY=1, WATCHDOG=1, STOPPING=1, STATUS=)
+"""Talking to systemd: sd_notify over $NOTIFY_SOCKET (READY=1, WATCHDOG=1, STOPPING=1, RELOADING=1,
+STATUS=)
 with a plain datagram socket, and the watchdog task the daemon runs beside the gateway.
 
     async with notifying(gateway, stop):
@@ -73,6 +74,14 @@ class Notifier:
     def stopping(self, status: str = "stopping") -> bool:
         return self.send("STOPPING=1", f"STATUS={status}")
 
+    def reloading(self) -> bool:
+        """RELOADING=1: the service stays up while it restarts on its new configuration; the next
+        READY=1 ends the reload (STOPPING=1 here would have systemd stop, then kill, the service)."""
+        monotonic_us = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        return self.send(
+            "RELOADING=1", f"MONOTONIC_USEC={monotonic_us}", "STATUS=reloading the configuration"
+        )
+
     def status(self, text: str) -> bool:
         return self.send(f"STATUS={text}")
 
@@ -127,7 +136,7 @@ async def watchdog(gateway: Any, stop: asyncio.Event, notifier: Notifier) -> Non
         started.cancel()
         stopping.cancel()
     if stop.is_set():
-        notifier.stopping()
+        _leaving(gateway, notifier)
         return
     interval = notifier.watchdog_s
     devices = len(getattr(gateway, "drivers", {}))
@@ -151,7 +160,14 @@ async def watchdog(gateway: Any, stop: asyncio.Event, notifier: Notifier) -> Non
             log.error("watchdog: withholding the ping: %s", reason)
             notifier.status(f"unhealthy: {reason}")
             unhealthy = reason
-    notifier.stopping()
+    _leaving(gateway, notifier)
+
+
+def _leaving(gateway: Any, notifier: Notifier) -> None:
+    if getattr(gateway, "reload_requested", False):
+        notifier.reloading()
+    else:
+        notifier.stopping()
 
 
 def _stall_until(marker: Path, notifier: Notifier) -> None:

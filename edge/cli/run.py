@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 import time
@@ -18,6 +19,7 @@ from edge.config_loader import load_config
 from edge.errors import ConfigError
 from edge.logs import setup_logging
 
+log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO_ROOT / "config" / "demo.yaml"
 DEMO_PROTOCOL_CONFIG = REPO_ROOT / "config" / "demo-protocol.yaml"
@@ -60,20 +62,45 @@ def install_stop_signals(stop: asyncio.Event) -> None:
 
 
 async def _serve(config: Any, source: Path) -> None:
-    """Run the gateway; after a `config.reload` command, run it again on the file's new content."""
+    """Run the gateway; after a `config.reload` command or SIGHUP (`systemctl reload gatehouse`),
+    run it again on the file's new content."""
     from edge.config_loader import load_config
     from edge.gateway import Gateway
     from edge.systemd import notifying
 
+    loop = asyncio.get_running_loop()
     while True:
         stop = asyncio.Event()
         install_stop_signals(stop)
         gateway = Gateway(config, config_source=source)
+        loop.add_signal_handler(signal.SIGHUP, lambda gateway=gateway: _reload_later(gateway))
         async with notifying(gateway, stop):
             await gateway.run(stop)
         if not gateway.reload_requested:
             return
         config = await asyncio.to_thread(load_config, source)
+
+
+def _reload_later(gateway: Any) -> None:
+    task = asyncio.ensure_future(_reload(gateway))
+    _reloads.add(task)
+    task.add_done_callback(_reloads.discard)
+
+
+_reloads: set[asyncio.Future[None]] = set()
+
+
+async def _reload(gateway: Any) -> None:
+    """SIGHUP: restart on the configuration file when it is valid; keep running on the old one
+    (and say why) when it is not."""
+    try:
+        await gateway.reload_from_file()
+    except ConfigError as err:
+        log.error(
+            "SIGHUP: %s has errors; still running the previous configuration:\n%s", gateway.config_source, err
+        )
+        return
+    log.info("SIGHUP: restarting on %s", gateway.config_source)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -37,13 +37,16 @@ class FakeSystemd:
         return data.decode().splitlines()
 
     def until(self, wanted: str, timeout: float = WAIT_S) -> list[list[str]]:
-        """Messages up to and including the first one with the line `wanted` (or a prefix)."""
+        """Messages up to and including the first one with the line `wanted` (or a prefix), within
+        `timeout` seconds in all."""
         seen: list[list[str]] = []
-        while True:
-            message = self.next(timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = self.next(max(0.01, deadline - time.monotonic()))
             seen.append(message)
             if any(line == wanted or line.startswith(wanted) for line in message):
                 return seen
+        raise TimeoutError(f"no {wanted} within {timeout:g} s; seen: {seen}")
 
     def close(self) -> None:
         self.sock.close()
@@ -103,6 +106,52 @@ def test_ready_then_watchdog_pings_stop_while_the_loop_is_stuck(
         systemd.close()
     output = log.read_text()
     assert "Traceback" not in output, output
+
+
+def test_sighup_reloads_a_good_file_in_place_and_keeps_running_on_a_bad_one(
+    config_file: Path, child_env: dict[str, str], short_dir: Path
+):
+    """`systemctl reload gatehouse` (ExecReload= sends SIGHUP): RELOADING=1, then READY=1 on the
+    new file, the process never leaving. A file with errors changes nothing: no RELOADING=1, the
+    pings go on, the log says why."""
+    systemd = FakeSystemd(short_dir)
+    env = {**child_env, "NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": str(WATCHDOG_USEC)}
+    log = short_dir / "daemon.log"
+    good = config_file.read_text()
+    with log.open("wb") as out:
+        daemon = subprocess.Popen(
+            [sys.executable, "-c", GATEHOUSE, "--config", str(config_file), "run", "--text-logs"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        assert "STATUS=running: 1 devices" in " ".join(systemd.until("READY=1")[-1])
+        config_file.write_text(good + "  - kind: sim_reader\n    id: side-reader\n")
+        daemon.send_signal(signal.SIGHUP)
+        reloading = systemd.until("RELOADING=1")[-1]
+        assert any(line.startswith("MONOTONIC_USEC=") for line in reloading), reloading
+        ready = systemd.until("READY=1")
+        assert not any("STOPPING=1" in message for message in ready), ready
+        assert "STATUS=running: 2 devices" in " ".join(ready[-1]), "ready again, on the new file"
+
+        config_file.write_text(good.replace("kind: sim_reader", "kind: sim_readr"))
+        daemon.send_signal(signal.SIGHUP)
+        assert wait_for_text(log, "still running the previous configuration", daemon), log.read_text()
+        after = [systemd.next() for _ in range(3)]
+        assert after == [["WATCHDOG=1"]] * 3, after
+        assert daemon.poll() is None
+
+        daemon.send_signal(signal.SIGTERM)
+        assert "STOPPING=1" in systemd.until("STOPPING=1")[-1]
+        assert daemon.wait(WAIT_S) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(WAIT_S)
+        systemd.close()
+    output = log.read_text()
+    assert "sim_readr" in output and "Traceback" not in output, output
 
 
 def test_without_notify_socket_the_daemon_runs_and_stops(
