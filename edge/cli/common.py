@@ -84,7 +84,7 @@ def changing_config(args: argparse.Namespace) -> Iterator[ConfigDocument]:
     if args.dry_run:
         return
     document.save()
-    print(f"wrote {document.path}; restart the gateway to use it: sudo systemctl restart gatehouse")
+    print(f"wrote {document.path}; the running gateway takes it with: sudo systemctl reload gatehouse")
 
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
