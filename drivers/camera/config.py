@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from drivers.base import DeviceConfig
 from edge.config_base import StrictModel
@@ -85,3 +85,16 @@ class CameraConfig(DeviceConfig):
         default_factory=OccupancyConfig, description="occupancy sampling settings"
     )
     tamper: TamperConfig = Field(default_factory=TamperConfig, description="tamper detection")
+
+    @field_validator("zones")
+    @classmethod
+    def _zone_ids_unique(cls, zones: list[ZoneConfig]) -> list[ZoneConfig]:
+        """Occupancy keeps masks and dwell times by zone id: two zones with one id would share
+        them and report nonsense."""
+        ids = [zone.id for zone in zones]
+        repeated = sorted({zone_id for zone_id in ids if ids.count(zone_id) > 1})
+        if repeated:
+            raise ValueError(
+                f"zone ids must be unique on a camera; used more than once: {', '.join(repeated)}"
+            )
+        return zones

@@ -139,6 +139,20 @@ def test_a_polygon_that_is_no_zone_is_refused_by_the_configuration(
         ZoneConfig(id="z", kind="parking", polygon=polygon, spaces=spaces)
 
 
+def test_two_zones_with_one_id_on_a_camera_are_refused() -> None:
+    """Occupancy keeps masks and dwell times by zone id: a parking zone of two spaces showed
+    "0/1" when a second zone reused its id."""
+    square = [(0, 0), (100, 0), (100, 100), (0, 100)]
+    zones = [
+        {"id": "bays", "kind": "parking", "polygon": square},
+        {"id": "bays", "kind": "keep_clear", "polygon": square},
+    ]
+    with pytest.raises(
+        ValidationError, match="zone ids must be unique on a camera; used more than once: bays"
+    ):
+        CameraConfig(kind="camera", id="yard", source="0", zones=zones)
+
+
 def test_concave_and_explicitly_closed_polygons_are_zones() -> None:
     ZoneConfig(id="l", kind="keep_clear", polygon=[(0, 0), (10, 0), (10, 10), (5, 3), (0, 10)])
     ZoneConfig(id="closed", kind="keep_clear", polygon=[(0, 0), (10, 0), (10, 10), (0, 10), (0, 0)])
