@@ -11,7 +11,7 @@ import time
 from datetime import datetime, tzinfo
 from typing import Any
 
-from edge.cli.common import add_command, load, site_zone
+from edge.cli.common import add_command, count_of, load, more_not_shown, site_zone
 from edge.cli.events import format_row, reader
 from edge.errors import UsageError
 from edge.events import EventFactory
@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
         "--follow", "-f", action="store_true", help="then keep printing alert events as they happen"
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    parser.add_argument("--limit", "-n", type=int, default=100, help="how many (default 100)")
+    parser.add_argument("--limit", "-n", type=count_of(1), default=100, help="how many (default 100)")
     sub = parser.add_subparsers(dest="alerts_command", metavar="ACTION", title="actions")
     ack = add_command(sub, "ack", "acknowledge an alert: it stays open until its condition clears", _ack)
     ack.add_argument("alert_id", metavar="ID", help="alert id (or its key), as `gatehouse alerts` shows it")
@@ -63,12 +63,15 @@ def _alerts(args: argparse.Namespace) -> int:
     # Where following starts is read before the listing, so that an alert raised in between is
     # shown rather than lost.
     last = conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0]
-    alerts = list_alerts(conn, include_cleared=args.all, limit=args.limit)
+    alerts = list_alerts(conn, include_cleared=args.all, limit=args.limit + 1)
+    fetched = alerts
+    alerts = fetched[-args.limit :]
     for alert in alerts:
         print(
             json.dumps(alert.__dict__, ensure_ascii=False) if args.json else format_alert(alert, zone),
             flush=True,
         )
+    more_not_shown(alerts, fetched, "alerts")
     if not alerts and not args.json:
         print("no open alerts" if not args.all else "no alerts", flush=True)
     if not args.follow:

@@ -8,7 +8,7 @@ import json
 import time
 from typing import Any
 
-from edge.cli.common import add_command, load, site_zone
+from edge.cli.common import add_command, count_of, load, site_zone
 from edge.cli.events import format_row, reader
 from edge.events import Priority
 from edge.store.queries import backlog_by_type, next_to_send
@@ -22,19 +22,14 @@ def register(subparsers: Any) -> None:
         _backlog,
     )
     parser.add_argument(
-        "--list", "-n", type=_count, default=0, metavar="N", help="also list the next N events to be sent"
+        "--list",
+        "-n",
+        type=count_of(0),
+        default=0,
+        metavar="N",
+        help="also list the next N events to be sent",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a count (0 or more)")
-    return value
 
 
 def _age(ts_ms: int, now: float) -> str:

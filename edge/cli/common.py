@@ -6,7 +6,8 @@ import argparse
 import contextlib
 import difflib
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -43,6 +44,28 @@ def add_command(
     parser = subparsers.add_parser(name, help=help_text, description=description or help_text)
     parser.set_defaults(func=func)
     return parser
+
+
+def count_of(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least `minimum`, else a usage error saying so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of {minimum} or more")
+        return value
+
+    return parse
+
+
+def more_not_shown(shown: list[Any], fetched: list[Any], what: str) -> None:
+    """Say on stderr (piped output stays clean) that a listing was cut at --limit: the caller
+    fetched one more than it shows."""
+    if len(fetched) > len(shown):
+        print(f"(older {what} not shown; raise --limit to see them)", file=sys.stderr)
 
 
 def print_table(rows: list[tuple[str, ...]]) -> None:

@@ -13,7 +13,7 @@ import time
 from datetime import datetime, tzinfo
 from typing import Any
 
-from edge.cli.common import add_command, load, site_zone
+from edge.cli.common import add_command, count_of, load, more_not_shown, site_zone
 from edge.errors import StoreError, UsageError
 from edge.events import Event, EventType, Priority
 from edge.store.queries import query_events, read_backlog
@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
         "--since",
         help="only events since: 10m, 2h, 1d, or an ISO time (the site's time zone unless one is given)",
     )
-    parser.add_argument("--limit", "-n", type=int, default=50, help="how many (default 50)")
+    parser.add_argument("--limit", "-n", type=count_of(1), default=50, help="how many (default 50)")
     parser.add_argument("--json", action="store_true", help="one JSON event per line")
     add_command(subparsers, "status", "show counters, backlog and devices from the store", _status)
 
@@ -145,12 +145,15 @@ def _events(args: argparse.Namespace) -> int:
     since = parse_since(args.since, zone) if args.since else None
     # Read before the listing: an event committed in between is followed, not lost.
     last = conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0]
-    events = query_events(conn, since_ms=since, types=types, limit=args.limit)
+    events = query_events(conn, since_ms=since, types=types, limit=args.limit + 1)
+    fetched = events
+    events = fetched[-args.limit :]
     if not args.json:
         print(HEADER)
     for event in events:
         print(event.model_dump_json() if args.json else format_row(event, zone), flush=True)
         last = max(last, event.seq)
+    more_not_shown(events, fetched, "events")
     if not args.follow:
         return 0
     while True:

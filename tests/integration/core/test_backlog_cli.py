@@ -75,4 +75,4 @@ def test_backlog_refuses_a_negative_count(config: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--config", str(config), "backlog", "--list", "-3"])
     assert exit_info.value.code == 2
-    assert "not a count" in capsys.readouterr().err
+    assert "is not a whole number of 0 or more" in capsys.readouterr().err

@@ -146,3 +146,25 @@ def test_events_into_a_pipe_closed_early_stops_quietly(tmp_path: Path):
     err = process.stderr.read().decode()
     assert process.wait(30) == 141
     assert err == ""
+
+
+def test_a_listing_cut_at_the_limit_says_so(tmp_path: Path, capsys):
+    """A manager asking for a day of events must not take the last 50 for the whole day."""
+    config = tmp_path / "gatehouse.yaml"
+    config.write_text(CONFIG.format(state=tmp_path / "state"))
+    factory = EventFactory("test-site", "gw-test")
+    with Store(tmp_path / "state" / "gatehouse.db", synchronous="normal", events=factory) as store:
+        for index in range(7):
+            store.append(gate_event(factory, "open" if index % 2 else "closed"))
+    assert main(["--config", str(config), "events", "--limit", "5"]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 1 + 5
+    assert captured.out.splitlines()[-1].split()[2] == "7", "the newest are shown"
+    assert captured.err == "(older events not shown; raise --limit to see them)\n"
+    assert main(["--config", str(config), "events", "--limit", "7", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 7 and captured.err == ""
+    for bad in ("0", "-1", "lots"):
+        with pytest.raises(SystemExit):
+            main(["--config", str(config), "events", "--limit", bad])
+        assert "is not a whole number of 1 or more" in capsys.readouterr().err
