@@ -63,8 +63,7 @@ def _alerts(args: argparse.Namespace) -> int:
     # Where following starts is read before the listing, so that an alert raised in between is
     # shown rather than lost.
     last = conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0]
-    alerts = list_alerts(conn, include_cleared=args.all, limit=args.limit + 1)
-    fetched = alerts
+    fetched = list_alerts(conn, include_cleared=args.all, limit=args.limit + 1)
     alerts = fetched[-args.limit :]
     for alert in alerts:
         print(

@@ -145,8 +145,7 @@ def _events(args: argparse.Namespace) -> int:
     since = parse_since(args.since, zone) if args.since else None
     # Read before the listing: an event committed in between is followed, not lost.
     last = conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0]
-    events = query_events(conn, since_ms=since, types=types, limit=args.limit + 1)
-    fetched = events
+    fetched = query_events(conn, since_ms=since, types=types, limit=args.limit + 1)
     events = fetched[-args.limit :]
     if not args.json:
         print(HEADER)
