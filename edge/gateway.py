@@ -23,6 +23,7 @@ from edge.config_loader import resolve_secret
 from edge.errors import AuthFailed, ConfigError, DeviceMisconfigured, DeviceNotReady
 from edge.events import EventFactory
 from edge.housekeeping import run_housekeeping
+from edge.instance import InstanceLock
 from edge.rules.alerts import AlertEngine
 from edge.rules.engine import Rules
 from edge.store import Store, make_state_dir
@@ -70,14 +71,23 @@ class Gateway:
         self.clock = clock
         self.factory = EventFactory(config.site.id, config.gateway.id)
         make_state_dir(Path(config.gateway.state_dir))
-        self.store = store or open_store(config, self.factory)
-        self.alerts = AlertEngine(self.store, self.factory, clock=clock)
-        self.rules = Rules(config, self.store, self.factory, self.alerts, self.command, clock=clock)
-        context = driver_context(config)
-        self.drivers: dict[str, Driver] = {}
-        for device in config.devices:
-            if device.enabled:
-                self.drivers[device.id] = driver_for(device)(device, context)
+        # a gateway that opens its own store holds the state directory while it has it open
+        self.instance = InstanceLock(Path(config.gateway.state_dir)) if store is None else None
+        if self.instance is not None:
+            self.instance.acquire()
+        try:
+            self.store = store or open_store(config, self.factory)
+            self.alerts = AlertEngine(self.store, self.factory, clock=clock)
+            self.rules = Rules(config, self.store, self.factory, self.alerts, self.command, clock=clock)
+            context = driver_context(config)
+            self.drivers: dict[str, Driver] = {}
+            for device in config.devices:
+                if device.enabled:
+                    self.drivers[device.id] = driver_for(device)(device, context)
+        except BaseException:
+            if self.instance is not None:
+                self.instance.release()
+            raise
         self.supervisor: Supervisor | None = None
         self.queue: ObservationQueue | None = None
         self.started = asyncio.Event()
@@ -253,6 +263,8 @@ class Gateway:
             lambda c: c.execute("UPDATE devices SET state='stopped', since_ms=?", (stopped_ms,))
         )
         await asyncio.to_thread(self.store.close, max(0.5, deadline - loop_time()))
+        if self.instance is not None:
+            self.instance.release()
         log.info("gateway %s stopped; store closed", self.config.gateway.id)
 
     async def _count_drops(self, interval_s: float = 5.0) -> None:

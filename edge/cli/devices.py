@@ -13,7 +13,8 @@ import yaml
 
 from drivers.registry import device_kinds
 from edge.cli.common import add_change_options, add_command, changing_config, load, print_table
-from edge.errors import ConfigError, UsageError
+from edge.errors import ConfigError, GatehouseError, UsageError
+from edge.instance import running_gateway
 
 
 def register(subparsers: Any) -> None:
@@ -182,6 +183,12 @@ def _test(args: argparse.Namespace) -> int:
         hint = f"; did you mean {near[0]!r}?" if near else f" (configured: {', '.join(ids) or 'none'})"
         raise ConfigError(f"no device {args.id!r} in the configuration{hint}")
     device = config.device(args.id)
+    running = running_gateway(config.state_path)
+    if running is not None and getattr(device, "serial", None) is not None:
+        raise GatehouseError(
+            f"the gateway is running ({running.describe()}) and has the serial port of {device.id} open; "
+            "stop it first: sudo systemctl stop gatehouse"
+        )
     driver = driver_for(device)(device, driver_context(config))
     out_dir = args.out or tempfile.mkdtemp(prefix=f"gatehouse-test-{device.id}-")
     what = (driver.self_test.__doc__ or "").strip().splitlines()[:1]

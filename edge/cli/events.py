@@ -16,6 +16,7 @@ from typing import Any
 from edge.cli.common import add_command, count_of, load, more_not_shown, site_zone
 from edge.errors import StoreError, UsageError
 from edge.events import Event, EventType, Priority
+from edge.instance import running_gateway
 from edge.store.queries import query_events, read_backlog
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -169,6 +170,11 @@ def _status(args: argparse.Namespace) -> int:
     backlog = read_backlog(conn)
     total = conn.execute("SELECT count(*), coalesce(max(seq), 0) FROM outbox").fetchone()
     print(f"gateway {config.gateway.id} at site {config.site.id}; store {config.store_path}")
+    running = running_gateway(config.state_path)
+    if running is not None:
+        print(f"running: yes ({running.describe()})")
+    else:
+        print("running: NO — no gateway runs on this store; device states below are from when one last ran")
     print(f"events stored: {total[0]}, last seq: {max(total[1], counters.get('seq', 0))}")
     if backlog.count and backlog.oldest_ts_ms is not None:
         age = max(0.0, time.time() - backlog.oldest_ts_ms / 1000)
