@@ -271,35 +271,15 @@ def test_a_secret_in_a_setting_is_resolved_for_the_check_and_never_shown(example
     config, credentials = example
     before = config.read_bytes()
     (credentials / "DOOR_KEY").write_text("not-hex-but-secret\n")
-    code, _out, err = gatehouse(
-        config,
-        credentials,
-        capsys,
-        "devices",
-        "add",
-        "osdp",
-        "r9",
-        "serial.port=/dev/ttyUSB7",
-        "address=1",
-        "scbk=${DOOR_KEY}",
-    )
-    assert code == 2
-    assert "  scbk: must be 32 hex digits" in err
-    assert "not-hex-but-secret" not in err
-    code, _out, err = gatehouse(
-        config,
-        credentials,
-        capsys,
-        "devices",
-        "add",
-        "osdp",
-        "r9",
-        "serial.port=/dev/ttyUSB7",
-        "address=1",
-        "scbk=${NO_SUCH_KEY}",
-    )
-    assert code == 2
-    assert "scbk: secret ${NO_SUCH_KEY} is not set" in err
+    for secret, message in [
+        ("DOOR_KEY", "  scbk: must be 32 hex digits"),
+        ("NO_SUCH_KEY", "scbk: secret ${NO_SUCH_KEY} is not set"),
+    ]:
+        reader = ["osdp", "r9", "serial.port=/dev/ttyUSB7", "address=1", f"scbk=${{{secret}}}"]
+        code, _out, err = gatehouse(config, credentials, capsys, "devices", "add", *reader)
+        assert code == 2
+        assert message in err
+        assert "not-hex-but-secret" not in err
     assert config.read_bytes() == before
 
 

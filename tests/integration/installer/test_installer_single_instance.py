@@ -5,8 +5,6 @@ does not fight a running gateway for a serial port."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,17 +12,7 @@ import pytest
 from edge.instance import InstanceLock
 from tests.integration.installer.cli_helpers import run_cli
 from tests.integration.installer.conftest import SECRETS
-from tests.integration.installer.test_installer_watchdog import GATEHOUSE, WAIT_S, wait_for_text
-
-
-def start(config_file: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-c", GATEHOUSE, "--config", str(config_file), "run", "--text-logs"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+from tests.integration.installer.test_installer_watchdog import WAIT_S, running_daemon, wait_for_text
 
 
 def test_a_second_gateway_on_the_same_state_stops_and_status_tells_running_from_crashed(
@@ -36,40 +24,29 @@ def test_a_second_gateway_on_the_same_state_stops_and_status_tells_running_from_
 ) -> None:
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
-    first = start(config_file, child_env, tmp_path / "first.log")
-    try:
-        assert wait_for_text(tmp_path / "first.log", " started", first), (tmp_path / "first.log").read_text()
+    logs = {name: tmp_path / f"{name}.log" for name in ("first", "second", "third")}
+    with running_daemon(config_file, child_env, logs["first"]) as first:
+        assert wait_for_text(logs["first"], " started", first), logs["first"].read_text()
         code, out, _err = run_cli(["--config", str(config_file), "status"], capsys)
         assert code == 0
         assert f"running: yes (pid {first.pid}, since " in out
 
-        second = start(config_file, child_env, tmp_path / "second.log")
-        assert second.wait(WAIT_S) == 1
-        said = (tmp_path / "second.log").read_text()
+        with running_daemon(config_file, child_env, logs["second"]) as second:
+            assert second.wait(WAIT_S) == 1
+        said = logs["second"].read_text()
         assert f"a gateway already runs on {tmp_path / 'state'} (pid {first.pid}, since " in said, said
         assert "sudo systemctl stop gatehouse" in said
         assert first.poll() is None, "the first gateway is untouched"
 
         first.send_signal(signal.SIGKILL)
         first.wait(WAIT_S)
-        code, out, _err = run_cli(["--config", str(config_file), "status"], capsys)
-        assert "running: NO — no gateway runs on this store" in out, "a crash leaves no stale lock"
+    code, out, _err = run_cli(["--config", str(config_file), "status"], capsys)
+    assert "running: NO — no gateway runs on this store" in out, "a crash leaves no stale lock"
 
-        third = start(config_file, child_env, tmp_path / "third.log")
-        try:
-            assert wait_for_text(tmp_path / "third.log", " started", third), (
-                tmp_path / "third.log"
-            ).read_text()
-            third.send_signal(signal.SIGTERM)
-            assert third.wait(WAIT_S) == 0
-        finally:
-            if third.poll() is None:
-                third.kill()
-                third.wait(WAIT_S)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait(WAIT_S)
+    with running_daemon(config_file, child_env, logs["third"]) as third:
+        assert wait_for_text(logs["third"], " started", third), logs["third"].read_text()
+        third.send_signal(signal.SIGTERM)
+        assert third.wait(WAIT_S) == 0
 
 
 def test_devices_test_leaves_a_running_gateways_serial_port_alone(

@@ -6,6 +6,7 @@ GATEHOUSE_DEBUG_STALL_FILE set, SIGUSR2 blocks the event loop until that file ex
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
@@ -71,14 +72,7 @@ def test_ready_then_watchdog_pings_stop_while_the_loop_is_stuck(
         "GATEHOUSE_DEBUG_STALL_FILE": str(release),
     }
     log = short_dir / "daemon.log"
-    with log.open("wb") as out:
-        daemon = subprocess.Popen(
-            [sys.executable, "-c", GATEHOUSE, "--config", str(config_file), "run", "--text-logs"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    with running_daemon(config_file, env, log) as daemon:
         first = systemd.next()
         assert "READY=1" in first, first
         assert f"STATUS=running: 1 devices; watchdog every {INTERVAL_S:g} s" in first
@@ -99,11 +93,7 @@ def test_ready_then_watchdog_pings_stop_while_the_loop_is_stuck(
         daemon.send_signal(signal.SIGTERM)
         assert "STOPPING=1" in systemd.until("STOPPING=1")[-1]
         assert daemon.wait(WAIT_S) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait(WAIT_S)
-        systemd.close()
+    systemd.close()
     output = log.read_text()
     assert "Traceback" not in output, output
 
@@ -118,14 +108,7 @@ def test_sighup_reloads_a_good_file_in_place_and_keeps_running_on_a_bad_one(
     env = {**child_env, "NOTIFY_SOCKET": str(systemd.path), "WATCHDOG_USEC": str(WATCHDOG_USEC)}
     log = short_dir / "daemon.log"
     good = config_file.read_text()
-    with log.open("wb") as out:
-        daemon = subprocess.Popen(
-            [sys.executable, "-c", GATEHOUSE, "--config", str(config_file), "run", "--text-logs"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    with running_daemon(config_file, env, log) as daemon:
         assert "STATUS=running: 1 devices" in " ".join(systemd.until("READY=1")[-1])
         config_file.write_text(good + "  - kind: sim_reader\n    id: side-reader\n")
         daemon.send_signal(signal.SIGHUP)
@@ -145,11 +128,7 @@ def test_sighup_reloads_a_good_file_in_place_and_keeps_running_on_a_bad_one(
         daemon.send_signal(signal.SIGTERM)
         assert "STOPPING=1" in systemd.until("STOPPING=1")[-1]
         assert daemon.wait(WAIT_S) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait(WAIT_S)
-        systemd.close()
+    systemd.close()
     output = log.read_text()
     assert "sim_readr" in output and "Traceback" not in output, output
 
@@ -159,23 +138,30 @@ def test_without_notify_socket_the_daemon_runs_and_stops(
 ):
     """Outside systemd the notifier is silent and the daemon starts and stops as before."""
     log = short_dir / "daemon.log"
+    with running_daemon(config_file, child_env, log) as daemon:
+        assert wait_for_text(log, " started", daemon), log.read_text()
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(WAIT_S) == 0, log.read_text()
+    output = log.read_text()
+    assert "sd_notify" not in output and "Traceback" not in output, output
+
+
+@contextlib.contextmanager
+def running_daemon(config_file: Path, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`gatehouse run` as a child process writing to `log`; killed if the block leaves it running."""
     with log.open("wb") as out:
         daemon = subprocess.Popen(
             [sys.executable, "-c", GATEHOUSE, "--config", str(config_file), "run", "--text-logs"],
-            env=child_env,
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     try:
-        assert wait_for_text(log, " started", daemon), log.read_text()
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(WAIT_S) == 0, log.read_text()
+        yield daemon
     finally:
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait(WAIT_S)
-    output = log.read_text()
-    assert "sd_notify" not in output and "Traceback" not in output, output
 
 
 def wait_for_text(log: Path, text: str, process: subprocess.Popen[bytes]) -> bool:
