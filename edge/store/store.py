@@ -12,6 +12,8 @@ Its promises:
   events or alerts; it counts what it dropped and raises (and later clears) an alert.
 - A database that cannot be opened or fails its integrity check is moved aside, reported and
   replaced by a new one; it is never deleted.
+- Run as root (`sudo gatehouse allow add`) in a state directory that belongs to another user
+  (the service's), every file and folder it creates there is given to that user and group.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from edge.errors import StoreError, StoreFull
 from edge.events import AlertClearedPayload, AlertPayload, Event, EventFactory, Priority
 from edge.ids import uuid7
 from edge.store.migrations import migrate
+from edge.store.ownership import StateDirOwner
 from edge.store.queries import Backlog, pending_after, query_events, read_backlog, sync_marks
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,8 @@ EVICT_CHUNK = 100
 CHECKPOINT_INTERVAL_S = 1.0
 QUOTA_ALERT_KEY = "store.quota"
 CORRUPT_ALERT_KEY = "store.corrupt"
+SQLITE_SUFFIXES = ("", "-wal", "-shm")
+"""the database file and the companions SQLite keeps beside it in WAL mode"""
 NEWEST_SEQ_SQL = (
     "SELECT max(coalesce((SELECT max(seq) FROM outbox), 0), (SELECT value FROM counters WHERE name='seq'))"
 )
@@ -118,6 +123,7 @@ class Store:
     ) -> None:
         self.path = Path(path)
         make_state_dir(self.path.parent)
+        self._owner = StateDirOwner(self.path.parent)
         self.quota_bytes = quota_bytes
         self.synchronous = synchronous
         self.factory = events or EventFactory("local", "local")
@@ -126,6 +132,9 @@ class Store:
         self.recovered_from: Path | None = None
         self._vanished = not self.path.exists()
         self._conn = self._open_or_replace()
+        # SQLite creates the -wal and -shm with the owner of the database file, which is root's
+        # when this (root) process has just created it.
+        self._owner.claim(*(Path(f"{self.path}{suffix}") for suffix in SQLITE_SUFFIXES))
         if max_page_count is not None:
             self._conn.execute(f"PRAGMA max_page_count={int(max_page_count)}")
         self._page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
@@ -188,7 +197,7 @@ class Store:
     def _move_aside(self, err: BaseException) -> Path:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in SQLITE_SUFFIXES:
             source = Path(f"{self.path}{suffix}")
             if source.exists():
                 source.rename(Path(f"{aside}{suffix}"))
@@ -238,6 +247,7 @@ class Store:
                 handle.write(str(wanted))
                 handle.flush()
                 os.fsync(handle.fileno())
+            self._owner.claim(tmp)
             os.replace(tmp, self._seq_file)
         except OSError as err:
             with contextlib.suppress(OSError):
@@ -661,11 +671,13 @@ class Store:
         target = self.attachments_dir / digest[:2] / digest
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
+            self._owner.claim(self.attachments_dir, target.parent)
             tmp = target.with_suffix(".tmp")
             with open(tmp, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
+            self._owner.claim(tmp)
             os.replace(tmp, target)
         now = int(time.time() * 1000)
         self.write(
