@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.errors import GatehouseError
+from edge.store.ownership import StateDirOwner
 
 LOCK_NAME = "gateway.lock"
 ACQUIRE_TRIES = 20
@@ -49,6 +50,7 @@ class InstanceLock:
     def acquire(self) -> None:
         """Take the lock or raise AlreadyRunning naming the gateway that has it."""
         fd = _open(self.path)
+        StateDirOwner(self.path.parent).claim(self.path)  # `sudo gatehouse run` once: still the service's
         for _ in range(ACQUIRE_TRIES):
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -73,3 +73,15 @@ def test_a_process_that_is_not_root_gives_nothing_away(state: Path, monkeypatch:
     with open_store(state) as store:
         store.put_attachment(b"\xff\xd8 a snapshot")
     assert set(owners(state).values()) == {(0, 0)}
+
+
+def test_the_gateway_lock_goes_to_the_owner_too(state: Path):
+    """`sudo gatehouse run` once must not leave a root-owned gateway.lock for the service."""
+    from edge.instance import InstanceLock
+
+    lock = InstanceLock(state)
+    lock.acquire()
+    try:
+        assert owners(state) == {"gateway.lock": SERVICE}
+    finally:
+        lock.release()
