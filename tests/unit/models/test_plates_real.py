@@ -74,9 +74,9 @@ def test_a_lane_region_starting_left_of_the_frame_ends_where_configured(
 
 def test_sessions_are_created_once(pipeline: PlatePipeline, shared: Path) -> None:
     pipeline.read(load_image(str(shared / "plates" / FULL_SCENES[1][0])))
-    created = pipeline.factory.created
+    built = pipeline.factory.pool.built
     pipeline.read(load_image(str(shared / "plates" / FULL_SCENES[1][0])))
-    assert pipeline.factory.created == created == 2
+    assert pipeline.factory.pool.built == built
 
 
 def test_home_province_does_not_override_a_clear_reading(shared: Path, recommended_inference) -> None:  # type: ignore[no-untyped-def]
