@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import time
 from datetime import datetime, tzinfo
 from typing import Any
 
 from edge.cli.common import add_command, count_of, load, more_not_shown, site_zone
-from edge.cli.events import format_row, reader
+from edge.cli.events import reader
 from edge.errors import UsageError
-from edge.events import EventFactory
-from edge.rules.alerts import AlertEngine, AlertRecord, list_alerts
+from edge.events import Event, EventFactory
+from edge.rules.alerts import AlertEngine, AlertRecord, find_alert, list_alerts
 from edge.store.queries import query_events
 
 FOLLOW_POLL_S = 0.5
@@ -30,7 +31,10 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--all", action="store_true", help="also acknowledged and cleared alerts")
     parser.add_argument(
-        "--follow", "-f", action="store_true", help="then keep printing alert events as they happen"
+        "--follow",
+        "-f",
+        action="store_true",
+        help="then keep printing each alert as it is raised, acknowledged or cleared (same lines)",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--limit", "-n", type=count_of(1), default=100, help="how many (default 100)")
@@ -78,8 +82,30 @@ def _alerts(args: argparse.Namespace) -> int:
     while True:
         time.sleep(FOLLOW_POLL_S)
         for event in query_events(conn, types=["alert.*"], after_seq=last, limit=500, newest=False):
-            print(event.model_dump_json() if args.json else format_row(event, zone), flush=True)
             last = event.seq
+            alert = as_of(event, find_alert(conn, event.payload.alert_id))
+            if alert is None:
+                continue
+            record = {**alert.__dict__, "event": event.type, "seq": event.seq}
+            print(
+                json.dumps(record, ensure_ascii=False) if args.json else format_alert(alert, zone), flush=True
+            )
+
+
+def as_of(event: Event, alert: AlertRecord | None) -> AlertRecord | None:
+    """The alert as this event of it left it: a follower printing a raise that was acknowledged a
+    moment later still shows it raised, then a second line acknowledged."""
+    if alert is None:
+        return None
+    state = _STATE_AFTER.get(event.type, alert.state)
+    if state == "raised":
+        return dataclasses.replace(alert, state=state, acked_ms=None, acked_by=None, cleared_ms=None)
+    if state == "acknowledged":
+        return dataclasses.replace(alert, state=state, cleared_ms=None)
+    return dataclasses.replace(alert, state=state)
+
+
+_STATE_AFTER = {"alert.raised": "raised", "alert.acknowledged": "acknowledged", "alert.cleared": "cleared"}
 
 
 def _ack(args: argparse.Namespace) -> int:

@@ -108,6 +108,15 @@ def list_alerts(
     return [AlertRecord(*row) for row in rows]
 
 
+def find_alert(conn: sqlite3.Connection, alert_id_or_key: str) -> AlertRecord | None:
+    """The alert with this id, or the newest with this key."""
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM alerts WHERE alert_id = ? OR key = ? ORDER BY raised_ms DESC LIMIT 1",
+        (alert_id_or_key, alert_id_or_key),
+    ).fetchone()
+    return AlertRecord(*row) if row else None
+
+
 class AlertEngine:
     """Raises, acknowledges and clears alerts, recording each step as an event, and switches
     the configured sirens and strobes."""
@@ -147,16 +156,7 @@ class AlertEngine:
 
     def find(self, alert_id_or_key: str) -> AlertRecord | None:
         """The alert with this id, or the newest with this key."""
-        row = (
-            self.store.read()
-            .execute(
-                f"SELECT {_COLUMNS} FROM alerts WHERE alert_id = ? OR key = ? "
-                "ORDER BY raised_ms DESC LIMIT 1",
-                (alert_id_or_key, alert_id_or_key),
-            )
-            .fetchone()
-        )
-        return AlertRecord(*row) if row else None
+        return find_alert(self.store.read(), alert_id_or_key)
 
     # the lifecycle
 

@@ -140,9 +140,10 @@ def produce_fast(store: Store, factory: EventFactory, count: int, chunk: int = 1
     asyncio.run(fill())
 
 
-def wait_for_line(process: subprocess.Popen[bytes], marker: bytes, timeout: float) -> None:
-    """Read the child's output until a line contains `marker`. Reads the pipe's file descriptor
-    directly: a buffered reader can hold lines that select() no longer sees."""
+def wait_for_line(process: subprocess.Popen[bytes], marker: bytes, timeout: float) -> bytes:
+    """Read the child's output until a line contains `marker`, and return that line. Reads the
+    pipe's file descriptor directly: a buffered reader can hold lines that select() no longer
+    sees."""
     import os
     import selectors
 
@@ -160,7 +161,7 @@ def wait_for_line(process: subprocess.Popen[bytes], marker: bytes, timeout: floa
                 seen += line + b"\n"
                 if marker in line:
                     _unread[process] = pending
-                    return
+                    return line
             if time.monotonic() >= deadline or not selector.select(max(0.0, deadline - time.monotonic())):
                 break
             chunk = os.read(fd, 65536)

@@ -241,3 +241,40 @@ def test_alerts_follow_prints_new_alert_events(tmp_path: Path):
         process.terminate()
         process.wait(10)
         store.close()
+
+
+def test_alerts_follow_json_prints_alert_records_as_each_event_left_them(tmp_path: Path):
+    """One shape for a guard screen reading --json: the listing's alert records, each followed
+    change the same record as of that change (raised, then acknowledged, then cleared)."""
+    config = tmp_path / "gatehouse.yaml"
+    config.write_text(CONFIG.format(state=tmp_path / "state"))
+    factory = EventFactory("test-site", "gw-test")
+    with Store(tmp_path / "state" / "gatehouse.db", synchronous="normal", events=factory) as store:
+        engine = AlertEngine(store, factory)
+        asyncio.run(engine.raise_("gate.held_open", "gate.held_open:east", "east door held open"))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "--config", str(config), "alerts", "--follow", "--json"],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            listed = json.loads(wait_for_line(process, b"east door held open", 30))
+            asyncio.run(engine.raise_("gate.stuck", "gate.stuck:north-in", "north-in arm stuck"))
+            stuck = engine.find("gate.stuck:north-in")
+            assert stuck is not None
+            asyncio.run(engine.acknowledge(stuck.alert_id, by="guard-2"))
+            asyncio.run(engine.clear("gate.stuck:north-in", reason="arm freed"))
+            followed = [json.loads(wait_for_line(process, b"north-in arm stuck", 30)) for _ in range(3)]
+        finally:
+            process.terminate()
+            process.wait(10)
+    assert listed["state"] == "raised" and "event" not in listed
+    assert [(r["event"], r["state"]) for r in followed] == [
+        ("alert.raised", "raised"),
+        ("alert.acknowledged", "acknowledged"),
+        ("alert.cleared", "cleared"),
+    ]
+    assert set(followed[0]) == set(listed) | {"event", "seq"}
+    assert followed[0]["acked_by"] is None and followed[1]["acked_by"] == "guard-2"
