@@ -91,7 +91,11 @@ class ModbusGateConfig(DeviceConfig):
     profile: BoardProfile = Field(default_factory=BoardProfile, description="the board's coils and inputs")
     poll_interval_s: float = Field(default=0.1, gt=0, le=5, description="how often the inputs are read")
     request_timeout_s: float = Field(
-        default=0.3, gt=0, le=5, description="how long to wait for the board's answer"
+        default=0.3,
+        gt=0,
+        le=5,
+        description="how long to wait for the board's answer; also how long a board answering "
+        "'busy' is asked again before the request fails",
     )
     travel_timeout_s: float = Field(
         default=8.0, gt=0, description="an arm that reaches no limit within this is stuck"
