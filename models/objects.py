@@ -51,6 +51,10 @@ class ObjectDetector:
         self.nms_iou = nms_iou
         self._cells, self._strides = _grid()
 
+    def warm_up(self) -> None:
+        """Create (and verify) the session now rather than at the first zone check."""
+        self.factory.session(self.spec)
+
     def detect(self, frame: np.ndarray) -> list[Detection]:
         import cv2
 

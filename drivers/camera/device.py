@@ -60,6 +60,8 @@ class CameraDriver(Driver):
             analyser = FrameAnalyser(self.config, self.clock, self.inference, self.context.home_province)
             if analyser.pipeline is not None:
                 analyser.pipeline.warm_up()
+            if analyser.occupancy is not None and analyser.occupancy.detector is not None:
+                analyser.occupancy.detector.warm_up()
         except ModelError as err:
             raise DeviceMisconfigured(f"camera {self.id}: {err}") from err
         return analyser

@@ -40,10 +40,19 @@ def test_importing_drivers_does_not_load_cv2_or_onnxruntime() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def test_missing_plate_model_is_named(tmp_path: Path) -> None:
-    missing = tmp_path / "y5fu_320x_sim.onnx"
-    config = CameraConfig(id="lane", kind="camera", source="0", plates={})
-    inference = InferenceConfig(plate_detector=ModelFileConfig(path=str(missing), sha256="0" * 64))
+@pytest.mark.parametrize("slot", ["plate_detector", "object_detector"])
+def test_a_missing_model_is_named_when_the_camera_starts(tmp_path: Path, slot: str) -> None:
+    """Not at the first vehicle or the first zone check, deep in the analysis thread."""
+    missing = tmp_path / "model_sim.onnx"
+    square = [(0, 0), (100, 0), (100, 100), (0, 100)]
+    config = CameraConfig(
+        id="lane",
+        kind="camera",
+        source="0",
+        plates={},
+        zones=[{"id": "lot", "kind": "parking", "polygon": square}],
+    )
+    inference = InferenceConfig(**{slot: ModelFileConfig(path=str(missing), sha256="0" * 64)})
     driver = CameraDriver(config, DriverContext(state_dir=str(tmp_path), inference=inference))
 
     class Emit:
@@ -53,5 +62,5 @@ def test_missing_plate_model_is_named(tmp_path: Path) -> None:
         def alive(self) -> None:
             return
 
-    with pytest.raises(DeviceMisconfigured, match=r"y5fu_320x_sim\.onnx.*not found"):
+    with pytest.raises(DeviceMisconfigured, match=r"model_sim\.onnx.*not found"):
         asyncio.run(asyncio.wait_for(driver.run(Emit()), timeout=30))
