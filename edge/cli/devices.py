@@ -6,10 +6,13 @@ import argparse
 import asyncio
 import difflib
 import tempfile
+import textwrap
+import typing
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
+from pydantic import BaseModel
 
 from drivers.registry import device_kinds
 from edge.cli.common import add_change_options, add_command, changing_config, load, print_table
@@ -31,17 +34,19 @@ def register(subparsers: Any) -> None:
         "add",
         "add a device to the configuration file, and to a gate with --gate",
         _add,
-        description=(
+        description=textwrap.fill(
             "Add a device to the configuration file: KIND and ID, then its settings as SETTING=VALUE "
             "(nested ones dotted: serial.port=/dev/ttyUSB0; values are read as YAML, so 1 is a "
-            "number and [a, b] a list; a secret is written as '${NAME}'). A device joining a serial "
-            "port already in use takes that line's serial settings. The whole configuration is "
-            "checked before the file is written; its comments and layout are kept. Examples:\n"
-            "  gatehouse devices add osdp east-reader serial.port=/dev/ttyUSB0 address=1 "
-            "--gate east-door\n"
-            "  gatehouse devices add camera north-in-cam 'source=rtsp://user:${CAM_PASSWORD}@192.0.2.21/s2' "
-            "--gate north-in"
-        ),
+            "number and [a, b] a list; a secret is written as '${NAME}'). `gatehouse devices kinds "
+            "KIND` lists a kind's settings. A device joining a serial port already in use takes "
+            "that line's serial settings. The whole configuration is checked before the file is "
+            "written; its comments and layout are kept.",
+            90,
+        )
+        + "\n\nexamples:\n"
+        "  gatehouse devices add osdp east-reader serial.port=/dev/ttyUSB0 address=1 --gate east-door\n"
+        "  gatehouse devices add camera north-in-cam \\\n"
+        "      'source=rtsp://user:${CAM_PASSWORD}@192.0.2.21/s2' plates.direction=in --gate north-in",
     )
     add.formatter_class = argparse.RawDescriptionHelpFormatter
     add.add_argument("kind", help="device kind: " + ", ".join(sorted(device_kinds())))
@@ -50,6 +55,13 @@ def register(subparsers: Any) -> None:
     add.add_argument("--name", help="what people call it")
     add.add_argument("--gate", help="gate id: the device becomes its barrier, a reader or a camera, by kind")
     add_change_options(add)
+    kinds = add_command(
+        sub,
+        "kinds",
+        "list the device kinds, or one kind's settings with what each means",
+        _kinds,
+    )
+    kinds.add_argument("kind", nargs="?", help="a device kind, e.g. osdp")
     remove = add_command(
         sub,
         "remove",
@@ -119,6 +131,57 @@ def _list(args: argparse.Namespace) -> int:
         )
     print_table(rows)
     return 0
+
+
+def _kinds(args: argparse.Namespace) -> int:
+    models = device_kinds()
+    if args.kind is None:
+        rows = [("KIND", "WHAT")]
+        rows += [
+            (kind, model.model_fields["kind"].description or "") for kind, model in sorted(models.items())
+        ]
+        print_table(rows)
+        return 0
+    if args.kind not in models:
+        near = difflib.get_close_matches(args.kind, models, n=1)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        raise UsageError(f"unknown device kind {args.kind!r}; {hint}known: {', '.join(sorted(models))}")
+    rows = [("SETTING", "DEFAULT", "WHAT")]
+    rows += [
+        (name, default, about) for name, default, about in settings_of(models[args.kind]) if name != "kind"
+    ]
+    print_table(rows)
+    return 0
+
+
+def settings_of(model: type[Any], prefix: str = "") -> list[tuple[str, str, str]]:
+    """Each setting of a configuration model as (dotted name, default or "required", description),
+    nested models (serial, plates, …) spelled out, required ones first."""
+    found: list[tuple[str, str, str]] = []
+    for name, field in model.model_fields.items():
+        nested = _section_model(field.annotation)
+        if nested is not None:
+            found += settings_of(nested, f"{prefix}{name}.")
+            continue
+        if field.is_required():
+            default = "required"
+        elif field.default_factory is not None:
+            default = repr(field.default_factory())  # type: ignore[call-arg]
+        else:
+            default = repr(field.default)
+        found.append((prefix + name, default, field.description or ""))
+    return sorted(found, key=lambda row: row[1] != "required")
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The model of a nested section (`serial`, or an optional `plates`), else None (a list of
+    sections, such as `zones`, is one setting written as a YAML list)."""
+    if typing.get_origin(annotation) in (list, tuple):
+        return None
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
 
 
 def settings_from(pairs: list[str]) -> dict[str, Any]:

@@ -347,3 +347,19 @@ def test_settings_are_read_as_yaml_values_under_dotted_names():
     ]:
         with pytest.raises(UsageError, match=message):
             settings_from(bad)
+
+
+def test_devices_kinds_lists_each_kinds_settings_required_first(capsys):
+    code, out, _err = run_cli(["devices", "kinds"], capsys)
+    assert code == 0
+    assert "osdp         OSDP card/PIN reader on an RS-485 line" in out
+    code, out, _err = run_cli(["devices", "kinds", "osdp"], capsys)
+    assert code == 0
+    rows = [line.split()[:2] for line in out.splitlines()[1:]]
+    assert rows[:3] == [["id", "required"], ["serial.port", "required"], ["address", "required"]]
+    assert ["serial.baudrate", "9600"] in rows and ["feedback.led_ms", "2000"] in rows
+    code, out, _err = run_cli(["devices", "kinds", "camera"], capsys)
+    assert ["plates.direction", "None"] in [line.split()[:2] for line in out.splitlines()]
+    assert ["zones", "[]"] in [line.split()[:2] for line in out.splitlines()]
+    code, _out, err = run_cli(["devices", "kinds", "osdpp"], capsys)
+    assert code == 2 and "unknown device kind 'osdpp'; did you mean 'osdp'?" in err
