@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.doctor import Result
+from edge.instance import running_gateway
 from edge.store.migrations import MIGRATIONS
 
 SERVICE_USER = "gatehouse"
@@ -299,11 +300,14 @@ def check_devices(context: Context) -> list[Result]:
     enabled = [d for d in config.devices if d.enabled]
     if not enabled:
         return [Result.ok("devices", "none configured")]
-    if context.service_active:
+    # systemd may not be asked (--skip service, no systemd) or the gateway runs by hand: its lock
+    running = None if context.service_active else running_gateway(config.state_path)
+    if context.service_active or running is not None:
+        who = SERVICE_UNIT if running is None else f"a gateway ({running.describe()})"
         return [
             Result.skip(
                 "devices",
-                f"{SERVICE_UNIT} is running and holds the devices; see `gatehouse status`, or stop it "
+                f"{who} is running and holds the devices; see `gatehouse status`, or stop it "
                 "to let the doctor talk to them",
             )
         ]

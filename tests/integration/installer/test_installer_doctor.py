@@ -207,6 +207,32 @@ def test_device_not_answering(initialised, pty_port, capsys):
     assert f"[ OK ] serial north-barrier: {pty_port} present; root may open it" in out
 
 
+def test_a_gateway_holding_the_devices_is_not_disturbed(initialised, pty_port, tmp_path, capsys):
+    """Without systemd to ask (--skip service, or a gateway run by hand) the state directory's lock
+    says that a gateway runs: the doctor leaves its ports alone instead of failing them as 'in use'."""
+    from edge.instance import InstanceLock
+
+    config, credentials = initialised
+    add_devices(config, wiegand(pty_port))
+    (tmp_path / "state").mkdir()
+    lock = InstanceLock(tmp_path / "state")
+    lock.acquire()
+    try:
+        code, out = doctor(
+            config, credentials, capsys, "--user", "root", "--skip", "clock", "--skip", "service"
+        )
+    finally:
+        lock.release()
+    assert code == 0, out
+    skipped = line(out, "[SKIP] devices")
+    assert skipped.startswith(f"[SKIP] devices: a gateway (pid {os.getpid()}, since ")
+    assert skipped.endswith(
+        ") is running and holds the devices; see `gatehouse status`, or stop it to let the doctor "
+        "talk to them"
+    )
+    assert "device gate-wiegand" not in out and "device east-reader" not in out
+
+
 def test_unreachable_broker(initialised, capsys):
     config, credentials = initialised
     port = free_port()
