@@ -2,8 +2,9 @@
 
 A frame is `length` bits, first bit first, held as an int (the first bit is the most
 significant). Each format has a leading even parity bit over the first half and a trailing odd
-parity bit over the second half. Bad parity is a bad read (a card swiped too fast, a noisy
-cable), never a credential.
+parity bit over the second half; in the 37-bit format the halves share the middle bit (HID
+H10304: even over bits 2-19, odd over bits 19-36, counting from 1). Bad parity is a bad read
+(a card swiped too fast, a noisy cable), never a credential.
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ class Layout:
     length: int
     facility_bits: int
     number_bits: int
-    even_span: int
-    """How many bits after the leading parity bit it covers; the odd parity covers the rest."""
+    even_last: int
+    """The leading (even) parity covers the bits after it up to this index (0-based)."""
+    odd_first: int
+    """The trailing (odd) parity covers the bits from this index up to it."""
 
 
 LAYOUTS: dict[int, Layout] = {
-    26: Layout("wiegand26", 26, 8, 16, 12),
-    34: Layout("wiegand34", 34, 16, 16, 16),
-    37: Layout("wiegand37", 37, 16, 19, 18),
+    26: Layout("wiegand26", 26, 8, 16, 12, 13),
+    34: Layout("wiegand34", 34, 16, 16, 16, 17),
+    37: Layout("wiegand37", 37, 16, 19, 18, 18),
 }
 
 
@@ -59,10 +62,9 @@ def decode_bits(value: int, length: int) -> WiegandCard:
         raise WiegandError(f"{length}-bit frames are not a known format (26, 34 or 37)")
     if value < 0 or value >> length:
         raise WiegandError(f"value does not fit in {length} bits")
-    even_last = layout.even_span
-    if _ones(value, length, 0, even_last) % 2 != 0:
+    if _ones(value, length, 0, layout.even_last) % 2 != 0:
         raise WiegandError(f"{layout.name}: leading (even) parity is wrong")
-    if _ones(value, length, even_last + 1, length - 1) % 2 != 1:
+    if _ones(value, length, layout.odd_first, length - 1) % 2 != 1:
         raise WiegandError(f"{layout.name}: trailing (odd) parity is wrong")
     payload = (value >> 1) & ((1 << (length - 2)) - 1)
     number = payload & ((1 << layout.number_bits) - 1)
@@ -79,8 +81,8 @@ def encode_bits(facility: int, number: int, length: int = 26) -> int:
         raise WiegandError(f"card number {number} does not fit in {layout.name}")
     payload = (facility << layout.number_bits) | number
     value = payload << 1
-    even_ones = _ones(value, length, 1, layout.even_span)
-    odd_ones = _ones(value, length, layout.even_span + 1, length - 2)
+    even_ones = _ones(value, length, 1, layout.even_last)
+    odd_ones = _ones(value, length, layout.odd_first, length - 2)
     if even_ones % 2:
         value |= 1 << (length - 1)
     if odd_ones % 2 == 0:

@@ -111,3 +111,26 @@ def test_unplug_and_replug_mid_session(cable, tmp_path):
 
     asyncio.run(main())
     assert recorder.availability() == [True, False, True]
+
+
+def test_a_37_bit_card_with_bit_19_set_is_read(cable, tmp_path):
+    # H10304 facility 1, card 131072: bit 19 belongs to both parity halves (both parity bits 0).
+    driver = make_driver(cable, tmp_path, "ascii_hex")
+    recorder = Recorder()
+
+    async def main() -> None:
+        async with asyncio.timeout(30):
+            with ConverterSim(cable.path_b, "ascii_hex", baudrate=115200) as sim:
+                task = asyncio.create_task(driver.run(recorder))
+                try:
+                    await eventually(lambda: recorder.heartbeats, what="the port open")
+                    sim.send_raw(b"0000140000\r\n")
+                    sim.present_card(1, 4)
+                    await eventually(lambda: len(recorder.of(CardPresented)) == 2, what="both cards")
+                finally:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    assert [c.credential for c in recorder.of(CardPresented)] == ["1:131072", "1:4"]
+    assert driver.bad_reads == 0

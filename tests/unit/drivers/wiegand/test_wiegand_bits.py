@@ -32,6 +32,17 @@ def test_a_known_h10301_frame():
     assert (card.format, card.facility, card.number, card.credential) == ("wiegand26", 1, 1, "1:1")
 
 
+def test_a_known_h10304_frame_whose_parities_share_bit_19():
+    # H10304: even parity (bit 1) over bits 2-19, odd parity (bit 37) over bits 19-36. Card 131072
+    # sets bit 19, which counts for both halves: with facility 1, both parity bits are 0.
+    frame = 0b0_0000000000000001_0100000000000000000_0
+    card = decode_bits(frame, 37)
+    assert (card.format, card.facility, card.number) == ("wiegand37", 1, 131072)
+    assert encode_bits(1, 131072, 37) == frame
+    with pytest.raises(WiegandError, match="odd"):
+        decode_bits(frame | 1, 37)
+
+
 @settings(deadline=None)
 @given(cards())
 def test_round_trip(card):
