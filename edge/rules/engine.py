@@ -63,6 +63,10 @@ GATE_CONDITIONS: dict[str, str] = {
     "forced_open": "barrier opened without a command",
 }
 UNKNOWN_PLATES_TRACKED = 10_000
+REPEAT_READ_S = 3.0
+"""The same credential or plate at the same gate within this time of its grant (or of its last
+repeat) is the same presentation: a card held to the reader, a converter repeating a frame, the
+camera reading the car once more. It is not decided, recorded or opened for again."""
 
 
 @dataclass
@@ -99,6 +103,7 @@ class Rules:
         self._health_pending: dict[str, dict[str, float | int | str | None]] = {}
         self.decision_hooks: list[Callable[[Observation, Event], None]] = []
         self._credits: dict[str, collections.deque[float]] = {}
+        self._granted: dict[tuple[str, str], float] = {}
         self._open_since: dict[str, float] = {}
         self._unknown: collections.OrderedDict[str, collections.deque[float]] = collections.OrderedDict()
         self._occupied_since: dict[tuple[str, str], float] = {}
@@ -177,11 +182,29 @@ class Rules:
 
     # access decisions
 
+    def _repeat(self, gate_id: str, credential: str) -> bool:
+        """Whether this read repeats a grant of the same credential at the same gate within
+        `REPEAT_READ_S`; a repeat extends the presentation. Older grants are forgotten."""
+        now = self.clock()
+        for slot, at in list(self._granted.items()):
+            if not 0 <= now - at < REPEAT_READ_S:
+                del self._granted[slot]
+        if (gate_id, credential) not in self._granted:
+            return False
+        self._granted[(gate_id, credential)] = now
+        return True
+
     async def _card(self, seen: CardPresented) -> None:
         gate = self._gate_of(seen.device)
         ref = GateRef(gate.id, gate.direction) if gate else GateRef("unassigned")
+        digest = credential_hash(seen.credential, self.config.site.salt, seen.kind)
+        if self._repeat(ref.id, digest):
+            await self.commander(seen.device, ReaderFeedback(granted=True))
+            return
         now_ms = int(self.clock() * 1000)
         decision = await asyncio.to_thread(self.decider.credential, seen.kind, seen.credential, ref, now_ms)
+        if decision.granted:
+            self._granted[(ref.id, digest)] = self.clock()
         credential = credential_ref(seen.credential, self.config.site.salt, seen.kind, seen.card_format)
         payload = AccessPayload(
             gate=ref.id,
@@ -198,7 +221,6 @@ class Rules:
             hook(seen, event)
         await self._act(seen.device, gate, decision)
         if decision.blocked:
-            digest = credential_hash(seen.credential, self.config.site.salt, seen.kind)
             await self.alerts.raise_(
                 "card.blocklisted",
                 f"card.blocklisted:{digest[:16]}",
@@ -232,11 +254,13 @@ class Rules:
             device=seen.device,
             attachments=attachments,
         )
-        if gate is None or gate.kind != "vehicle":
+        if gate is None or gate.kind != "vehicle" or self._repeat(gate.id, f"plate:{seen.plate}"):
             return
         now_ms = int(self.clock() * 1000)
         ref = GateRef(gate.id, direction or gate.direction)
         decision = await asyncio.to_thread(self.decider.plate, seen.plate, ref, now_ms)
+        if decision.granted:
+            self._granted[(gate.id, f"plate:{seen.plate}")] = self.clock()
         payload = AccessPayload(
             gate=gate_id,
             plate=seen.plate,

@@ -249,3 +249,48 @@ def test_a_full_store_is_logged_once_by_the_periodic_checks(
         ]
     finally:
         store.close()
+
+
+def test_a_card_read_twice_in_a_second_is_one_entry(rig: Rig):
+    """Readers and converters repeat a read while the card is held to them: the repeat is the
+    same presentation, not a second entry on the visitor's pass nor a second opening."""
+    rig.allow.issue_pass(token="QR-VISIT-1", valid_until_ms=int(rig.clock() * 1000) + 7200_000, max_entries=2)
+    run(rig, CardPresented("reader", "QR-VISIT-1", "qr"))
+    rig.clock.advance(0.6)
+    run(rig, CardPresented("reader", "QR-VISIT-1", "qr"))
+    (pass_record,) = rig.allow.passes()
+    assert pass_record.used == 1
+    assert [e.type for e in rig.events("access.*")] == ["access.granted"]
+    assert [type(c).__name__ for _, c in rig.commands].count("OpenGate") == 1
+    assert [c.granted for _, c in rig.commands if isinstance(c, ReaderFeedback)] == [True, True]
+    rig.clock.advance(600)
+    run(rig, CardPresented("reader", "QR-VISIT-1", "qr"))
+    assert rig.allow.passes()[0].used == 2, "a later presentation is the second entry"
+
+
+def test_a_repeated_read_at_an_anti_passback_gate_is_not_refused(tmp_path: Path):
+    rig = make_rig(tmp_path, "rules: {anti_passback: [{entry: north-in, exit: north-out}]}")
+    try:
+        rig.allow.add_credential("900", "p-9")
+        run(rig, CardPresented("reader", "900"))
+        rig.clock.advance(0.5)
+        run(rig, CardPresented("reader", "900"))
+        assert [(e.type, e.payload.reason) for e in rig.events("access.*")] == [
+            ("access.granted", "resident")
+        ]
+        assert [c.granted for _, c in rig.commands if isinstance(c, ReaderFeedback)] == [True, True]
+        rig.clock.advance(60)
+        run(rig, CardPresented("reader", "900"))
+        assert rig.events("access.denied")[0].payload.reason == "anti_passback"
+    finally:
+        rig.store.close()
+
+
+def test_a_repeated_plate_read_is_one_credit_against_tailgating(rig: Rig):
+    rig.allow.add_plate("津A12345", "p-1")
+    run(rig, PlateRead("cam", "津A12345", 0.97))
+    rig.clock.advance(1)
+    run(rig, PlateRead("cam", "津A12345", 0.95))
+    assert [type(c).__name__ for _, c in rig.commands] == ["OpenGate"]
+    run(rig, VehiclePassage("barrier"), VehiclePassage("barrier"))
+    assert rig.alert_kinds() == ["gate.tailgating"], "one car in, the second passage is a tailgater"
