@@ -13,6 +13,7 @@ for the community database."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import getpass
 import hashlib
@@ -370,8 +371,21 @@ def _read_exactly(sock: socket.socket, count: int) -> bytes:
 # storing what works
 
 
-def _install_tls(args: argparse.Namespace, folder: Path) -> dict[str, str]:
-    folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+def _give(path: Path, uid: int, gid: int) -> None:
+    """chown, when it changes anything; only root may give a file away."""
+    if (uid, gid) != (os.geteuid(), os.getegid()):
+        with contextlib.suppress(PermissionError):
+            os.chown(path, uid, gid)
+
+
+def _install_tls(args: argparse.Namespace, folder: Path, config: Path) -> dict[str, str]:
+    """Copy the TLS files into `folder`, owned as `service install` owns them: the files by the
+    configuration's owner, a new folder by its group. Once the service is installed that is the
+    `gatehouse` user, who must read the key; before, root."""
+    owner = config.stat()
+    if not folder.is_dir():
+        folder.mkdir(parents=True, mode=0o750)
+        _give(folder, os.geteuid(), owner.st_gid)
     placed: dict[str, str] = {}
     for flag, name, mode in (
         ("ca", "ca.pem", 0o644),
@@ -385,6 +399,7 @@ def _install_tls(args: argparse.Namespace, folder: Path) -> dict[str, str]:
         if Path(source).resolve() != target.resolve():
             write_private(target, Path(source).read_text())
         target.chmod(mode)
+        _give(target, owner.st_uid, owner.st_gid)
         placed[flag] = os.path.abspath(target)
     return placed
 
@@ -536,7 +551,7 @@ def _provision(args: argparse.Namespace) -> int:
     if expired:
         print(f"warning: {expired}; the broker accepted it today, but renew it")
     tls = (
-        _install_tls(args, Path(args.tls_dir) if args.tls_dir else target.parent / "tls")
+        _install_tls(args, Path(args.tls_dir) if args.tls_dir else target.parent / "tls", target)
         if broker.tls
         else {}
     )

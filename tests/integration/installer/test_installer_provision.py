@@ -169,6 +169,27 @@ def test_provisioning_again_keeps_the_mqtt_keys_it_does_not_set(initialised, tls
     assert retained(tls_broker.port, "lotus/v1/lotus-garden/gw-north/status")["state"] == "provisioned"
 
 
+def test_tls_files_provisioned_after_service_install_are_the_service_users(
+    initialised, tls_broker, pki, capsys
+):
+    """After `service install` the configuration belongs to the service's user (uid/gid 65534
+    stands in for it): a first client certificate provisioned then must not be a key only root may
+    read, in a folder the service may not enter."""
+    if os.geteuid() != 0:
+        pytest.fail("this test gives a file away, which needs root (CI runs as root)")
+    config, credentials = initialised
+    os.chown(config, 65534, 65534)
+    code, _out, err = provision(
+        config, credentials, tls_broker, pki.ca, pki.client_cert, pki.client_key, capsys
+    )
+    assert code == 0, err
+    tls = config.parent / "tls"
+    assert (tls.stat().st_uid, tls.stat().st_gid, stat.S_IMODE(tls.stat().st_mode)) == (0, 65534, 0o750)
+    for name, mode in (("gateway.key", 0o600), ("gateway.pem", 0o644), ("ca.pem", 0o644)):
+        info = (tls / name).stat()
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (65534, 65534, mode), name
+
+
 def test_doctor_reaches_the_provisioned_broker_over_tls(initialised, tls_broker, pki, capsys):
     config, credentials = initialised
     code, _out, err = provision(
