@@ -279,31 +279,37 @@ class AlertEngine:
         return event
 
     async def clear(self, key: str, reason: str = "") -> Event | None:
-        """Clear the open alert with this key (the condition is over)."""
-        open_now = (
-            self.store.read()
-            .execute("SELECT 1 FROM alerts WHERE key=? AND state != 'cleared'", (key,))
-            .fetchone()
-        )
-        if open_now is None:
-            return None
-        now_ms = self._now_ms()
-
-        def record(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute(
-                "SELECT alert_id FROM alerts WHERE key=? AND state != 'cleared'", (key,)
-            ).fetchone()
-            if row is None:
+        """Clear the open alert with this key (the condition is over). An alert being raised
+        meanwhile (its event recorded, its row not yet) is waited for, then cleared."""
+        async with self._lock:
+            open_now = (
+                self.store.read()
+                .execute("SELECT 1 FROM alerts WHERE key=? AND state != 'cleared'", (key,))
+                .fetchone()
+            )
+            if open_now is None:
                 return None
-            conn.execute("UPDATE alerts SET state='cleared', cleared_ms=? WHERE alert_id=?", (now_ms, row[0]))
-            return str(row[0])
+            now_ms = self._now_ms()
 
-        alert_id = await self.store.write_async(record)
-        if alert_id is None:
-            return None
-        event = await self.store.append_async(
-            self.factory.make("alert.cleared", AlertClearedPayload(alert_id=alert_id, key=key, reason=reason))
-        )
+            def record(conn: sqlite3.Connection) -> str | None:
+                row = conn.execute(
+                    "SELECT alert_id FROM alerts WHERE key=? AND state != 'cleared'", (key,)
+                ).fetchone()
+                if row is None:
+                    return None
+                conn.execute(
+                    "UPDATE alerts SET state='cleared', cleared_ms=? WHERE alert_id=?", (now_ms, row[0])
+                )
+                return str(row[0])
+
+            alert_id = await self.store.write_async(record)
+            if alert_id is None:
+                return None
+            event = await self.store.append_async(
+                self.factory.make(
+                    "alert.cleared", AlertClearedPayload(alert_id=alert_id, key=key, reason=reason)
+                )
+            )
         await self.drive_outputs()
         return event
 

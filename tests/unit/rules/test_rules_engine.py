@@ -30,6 +30,7 @@ from edge.events import EventFactory
 from edge.rules.alerts import AlertEngine
 from edge.rules.engine import Rules
 from edge.store import Store
+from tests.support.pty import eventually
 from tests.unit.rules.conftest import CONFIG, SALT, Rig, make_rig
 
 
@@ -294,3 +295,39 @@ def test_a_repeated_plate_read_is_one_credit_against_tailgating(rig: Rig):
     assert [type(c).__name__ for _, c in rig.commands] == ["OpenGate"]
     run(rig, VehiclePassage("barrier"), VehiclePassage("barrier"))
     assert rig.alert_kinds() == ["gate.tailgating"], "one car in, the second passage is a tailgater"
+
+
+def test_a_gate_closing_while_its_held_open_alert_is_being_raised_clears_it(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+):
+    """The periodic checks raise `gate.held_open` while the rules handle the barrier closing:
+    the clear must not slip in between the alert's event and its row, or the alert stays open
+    for ever (the barrier is closed; nothing would clear it again)."""
+    clearing = asyncio.Event()
+    append = rig.store.append_async
+    clear = rig.alerts.clear
+
+    async def append_then_let_the_gate_close(event: Any) -> Any:
+        appended = await append(event)
+        if event.type == "alert.raised":
+            await clearing.wait()
+        return appended
+
+    async def clear_announced(key: str, reason: str = "") -> Any:
+        clearing.set()
+        return await clear(key, reason)
+
+    monkeypatch.setattr(rig.store, "append_async", append_then_let_the_gate_close)
+    monkeypatch.setattr(rig.alerts, "clear", clear_announced)
+
+    async def scenario() -> None:
+        await rig.rules.handle(GateStateChanged("barrier", "open", "opening", commanded=True))
+        rig.clock.advance(61)
+        checks = asyncio.create_task(rig.rules.tick())
+        await eventually(lambda: rig.events("alert.raised"), what="the held-open alert's event")
+        await rig.rules.handle(GateStateChanged("barrier", "closed", "closing", commanded=True))
+        await checks
+
+    asyncio.run(scenario())
+    assert rig.alert_kinds() == ["gate.held_open"]
+    assert rig.alerts.open_alerts() == [], "the barrier is closed: its held-open alert is over"
