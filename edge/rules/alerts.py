@@ -346,14 +346,16 @@ class AlertEngine:
 
     async def drive_outputs(self) -> None:
         """Switch each siren or strobe on while an unacknowledged alert it answers to is younger
-        than its hold time, off otherwise. A relay that fails is logged; alerts go on."""
+        than its hold time, off otherwise. A relay this process has not switched yet is switched
+        either way: the board keeps its output across a restart of the gateway. A relay that fails
+        is logged; alerts go on."""
         if self.commander is None or not self.config.outputs:
             return
         now_ms = self._now_ms()
         for output in self.config.outputs:
             wanted = self._wanted(output, now_ms)
             slot = (output.device, output.output)
-            if self._outputs.get(slot, False) == wanted:
+            if self._outputs.get(slot) == wanted:
                 continue
             self._outputs[slot] = wanted
             try:

@@ -105,18 +105,34 @@ def test_siren_follows_unacknowledged_critical_alerts(tmp_path: Path):
 
     async def scenario() -> None:
         await rig.alerts.raise_("sync.backlog_old", "sync.backlog_old:uplink", "old backlog")
-        assert switched() == [], "a warning does not sound the siren"
+        assert switched() == [False], "a warning does not sound the siren (first set: off)"
         event = await rig.alerts.raise_("gate.forced_open", "gate.forced_open:north-in", "forced")
-        assert switched() == [True]
+        assert switched() == [False, True]
         await rig.alerts.acknowledge(event.payload.alert_id)  # type: ignore[union-attr]
-        assert switched() == [True, False]
+        assert switched() == [False, True, False]
         await rig.alerts.raise_("fire_lane.blocked", "zone.blocked:cam:lane", "blocked")
-        assert switched() == [True, False, True]
+        assert switched() == [False, True, False, True]
         rig.clock.advance(61)
         await rig.alerts.check()
-        assert switched() == [True, False, True, False], "off after hold_s even without an ack"
+        assert switched() == [False, True, False, True, False], "off after hold_s even without an ack"
 
     try:
         asyncio.run(scenario())
     finally:
         rig.store.close()
+
+
+def test_a_siren_left_on_by_a_gateway_that_stopped_is_switched_off_after_the_restart(tmp_path: Path):
+    """The relay board keeps its output while the gateway restarts (a crash, an update): the
+    new process does not know the siren is sounding and must not assume it is off."""
+    before = make_rig(tmp_path, SIREN)
+    asyncio.run(before.alerts.raise_("gate.forced_open", "gate.forced_open:north-in", "forced"))
+    assert [c for _, c in before.commands] == [SetOutput("siren", True)]
+    before.store.close()
+    after = make_rig(tmp_path, SIREN, clock=before.clock)
+    try:
+        after.clock.advance(61)
+        asyncio.run(after.alerts.check())
+        assert [(d, c) for d, c in after.commands] == [("relay", SetOutput("siren", False))]
+    finally:
+        after.store.close()
