@@ -55,7 +55,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--home-province", help="province character of local plates, e.g. 津")
     parser.add_argument("--gateway-id", help="this gateway's id (default: generated, gw-xxxxxxxx)")
     parser.add_argument(
-        "--state-dir", default=DEFAULT_STATE_DIR, help=f"store and snapshots (default {DEFAULT_STATE_DIR})"
+        "--state-dir",
+        default=DEFAULT_STATE_DIR,
+        help=f"store and snapshots (default {DEFAULT_STATE_DIR}, the only folder the installed service may "
+        "write)",
     )
     parser.add_argument(
         "--credentials-dir",

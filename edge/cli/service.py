@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from edge.cli.common import add_command, config_path
-from edge.cli.init import DEFAULT_CREDENTIALS_DIR, GENERATED
+from edge.cli.init import DEFAULT_CREDENTIALS_DIR, DEFAULT_STATE_DIR, GENERATED
 from edge.config import DEFAULT_CONFIG_PATH
 from edge.errors import GatehouseError, UsageError
 
@@ -161,6 +163,17 @@ def _ownership(config: Path) -> list[tuple[Path, str, str, int]]:
     return owned
 
 
+def configured_state_dir(config: Path) -> Path:
+    """gateway.state_dir as the file says (a relative one from the file's folder), else the default."""
+    try:
+        data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data = None
+    gateway = data.get("gateway") if isinstance(data, dict) else None
+    value = gateway.get("state_dir") if isinstance(gateway, dict) else None
+    return Path(os.path.normpath(config.parent / str(value))) if value else Path(DEFAULT_STATE_DIR)
+
+
 def plan(args: argparse.Namespace) -> Plan:
     templates = Path(args.units_from)
     missing = [name for name in (GATEWAY_UNIT, INGEST_UNIT) if not (templates / name).is_file()]
@@ -179,6 +192,13 @@ def plan(args: argparse.Namespace) -> Plan:
         result.files.append((target / name, text))
     if args.prefix:
         return result
+    state = configured_state_dir(config)
+    if not state.is_relative_to(DEFAULT_STATE_DIR):
+        raise UsageError(
+            f"{config}: gateway.state_dir is {state}, but the service may write only {DEFAULT_STATE_DIR} "
+            f"(StateDirectory=, ProtectSystem=strict) and could not keep its store; set state_dir: "
+            f"{DEFAULT_STATE_DIR} (to keep the store on another disk, mount it there)"
+        )
     if not _user_exists(SERVICE_USER):
         result.commands.append(
             [

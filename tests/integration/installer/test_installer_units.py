@@ -4,6 +4,7 @@ docs/install.md quotes), and the options the gatehouse needs are there."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -160,6 +161,27 @@ def test_a_config_outside_the_dedicated_folder_keeps_its_folders_owner(
     )
     assert code == 0, err
     assert f"chown root:gatehouse {home}; chmod 750 {home}" in out, "the dedicated folder is managed"
+
+
+def test_a_state_dir_the_service_may_not_write_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """`init --state-dir` takes any folder; the unit (ProtectSystem=strict) writes only its
+    StateDirectory=. Installing a service that cannot keep its store is refused, saying what to do."""
+    config = tmp_path / "gatehouse.yaml"
+    for state_dir in ("/srv/gatehouse", "state", "/var/lib/gatehouse/../gatehouse-old"):
+        config.write_text(f"site: {{id: x}}\ngateway:\n  id: gw\n  state_dir: {state_dir}\n")
+        code, out, err = run_cli(["--config", str(config), "service", "install", "--dry-run"], capsys)
+        assert code == 2, out
+        shown = Path(os.path.normpath(tmp_path / state_dir))
+        assert (
+            f"gateway.state_dir is {shown}, but the service may write only /var/lib/gatehouse "
+            "(StateDirectory=, ProtectSystem=strict) and could not keep its store; set state_dir: "
+            "/var/lib/gatehouse (to keep the store on another disk, mount it there)"
+        ) in err
+    for state_dir in ("/var/lib/gatehouse", "/var/lib/gatehouse/site"):
+        config.write_text(f"site: {{id: x}}\ngateway:\n  id: gw\n  state_dir: {state_dir}\n")
+        code, out, err = run_cli(["--config", str(config), "service", "install", "--dry-run"], capsys)
+        assert code == 0, err
+        assert "systemctl enable gatehouse.service" in out
 
 
 def test_relative_paths_are_written_into_the_unit_as_absolute(
