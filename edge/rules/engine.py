@@ -423,8 +423,9 @@ class Rules:
             return
         slot = (seen.device, seen.zone)
         if seen.count == 0:
-            if self._occupied_since.pop(slot, None) is not None:
-                await self.alerts.clear(f"zone.blocked:{seen.device}:{seen.zone}", reason="zone free")
+            # also an alert raised before a restart, when this process never saw the lane occupied
+            self._occupied_since.pop(slot, None)
+            await self.alerts.clear(f"zone.blocked:{seen.device}:{seen.zone}", reason="zone free")
             return
         since = self.clock() - (seen.vehicle_dwell_s or 0.0)
         self._occupied_since[slot] = min(self._occupied_since.get(slot, since), since)

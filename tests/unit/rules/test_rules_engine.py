@@ -331,3 +331,20 @@ def test_a_gate_closing_while_its_held_open_alert_is_being_raised_clears_it(
     asyncio.run(scenario())
     assert rig.alert_kinds() == ["gate.held_open"]
     assert rig.alerts.open_alerts() == [], "the barrier is closed: its held-open alert is over"
+
+
+def test_a_fire_lane_freed_after_a_restart_clears_its_alert(tmp_path: Path):
+    before = make_rig(tmp_path, "rules: {fire_lanes: [fire-lane]}")
+    run(before, ZoneSample("yard-cam", "fire-lane", 1, plate="津F00001"))
+    before.clock.advance(600)
+    asyncio.run(before.rules.tick())
+    assert before.alert_kinds() == ["fire_lane.blocked"]
+    before.store.close()
+    after = make_rig(tmp_path, "rules: {fire_lanes: [fire-lane]}", clock=before.clock)
+    try:
+        run(after, ZoneSample("yard-cam", "fire-lane", 0))
+        assert after.alerts.open_alerts() == [], (
+            "the lane is free: the alert raised before the restart is over"
+        )
+    finally:
+        after.store.close()
