@@ -131,13 +131,20 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     """what the installer must see to themselves"""
 
+    def user_commands(self) -> list[list[str]]:
+        """useradd/usermod: they run before the files are given to the user."""
+        return [c for c in self.commands if c[0] in ("useradd", "usermod")]
+
     def describe(self) -> list[str]:
+        """The steps in the order `apply` takes them."""
+        users = self.user_commands()
         steps = [f"write {path}" for path, _ in self.files]
+        steps += [" ".join(command) for command in users]
         steps += [
             f"chown {user}:{group} {path}; chmod {mode:o} {path}"
             for path, user, group, mode in self.ownership
         ]
-        steps += [" ".join(command) for command in self.commands]
+        steps += [" ".join(command) for command in self.commands if command not in users]
         return steps
 
 
@@ -249,7 +256,7 @@ def apply(steps: Plan) -> None:
         path.write_text(text)
         path.chmod(0o644)
         print(f"wrote {path}")
-    user_commands = [c for c in steps.commands if c[0] in ("useradd", "usermod")]
+    user_commands = steps.user_commands()
     for command in user_commands:
         _run(command)
         print(" ".join(command))

@@ -163,6 +163,26 @@ def test_a_config_outside_the_dedicated_folder_keeps_its_folders_owner(
     assert f"chown root:gatehouse {home}; chmod 750 {home}" in out, "the dedicated folder is managed"
 
 
+def test_dry_run_lists_the_steps_in_the_order_they_are_taken(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    """The user is made before anything is given to it, and the dry run says so in that order."""
+    home = tmp_path / "etc" / "gatehouse"
+    (home / "tls").mkdir(parents=True)
+    (home / "tls" / "gateway.key").write_text("key")
+    (home / "gatehouse.yaml").write_text("site: {id: x}\n")
+    monkeypatch.setattr("edge.cli.service.CONFIG_DIR", home)
+    monkeypatch.setattr("edge.cli.service._user_exists", lambda name: False)
+    code, out, err = run_cli(
+        ["--config", str(home / "gatehouse.yaml"), "service", "install", "--dry-run", "--now"], capsys
+    )
+    assert code == 0, err
+    steps = [line.strip().split(" ", 1)[0] for line in out.splitlines()[1:]]
+    made, given, systemctl = steps.index("useradd"), steps.index("chown"), steps.index("systemctl")
+    assert steps[:made] == ["write", "write"] and made < given < systemctl, out
+    assert steps[systemctl:] == ["systemctl"] * 3, out
+
+
 def test_a_state_dir_the_service_may_not_write_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     """`init --state-dir` takes any folder; the unit (ProtectSystem=strict) writes only its
     StateDirectory=. Installing a service that cannot keep its store is refused, saying what to do."""
