@@ -288,6 +288,10 @@ def _init(args: argparse.Namespace) -> int:
     for name in GENERATED:
         done = "generated" if name in new_secrets else "kept existing"
         print(f"{done} secret {credentials_dir / name} (mode 0600)")
-    print("next: gatehouse provision --broker mqtts://HOST:8883 --ca ca.pem --cert gw.pem --key gw.key")
-    print("      gatehouse gates add ID --kind vehicle|pedestrian; gatehouse devices add KIND ID … --gate ID")
+    # gates and devices first: provision registers them with the community database
+    print("next: sudo gatehouse gates add ID --kind vehicle|pedestrian")
+    print(
+        "      sudo gatehouse devices add KIND ID SETTING=VALUE… --gate ID (gatehouse probe PORT finds them)"
+    )
+    print("      sudo gatehouse provision --broker mqtts://HOST:8883 --ca ca.pem --cert gw.pem --key gw.key")
     return 0

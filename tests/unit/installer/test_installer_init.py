@@ -63,6 +63,12 @@ def test_init_by_flags_writes_a_private_config_and_generates_secrets(tmp_path, c
     assert salt not in text and key not in text
     assert f"#   sudo CREDENTIALS_DIRECTORY={credentials} gatehouse --config {config} config check\n" in text
     assert f"wrote {config} (mode 0600): site lotus-garden, gateway gw-" in out
+    steps = out[out.index("next: ") :]
+    assert (
+        steps.index("gatehouse gates add")
+        < steps.index("gatehouse devices add")
+        < steps.index("gatehouse provision")
+    ), "gates and devices come before provision, which registers them"
     with credentials_directory(credentials):
         loaded = load_config(config)
     assert loaded.site.salt == salt
