@@ -599,16 +599,13 @@ class Uplink:
                 if self.last_error != str(err):
                     log.warning("uplink: %s", err)
                 self.last_error = str(err)
-                delay = backoff_delay(
-                    attempt, self.config.reconnect_min_s, self.config.reconnect_max_s, self._rng
-                )
+                self._back_off(attempt)
                 attempt += 1
-                self._stopping.wait(delay)
                 continue
             if self.last_error is not None:
                 log.info("uplink: connected to %s:%s again", self.config.host, self.config.port)
             self.last_error = None
-            attempt = 0
+            connected_at = time.monotonic()
             self._conn = conn
             self.metrics.connects += 1
             self.metrics.connected_since_ms = int(time.time() * 1000)
@@ -628,6 +625,18 @@ class Uplink:
                     )
                 mqttc.stop(conn.client)
                 self._flush_metrics()
+            # A broker that accepts the connection and drops it at once (an ACL that denies our
+            # publishes, a packet over its limit, our client id taken over) must not be hammered
+            # in a loop: only a connection that held resets the backoff.
+            if time.monotonic() - connected_at >= self.config.reconnect_max_s:
+                attempt = 0
+            self._back_off(attempt)
+            attempt += 1
+
+    def _back_off(self, attempt: int) -> None:
+        self._stopping.wait(
+            backoff_delay(attempt, self.config.reconnect_min_s, self.config.reconnect_max_s, self._rng)
+        )
 
     # one connection
 

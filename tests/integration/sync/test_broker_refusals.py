@@ -1,0 +1,55 @@
+"""A broker that takes the connection but will not take what the uplink sends, each case with a
+mosquitto configured for it: an ACL that denies the events, limits on the size of a packet or
+a message, a client id taken over, a broker that stops answering."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge.events import EventFactory
+from edge.store import Store
+from sync import uplink as uplink_module
+from sync.uplink import Uplink
+from tests.support.mosquitto import TestBroker, start_broker
+from tests.support.sync_helpers import GATEWAY, SITE, produce, wait_until
+
+pytestmark = pytest.mark.broker
+
+DENY_EVENTS = "topic read gatehouse/v1/+/+/cmd/#\ntopic readwrite gatehouse/v1/+/+/status\n"
+"""anonymous clients may publish their status and read commands, not publish events"""
+
+
+@pytest.fixture
+def denying_broker(tmp_path: Path) -> Iterator[TestBroker]:
+    """mosquitto with an ACL that denies publishing events. With `max_queued_messages 0` (what
+    docs/sync.md asks of a production broker) mosquitto 2.0.11 also closes the connection after
+    each denied publish."""
+    acl = tmp_path / "acl"
+    acl.write_text(DENY_EVENTS)
+    started = start_broker(tmp_path / "mosquitto", extra=(f"acl_file {acl}",))
+    yield started
+    started.stop()
+
+
+def test_a_broker_that_drops_the_connection_at_once_is_not_hammered(
+    denying_broker: TestBroker, store: Store, factory: EventFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every connection ends right after the first publish: each reconnect waits its backoff,
+    and since no connection holds, the backoff keeps growing."""
+    attempts: list[int] = []
+
+    def recorded(attempt: int, low: float, high: float, rng: random.Random) -> float:
+        attempts.append(attempt)
+        return 0.05
+
+    monkeypatch.setattr(uplink_module, "backoff_delay", recorded)
+    produce(store, factory, 200)
+    config = denying_broker.mqtt_config(batch_size=10)
+    with Uplink(store, config, site=SITE, gateway=GATEWAY) as uplink:
+        wait_until(lambda: uplink.metrics.connects >= 5, 20, "the uplink to be dropped a few times")
+    assert attempts[:4] == [0, 1, 2, 3]
+    assert store.backlog().count == 200
