@@ -10,7 +10,8 @@ Control Panel when the set of readers changes, owns the serial port (a libosdp `
   libosdp otherwise waits a fixed 300 s before it polls a dropped reader again;
 - secure-channel handshakes that fail twice in a row while the reader is connecting (not
   when it drops while online: that is the line) mean the reader refused the key: the reader's
-  driver raises `AuthFailed`.
+  driver raises `AuthFailed`. In install mode libosdp tries the configured key, then the
+  factory key, and otherwise lets the reader online in clear text: that too is `AuthFailed`.
 
 libosdp calls back on its own thread; those calls only hop onto the event loop.
 """
@@ -365,6 +366,19 @@ class OsdpBus:
             slot.pd_online = bool(active)
             if active:
                 slot.sc_refusals = 0
+                if (
+                    slot.config.install_mode
+                    and self.cp is not None
+                    and not self.cp.is_sc_active(slot.address)
+                ):
+                    slot.fail(
+                        AuthFailed(
+                            f"reader at OSDP address {slot.address} on {self.settings.port} took neither "
+                            "the configured key (scbk) nor the factory key in install mode, so it would "
+                            "read cards in clear text: it has another key. Put that key in scbk and set "
+                            "install_mode: false, or reset the reader to its factory key (see its manual)"
+                        )
+                    )
             return
         if kind != SC_STATUS:
             return

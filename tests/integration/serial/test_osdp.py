@@ -208,6 +208,18 @@ def test_install_mode_gives_a_factory_reader_its_key(cable, tmp_path):
     assert run_readers(cable, tmp_path, [rebooted], {1: KEY}, secure) == {1: None}
 
 
+def test_install_mode_on_a_reader_with_another_key_is_refused_not_run_in_clear(cable, tmp_path):
+    async def body(drivers, sim, recorders):
+        await eventually(lambda: False in recorders[1].availability(), what="offline")
+        await eventually(lambda: drivers[1]._slot is None, what="the driver to give up")
+
+    endings = run_readers(
+        cable, tmp_path, [SimReader(1, OTHER_KEY)], {1: KEY}, body, wait_online=False, install_mode=True
+    )
+    assert isinstance(endings[1], AuthFailed)
+    assert "took neither the configured key (scbk) nor the factory key" in str(endings[1])
+
+
 def test_unplug_and_replug_mid_session(cable, tmp_path):
     async def body(drivers, sim, recorders):
         rec = recorders[1]
