@@ -172,8 +172,8 @@ class AlertEngine:
         detail: dict[str, Any] | None = None,
     ) -> Event | None:
         """Raise an alert unless one with this key is open (then the repeat is counted on it),
-        or the kind is over its rate limit (then it is counted, and one alerts.flood alert says
-        so). Returns the alert.raised event, committed, or None."""
+        or the kind (for a critical alert: the key) is over its rate limit (then it is counted,
+        and one alerts.flood alert says so). Returns the alert.raised event, committed, or None."""
         known = KINDS.get(kind)
         chosen: Severity = severity or (known.severity if known else "warning")
         momentary = bool(known and known.momentary)
@@ -192,8 +192,12 @@ class AlertEngine:
                     )
                     return "repeat"
                 if kind != "alerts.flood":
+                    # a critical alert is limited per condition: one flapping gate must not hide
+                    # the first forced opening of another
+                    scope, value = ("key", key) if chosen == "critical" else ("kind", kind)
                     recent = conn.execute(
-                        "SELECT count(*) FROM alerts WHERE kind=? AND raised_ms > ?", (kind, now_ms - 60_000)
+                        f"SELECT count(*) FROM alerts WHERE {scope}=? AND raised_ms > ?",
+                        (value, now_ms - 60_000),
                     ).fetchone()[0]
                     if recent >= limit:
                         conn.execute(
@@ -211,7 +215,9 @@ class AlertEngine:
                 flood = (
                     "alerts.flood",
                     f"alerts.flood:{kind}",
-                    f"more than {limit} {kind} alerts a minute; further ones are counted, not raised",
+                    f"more than {limit} {kind} alerts a minute"
+                    + (f" for {key}" if chosen == "critical" else "")
+                    + "; further ones are counted, not raised",
                 )
             else:
                 alert_id = str(uuid7())

@@ -136,3 +136,28 @@ def test_a_siren_left_on_by_a_gateway_that_stopped_is_switched_off_after_the_res
         assert [(d, c) for d, c in after.commands] == [("relay", SetOutput("siren", False))]
     finally:
         after.store.close()
+
+
+def test_a_flapping_gate_does_not_hide_another_gates_critical_alert(tmp_path: Path):
+    """The rate limit (3 a minute here) holds back a gate whose sensor flaps between forced open
+    and closed, not the first forced opening of another gate."""
+    rig = make_rig(tmp_path, SIREN)
+
+    async def scenario() -> None:
+        for _ in range(4):
+            await rig.alerts.raise_(
+                "gate.forced_open", "gate.forced_open:north-in", "forced", gate="north-in"
+            )
+            await rig.alerts.clear("gate.forced_open:north-in", reason="closed")
+        assert rig.store.counter("alerts.suppressed") == 1
+        raised = await rig.alerts.raise_(
+            "gate.forced_open", "gate.forced_open:north-out", "forced", gate="north-out"
+        )
+        assert raised is not None and raised.payload.gate == "north-out"
+
+    try:
+        asyncio.run(scenario())
+        assert rig.commands[-1] == ("relay", SetOutput("siren", True))
+        assert rig.alert_kinds().count("alerts.flood") == 1
+    finally:
+        rig.store.close()
