@@ -29,6 +29,7 @@ from edge.errors import GatehouseError, UsageError
 from edge.ids import uuid7
 from edge.privacy import credential_hash
 from edge.store import Store
+from models.plates import grammar
 
 ALLOWLIST_VERSION_KEY = "sync.allowlist_version"
 """The kv key holding the allow-list version; the same key `sync.downlink` reads."""
@@ -54,7 +55,10 @@ class VersionGap(GatehouseError):
 
 
 def normalise_plate(plate: str) -> str:
-    text = re.sub(r"[\s·.-]", "", plate).upper()
+    """The plate as the cameras report it: a Chinese plate fitted to its format (full-width
+    characters folded, separators dropped, a look-alike such as the letter O in a serial read
+    as 0), else the text upper-cased without spaces and separators; ValueError for no plate."""
+    text = grammar.normalise(plate) or grammar.clean(plate)
     if not _PLATE.match(text):
         raise ValueError(f"{plate!r} does not look like a plate (e.g. 津A12345)")
     return text

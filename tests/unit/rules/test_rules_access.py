@@ -137,3 +137,15 @@ def test_a_resident_decision_commits_nothing(rig: Rig, monkeypatch: pytest.Monke
     assert rig.rules.decider.credential("card", "99", IN, now_ms(rig)).reason == "unknown"
     with pytest.raises(AssertionError, match="commit"):
         rig.rules.decider.plate("津G44444", IN, now_ms(rig))
+
+
+def test_a_plate_typed_as_people_type_it_matches_what_the_camera_reads(rig: Rig):
+    """Cameras report plates fitted to the Chinese format (never the letter O or I in a serial,
+    half-width characters). A guard typing the letter O for a zero, or a manager whose Chinese
+    input method writes full-width characters, must still block or allow that car."""
+    rig.allow.block("plate", "津B6666O", reason="reported stolen")
+    rig.allow.add_plate("津Ａ１２３４５", "p-1")
+    blocked = rig.rules.decider.plate("津B66660", IN, now_ms(rig))
+    assert (blocked.granted, blocked.reason) == (False, "blocklisted")
+    assert rig.rules.decider.plate("津A12345", IN, now_ms(rig)).reason == "resident"
+    assert {e.shown for e in rig.allow.entries()} == {"津B66660", "津A12345"}
