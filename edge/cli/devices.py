@@ -23,8 +23,9 @@ from edge.instance import running_gateway
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "devices",
-        help="list the configured devices, or test one",
-        description="List the configured readers, barriers and cameras, or exercise one of them.",
+        help="list, add, remove or test the configured devices; the kinds and their settings",
+        description="List the configured readers, barriers and cameras; add or remove one in the "
+        "configuration file; list the device kinds and their settings; or exercise one device.",
     )
     parser.set_defaults(func=lambda _args: parser.print_help() or 1)
     sub = parser.add_subparsers(dest="devices_command", metavar="ACTION", title="actions")
