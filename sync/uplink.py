@@ -677,10 +677,13 @@ class Uplink:
                 if self._foreign:
                     dirty.update(priorities)
                     self._foreign = False
+            # A class the broker refused waits for its retry: sending the rest of its backlog
+            # meanwhile would only have it refused too, at the full drain rate.
+            dirty.difference_update(retry_at)
             for row in live:
                 if row.rowid in handled or row.rowid in marking:
                     continue
-                if row.priority > Priority.ACCESS and row.priority in dirty:
+                if row.priority > Priority.ACCESS and (row.priority in dirty or row.priority in retry_at):
                     continue
                 if not self._send(conn, ledger, [row], live=True, handled=handled):
                     break

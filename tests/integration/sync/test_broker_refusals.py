@@ -5,6 +5,7 @@ a message, a client id taken over, a broker that stops answering."""
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,3 +54,20 @@ def test_a_broker_that_drops_the_connection_at_once_is_not_hammered(
         wait_until(lambda: uplink.metrics.connects >= 5, 20, "the uplink to be dropped a few times")
     assert attempts[:4] == [0, 1, 2, 3]
     assert store.backlog().count == 200
+
+
+def test_a_refused_class_waits_for_its_retry(
+    broker: TestBroker, store: Store, factory: EventFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nobody subscribed: the broker answers 0x10 to the first window of the backlog. The rest of
+    the backlog is not pushed through to be refused as well; the class waits for its retry."""
+    monkeypatch.setattr(uplink_module, "NO_SUBSCRIBERS_RETRY_S", 60.0)
+    produce(store, factory, 2000)
+    config = broker.mqtt_config(batch_size=10, inflight_window=4, max_rate_msgs_s=1000)
+    with Uplink(store, config, site=SITE, gateway=GATEWAY) as uplink:
+        metrics = uplink.metrics
+        wait_until(lambda: 0 < metrics.sent == metrics.nacked, 10, "the first refusals")
+        refused = metrics.sent
+        time.sleep(0.5)
+        assert metrics.sent == refused < 2000
+    assert store.backlog().count == 2000
