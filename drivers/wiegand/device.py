@@ -74,10 +74,9 @@ class WiegandReader(Driver):
                 self.bad_reads += 1
                 log.warning("%s: bad card read (%s)", self.id, err)
                 continue
-            last = self._last
+            last, self._last = self._last, (credential, now)
             if last and last[0] == credential and now - last[1] < self.config.repeat_window_s:
                 continue
-            self._last = (credential, now)
             emit(CardPresented(self.id, credential, self.config.kind_of_credential, card_format, now))
         if self.deframer.rejected != rejected:
             log.warning(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from drivers.base import CardPresented, DriverContext, Health
+from drivers.wiegand import device
 from drivers.wiegand.bits import encode_bits
 from drivers.wiegand.config import WiegandReaderConfig
 from drivers.wiegand.device import WiegandReader
@@ -58,3 +61,15 @@ def test_qr_readers_present_qr_credentials():
     driver, sink = reader(kind_of_credential="qr", profile="ascii_decimal"), Sink()
     driver._frames(b"0000012345\r\n", sink)
     assert [(o.credential, o.kind, o.card_format) for o in sink.seen] == [("12345", "qr", "decimal")]
+
+
+def test_a_card_held_on_the_reader_is_one_presentation_while_the_converter_repeats_it(monkeypatch):
+    driver, sink = reader(repeat_window_s=1.0), Sink()
+    clock = SimpleNamespace(now=0.0)
+    monkeypatch.setattr(device, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    for clock.now in (0.0, 0.6, 1.2, 1.8, 2.4):  # the converter repeats the held card
+        driver._frames(frame(1, 2), sink)
+    clock.now = 4.0  # taken away, presented again
+    driver._frames(frame(1, 2), sink)
+    cards = [o.monotonic for o in sink.seen if isinstance(o, CardPresented)]
+    assert cards == [0.0, 4.0]
