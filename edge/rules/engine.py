@@ -219,8 +219,7 @@ class Rules:
         event = await self.record(_access_type(decision), payload, device=seen.device)
         for hook in self.decision_hooks:
             hook(seen, event)
-        await self._act(seen.device, gate, decision)
-        if decision.blocked:
+        if decision.blocked:  # before the reader's LED: the guards' alert must not wait for it
             await self.alerts.raise_(
                 "card.blocklisted",
                 f"card.blocklisted:{digest[:16]}",
@@ -229,6 +228,7 @@ class Rules:
                 gate=ref.id,
                 detail={"credential": credential.model_dump(), "event": str(event.id)},
             )
+        await self._act(seen.device, gate, decision)
 
     async def _plate(self, seen: PlateRead) -> None:
         gate = self._gate_of(seen.device)

@@ -348,3 +348,28 @@ def test_a_fire_lane_freed_after_a_restart_clears_its_alert(tmp_path: Path):
         )
     finally:
         after.store.close()
+
+
+def test_a_blocklisted_card_is_alerted_before_the_reader_answers(rig: Rig):
+    """The reader's red LED is a courtesy; the guards' critical alert must not wait for a reader
+    that does not answer (cut, tampered with) or fail with it."""
+    rig.allow.block("card", "66666666", reason="reported stolen")
+
+    async def scenario() -> None:
+        answered = asyncio.Event()
+
+        async def reader_not_answering(device: str, command: Any) -> None:
+            rig.commands.append((device, command))
+            await answered.wait()
+            raise RuntimeError("the reader did not answer")
+
+        rig.rules.commander = reader_not_answering
+        handling = asyncio.create_task(rig.rules.handle(CardPresented("reader", "66666666")))
+        await eventually(lambda: rig.commands, what="the red LED to be asked for")
+        await eventually(lambda: rig.events("alert.raised"), 5, "the blocklist alert")
+        answered.set()
+        with pytest.raises(RuntimeError):
+            await handling
+
+    asyncio.run(scenario())
+    assert rig.alert_kinds() == ["card.blocklisted"]
