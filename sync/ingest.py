@@ -370,9 +370,35 @@ class IngestWorker:
             return
         with db.transaction():
             inserted = self._insert_events(db, topic, rows)
+            for row, item in rows:
+                if row[4] in DEVICE_STATES:
+                    self._device_seen(db, row, DEVICE_STATES[row[4]], item)
         self.stats.events += len(rows)
         self.stats.inserted += inserted
         self.stats.duplicates += len(rows) - inserted
+
+    def _device_seen(self, db: Database, row: tuple[Any, ...], state: str, item: Any) -> None:
+        """A device.online/offline event sets the device's state, unless a later one already did
+        (a backlog drains alerts first, so events of a device can arrive out of order). A value
+        the database refuses costs the state, never the batch."""
+        site, gateway, device, ts = row[1], row[2], row[3], row[5]
+        if not device:
+            return
+        kind = item["payload"].get("kind") if isinstance(item.get("payload"), dict) else None
+        try:
+            with db.savepoint():
+                db.execute(
+                    "INSERT INTO devices(site_id, gateway_id, id, kind, state, last_seen) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (site_id, gateway_id, id) DO UPDATE SET "
+                    "state = excluded.state, last_seen = excluded.last_seen, "
+                    "kind = COALESCE(devices.kind, excluded.kind) "
+                    "WHERE devices.last_seen IS NULL OR devices.last_seen < excluded.last_seen",
+                    (site, gateway, device, _text(kind), state, ts),
+                )
+        except Exception as err:
+            if db.unavailable(err):
+                raise
+            log.warning("ingest: cannot record the state of device %r: %s", device, err)
 
     def _insert_events(self, db: Database, topic: str, rows: list[tuple[tuple[Any, ...], Any]]) -> int:
         """Insert the rows in one statement; when the database refuses one of them (a value
@@ -405,6 +431,7 @@ class IngestWorker:
             self._reject(db, where, "status is not a JSON object", payload)
             return
         self.stats.statuses += 1
+        devices, gates = _listed(status.get("devices")), _listed(status.get("gates"))
         with db.transaction():
             db.execute(
                 "INSERT INTO gateways(site_id, id, state, status, status_at) VALUES (?, ?, ?, ?, ?) "
@@ -412,6 +439,50 @@ class IngestWorker:
                 "status = excluded.status, status_at = excluded.status_at",
                 (parsed.site, parsed.gateway, str(status.get("state")), json.dumps(status), now_iso()),
             )
+            if devices is not None:
+                self._registered_devices(db, parsed, devices)
+            if gates is not None:
+                self._registered_gates(db, parsed, gates)
+
+    @staticmethod
+    def _registered_devices(db: Database, parsed: topics.ParsedTopic, devices: list[dict[str, Any]]) -> None:
+        """A status that lists the gateway's devices (the registration `provision` publishes) is
+        the whole list: listed devices are added or updated, the others of that gateway go."""
+        for device in devices:
+            db.execute(
+                "INSERT INTO devices(site_id, gateway_id, id, kind) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (site_id, gateway_id, id) DO UPDATE SET kind = excluded.kind",
+                (parsed.site, parsed.gateway, _storable(device["id"]), _text(device.get("kind"))),
+            )
+        listed = [_storable(device["id"]) for device in devices]
+        db.execute(
+            "DELETE FROM devices WHERE site_id = ? AND gateway_id = ?"
+            + (f" AND id NOT IN ({','.join('?' * len(listed))})" if listed else ""),
+            (parsed.site, parsed.gateway, *listed),
+        )
+
+    @staticmethod
+    def _registered_gates(db: Database, parsed: topics.ParsedTopic, gates: list[dict[str, Any]]) -> None:
+        """As for devices: the listed gates are this gateway's, the others it had go."""
+        for gate in gates:
+            db.execute(
+                "INSERT INTO gates(site_id, id, gateway_id, name, kind) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (site_id, id) DO UPDATE SET gateway_id = excluded.gateway_id, "
+                "name = excluded.name, kind = excluded.kind",
+                (
+                    parsed.site,
+                    _storable(gate["id"]),
+                    parsed.gateway,
+                    _text(gate.get("name")) or "",
+                    _text(gate.get("kind")) or "vehicle",
+                ),
+            )
+        listed = [_storable(gate["id"]) for gate in gates]
+        db.execute(
+            "DELETE FROM gates WHERE site_id = ? AND gateway_id = ?"
+            + (f" AND id NOT IN ({','.join('?' * len(listed))})" if listed else ""),
+            (parsed.site, parsed.gateway, *listed),
+        )
 
     def _reply(
         self,
@@ -447,6 +518,25 @@ class IngestWorker:
                 log.warning("ingest: cannot send the full allow-list: %s", err)
                 return
             after.append(lambda: publish_command(client, self.config, document))
+
+
+DEVICE_STATES = {"device.online": "online", "device.offline": "offline"}
+
+
+def _listed(value: Any) -> list[dict[str, Any]] | None:
+    """The entries of a registration's `devices` or `gates` list that name an id; None when the
+    status carries no such list (a plain online/offline status)."""
+    if not isinstance(value, list):
+        return None
+    return [
+        entry
+        for entry in value
+        if isinstance(entry, dict) and isinstance(entry.get("id"), str) and 0 < len(entry["id"]) <= 64
+    ]
+
+
+def _text(value: Any) -> str | None:
+    return _storable(value) if isinstance(value, str) else None
 
 
 def _storable(text: str) -> str:

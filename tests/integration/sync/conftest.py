@@ -9,7 +9,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
@@ -66,3 +68,22 @@ def store(tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def factory() -> EventFactory:
     return EventFactory(SITE, GATEWAY)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh community database on each engine."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'community.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def publisher(shared_broker: TestBroker) -> Iterator[mqtt.Client]:
+    """A plain MQTT 5 client on the shared broker, publishing as a gateway would."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", shared_broker.port)
+    client.loop_start()
+    yield client
+    client.disconnect()
+    client.loop_stop()

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.events import EventFactory
 from sync.db import Database, open_database
@@ -21,23 +18,6 @@ from sync.ingest import IngestWorker
 from sync.topics import Topics
 from tests.support.mosquitto import TestBroker
 from tests.support.sync_helpers import SITE, wait_until
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'community.db'}"
-    return str(request.getfixturevalue("pg_url"))
-
-
-@pytest.fixture
-def publisher(shared_broker: TestBroker) -> Iterator[mqtt.Client]:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.connect("127.0.0.1", shared_broker.port)
-    client.loop_start()
-    yield client
-    client.disconnect()
-    client.loop_stop()
 
 
 def occupancy(factory: EventFactory, **changes: Any) -> dict[str, Any]:

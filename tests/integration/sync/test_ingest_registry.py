@@ -1,0 +1,89 @@
+"""The community database's devices and gates, kept by the ingest on both engines: a
+registration (`gatehouse provision`'s retained status) lists a gateway's devices and gates and
+is the whole list; device.online/offline events set each device's state, the latest event
+winning even when a backlog delivers them out of order."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import paho.mqtt.client as mqtt
+
+from edge.events import EventFactory
+from sync.db import open_database
+from sync.ingest import IngestWorker
+from sync.topics import Topics
+from tests.support.mosquitto import TestBroker
+from tests.support.sync_helpers import SITE, wait_until
+
+
+def registration(gateway: str, devices: list[dict[str, object]], gates: list[dict[str, object]]) -> bytes:
+    return json.dumps(
+        {"state": "provisioned", "site": SITE, "gateway": gateway, "devices": devices, "gates": gates}
+    ).encode()
+
+
+def test_registrations_and_device_events_keep_the_devices_and_gates(
+    shared_broker: TestBroker, publisher: mqtt.Client, db_url: str
+) -> None:
+    gateway = f"gw-reg-{uuid.uuid4().hex[:6]}"
+    topics = Topics(SITE, gateway)
+    factory = EventFactory(SITE, gateway)
+    db = open_database(db_url)
+
+    def devices() -> dict[str, tuple[str | None, str | None]]:
+        rows = db.query(
+            "SELECT id, kind, state FROM devices WHERE site_id = ? AND gateway_id = ?", (SITE, gateway)
+        )
+        return {row[0]: (row[1], row[2]) for row in rows}
+
+    def gates() -> dict[str, tuple[str, str]]:
+        rows = db.query(
+            "SELECT id, name, kind FROM gates WHERE site_id = ? AND gateway_id = ?", (SITE, gateway)
+        )
+        return {row[0]: (row[1], row[2]) for row in rows}
+
+    first = registration(
+        gateway,
+        [{"id": "north-barrier", "kind": "modbus_gate"}, {"id": "east-reader", "kind": "osdp"}, {"id": 7}],
+        [{"id": f"{gateway}-north", "kind": "vehicle", "name": "North gate"}],
+    )
+    noon = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    offline_late = factory.make(
+        "device.offline", {"kind": "osdp", "reason": "unplugged"}, device="east-reader"
+    )
+    online_early = factory.make("device.online", {"kind": "osdp"}, device="east-reader")
+    offline_late = offline_late.model_copy(update={"ts": noon + timedelta(minutes=5), "seq": 2})
+    online_early = online_early.model_copy(update={"ts": noon, "seq": 1})
+    try:
+        with IngestWorker(
+            db_url, shared_broker.mqtt_config(), name=f"reg-{gateway}", session_expiry_s=0
+        ) as worker:
+            wait_until(worker.connected.is_set, 10, "the ingest worker to connect")
+            publisher.publish(topics.status, first, qos=1, retain=True).wait_for_publish(5)
+            wait_until(lambda: len(devices()) == 2 and len(gates()) == 1, 10, "the registration stored")
+            assert devices() == {"north-barrier": ("modbus_gate", None), "east-reader": ("osdp", None)}
+            assert gates() == {f"{gateway}-north": ("North gate", "vehicle")}
+
+            # the later event first (the backlog drains by class), then the earlier one
+            for event in (offline_late, online_early):
+                publisher.publish(topics.event(event.type), event.model_dump_json(), qos=1).wait_for_publish(
+                    5
+                )
+            wait_until(lambda: worker.stats.events == 2, 10, "both device events stored")
+            assert devices()["east-reader"] == ("osdp", "offline"), "the latest event wins"
+
+            online = json.dumps({"state": "online", "site": SITE, "gateway": gateway}).encode()
+            publisher.publish(topics.status, online, qos=1, retain=True).wait_for_publish(5)
+            wait_until(lambda: worker.stats.statuses == 2, 10, "the online status")
+            assert set(devices()) == {"north-barrier", "east-reader"}, "a status without a list keeps it"
+
+            second = registration(gateway, [{"id": "north-barrier", "kind": "modbus_gate"}], [])
+            publisher.publish(topics.status, second, qos=1, retain=True).wait_for_publish(5)
+            wait_until(lambda: set(devices()) == {"north-barrier"}, 10, "the removed reader gone")
+            assert gates() == {}
+    finally:
+        publisher.publish(topics.status, b"", qos=1, retain=True).wait_for_publish(5)
+        db.close()
