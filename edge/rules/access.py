@@ -6,7 +6,8 @@ read.
 Order: the blocklist first (a blocked card is refused even when it is also allowed), then the
 resident's entry, then passes. A grant at a gate of an anti-passback pair is refused when the
 subject's last pass through the pair went the same way. The whole decision, with the pass use
-and the anti-passback state it changes, is one transaction."""
+and the anti-passback state it changes, is one transaction; the decision carries what puts them
+back (`undo`) for when it cannot be recorded and so is not acted on."""
 
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ class Decision:
     household: str | None = None
     detail: str = ""
     blocked: bool = False
+    undo: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    """statements that take back what this decision changed in the store (a pass's entry, the
+    anti-passback side), for when the decision cannot be recorded"""
 
 
 @dataclass(frozen=True)
@@ -157,10 +161,18 @@ class AccessDecider:
                 household=household,
                 detail=f"{shown} of {who} is not for {gate.id}",
             )
-        refused = self._passback(conn, subject, gate, now_ms)
+        undo: list[tuple[str, tuple[Any, ...]]] = []
+        refused = self._passback(conn, subject, gate, now_ms, undo)
         if refused:
             return Decision(False, "anti_passback", subject, household=household, detail=refused)
-        return Decision(True, "resident", subject, household=household, detail=f"{shown} of resident {who}")
+        return Decision(
+            True,
+            "resident",
+            subject,
+            household=household,
+            detail=f"{shown} of resident {who}",
+            undo=tuple(undo),
+        )
 
     def _use_pass(
         self,
@@ -182,6 +194,7 @@ class AccessDecider:
         if not writing:
             return None
         refusal: Decision | None = None
+        undo: list[tuple[str, tuple[Any, ...]]] = []
         for pass_id, kind, holder, host, start, end, gates, max_entries, used, revoked in rows:
             subject = holder or pass_id
             label = f"{kind} pass {pass_id}" + (f" for {host}" if host else "")
@@ -195,22 +208,31 @@ class AccessDecider:
                 why = "wrong_gate", f"{label} is not for {gate.id}"
             elif counts and max_entries is not None and used >= max_entries:
                 why = "exhausted", f"{label}: all {max_entries} entries used"
-            elif passback := self._passback(conn, pass_id, gate, now_ms):
+            elif passback := self._passback(conn, pass_id, gate, now_ms, undo):
                 why = "anti_passback", passback
             if why is not None:
                 refusal = refusal or Decision(False, why[0], subject, pass_id, host, f"{shown}: {why[1]}")
                 continue
             if counts:
                 conn.execute("UPDATE passes SET used = used + 1 WHERE id=?", (pass_id,))
+                undo.append(("UPDATE passes SET used = used - 1 WHERE id=? AND used > 0", (pass_id,)))
                 used += 1
             left = f", entry {used} of {max_entries}" if counts and max_entries is not None else ""
-            return Decision(True, "pass", subject, pass_id, host, f"{shown}: {label}{left}")
+            return Decision(True, "pass", subject, pass_id, host, f"{shown}: {label}{left}", undo=tuple(undo))
         assert refusal is not None
         return refusal
 
-    def _passback(self, conn: sqlite3.Connection, subject: str, gate: GateRef, now_ms: int) -> str | None:
+    def _passback(
+        self,
+        conn: sqlite3.Connection,
+        subject: str,
+        gate: GateRef,
+        now_ms: int,
+        undo: list[tuple[str, tuple[Any, ...]]],
+    ) -> str | None:
         """Refuse a second entry (or exit) in a row through an anti-passback pair; otherwise
-        record the new side. State older than the pair's reset time is forgotten."""
+        record the new side, and in `undo` how to put back the old one. State older than the
+        pair's reset time is forgotten."""
         for pair in self.anti_passback:
             if gate.id not in (pair.entry, pair.exit):
                 continue
@@ -224,6 +246,11 @@ class AccessDecider:
                 when = _when(last["ts_ms"])
                 return f"{subject} already passed {side} at {last['gate']} at {when} and not back since"
             state = json.dumps({"inside": entering, "gate": gate.id, "ts_ms": now_ms})
+            undo.append(
+                ("UPDATE kv SET value=? WHERE key=?", (row[0], key))
+                if row
+                else ("DELETE FROM kv WHERE key=?", (key,))
+            )
             conn.execute(
                 "INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
                 "value=excluded.value",

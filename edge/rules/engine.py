@@ -216,7 +216,7 @@ class Rules:
             pass_id=decision.pass_id,
             detail=decision.detail,
         )
-        event = await self.record(_access_type(decision), payload, device=seen.device)
+        event = await self._record_decision(decision, payload, seen.device)
         for hook in self.decision_hooks:
             hook(seen, event)
         if decision.blocked:  # before the reader's LED: the guards' alert must not wait for it
@@ -271,9 +271,7 @@ class Rules:
             pass_id=decision.pass_id,
             detail=decision.detail,
         )
-        event = await self.record(
-            _access_type(decision), payload, device=seen.device, attachments=attachments
-        )
+        event = await self._record_decision(decision, payload, seen.device, attachments)
         for hook in self.decision_hooks:
             hook(seen, event)
         if decision.granted and gate.open_on_plate and gate.barrier:
@@ -290,6 +288,24 @@ class Rules:
             )
         elif decision.reason == "unknown":
             await self._unknown_plate(seen, gate_id, crop)
+
+    async def _record_decision(
+        self,
+        decision: Decision,
+        payload: AccessPayload,
+        device: str,
+        attachments: tuple[Attachment, ...] = (),
+    ) -> Event:
+        """Record the decision. When the store is full it is not recorded, so not acted on:
+        what it changed (a pass's entry, the anti-passback side) is taken back."""
+        try:
+            return await self.record(_access_type(decision), payload, device=device, attachments=attachments)
+        except StoreFull:
+            if decision.undo:
+                await self.store.write_async(
+                    lambda conn: [conn.execute(sql, params) for sql, params in decision.undo]
+                )
+            raise
 
     async def _unknown_plate(self, seen: PlateRead, gate_id: str, crop: str | None) -> None:
         settings = self.settings.alerts

@@ -373,3 +373,55 @@ def test_a_blocklisted_card_is_alerted_before_the_reader_answers(rig: Rig):
 
     asyncio.run(scenario())
     assert rig.alert_kinds() == ["card.blocklisted"]
+
+
+def test_a_grant_the_full_store_could_not_record_neither_uses_the_pass_nor_counts_as_inside(
+    tmp_path: Path,
+) -> None:
+    """Nothing acts on a decision that is not recorded: the barrier stays shut. Then the visitor
+    has not used an entry of the pass, and the resident has not passed in, so that they are let
+    in once the store has room again rather than refused as `exhausted` or `anti_passback`."""
+    extra = "rules: {anti_passback: [{entry: north-in, exit: north-out}]}"
+    config = parse_config(CONFIG.format(salt=SALT, state=tmp_path / "state", extra=extra), "test.yaml")
+    factory = EventFactory(config.site.id, config.gateway.id)
+    path = tmp_path / "state" / "gatehouse.db"
+    rig = make_rig(tmp_path, extra)
+    rig.allow.issue_pass(token="QR-VISIT-1", valid_until_ms=int(rig.clock() * 1000) + 7200_000, max_entries=1)
+    rig.allow.add_credential("900", "p-9")
+    rig.store.close()
+
+    def decide(store: Store, *observations: Any) -> list[tuple[str, Any]]:
+        commands: list[tuple[str, Any]] = []
+
+        async def commander(device: str, command: Any) -> None:
+            commands.append((device, command))
+
+        rules = Rules(
+            config, store, factory, AlertEngine(store, factory, clock=rig.clock), commander, clock=rig.clock
+        )
+
+        async def feed() -> None:
+            for observation in observations:
+                with contextlib.suppress(StoreFull):
+                    await rules.handle(observation)
+
+        asyncio.run(feed())
+        return commands
+
+    full = Store(path, synchronous="normal", events=factory, max_page_count=40)
+    try:
+        with pytest.raises(StoreFull):
+            for _ in range(5000):
+                full.append(factory.make("gate.state", {"gate": "north-in", "state": "open"}, device="arm"))
+        commands = decide(full, CardPresented("reader", "QR-VISIT-1", "qr"), CardPresented("reader", "900"))
+        assert not [c for _, c in commands if isinstance(c, OpenGate)]
+    finally:
+        full.close()
+    rig.clock.advance(60)
+    roomy = Store(path, synchronous="normal", events=factory)
+    try:
+        decide(roomy, CardPresented("reader", "QR-VISIT-1", "qr"), CardPresented("reader", "900"))
+        decisions = [(e.type, e.payload.reason) for e in roomy.events(types=["access.*"], limit=10)]
+        assert decisions == [("access.granted", "pass"), ("access.granted", "resident")]
+    finally:
+        roomy.close()
