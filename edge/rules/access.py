@@ -15,7 +15,7 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from edge.allowlist import normalise_plate
@@ -54,25 +54,36 @@ def _gate_allowed(gates_json: str | None, gate: str) -> bool:
     return not gates or gate in gates
 
 
-def _when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+def _when(ms: int, zone: tzinfo) -> str:
+    """A moment as the guards read it: in the site's time zone, as `gatehouse pass list` shows it."""
+    return datetime.fromtimestamp(ms / 1000, zone).strftime("%Y-%m-%d %H:%M %Z")
 
 
-def _window(valid_from: int | None, valid_until: int | None, now_ms: int) -> tuple[AccessReason, str] | None:
+def _window(
+    valid_from: int | None, valid_until: int | None, now_ms: int, zone: tzinfo
+) -> tuple[AccessReason, str] | None:
     if valid_from is not None and now_ms < valid_from:
-        return "not_yet_valid", f"valid from {_when(valid_from)}"
+        return "not_yet_valid", f"valid from {_when(valid_from, zone)}"
     if valid_until is not None and now_ms >= valid_until:
-        return "expired", f"expired {_when(valid_until)}"
+        return "expired", f"expired {_when(valid_until, zone)}"
     return None
 
 
 class AccessDecider:
-    """Decides for a card, QR token, PIN or plate at a gate."""
+    """Decides for a card, QR token, PIN or plate at a gate; the reasons give times in `zone`
+    (the site's time zone)."""
 
-    def __init__(self, store: Store, salt: str, anti_passback: Sequence[AntiPassbackPair] = ()) -> None:
+    def __init__(
+        self,
+        store: Store,
+        salt: str,
+        anti_passback: Sequence[AntiPassbackPair] = (),
+        zone: tzinfo = UTC,
+    ) -> None:
         self.store = store
         self.salt = salt
         self.anti_passback = tuple(anti_passback)
+        self.zone = zone
 
     def credential(self, kind: str, raw: str, gate: GateRef | str, now_ms: int) -> Decision:
         """A card number, QR token or PIN."""
@@ -146,8 +157,8 @@ class AccessDecider:
         )
         who = f"{subject}" + (f" ({where})" if where else "")
         for window, whose in (
-            (_window(start, end, now_ms), shown),
-            (_window(person_start, person_end, now_ms), who),
+            (_window(start, end, now_ms, self.zone), shown),
+            (_window(person_start, person_end, now_ms, self.zone), who),
         ):
             if window:
                 return Decision(
@@ -201,8 +212,8 @@ class AccessDecider:
             counts = gate.direction != "out"
             why: tuple[AccessReason, str] | None = None
             if revoked is not None:
-                why = "revoked", f"{label} was revoked {_when(revoked)}"
-            elif window := _window(start, end, now_ms):
+                why = "revoked", f"{label} was revoked {_when(revoked, self.zone)}"
+            elif window := _window(start, end, now_ms, self.zone):
                 why = window[0], f"{label} {window[1]}"
             elif not _gate_allowed(gates, gate.id):
                 why = "wrong_gate", f"{label} is not for {gate.id}"
@@ -243,7 +254,7 @@ class AccessDecider:
             fresh = last is not None and now_ms - last["ts_ms"] < pair.reset_after_h * 3600_000
             if fresh and last["inside"] == entering:
                 side = "in" if entering else "out"
-                when = _when(last["ts_ms"])
+                when = _when(last["ts_ms"], self.zone)
                 return f"{subject} already passed {side} at {last['gate']} at {when} and not back since"
             state = json.dumps({"inside": entering, "gate": gate.id, "ts_ms": now_ms})
             undo.append(

@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from drivers.base import (
     CardPresented,
@@ -97,7 +98,9 @@ class Rules:
         self.alerts.configure(self.settings.alerts, commander)
         self.commander = commander
         self.clock = clock
-        self.decider = AccessDecider(store, config.site.salt, self.settings.anti_passback)
+        self.decider = AccessDecider(
+            store, config.site.salt, self.settings.anti_passback, ZoneInfo(config.site.timezone)
+        )
         self.health_interval_s = health_interval_s
         self._health_recorded: dict[str, float] = {}
         self._health_pending: dict[str, dict[str, float | int | str | None]] = {}

@@ -425,3 +425,21 @@ def test_a_grant_the_full_store_could_not_record_neither_uses_the_pass_nor_count
         assert decisions == [("access.granted", "pass"), ("access.granted", "resident")]
     finally:
         roomy.close()
+
+
+def test_the_reasons_give_times_in_the_sites_time_zone(tmp_path: Path):
+    """Guards in Tianjin read `expired 2026-11-25 02:30 CST`, as `gatehouse pass list` shows the
+    pass, not the UTC time eight hours off."""
+    text = CONFIG.format(salt=SALT, state=tmp_path / "state", extra="")
+    config = parse_config(
+        text.replace("home_province: 津}", "home_province: 津, timezone: Asia/Shanghai}"), "t.yaml"
+    )
+    rig = make_rig(tmp_path)
+    try:
+        rig.allow.add_credential("222", "p-2", valid_until_ms=int(rig.clock() * 1000))
+        rules = Rules(config, rig.store, rig.factory, rig.alerts, rig.rules.commander, clock=rig.clock)
+        asyncio.run(rules.handle(CardPresented("reader", "222")))
+        (denied,) = rig.events("access.denied")
+        assert denied.payload.detail == "card …222: expired 2026-11-25 02:30 CST"
+    finally:
+        rig.store.close()
