@@ -11,7 +11,8 @@ or a cut frame, and kept it would spoil the next read. No input makes decode rai
 Profiles:
 - `ascii_hex`: the raw Wiegand bits in hex, one line each (7, 9 or 10 digits: 26, 34, 37 bits)
 - `ascii_decimal`: the card number in decimal, one line each (the converter checked parity)
-- `stx_etx`: STX, bit count (2 hex), bits (hex), XOR of those characters (2 hex), ETX
+- `stx_etx`: STX, bit count (2 hex), bits (hex), XOR of those characters (2 hex), ETX (many
+  converters add a line end, skipped as padding)
 - `maxiprox`: one line of bit count (2 hex), bits (hex) and the byte sum of those characters
   (2 hex), as HID MaxiProx-style serial outputs send
 """
@@ -135,6 +136,9 @@ class StxEtx:
     name: ProfileName = "stx_etx"
 
     def decode(self, data: bytes) -> Decoded:
+        padding = len(data) - len(data.lstrip(LINE_ENDS))
+        if padding:
+            return padding, None
         start = data.find(bytes([STX]))
         if start < 0:
             return len(data), (Rejected("garbage between frames") if data else None)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from drivers.base import CardPresented, DriverContext
+from drivers.base import CardPresented, DriverContext, Health
 from drivers.wiegand.bits import encode_bits
 from drivers.wiegand.config import WiegandReaderConfig
 from drivers.wiegand.device import WiegandReader
@@ -134,3 +134,26 @@ def test_a_37_bit_card_with_bit_19_set_is_read(cable, tmp_path):
     asyncio.run(main())
     assert [c.credential for c in recorder.of(CardPresented)] == ["1:131072", "1:4"]
     assert driver.bad_reads == 0
+
+
+def test_an_stx_etx_converter_ending_frames_with_a_line_end(cable, tmp_path):
+    driver = make_driver(cable, tmp_path, "stx_etx")
+    recorder = Recorder()
+
+    async def main() -> None:
+        async with asyncio.timeout(30):
+            with ConverterSim(cable.path_b, "stx_etx", baudrate=115200) as sim:
+                task = asyncio.create_task(driver.run(recorder))
+                try:
+                    await eventually(lambda: recorder.heartbeats, what="the port open")
+                    sim.send_raw(sim.frame_for(5, 6) + b"\r\n")
+                    sim.send_raw(sim.frame_for(5, 7) + b"\r\n")
+                    await eventually(lambda: len(recorder.of(CardPresented)) == 2, what="two cards")
+                finally:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    assert [c.credential for c in recorder.of(CardPresented)] == ["5:6", "5:7"]
+    assert driver.rejected == 0
+    assert recorder.of(Health) == []

@@ -112,6 +112,16 @@ def test_a_cut_stx_frame_is_dropped_at_the_next_stx():
     assert deframer.last_rejection == "frame cut short by a new STX"
 
 
+@pytest.mark.parametrize("line_end", [b"\r\n", b"\r", b"\n"])
+def test_stx_etx_frames_ended_by_a_line_end_are_not_rejections(line_end):
+    frame = Frame(encode_bits(3, 4), 26)
+    encoded = profile("stx_etx").encode(frame) + line_end
+    deframer = Deframer("stx_etx")
+    assert deframer.feed(encoded + encoded[:3]) == [frame]
+    assert deframer.feed(encoded[3:]) == [frame]
+    assert deframer.rejected == 0
+
+
 def test_an_endless_line_is_dropped_not_buffered_forever():
     deframer = Deframer("ascii_hex")
     deframer.feed(b"A" * 1000)
