@@ -21,7 +21,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,6 +40,7 @@ CredentialKind = Literal["card", "qr", "pin"]
 EntryKind = Literal["card", "qr", "pin", "plate"]
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 _PLATE = re.compile(r"^[\w\u4e00-\u9fff·-]{4,12}$")
+_BARE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 class VersionGap(GatehouseError):
@@ -64,15 +65,21 @@ def normalise_plate(plate: str) -> str:
     return text
 
 
-def to_ms(moment: datetime | str | int | float | None, zone: tzinfo = UTC) -> int | None:
+def to_ms(
+    moment: datetime | str | int | float | None, zone: tzinfo = UTC, *, until: bool = False
+) -> int | None:
     """Milliseconds since the epoch from a datetime, an ISO 8601 text (in `zone` when it names
-    none) or a number of milliseconds."""
+    none) or a number of milliseconds. With `until`, a bare date is the end of that day (a card
+    valid until 2027-06-30 still opens on the 30th), as people mean it."""
     if moment is None or moment == "":
         return None
     if isinstance(moment, int | float):
         return int(moment)
     if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment.strip().replace("Z", "+00:00"))
+        text = moment.strip()
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if until and _BARE_DATE.fullmatch(text):
+            moment += timedelta(days=1)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
     return int(moment.timestamp() * 1000)
@@ -500,7 +507,7 @@ class AllowList:
             raise ValueError("person or household: one of them is needed")
         try:
             start = to_ms(line.get("valid_from") or None, zone)
-            end = to_ms(line.get("valid_until") or None, zone)
+            end = to_ms(line.get("valid_until") or None, zone, until=True)
         except ValueError as err:
             raise ValueError(
                 f"valid_from/valid_until: expected an ISO time like 2027-01-31T23:59 ({err})"

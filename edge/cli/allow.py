@@ -110,9 +110,10 @@ def check_gates(config: Any, gates: list[str]) -> list[str]:
 
 
 def parse_time(option: str, text: str | None, zone: tzinfo) -> int | None:
-    """An option's ISO time in ms; a time without a zone is in `zone` (the site's)."""
+    """An option's ISO time in ms; a time without a zone is in `zone` (the site's), and a bare
+    date given to --until is the end of that day."""
     try:
-        return to_ms(text, zone)
+        return to_ms(text, zone, until=option == "--until")
     except ValueError as err:
         raise UsageError(f"{option} {text!r}: expected an ISO time like 2027-06-30T23:59") from err
 

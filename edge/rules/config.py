@@ -88,8 +88,8 @@ class AlertsConfig(StrictModel):
     max_per_kind_per_min: int = Field(
         default=20,
         ge=1,
-        description="rate limit: new alerts of one kind per minute; beyond it they are counted and "
-        "one alerts.flood alert is raised",
+        description="rate limit: new warnings of one kind, or critical alerts of one key (one gate, "
+        "one device), per minute; beyond it they are counted and one alerts.flood alert is raised",
     )
     check_interval_s: float = Field(
         default=5.0,

@@ -3,11 +3,12 @@ local entries, CSV import all-or-nothing, passes from upstream by token hash."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from edge.allowlist import ALLOWLIST_VERSION_KEY, VersionGap
+from edge.allowlist import ALLOWLIST_VERSION_KEY, VersionGap, to_ms
 from edge.errors import UsageError
 from edge.privacy import credential_hash
 from sync.commands import AllowlistApplyArgs
@@ -116,6 +117,17 @@ def test_csv_import_all_or_nothing(rig: Rig, tmp_path: Path):
         wrong = tmp_path / "wrong.csv"
         wrong.write_text("person,cardnumber\np,1\n", encoding="utf-8")
         rig.allow.import_csv(wrong)
+
+
+def test_a_bare_date_until_is_the_whole_of_that_day(rig: Rig, tmp_path: Path):
+    """`valid_until 2027-06-30` in a resident list means the card still opens on the 30th."""
+    day = datetime.fromtimestamp(rig.clock(), UTC).date()
+    sheet = tmp_path / "residents.csv"
+    sheet.write_text(f"person,card,valid_until\np-1,66000001,{day.isoformat()}\n", encoding="utf-8")
+    rig.allow.import_csv(sheet)
+    assert decide_card(rig, "66000001") == "resident", "valid through the end of today"
+    assert to_ms(day.isoformat(), UTC, until=True) == to_ms((day + timedelta(days=1)).isoformat(), UTC)
+    assert to_ms(f"{day.isoformat()}T18:00", UTC, until=True) == to_ms(f"{day.isoformat()}T18:00", UTC)
 
 
 def test_csv_import_skips_empty_rows_and_names_the_physical_line(rig: Rig, tmp_path: Path):
