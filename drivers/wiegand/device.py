@@ -15,6 +15,10 @@ from edge.errors import DeviceNotReady
 
 log = logging.getLogger(__name__)
 
+REJECTIONS_LOGGED_EVERY_S = 60.0
+"""A noisy line (an RS-485 pair without bias idles as garbage) rejects frames many times a
+second: the log says so at most this often; `rejected_frames` in health counts every one."""
+
 
 def credential_of(frame: Frame) -> tuple[str, str]:
     """(credential, card format) of a frame; raises WiegandError when parity or length is bad."""
@@ -36,6 +40,7 @@ class WiegandReader(Driver):
         self.deframer = Deframer(config.profile)
         self.bad_reads = 0
         self._last: tuple[str, float] | None = None
+        self._rejections_logged_at: float | None = None
 
     @property
     def rejected(self) -> int:
@@ -78,7 +83,11 @@ class WiegandReader(Driver):
             if last and last[0] == credential and now - last[1] < self.config.repeat_window_s:
                 continue
             emit(CardPresented(self.id, credential, self.config.kind_of_credential, card_format, now))
-        if self.deframer.rejected != rejected:
+        logged_at = self._rejections_logged_at
+        if self.deframer.rejected != rejected and (
+            logged_at is None or now - logged_at >= REJECTIONS_LOGGED_EVERY_S
+        ):
+            self._rejections_logged_at = now
             log.warning(
                 "%s: %d frame(s) rejected so far (last: %s)",
                 self.id,

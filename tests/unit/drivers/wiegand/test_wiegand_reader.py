@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
 
 from drivers.base import CardPresented, DriverContext, Health
@@ -73,3 +74,17 @@ def test_a_card_held_on_the_reader_is_one_presentation_while_the_converter_repea
     driver._frames(frame(1, 2), sink)
     cards = [o.monotonic for o in sink.seen if isinstance(o, CardPresented)]
     assert cards == [0.0, 4.0]
+
+
+def test_a_noisy_line_is_logged_once_a_minute_and_every_rejection_counted(monkeypatch, caplog):
+    driver, sink = reader(), Sink()
+    clock = SimpleNamespace(now=0.0)
+    monkeypatch.setattr(device, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    with caplog.at_level(logging.WARNING, logger="drivers.wiegand.device"):
+        for clock.now in (0.0, 0.1, 0.2, 30.0, 59.9, 60.0, 60.1):
+            driver._frames(b"\x00\xff\r\n", sink)
+    assert [r.getMessage() for r in caplog.records] == [
+        "w: 1 frame(s) rejected so far (last: not a hex frame: b'\\x00\\xff')",
+        "w: 6 frame(s) rejected so far (last: not a hex frame: b'\\x00\\xff')",
+    ]
+    assert [o.metrics["rejected_frames"] for o in sink.seen if isinstance(o, Health)] == [1, 2, 3, 4, 5, 6, 7]
