@@ -93,26 +93,28 @@ class Gateway:
         self.started = asyncio.Event()
         self.handled = 0
 
-    async def command(self, device_id: str, command: Command) -> None:
-        """Send a command to a device; failures are logged and reported, never raised into the
-        rules (a reader whose LED fails must not stop the barrier opening)."""
+    async def command(self, device_id: str, command: Command) -> bool:
+        """Send a command to a device; True when it was carried out. Failures are logged and
+        reported, never raised into the rules (a reader whose LED fails must not stop the
+        barrier opening); a caller that must know (a siren to switch off) retries on False."""
         driver = self.drivers.get(device_id)
         if driver is None or not driver.accepts(command):
             log.warning("no device %s accepting %s", device_id, type(command).__name__)
-            return
+            return False
         name = type(command).__name__
         try:
             await asyncio.wait_for(driver.execute(command), COMMAND_TIMEOUT_S)
         except (TimeoutError, DeviceNotReady) as err:
             log.warning("%s on %s failed: %s", name, device_id, err or "timeout")
-            return
+            return False
         except (DeviceMisconfigured, AuthFailed) as err:
             log.error("%s on %s was refused: %s", name, device_id, err)
             if self.supervisor is not None:
                 await self.supervisor.command_refused(device_id, name, f"{name} refused: {err}")
-            return
+            return False
         if self.supervisor is not None:
             await self.supervisor.command_succeeded(device_id, name)
+        return True
 
     async def _on_device_state(self, status: DeviceStatus, needs_person: bool, reason: str) -> None:
         threshold = self.config.supervisor.offline_alert_after

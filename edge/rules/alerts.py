@@ -33,7 +33,8 @@ from edge.store import Store
 
 log = logging.getLogger(__name__)
 
-Commander = Callable[[str, Command], Awaitable[None]]
+Commander = Callable[[str, Command], Awaitable[bool | None]]
+"""Sends a command to a device; False when it is known not to have been carried out."""
 
 
 @dataclass(frozen=True)
@@ -354,7 +355,7 @@ class AlertEngine:
         """Switch each siren or strobe on while an unacknowledged alert it answers to is younger
         than its hold time, off otherwise. A relay this process has not switched yet is switched
         either way: the board keeps its output across a restart of the gateway. A relay that fails
-        is logged; alerts go on."""
+        is logged and tried again at the next check; alerts go on."""
         if self.commander is None or not self.config.outputs:
             return
         now_ms = self._now_ms()
@@ -365,9 +366,13 @@ class AlertEngine:
                 continue
             self._outputs[slot] = wanted
             try:
-                await self.commander(output.device, SetOutput(output.output, wanted))
+                done = await self.commander(output.device, SetOutput(output.output, wanted))
             except Exception:
                 log.exception("could not switch %s on %s", output.output, output.device)
+                done = False
+            if done is False:
+                # not known to be switched: the next check tries again (a siren left on, or off)
+                del self._outputs[slot]
 
     def output_states(self) -> dict[tuple[str, str], bool]:
         return dict(self._outputs)

@@ -56,7 +56,7 @@ from edge.store import Store
 
 log = logging.getLogger(__name__)
 
-Commander = Callable[[str, Command], Awaitable[None]]
+Commander = Callable[[str, Command], Awaitable[bool | None]]
 
 GATE_CONDITIONS: dict[str, str] = {
     "stuck": "barrier did not reach its limit in time",

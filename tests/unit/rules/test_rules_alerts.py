@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from drivers.base import SetOutput
+from drivers.base import Command, SetOutput
 from edge.rules.alerts import KINDS, UnknownAlert
 from tests.unit.rules.conftest import Rig, make_rig
 
@@ -136,6 +136,30 @@ def test_a_siren_left_on_by_a_gateway_that_stopped_is_switched_off_after_the_res
         assert [(d, c) for d, c in after.commands] == [("relay", SetOutput("siren", False))]
     finally:
         after.store.close()
+
+
+def test_a_siren_command_that_fails_is_sent_again_at_the_next_check(tmp_path: Path):
+    """A relay board that times out when told to switch the siren off must not leave the engine
+    believing it is off: the siren would sound until the next alert."""
+    rig = make_rig(tmp_path, SIREN)
+    answers = iter([True, False, True])
+    sent: list[bool] = []
+
+    async def relay(device: str, command: Command) -> bool:
+        assert isinstance(command, SetOutput)
+        sent.append(command.on)
+        return next(answers)
+
+    rig.alerts.commander = relay
+    event = asyncio.run(rig.alerts.raise_("gate.forced_open", "gate.forced_open:north-in", "forced"))
+    asyncio.run(rig.alerts.acknowledge(event.payload.alert_id))  # type: ignore[union-attr]
+    assert sent == [True, False] and rig.alerts.output_states() == {}, "off failed: not known to be off"
+    asyncio.run(rig.alerts.check())
+    assert sent == [True, False, False]
+    assert rig.alerts.output_states() == {("relay", "siren"): False}
+    asyncio.run(rig.alerts.check())
+    assert sent == [True, False, False], "once it is known to be off, nothing more is sent"
+    rig.store.close()
 
 
 def test_a_flapping_gate_does_not_hide_another_gates_critical_alert(tmp_path: Path):
