@@ -59,6 +59,13 @@ def _when(ms: int, zone: tzinfo) -> str:
     return datetime.fromtimestamp(ms / 1000, zone).strftime("%Y-%m-%d %H:%M %Z")
 
 
+def _lets_out(reason: str, gate: GateRef) -> bool:
+    """Whether a lapsed credential still opens this gate: an exit gate lets out whoever's pass or
+    card expired or was revoked while they were inside (trapping a visitor who overstayed is
+    worse than the overstay, which the event records); an entry or two-way gate does not."""
+    return gate.direction == "out" and reason in ("expired", "revoked")
+
+
 def _window(
     valid_from: int | None, valid_until: int | None, now_ms: int, zone: tzinfo
 ) -> tuple[AccessReason, str] | None:
@@ -156,11 +163,14 @@ class AccessDecider:
             p for p in (household, building and f"building {building}", unit and f"unit {unit}") if p
         )
         who = f"{subject}" + (f" ({where})" if where else "")
+        overstay = ""
         for window, whose in (
             (_window(start, end, now_ms, self.zone), shown),
             (_window(person_start, person_end, now_ms, self.zone), who),
         ):
-            if window:
+            if window and _lets_out(window[0], gate):
+                overstay = f"; let out although {whose} {window[1]}"
+            elif window:
                 return Decision(
                     False, window[0], subject, household=household, detail=f"{whose}: {window[1]}"
                 )
@@ -181,7 +191,7 @@ class AccessDecider:
             "resident",
             subject,
             household=household,
-            detail=f"{shown} of resident {who}",
+            detail=f"{shown} of resident {who}{overstay}",
             undo=tuple(undo),
         )
 
@@ -211,9 +221,11 @@ class AccessDecider:
             label = f"{kind} pass {pass_id}" + (f" for {host}" if host else "")
             counts = gate.direction != "out"
             why: tuple[AccessReason, str] | None = None
-            if revoked is not None:
+            overstay = ""
+            window = _window(start, end, now_ms, self.zone)
+            if revoked is not None and not _lets_out("revoked", gate):
                 why = "revoked", f"{label} was revoked {_when(revoked, self.zone)}"
-            elif window := _window(start, end, now_ms, self.zone):
+            elif window and not _lets_out(window[0], gate):
                 why = window[0], f"{label} {window[1]}"
             elif not _gate_allowed(gates, gate.id):
                 why = "wrong_gate", f"{label} is not for {gate.id}"
@@ -229,7 +241,12 @@ class AccessDecider:
                 undo.append(("UPDATE passes SET used = used - 1 WHERE id=? AND used > 0", (pass_id,)))
                 used += 1
             left = f", entry {used} of {max_entries}" if counts and max_entries is not None else ""
-            return Decision(True, "pass", subject, pass_id, host, f"{shown}: {label}{left}", undo=tuple(undo))
+            if revoked is not None:
+                overstay = f"; let out although it was revoked {_when(revoked, self.zone)}"
+            elif window:
+                overstay = f"; let out although it {window[1]}"
+            detail = f"{shown}: {label}{left}{overstay}"
+            return Decision(True, "pass", subject, pass_id, host, detail, undo=tuple(undo))
         assert refusal is not None
         return refusal
 

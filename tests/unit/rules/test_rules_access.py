@@ -100,6 +100,31 @@ def test_revoked_and_expired_passes(rig: Rig):
     assert rig.rules.decider.plate("津D22222", IN, now_ms(rig)).reason == "expired"
 
 
+def test_an_exit_gate_lets_out_whoever_overstayed_and_says_so(rig: Rig):
+    """A visitor whose pass expired (or was revoked) while inside, or a resident whose card ran
+    out, is let out at an exit gate rather than trapped; the detail records the overstay. The
+    entry gate still refuses them, and a pass never valid yet still opens nothing."""
+    until = now_ms(rig) + HOUR_MS
+    rig.allow.issue_pass(plate="津D22222", valid_until_ms=until, pass_id="v-2")
+    rig.allow.issue_pass(token="QR-TOKEN-2", valid_until_ms=until, pass_id="d-2", kind="delivery")
+    rig.allow.issue_pass(plate="津F55555", valid_from_ms=until, valid_until_ms=until + HOUR_MS, pass_id="v-5")
+    rig.allow.add_resident("p-9", valid_until_ms=until)
+    rig.allow.add_credential("99999999", "p-9")
+    assert rig.allow.revoke_pass("d-2")
+    rig.clock.advance(3600)
+    out = rig.rules.decider.plate("津D22222", OUT, now_ms(rig))
+    assert (out.granted, out.reason) == (True, "pass")
+    assert "let out although it expired" in out.detail
+    revoked = rig.rules.decider.credential("qr", "QR-TOKEN-2", OUT, now_ms(rig))
+    assert revoked.granted and "let out although it was revoked" in revoked.detail
+    resident = rig.rules.decider.credential("card", "99999999", OUT, now_ms(rig))
+    assert resident.granted and "let out although p-9 expired 2026-11-24 19:30 UTC" in resident.detail
+    assert rig.rules.decider.plate("津D22222", IN, now_ms(rig)).reason == "expired"
+    assert rig.rules.decider.credential("card", "99999999", IN, now_ms(rig)).reason == "expired"
+    rig.clock.advance(-7200)
+    assert rig.rules.decider.plate("津F55555", OUT, now_ms(rig)).reason == "not_yet_valid"
+
+
 def test_anti_passback_refuses_a_second_entry_until_an_exit(tmp_path: Path):
     rig = make_rig(tmp_path)
     try:
