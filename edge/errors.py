@@ -2,7 +2,9 @@
 
 The exception type says what happens next:
 - DeviceNotReady: transient; the supervisor retries with backoff.
-- DeviceMisconfigured, AuthFailed: a person must act; the supervisor stops retrying and alerts.
+- DeviceMisconfigured, AuthFailed: a person must act; the supervisor raises an alert at once
+  and keeps retrying with its backoff (at most restart_max_s apart), so that a fix on site (a
+  reader reset to its key, a cable) is picked up without restarting the gateway.
 - ConfigError: the configuration file is wrong; the CLI prints it and exits 2.
 """
 
