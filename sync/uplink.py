@@ -85,6 +85,9 @@ MARK_DELAY_S = 0.05
 live alerts' appends share) is not taken for every PUBACK; a crash forgets at most this much
 marking, and those rows are sent again"""
 MAX_MESSAGE_BYTES = 256 * 1024
+PUBLISH_OVERHEAD = 16
+"""bytes of a PUBLISH packet besides its topic and payload (fixed header, topic length, packet
+id, property length), counted against the broker's Maximum Packet Size"""
 NO_SUBSCRIBERS_RETRY_S = 5.0
 STATUS_KV = "uplink.status"
 COUNTERS = ("sync.sent", "sync.acked", "sync.resent", "sync.nacked")
@@ -334,6 +337,8 @@ class _Connection:
         self.flights: dict[int, _Flight | None] = {}
         self.early: dict[int, int] = {}
         self.acks: collections.deque[tuple[_Flight, int]] = collections.deque()
+        self.max_packet: int | None = None
+        """the broker's Maximum Packet Size (MQTT 5 CONNACK): a larger packet gets us disconnected"""
         config = uplink.config
         client = mqttc.new_client(config, uplink.gateway, clean=False)
         client.max_inflight_messages_set(config.inflight_window + LIVE_RESERVE)
@@ -393,6 +398,7 @@ class _Connection:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self.outcome["reason"] = reason
         self.outcome["session_present"] = getattr(flags, "session_present", False)
+        self.max_packet = getattr(props, "MaximumPacketSize", None)
         self.connack.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -711,7 +717,7 @@ class Uplink:
                     group = self._without(group, handled | marking)
                 if not group.rowids:
                     continue
-                for part in self._split(group):
+                for part in self._split(group, self._payload_limit(conn, group.type)):
                     tokens -= 1
                     if not self._send_group(conn, ledger, part, handled):
                         break
@@ -780,19 +786,27 @@ class Uplink:
         """The group less the rows already in flight or being marked."""
         return self._group_of(group, self._bodies([rowid for rowid in group.rowids if rowid not in skip]))
 
-    def _split(self, group: _Group) -> list[_Group]:
-        """The group as messages of at most MAX_MESSAGE_BYTES (one event may be larger)."""
-        if len(group.payload) <= MAX_MESSAGE_BYTES or len(group.rowids) == 1:
+    def _payload_limit(self, conn: _Connection, event_type: str) -> int:
+        """The largest payload a batch of this type may have on this connection."""
+        if conn.max_packet is None:
+            return MAX_MESSAGE_BYTES
+        packet_room = conn.max_packet - len(self._event_topic(event_type).encode()) - PUBLISH_OVERHEAD
+        return min(MAX_MESSAGE_BYTES, packet_room)
+
+    def _split(self, group: _Group, limit: int) -> list[_Group]:
+        """The group as messages with payloads of at most `limit` bytes (one event may be larger)."""
+        if len(group.payload) <= limit or len(group.rowids) == 1:
             return [group]
         parts: list[_Group] = []
         chunk: list[tuple[int, str]] = []
-        size = 0
+        size = 1
         for rowid, body in self._bodies(list(group.rowids)):
-            if chunk and size + len(body) > MAX_MESSAGE_BYTES:
+            length = len(body.encode())
+            if chunk and size + length + 1 > limit:
                 parts.append(self._group_of(group, chunk))
-                chunk, size = [], 0
+                chunk, size = [], 1
             chunk.append((rowid, body))
-            size += len(body) + 1
+            size += length + 1
         parts.append(self._group_of(group, chunk))
         return parts
 

@@ -16,7 +16,7 @@ from edge.store import Store
 from sync import uplink as uplink_module
 from sync.uplink import Uplink
 from tests.support.mosquitto import TestBroker, start_broker
-from tests.support.sync_helpers import GATEWAY, SITE, produce, wait_until
+from tests.support.sync_helpers import GATEWAY, SITE, EventTap, produce, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -71,3 +71,25 @@ def test_a_refused_class_waits_for_its_retry(
         time.sleep(0.5)
         assert metrics.sent == refused < 2000
     assert store.backlog().count == 2000
+
+
+def test_batches_fit_the_brokers_maximum_packet_size(
+    tmp_path: Path, store: Store, factory: EventFactory
+) -> None:
+    """mosquitto's max_packet_size (announced in the MQTT 5 CONNACK) below a batch of 1000 events:
+    a larger packet would get the uplink disconnected, every time it sent it again."""
+    limit = 65_536
+    broker = start_broker(tmp_path / "mosquitto", extra=(f"max_packet_size {limit}",))
+    try:
+        produce(store, factory, 3000)
+        with EventTap(broker.port, GATEWAY) as tap:
+            config = broker.mqtt_config(batch_size=1000, reconnect_min_s=0.2, reconnect_max_s=1)
+            with Uplink(store, config, site=SITE, gateway=GATEWAY) as uplink:
+                assert uplink.wait_synced(20)
+                assert uplink.metrics.connects == 1
+            wait_until(lambda: tap.count() >= 3000, 10, "every event at the subscriber")
+            sizes = tap.sizes()
+    finally:
+        broker.stop()
+    topic_and_header = len(f"gatehouse/v1/{SITE}/{GATEWAY}/events/occupancy.sample") + 16
+    assert len(sizes) > 3 and max(sizes) <= limit - topic_and_header
