@@ -5,6 +5,7 @@ Sections live beside the code that uses them (`sync.config`, `models.config`, ea
 
 from __future__ import annotations
 
+import os
 import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -221,11 +222,19 @@ class GatehouseConfig(StrictModel):
         for index, device in enumerate(self.devices):
             serial = getattr(device, "serial", None)
             if serial is not None:
-                by_port.setdefault(serial.port, []).append((index, device))
-        for port, sharing in by_port.items():
+                by_port.setdefault(os.path.realpath(serial.port), []).append((index, device))
+        for adapter, sharing in by_port.items():
             (_, first), *others = sharing
+            port = first.serial.port
             for index, other in others:
                 where: Path_ = ("devices", index, "serial", "port")
+                if other.serial.port != port:
+                    raise MisplacedValue(
+                        where,
+                        f"devices {first.id} and {other.id} name one adapter ({adapter}) by two paths, "
+                        f"{port} and {other.serial.port}; write the same path for both, the stable "
+                        "/dev/serial/by-id/… one",
+                    )
                 both = f"devices {first.id} and {other.id} share the serial port {port}"
                 if other.kind != first.kind:
                     raise MisplacedValue(

@@ -430,3 +430,25 @@ def test_readers_and_boards_may_share_a_line_with_the_same_settings() -> None:
             second_serial="",
         )
         assert len(parse_config(text, "x.yaml").devices) == 2
+
+
+def test_one_adapter_named_by_two_paths_is_refused(tmp_path: Path) -> None:
+    """/dev/ttyUSB0 and its /dev/serial/by-id link are one adapter: the two drivers would each
+    open it, and the second would fail with a misleading 'in use by another program'."""
+    adapter = tmp_path / "ttyUSB0"
+    adapter.touch()
+    by_id = tmp_path / "usb-FTDI_FT232R-if00-port0"
+    by_id.symlink_to(adapter)
+    text = (
+        "site: {id: compound-7, salt: test-salt-long-enough}\n"
+        "gateway: {id: gw-north, state_dir: /var/lib/gatehouse}\n"
+        "devices:\n"
+        f"  - {{kind: osdp, id: first, address: 1, serial: {{port: {by_id}}}}}\n"
+        f"  - {{kind: osdp, id: second, address: 2, serial: {{port: {adapter}}}}}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "x.yaml")
+    assert (
+        f"devices[1].serial.port: devices first and second name one adapter ({adapter}) by two "
+        f"paths, {by_id} and {adapter}; write the same path for both"
+    ) in str(err.value)
