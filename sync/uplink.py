@@ -95,6 +95,9 @@ IDLE_WAIT_S = 0.5
 FOREIGN_CHECK_S = 1.0
 """how often an idle uplink looks for rows another process (the CLI) appended"""
 NO_MATCHING_SUBSCRIBERS = 0x10
+SILENCE_KEEPALIVES = 1.5
+"""a connection on which the broker sent nothing for this many keepalive intervals is dead (the
+limit MQTT gives the broker for its clients)"""
 
 
 def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
@@ -340,6 +343,9 @@ class _Connection:
         self.max_packet: int | None = None
         """the broker's Maximum Packet Size (MQTT 5 CONNACK): a larger packet gets us disconnected"""
         config = uplink.config
+        self.heard: float | None = None
+        """when the broker last sent anything (from CONNACK on)"""
+        self.silence_limit_s = SILENCE_KEEPALIVES * config.keepalive_s
         client = mqttc.new_client(config, uplink.gateway, clean=False)
         client.max_inflight_messages_set(config.inflight_window + LIVE_RESERVE)
         client.max_queued_messages_set(0)
@@ -381,12 +387,20 @@ class _Connection:
                 wake.recv(4096)
         rc = mqtt.MQTT_ERR_SUCCESS
         if sock in readable or tls_buffered:
+            if self.heard is not None:
+                self.heard = time.monotonic()
             rc = client.loop_read()
         if rc == mqtt.MQTT_ERR_SUCCESS and client.socket() is not None and sock in writable:
             rc = client.loop_write()
         if rc == mqtt.MQTT_ERR_SUCCESS:
             rc = client.loop_misc()
         if rc != mqtt.MQTT_ERR_SUCCESS:
+            self._lost()
+        elif self.heard is not None and time.monotonic() - self.heard > self.silence_limit_s:
+            # A pulled cable or a frozen broker: paho's keepalive would notice only after twice
+            # the keepalive; a healthy broker answers paho's PINGREQ, sent after one keepalive
+            # without a packet, well within half of another.
+            self.outcome["disconnect"] = f"nothing from the broker in {self.silence_limit_s:.1f} s"
             self._lost()
 
     def _lost(self) -> None:
@@ -399,6 +413,7 @@ class _Connection:
         self.outcome["reason"] = reason
         self.outcome["session_present"] = getattr(flags, "session_present", False)
         self.max_packet = getattr(props, "MaximumPacketSize", None)
+        self.heard = time.monotonic()
         self.connack.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:

@@ -4,6 +4,7 @@ a message, a client id taken over, a broker that stops answering."""
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Iterator
@@ -93,3 +94,23 @@ def test_batches_fit_the_brokers_maximum_packet_size(
         broker.stop()
     topic_and_header = len(f"gatehouse/v1/{SITE}/{GATEWAY}/events/occupancy.sample") + 16
     assert len(sizes) > 3 and max(sizes) <= limit - topic_and_header
+
+
+def test_a_silent_broker_is_given_up_after_one_and_a_half_keepalives(
+    broker: TestBroker, store: Store, factory: EventFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A frozen broker (SIGSTOP: the kernel still takes the bytes, nothing answers) is what a
+    pulled cable looks like. paho's keepalive gives up only after two keepalives without a
+    packet; the uplink gives up after 1.5, as MQTT has the broker do."""
+    produce(store, factory, 2000)
+    config = broker.mqtt_config(keepalive_s=5, batch_size=10, max_rate_msgs_s=20, reconnect_min_s=0.2)
+    caplog.set_level(logging.WARNING, logger="sync.uplink")
+    with EventTap(broker.port, GATEWAY), Uplink(store, config, site=SITE, gateway=GATEWAY) as uplink:
+        wait_until(lambda: uplink.metrics.acked > 0, 10, "the drain to get going")
+        broker.freeze()
+        try:
+            wait_until(lambda: not uplink.connected.is_set(), 20, "the uplink to give up the connection")
+        finally:
+            broker.thaw()
+        assert uplink.wait_synced(30)
+    assert any("nothing from the broker in 7.5 s" in record.getMessage() for record in caplog.records)
