@@ -72,12 +72,14 @@ def test_registrations_and_device_events_keep_the_devices_and_gates(
                 publisher.publish(topics.event(event.type), event.model_dump_json(), qos=1).wait_for_publish(
                     5
                 )
-            wait_until(lambda: worker.stats.events == 2, 10, "both device events stored")
+            stored = "SELECT count(*) FROM events WHERE gateway_id = ?"
+            wait_until(lambda: db.query(stored, (gateway,)) == [(2,)], 10, "both device events stored")
             assert devices()["east-reader"] == ("osdp", "offline"), "the latest event wins"
 
             online = json.dumps({"state": "online", "site": SITE, "gateway": gateway}).encode()
             publisher.publish(topics.status, online, qos=1, retain=True).wait_for_publish(5)
-            wait_until(lambda: worker.stats.statuses == 2, 10, "the online status")
+            state = "SELECT state FROM gateways WHERE site_id = ? AND id = ?"
+            wait_until(lambda: db.query(state, (SITE, gateway)) == [("online",)], 10, "the online status")
             assert set(devices()) == {"north-barrier", "east-reader"}, "a status without a list keeps it"
 
             second = registration(gateway, [{"id": "north-barrier", "kind": "modbus_gate"}], [])
