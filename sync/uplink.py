@@ -619,6 +619,7 @@ class Uplink:
             except (mqttc.MqttError, AuthFailed) as err:
                 if self.last_error != str(err):
                     log.warning("uplink: %s", err)
+                    self._record_offline(str(err))
                 self.last_error = str(err)
                 self._back_off(attempt)
                 attempt += 1
@@ -644,6 +645,8 @@ class Uplink:
                         conn.outcome.get("disconnect"),
                         len(lost),
                     )
+                    self.metrics.connected_since_ms = None
+                    self._record_offline(f"connection lost: {conn.outcome.get('disconnect')}")
                 mqttc.stop(conn.client)
                 self._flush_metrics()
             # A broker that accepts the connection and drops it at once (an ACL that denies our
@@ -944,6 +947,11 @@ class Uplink:
         body = json.dumps(document)
         conn.publish(self.topics.status, body, None, retain=True)
         self._marker.report(status=body)
+
+    def _record_offline(self, reason: str) -> None:
+        """What `gatehouse status` shows while there is no connection to publish a report on
+        (the broker has the Last Will, or whatever it held before)."""
+        self._marker.report(status=json.dumps({"state": "offline", "reason": reason, **self.status()}))
 
     def _flush_metrics(self) -> None:
         current = {

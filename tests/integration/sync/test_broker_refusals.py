@@ -4,6 +4,7 @@ a message, a client id taken over, a broker that stops answering."""
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -15,7 +16,7 @@ import pytest
 from edge.events import EventFactory
 from edge.store import Store
 from sync import uplink as uplink_module
-from sync.uplink import Uplink
+from sync.uplink import Uplink, sync_status
 from tests.support.mosquitto import TestBroker, start_broker
 from tests.support.sync_helpers import GATEWAY, SITE, EventTap, produce, wait_until
 
@@ -114,3 +115,37 @@ def test_a_silent_broker_is_given_up_after_one_and_a_half_keepalives(
             broker.thaw()
         assert uplink.wait_synced(30)
     assert any("nothing from the broker in 7.5 s" in record.getMessage() for record in caplog.records)
+
+
+def test_the_store_says_offline_while_the_broker_is_gone(
+    broker: TestBroker, store: Store, factory: EventFactory
+) -> None:
+    """`gatehouse status` reads the uplink's state from the store: it must not go on saying
+    "online" through an outage, when no status report can be published."""
+    config = broker.mqtt_config(reconnect_min_s=0.2, reconnect_max_s=1)
+    with Uplink(store, config, site=SITE, gateway=GATEWAY):
+        wait_until(lambda: sync_status(store)["state"] == "online", 10, "the online report")
+        broker.stop()
+        wait_until(lambda: sync_status(store)["state"] == "offline", 10, "the store to say offline")
+        recorded = json.loads(store.kv_get(uplink_module.STATUS_KV) or "{}")
+        assert recorded["reason"].startswith("connection lost") and recorded["connected_since"] is None
+        broker.start()
+        wait_until(lambda: sync_status(store)["state"] == "online", 20, "the online report again")
+
+
+def test_the_store_says_why_the_broker_refuses_the_uplink(
+    tmp_path: Path, store: Store, factory: EventFactory
+) -> None:
+    passwords = tmp_path / "passwords"
+    passwords.write_text("gw-1:not-a-hash-anything-matches\n")
+    broker = start_broker(
+        tmp_path / "mosquitto", extra=("allow_anonymous false", f"password_file {passwords}")
+    )
+    try:
+        config = broker.mqtt_config(username="gw-1", password="wrong", reconnect_min_s=0.2, reconnect_max_s=1)
+        with Uplink(store, config, site=SITE, gateway=GATEWAY):
+            wait_until(lambda: sync_status(store)["state"] == "offline", 10, "the store to say offline")
+            recorded = json.loads(store.kv_get(uplink_module.STATUS_KV) or "{}")
+    finally:
+        broker.stop()
+    assert "refused the credentials" in recorded["reason"]
