@@ -28,7 +28,13 @@ class MqttConfig(StrictModel):
         default=None, description="broker password; write ${NAME} to read it from a secret"
     )
     tls: TlsConfig | None = Field(default=None, description="TLS settings; absent means plain TCP")
-    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive interval")
+    keepalive_s: int = Field(
+        default=30,
+        ge=5,
+        le=3600,
+        description="MQTT keepalive interval; nothing from the broker for 1.5 times this (a cable "
+        "pulled, a broker frozen) ends the connection and the uplink reconnects",
+    )
     connect_timeout_s: float = Field(
         default=5.0, gt=0, description="no CONNACK within this time counts as a failed connect"
     )
