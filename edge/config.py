@@ -256,6 +256,16 @@ class GatehouseConfig(StrictModel):
                         "line need the same",
                     )
 
+    def inventory(self) -> dict[str, list[dict[str, Any]]]:
+        """The devices and gates as the gateway's status and registration tell the community
+        database (which keeps them as that gateway's whole list)."""
+        return {
+            "devices": [
+                {"id": d.id, "kind": d.kind, "name": d.name, "enabled": d.enabled} for d in self.devices
+            ],
+            "gates": [{"id": g.id, "kind": g.kind, "name": g.name} for g in self.gates],
+        }
+
     def device(self, device_id: str) -> Any:
         for device in self.devices:
             if device.id == device_id:

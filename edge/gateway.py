@@ -200,6 +200,7 @@ class Gateway:
             site=config.site.id,
             gateway=config.gateway.id,
             version=gatehouse_version(),
+            inventory=config.inventory(),
             downlink=downlink,
         )
         self.uplink.start(command_loop=loop)

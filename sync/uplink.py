@@ -489,10 +489,14 @@ class Uplink:
         site: str,
         gateway: str,
         version: str = "",
+        inventory: dict[str, Any] | None = None,
         downlink: Downlink | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        """`inventory`: the gateway's devices and gates, carried in its online status so that
+        the community database follows the configuration (a device added, a gate removed)."""
         self.store = store
+        self.inventory = inventory or {}
         self.config = config
         self.site = site
         self.gateway = gateway
@@ -941,7 +945,7 @@ class Uplink:
     def _publish_status(
         self, conn: _Connection, state: str, backlog: Backlog | None = None, reason: str | None = None
     ) -> None:
-        document = {"state": state, **self.status(backlog)}
+        document = {"state": state, **self.status(backlog), **(self.inventory if state == "online" else {})}
         if reason:
             document["reason"] = reason
         body = json.dumps(document)

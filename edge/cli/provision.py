@@ -477,10 +477,7 @@ def registration(config: Any) -> dict[str, Any]:
         "signing_key_fingerprint": fingerprint(config.gateway.signing_key)
         if config.gateway.signing_key
         else None,
-        "devices": [
-            {"id": d.id, "kind": d.kind, "name": d.name, "enabled": d.enabled} for d in config.devices
-        ],
-        "gates": [{"id": g.id, "kind": g.kind, "name": g.name} for g in config.gates],
+        **config.inventory(),
     }
 
 

@@ -101,6 +101,14 @@ def test_events_reach_the_community_database_and_a_signed_command_opens_the_door
         assert {"access.granted", "gate.state", "device.online"} <= community_types(db_url)
         db = open_database(db_url)
         assert db.seq_gaps("loop-site", "gw-loop") == []
+        # the online status carries the configuration's devices and gates, with their states
+        assert sorted(db.query("SELECT id, kind, state FROM devices WHERE gateway_id = 'gw-loop'")) == [
+            ("lock", "sim_lane", "online"),
+            ("reader", "sim_reader", "online"),
+        ]
+        assert db.query("SELECT id, kind FROM gates WHERE gateway_id = 'gw-loop'") == [
+            ("east-door", "pedestrian")
+        ]
         db.close()
     finally:
         operator.loop_stop()
