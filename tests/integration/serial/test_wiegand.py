@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -32,27 +34,38 @@ def make_driver(cable: VirtualCable, tmp_path: Path, profile: str) -> WiegandRea
     return WiegandReader(config, DriverContext(state_dir=str(tmp_path)))
 
 
+@contextlib.asynccontextmanager
+async def converter_on_line(
+    cable: VirtualCable, driver: WiegandReader, recorder: Recorder, profile: str
+) -> AsyncIterator[ConverterSim]:
+    """The driver running against a converter simulator on the other end of the cable, its port
+    open; cancelled when the block ends (the whole within a 30 s hang guard)."""
+    async with asyncio.timeout(30):
+        with ConverterSim(cable.path_b, profile, baudrate=115200) as sim:
+            task = asyncio.create_task(driver.run(recorder))
+            try:
+                await eventually(lambda: recorder.heartbeats, what="the port open")
+                yield sim
+                assert not task.done(), "the driver is still running"
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+
+
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_cards_through_each_converter_profile_with_noise_and_split_frames(cable, tmp_path, profile):
     driver = make_driver(cable, tmp_path, profile)
     recorder = Recorder()
 
     async def main() -> None:
-        async with asyncio.timeout(30):
-            with ConverterSim(cable.path_b, profile, baudrate=115200) as sim:
-                task = asyncio.create_task(driver.run(recorder))
-                try:
-                    await eventually(lambda: recorder.heartbeats, what="the port open")
-                    first = sim.frame_for(12, 3456)
-                    sim.send_raw(b"\x00\xff~noise~\r\n")
-                    sim.send_raw(first[:3])
-                    await asyncio.sleep(0.05)
-                    sim.send_raw(first[3:] + sim.frame_for(12, 3457))
-                    await eventually(lambda: len(recorder.of(CardPresented)) == 2, what="two cards")
-                    assert driver.deframer.rejected >= 1
-                finally:
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
+        async with converter_on_line(cable, driver, recorder, profile) as sim:
+            first = sim.frame_for(12, 3456)
+            sim.send_raw(b"\x00\xff~noise~\r\n")
+            sim.send_raw(first[:3])
+            await asyncio.sleep(0.05)
+            sim.send_raw(first[3:] + sim.frame_for(12, 3457))
+            await eventually(lambda: len(recorder.of(CardPresented)) == 2, what="two cards")
+            assert driver.deframer.rejected >= 1
 
     asyncio.run(main())
     cards = recorder.of(CardPresented)
@@ -68,19 +81,12 @@ def test_bad_parity_is_counted_not_presented(cable, tmp_path):
     recorder = Recorder()
 
     async def main() -> None:
-        async with asyncio.timeout(30):
-            with ConverterSim(cable.path_b, "stx_etx", baudrate=115200) as sim:
-                task = asyncio.create_task(driver.run(recorder))
-                try:
-                    await eventually(lambda: recorder.heartbeats, what="the port open")
-                    flipped = encode_bits(1, 2, 26) ^ (1 << 25)
-                    sim.send_raw(sim.profile.encode(Frame(bits=flipped, length=26)))
-                    sim.present_card(1, 3)
-                    await eventually(lambda: recorder.of(CardPresented), what="the good card")
-                    assert driver.bad_reads == 1
-                finally:
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
+        async with converter_on_line(cable, driver, recorder, "stx_etx") as sim:
+            flipped = encode_bits(1, 2, 26) ^ (1 << 25)
+            sim.send_raw(sim.profile.encode(Frame(bits=flipped, length=26)))
+            sim.present_card(1, 3)
+            await eventually(lambda: recorder.of(CardPresented), what="the good card")
+            assert driver.bad_reads == 1
 
     asyncio.run(main())
     assert [c.credential for c in recorder.of(CardPresented)] == ["1:3"]
@@ -91,23 +97,15 @@ def test_unplug_and_replug_mid_session(cable, tmp_path):
     recorder = Recorder()
 
     async def main() -> None:
-        async with asyncio.timeout(30):
-            with ConverterSim(cable.path_b, "ascii_hex", baudrate=115200) as sim:
-                task = asyncio.create_task(driver.run(recorder))
-                try:
-                    await eventually(lambda: recorder.heartbeats, what="the port open")
-                    sim.present_card(9, 9)
-                    await eventually(lambda: recorder.of(CardPresented), what="first card")
-                    cable.unplug("a")
-                    await eventually(lambda: recorder.availability() == [True, False], what="offline")
-                    cable.replug("a")
-                    await eventually(lambda: recorder.availability() == [True, False, True], what="online")
-                    sim.present_card(9, 10)
-                    await eventually(lambda: len(recorder.of(CardPresented)) == 2, what="card after")
-                    assert not task.done()
-                finally:
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
+        async with converter_on_line(cable, driver, recorder, "ascii_hex") as sim:
+            sim.present_card(9, 9)
+            await eventually(lambda: recorder.of(CardPresented), what="first card")
+            cable.unplug("a")
+            await eventually(lambda: recorder.availability() == [True, False], what="offline")
+            cable.replug("a")
+            await eventually(lambda: recorder.availability() == [True, False, True], what="online")
+            sim.present_card(9, 10)
+            await eventually(lambda: len(recorder.of(CardPresented)) == 2, what="card after")
 
     asyncio.run(main())
     assert recorder.availability() == [True, False, True]
@@ -119,17 +117,10 @@ def test_a_37_bit_card_with_bit_19_set_is_read(cable, tmp_path):
     recorder = Recorder()
 
     async def main() -> None:
-        async with asyncio.timeout(30):
-            with ConverterSim(cable.path_b, "ascii_hex", baudrate=115200) as sim:
-                task = asyncio.create_task(driver.run(recorder))
-                try:
-                    await eventually(lambda: recorder.heartbeats, what="the port open")
-                    sim.send_raw(b"0000140000\r\n")
-                    sim.present_card(1, 4)
-                    await eventually(lambda: len(recorder.of(CardPresented)) == 2, what="both cards")
-                finally:
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
+        async with converter_on_line(cable, driver, recorder, "ascii_hex") as sim:
+            sim.send_raw(b"0000140000\r\n")
+            sim.present_card(1, 4)
+            await eventually(lambda: len(recorder.of(CardPresented)) == 2, what="both cards")
 
     asyncio.run(main())
     assert [c.credential for c in recorder.of(CardPresented)] == ["1:131072", "1:4"]
@@ -141,17 +132,10 @@ def test_an_stx_etx_converter_ending_frames_with_a_line_end(cable, tmp_path):
     recorder = Recorder()
 
     async def main() -> None:
-        async with asyncio.timeout(30):
-            with ConverterSim(cable.path_b, "stx_etx", baudrate=115200) as sim:
-                task = asyncio.create_task(driver.run(recorder))
-                try:
-                    await eventually(lambda: recorder.heartbeats, what="the port open")
-                    sim.send_raw(sim.frame_for(5, 6) + b"\r\n")
-                    sim.send_raw(sim.frame_for(5, 7) + b"\r\n")
-                    await eventually(lambda: len(recorder.of(CardPresented)) == 2, what="two cards")
-                finally:
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
+        async with converter_on_line(cable, driver, recorder, "stx_etx") as sim:
+            sim.send_raw(sim.frame_for(5, 6) + b"\r\n")
+            sim.send_raw(sim.frame_for(5, 7) + b"\r\n")
+            await eventually(lambda: len(recorder.of(CardPresented)) == 2, what="two cards")
 
     asyncio.run(main())
     assert [c.credential for c in recorder.of(CardPresented)] == ["5:6", "5:7"]
