@@ -69,11 +69,17 @@ def _hex_digits(length: int) -> int:
     return (length + 3) // 4
 
 
-def _line(data: bytes) -> tuple[int, bytes | None, Rejected | None]:
-    """Split off one line: (consumed, line, rejection); consumed 0 = no full line yet."""
+def _padding(data: bytes) -> int:
+    """How many line ends `data` starts with: padding between frames, skipped silently."""
     skip = 0
     while skip < len(data) and data[skip] in LINE_ENDS:
         skip += 1
+    return skip
+
+
+def _line(data: bytes) -> tuple[int, bytes | None, Rejected | None]:
+    """Split off one line: (consumed, line, rejection); consumed 0 = no full line yet."""
+    skip = _padding(data)
     if skip:
         return skip, None, None
     ends = [i for i in (data.find(b"\r"), data.find(b"\n")) if i >= 0]
@@ -136,7 +142,7 @@ class StxEtx:
     name: ProfileName = "stx_etx"
 
     def decode(self, data: bytes) -> Decoded:
-        padding = len(data) - len(data.lstrip(LINE_ENDS))
+        padding = _padding(data)
         if padding:
             return padding, None
         start = data.find(bytes([STX]))
