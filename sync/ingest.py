@@ -43,7 +43,6 @@ from sync.commands import ErrorCode, Reply
 from sync.community import Community, publish_command
 from sync.config import MqttConfig
 from sync.db import Database, DatabaseError, now_iso, open_database
-from sync.uplink import backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +98,7 @@ class IngestWorker:
         self._inbox: queue.Queue[tuple[mqtt.Client, mqtt.MQTTMessage]] = queue.Queue()
         self._db: Database | None = None
         self._rng = random.Random()
+        self._backoff = mqttc.Backoff(config, self._rng)
         self.last_error: str | None = None
 
     # lifecycle
@@ -143,7 +143,6 @@ class IngestWorker:
     # the reconnect loop
 
     def _run(self) -> None:
-        attempt = 0
         while not self._stopping.is_set():
             session = mqttc.Session()
             client = mqttc.new_client(self.config, self.client_id, clean=False)
@@ -167,13 +166,9 @@ class IngestWorker:
                 if self.last_error != str(err):
                     log.warning("ingest %s: %s", self.client_id, err)
                 self.last_error = str(err)
-                delay = backoff_delay(
-                    attempt, self.config.reconnect_min_s, self.config.reconnect_max_s, self._rng
-                )
-                attempt += 1
-                self._stopping.wait(delay)
+                self._backoff.wait(self._stopping)
                 continue
-            attempt = 0
+            self._backoff.connected()
             self.last_error = None
             prefix = self.config.topic_prefix
             client.subscribe(
@@ -189,6 +184,7 @@ class IngestWorker:
             self.connected.clear()
             self._client = None
             mqttc.stop(client)
+            self._backoff.wait(self._stopping)
 
     # messages: paho's network thread queues them, the writer stores them in groups
 
@@ -234,7 +230,7 @@ class IngestWorker:
                         len(batch),
                         err,
                     )
-                delay = backoff_delay(
+                delay = mqttc.backoff_delay(
                     attempt, self.config.reconnect_min_s, self.config.reconnect_max_s, self._rng
                 )
                 attempt += 1

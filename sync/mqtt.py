@@ -1,10 +1,12 @@
 """Building paho-mqtt clients the way every Gatehouse component wants them: VERSION2 callbacks,
 MQTT 5 or 3.1.1, TLS or username/password, and paho's own reconnect turned off (the caller owns
-the reconnect loop), plus a connect that fails when no CONNACK arrives in time."""
+the reconnect loop, and `Backoff` is its policy), plus a connect that fails when no CONNACK
+arrives in time."""
 
 from __future__ import annotations
 
 import contextlib
+import random
 import ssl
 import threading
 import time
@@ -24,6 +26,39 @@ STOP_TIMEOUT_S = 5.0
 
 class MqttError(GatehouseError):
     """The broker cannot be reached or refused us; retry with backoff."""
+
+
+def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
+    """Full jitter: a random delay up to min(high, low * 2^attempt), at least `low`/2."""
+    ceiling = min(high, low * (2 ** min(attempt, 20)))
+    return max(low / 2, rng.uniform(0, ceiling))
+
+
+class Backoff:
+    """The wait before each connect after the first, whether the last one failed or was lost:
+    full-jitter exponential between `reconnect_min_s` and `reconnect_max_s`. The delays start
+    again from `reconnect_min_s` only after a connection that held for `reconnect_max_s`, so a
+    broker that takes the connection and drops it at once (an ACL that denies our publishes, a
+    packet over its limit, our client id taken over) is not hammered in a loop."""
+
+    def __init__(self, config: MqttConfig, rng: random.Random | None = None) -> None:
+        self.low = config.reconnect_min_s
+        self.high = config.reconnect_max_s
+        self.attempt = 0
+        self._rng = rng or random.Random()
+        self._connected_at: float | None = None
+
+    def connected(self) -> None:
+        self._connected_at = time.monotonic()
+
+    def wait(self, stopping: threading.Event) -> None:
+        """Wait the next delay, or until `stopping` is set."""
+        if self._connected_at is not None and time.monotonic() - self._connected_at >= self.high:
+            self.attempt = 0
+        self._connected_at = None
+        delay = backoff_delay(self.attempt, self.low, self.high, self._rng)
+        self.attempt += 1
+        stopping.wait(delay)
 
 
 def is_v5(config: MqttConfig) -> bool:

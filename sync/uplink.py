@@ -100,12 +100,6 @@ SILENCE_KEEPALIVES = 1.5
 limit MQTT gives the broker for its clients)"""
 
 
-def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
-    """Full jitter: a random delay up to min(high, low * 2^attempt), at least `low`/2."""
-    ceiling = min(high, low * (2 ** min(attempt, 20)))
-    return max(low / 2, rng.uniform(0, ceiling))
-
-
 @dataclass(frozen=True)
 class _Group:
     """Backlog rows of one type, ready to go as one message; `rowids` ascending."""
@@ -506,7 +500,7 @@ class Uplink:
         self._event_topics: dict[str, str] = {}
         self.metrics = Metrics()
         self.connected = threading.Event()
-        self._rng = rng or random.Random()
+        self._backoff = mqttc.Backoff(config, rng)
         self._handover = threading.Lock()
         """guards what other threads hand over: live rows, replies, the foreign-append flag"""
         self._wake_r: socket.socket | None = None
@@ -607,7 +601,6 @@ class Uplink:
     # the reconnect loop
 
     def _run(self) -> None:
-        attempt = 0
         while not self._stopping.is_set():
             conn = _Connection(self)
             try:
@@ -625,13 +618,12 @@ class Uplink:
                     log.warning("uplink: %s", err)
                     self._record_offline(str(err))
                 self.last_error = str(err)
-                self._back_off(attempt)
-                attempt += 1
+                self._backoff.wait(self._stopping)
                 continue
             if self.last_error is not None:
                 log.info("uplink: connected to %s:%s again", self.config.host, self.config.port)
             self.last_error = None
-            connected_at = time.monotonic()
+            self._backoff.connected()
             self._conn = conn
             self.metrics.connects += 1
             self.metrics.connected_since_ms = int(time.time() * 1000)
@@ -653,18 +645,7 @@ class Uplink:
                     self._record_offline(f"connection lost: {conn.outcome.get('disconnect')}")
                 mqttc.stop(conn.client)
                 self._flush_metrics()
-            # A broker that accepts the connection and drops it at once (an ACL that denies our
-            # publishes, a packet over its limit, our client id taken over) must not be hammered
-            # in a loop: only a connection that held resets the backoff.
-            if time.monotonic() - connected_at >= self.config.reconnect_max_s:
-                attempt = 0
-            self._back_off(attempt)
-            attempt += 1
-
-    def _back_off(self, attempt: int) -> None:
-        self._stopping.wait(
-            backoff_delay(attempt, self.config.reconnect_min_s, self.config.reconnect_max_s, self._rng)
-        )
+            self._backoff.wait(self._stopping)
 
     # one connection
 

@@ -10,12 +10,15 @@ import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edge.events import EventFactory
 from edge.store import Store
+from sync import mqtt as mqttc
 from sync import uplink as uplink_module
+from sync.ingest import IngestWorker
 from sync.uplink import Uplink, sync_status
 from tests.support.mosquitto import TestBroker, start_broker
 from tests.support.sync_helpers import GATEWAY, SITE, EventTap, produce, wait_until
@@ -49,7 +52,7 @@ def test_a_broker_that_drops_the_connection_at_once_is_not_hammered(
         attempts.append(attempt)
         return 0.05
 
-    monkeypatch.setattr(uplink_module, "backoff_delay", recorded)
+    monkeypatch.setattr(mqttc, "backoff_delay", recorded)
     produce(store, factory, 200)
     config = denying_broker.mqtt_config(batch_size=10)
     with Uplink(store, config, site=SITE, gateway=GATEWAY) as uplink:
@@ -149,3 +152,24 @@ def test_the_store_says_why_the_broker_refuses_the_uplink(
     finally:
         broker.stop()
     assert "refused the credentials" in recorded["reason"]
+
+
+def test_ingest_workers_that_take_each_others_client_id_are_not_hammered(
+    broker: TestBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two ingest services given the same name: each connect takes the other's client id over and
+    the broker drops the other. A lost connection waits its backoff, as the uplink's does, rather
+    than reconnect at once and have the two throw each other out hundreds of times a second."""
+    connects: list[float] = []
+    real_connect = mqttc.connect
+
+    def counted(*args: Any, **kwargs: Any) -> None:
+        connects.append(time.monotonic())
+        real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(mqttc, "connect", counted)
+    config = broker.mqtt_config(reconnect_min_s=0.2, reconnect_max_s=1)
+    db_url = f"sqlite:///{tmp_path / 'community.db'}"
+    with IngestWorker(db_url, config, name="twin"), IngestWorker(db_url, config, name="twin"):
+        time.sleep(3)
+    assert 2 < len(connects) < 40

@@ -1,6 +1,6 @@
 import random
 
-from sync.uplink import backoff_delay
+from sync.mqtt import backoff_delay
 
 
 def test_backoff_is_jittered_and_bounded() -> None:
