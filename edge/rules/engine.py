@@ -206,8 +206,6 @@ class Rules:
             return
         now_ms = int(self.clock() * 1000)
         decision = await asyncio.to_thread(self.decider.credential, seen.kind, seen.credential, ref, now_ms)
-        if decision.granted:
-            self._granted[(ref.id, digest)] = self.clock()
         credential = credential_ref(seen.credential, self.config.site.salt, seen.kind, seen.card_format)
         payload = AccessPayload(
             gate=ref.id,
@@ -219,7 +217,7 @@ class Rules:
             pass_id=decision.pass_id,
             detail=decision.detail,
         )
-        event = await self._record_decision(decision, payload, seen.device)
+        event = await self._record_decision(decision, payload, seen.device, (ref.id, digest))
         for hook in self.decision_hooks:
             hook(seen, event)
         if decision.blocked:  # before the reader's LED: the guards' alert must not wait for it
@@ -257,13 +255,12 @@ class Rules:
             device=seen.device,
             attachments=attachments,
         )
-        if gate is None or gate.kind != "vehicle" or self._repeat(gate.id, f"plate:{seen.plate}"):
+        presentation = (gate_id, f"plate:{seen.plate}")
+        if gate is None or gate.kind != "vehicle" or self._repeat(*presentation):
             return
         now_ms = int(self.clock() * 1000)
         ref = GateRef(gate.id, direction or gate.direction)
         decision = await asyncio.to_thread(self.decider.plate, seen.plate, ref, now_ms)
-        if decision.granted:
-            self._granted[(gate.id, f"plate:{seen.plate}")] = self.clock()
         payload = AccessPayload(
             gate=gate_id,
             plate=seen.plate,
@@ -274,7 +271,7 @@ class Rules:
             pass_id=decision.pass_id,
             detail=decision.detail,
         )
-        event = await self._record_decision(decision, payload, seen.device, attachments)
+        event = await self._record_decision(decision, payload, seen.device, presentation, attachments)
         for hook in self.decision_hooks:
             hook(seen, event)
         if decision.granted and gate.open_on_plate and gate.barrier:
@@ -297,18 +294,24 @@ class Rules:
         decision: Decision,
         payload: AccessPayload,
         device: str,
+        presentation: tuple[str, str],
         attachments: tuple[Attachment, ...] = (),
     ) -> Event:
-        """Record the decision. When the store is full it is not recorded, so not acted on:
-        what it changed (a pass's entry, the anti-passback side) is taken back."""
+        """Record the decision; a recorded grant starts its `presentation` (gate, credential),
+        whose repeats are not decided again. When the store is full it is not recorded, so not
+        acted on: what it changed (a pass's entry, the anti-passback side) is taken back, and the
+        next read is a new presentation."""
         try:
-            return await self.record(_access_type(decision), payload, device=device, attachments=attachments)
+            event = await self.record(_access_type(decision), payload, device=device, attachments=attachments)
         except StoreFull:
             if decision.undo:
                 await self.store.write_async(
                     lambda conn: [conn.execute(sql, params) for sql, params in decision.undo]
                 )
             raise
+        if decision.granted:
+            self._granted[presentation] = self.clock()
+        return event
 
     async def _unknown_plate(self, seen: PlateRead, gate_id: str, crop: str | None) -> None:
         settings = self.settings.alerts

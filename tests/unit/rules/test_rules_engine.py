@@ -287,6 +287,38 @@ def test_a_repeated_read_at_an_anti_passback_gate_is_not_refused(tmp_path: Path)
         rig.store.close()
 
 
+def test_a_grant_the_store_could_not_record_is_decided_again_at_the_next_read(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+):
+    """A grant that was not recorded was not acted on (the barrier stayed shut): the card held
+    to the reader again is a new presentation, decided and recorded, not a repeat answered
+    green without the barrier opening."""
+    rig.allow.add_credential("12345678", "p-1")
+    append = rig.store.append_async
+    full = [True]
+
+    async def full_once(event: Any) -> Any:
+        if event.type.startswith("access.") and full:
+            full.clear()
+            raise StoreFull("the store is full")
+        return await append(event)
+
+    monkeypatch.setattr(rig.store, "append_async", full_once)
+
+    async def feed() -> None:
+        with pytest.raises(StoreFull):
+            await rig.rules.handle(CardPresented("reader", "12345678"))
+        rig.clock.advance(0.6)
+        await rig.rules.handle(CardPresented("reader", "12345678"))
+
+    asyncio.run(feed())
+    assert [e.type for e in rig.events("access.*")] == ["access.granted"]
+    assert [(d, type(c).__name__) for d, c in rig.commands] == [
+        ("barrier", "OpenGate"),
+        ("reader", "ReaderFeedback"),
+    ]
+
+
 def test_a_repeated_plate_read_is_one_credit_against_tailgating(rig: Rig):
     rig.allow.add_plate("津A12345", "p-1")
     run(rig, PlateRead("cam", "津A12345", 0.97))
