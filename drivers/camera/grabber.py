@@ -110,14 +110,14 @@ class Grabber:
         with self._lock:
             self._stop.set()
 
-    def stop(self, wait_s: float | None = None) -> bool:
-        """Stop and wait up to `wait_s` (default STOP_GRACE_S) for the thread. False: it is still
-        inside OpenCV (see `in_opencv`) and ends by itself when OpenCV's timeout returns it."""
+    def stop(self) -> bool:
+        """Stop and wait up to STOP_GRACE_S for the thread. False: it is still inside OpenCV
+        (see `in_opencv`) and ends by itself when OpenCV's timeout returns it."""
         self.request_stop()
         thread = self._thread
         if thread is None:
             return True
-        thread.join(timeout=self.STOP_GRACE_S if wait_s is None else wait_s)
+        thread.join(timeout=self.STOP_GRACE_S)
         return not thread.is_alive()
 
     def latest(self) -> Frame | None:
