@@ -90,22 +90,19 @@ class Community:
             )
 
     def key(self, site: str, gateway: str) -> signing.SigningKey:
-        """What signs commands to this gateway."""
-        alg, key = self.signing_of(site, gateway)
-        return self.signer() if alg == signing.ED25519 else key
-
-    def signing_of(self, site: str, gateway: str) -> tuple[str, str]:
-        """How commands to this gateway are signed: (algorithm, its HMAC key or ""); ConfigError
-        when the gateway is not registered."""
+        """What signs commands to this gateway: its HMAC key, or the community's Ed25519 key;
+        ConfigError when the gateway is not registered or the Ed25519 key was not given."""
         row = self.db.one(
             "SELECT signing_alg, signing_key FROM gateways WHERE site_id = ? AND id = ?", (site, gateway)
         )
-        if row is None or (row[0] != signing.ED25519 and not row[1]):
+        if row is not None and row[0] == signing.ED25519:
+            return self.signer()
+        if row is None or not row[1]:
             raise ConfigError(
                 f"no signing key for gateway {site}/{gateway}; register it with "
                 f"`gatehouse admin gateway add {site} {gateway} --key-env NAME` (or --ed25519)"
             )
-        return str(row[0]), str(row[1] or "")
+        return str(row[1])
 
     def signer(self) -> Ed25519PrivateKey:
         """The community's Ed25519 signing key, read once; ConfigError saying what to give."""
@@ -147,7 +144,7 @@ class Community:
     def _change(
         self, site: str, gateway: str, adds: Iterable[AllowEntry], removes: Iterable[AllowKey]
     ) -> int:
-        self.signing_of(site, gateway)  # a gateway not registered has no allow-list
+        self.key(site, gateway)  # a change nobody can sign is not recorded
         with self.db.transaction():
             version = self.allowlist_version(site, gateway) + 1
             for entry in adds:
@@ -241,6 +238,7 @@ class Community:
     # passes and gates
 
     def pass_issue(self, site: str, gateway: str, args: PassIssueArgs) -> dict[str, Any]:
+        self.key(site, gateway)  # a pass nobody can sign is not recorded
         with self.db.transaction():
             self.db.execute(
                 "INSERT INTO passes(id, site_id, gateway_id, kind, plate, credential, host, valid_from, "

@@ -158,7 +158,7 @@ def test_a_gateway_holding_only_the_community_public_key_takes_its_commands(
         assert main([*signed, "open-gate", SITE, "gw-ed", "north-in"]) == 0
         assert gate.calls[-1].name == "open_gate" and gate.calls[-1].alg == "ed25519"
 
-        Community(open_database(db_url)).allow_add(
+        Community(open_database(db_url), signer_key=str(signer)).allow_add(
             SITE, "gw-ed", [AllowEntry(kind="plate", value="津E00002")]
         )
         assert main([*signed, "allow", "add", SITE, "gw-ed", "--plate", "津E00003"]) == 1
@@ -191,3 +191,25 @@ def test_the_ingest_service_finds_the_signing_key_systemd_loaded(
     community.register_gateway(SITE, "gw-ed", None)
     key = community.key(SITE, "gw-ed")
     assert isinstance(key, Ed25519PrivateKey) and signing.public_hex(key) == public
+
+
+def test_a_change_the_admin_cannot_sign_is_not_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A gateway that takes Ed25519 commands, and no signing key given: the allow-list change and
+    the pass are refused before they are recorded. Otherwise the allow-list would be at a version
+    the gateway was never sent, and the same command given again with the key a version later."""
+    db_url = f"sqlite:///{tmp_path / 'community.db'}"
+    signer = tmp_path / "community-commands.pem"
+    signer.write_bytes(signing.new_private_key_pem()[0])
+    monkeypatch.delenv("GATEHOUSE_COMMAND_SIGNER_KEY", raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    admin = ["admin", "--db", db_url]
+    assert main([*admin, "--signer-key", str(signer), "gateway", "add", SITE, "gw-ed", "--ed25519"]) == 0
+    capsys.readouterr()
+    assert main([*admin, "allow", "add", SITE, "gw-ed", "--plate", "津E00001", "--no-send"]) == 2
+    assert "give its PEM file with --signer-key FILE" in capsys.readouterr().err
+    assert main([*admin, "pass", "issue", SITE, "gw-ed", "--plate", "津E00002", "--no-send"]) == 2
+    db = open_database(db_url)
+    assert Community(db).allowlist_version(SITE, "gw-ed") == 0
+    assert db.one("SELECT count(*) FROM passes") == (0,)
