@@ -366,11 +366,7 @@ class OsdpBus:
             slot.pd_online = bool(active)
             if active:
                 slot.sc_refusals = 0
-                if (
-                    slot.config.install_mode
-                    and self.cp is not None
-                    and not self.cp.is_sc_active(slot.address)
-                ):
+                if slot.config.install_mode and not self.secure(slot):
                     slot.fail(
                         AuthFailed(
                             f"reader at OSDP address {slot.address} on {self.settings.port} took neither "
