@@ -108,9 +108,12 @@ class Gateway:
             log.warning("%s on %s failed: %s", name, device_id, err or "timeout")
             return False
         except (DeviceMisconfigured, AuthFailed) as err:
-            log.error("%s on %s was refused: %s", name, device_id, err)
-            if self.supervisor is not None:
-                await self.supervisor.command_refused(device_id, name, f"{name} refused: {err}")
+            news = self.supervisor is None or await self.supervisor.command_refused(
+                device_id, name, f"{name} refused: {err}"
+            )
+            log.log(
+                logging.ERROR if news else logging.DEBUG, "%s on %s was refused: %s", name, device_id, err
+            )
             return False
         if self.supervisor is not None:
             await self.supervisor.command_succeeded(device_id, name)

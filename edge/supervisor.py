@@ -139,17 +139,22 @@ class Supervisor:
             await asyncio.wait(self._tasks, timeout=timeout)
         self._tasks.clear()
 
-    async def command_refused(self, device: str, command: str, error: str) -> None:
+    async def command_refused(self, device: str, command: str, error: str) -> bool:
         """The device refused `command` (DeviceMisconfigured, AuthFailed): it answers but does not
         work as configured. It is reported offline with an alert at once (a person must act) and
-        stays offline until a `command` succeeds."""
+        stays offline until a `command` succeeds. The same refusal again (a siren the alert
+        engine switches again at every check) is not news: it is not reported again, and False
+        is returned."""
         status = self.status[device]
+        if status.reported is False and (status.fault, status.fault_command) == (error, command):
+            return False
         status.fault = status.last_error = error
         status.fault_command = command
         if status.online:
             status.online = False
             status.since = time.time()
         await self._report(status, True, error)
+        return True
 
     async def command_succeeded(self, device: str, command: str) -> None:
         """A `command` worked: a fault that the same kind of command caused is over."""

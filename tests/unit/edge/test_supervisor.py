@@ -158,3 +158,30 @@ def test_a_device_is_online_only_once_its_driver_reaches_it():
     assert while_unreachable == [("cam", False, "nothing answers")]
     assert reports == [("cam", False, "nothing answers"), ("cam", True, "")]
     assert queued == 0, "availability goes to the supervisor, not to the rules' queue"
+
+
+def test_a_refusal_repeated_is_reported_once():
+    """The alert engine switches a siren again at every check until it is known to be switched:
+    a board that refuses that relay must not become a device.offline event every few seconds."""
+
+    async def scenario() -> tuple[list[tuple[str, bool, bool, str]], list[bool]]:
+        loop = asyncio.get_running_loop()
+        reports: list[tuple[str, bool, bool, str]] = []
+
+        async def on_state(status: DeviceStatus, needs_person: bool, reason: str) -> None:
+            reports.append((status.device, status.online, needs_person, reason))
+
+        supervisor = Supervisor([make(Healthy, "relay")], ObservationQueue(loop, 10), on_state)
+        news = [
+            await supervisor.command_refused("relay", "SetOutput", "SetOutput refused: no relay 40"),
+            await supervisor.command_refused("relay", "SetOutput", "SetOutput refused: no relay 40"),
+            await supervisor.command_refused("relay", "OpenGate", "OpenGate refused: no relay 41"),
+        ]
+        return reports, news
+
+    reports, news = asyncio.run(scenario())
+    assert reports == [
+        ("relay", False, True, "SetOutput refused: no relay 40"),
+        ("relay", False, True, "OpenGate refused: no relay 41"),
+    ]
+    assert news == [True, False, True]
