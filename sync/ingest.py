@@ -444,41 +444,33 @@ class IngestWorker:
     def _registered_devices(db: Database, parsed: topics.ParsedTopic, devices: list[dict[str, Any]]) -> None:
         """A status that lists the gateway's devices (the registration `provision` publishes) is
         the whole list: listed devices are added or updated, the others of that gateway go."""
-        for device in devices:
+        listed = [_storable(device["id"]) for device in devices]
+        for device_id, device in zip(listed, devices, strict=True):
             db.execute(
                 "INSERT INTO devices(site_id, gateway_id, id, kind) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (site_id, gateway_id, id) DO UPDATE SET kind = excluded.kind",
-                (parsed.site, parsed.gateway, _storable(device["id"]), _text(device.get("kind"))),
+                (parsed.site, parsed.gateway, device_id, _text(device.get("kind"))),
             )
-        listed = [_storable(device["id"]) for device in devices]
-        db.execute(
-            "DELETE FROM devices WHERE site_id = ? AND gateway_id = ?"
-            + (f" AND id NOT IN ({','.join('?' * len(listed))})" if listed else ""),
-            (parsed.site, parsed.gateway, *listed),
-        )
+        _forget_unlisted(db, "devices", parsed, listed)
 
     @staticmethod
     def _registered_gates(db: Database, parsed: topics.ParsedTopic, gates: list[dict[str, Any]]) -> None:
         """As for devices: the listed gates are this gateway's, the others it had go."""
-        for gate in gates:
+        listed = [_storable(gate["id"]) for gate in gates]
+        for gate_id, gate in zip(listed, gates, strict=True):
             db.execute(
                 "INSERT INTO gates(site_id, id, gateway_id, name, kind) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (site_id, id) DO UPDATE SET gateway_id = excluded.gateway_id, "
                 "name = excluded.name, kind = excluded.kind",
                 (
                     parsed.site,
-                    _storable(gate["id"]),
+                    gate_id,
                     parsed.gateway,
                     _text(gate.get("name")) or "",
                     _text(gate.get("kind")) or "vehicle",
                 ),
             )
-        listed = [_storable(gate["id"]) for gate in gates]
-        db.execute(
-            "DELETE FROM gates WHERE site_id = ? AND gateway_id = ?"
-            + (f" AND id NOT IN ({','.join('?' * len(listed))})" if listed else ""),
-            (parsed.site, parsed.gateway, *listed),
-        )
+        _forget_unlisted(db, "gates", parsed, listed)
 
     def _reply(
         self,
@@ -529,6 +521,15 @@ def _listed(value: Any) -> list[dict[str, Any]] | None:
         for entry in value
         if isinstance(entry, dict) and isinstance(entry.get("id"), str) and 0 < len(entry["id"]) <= 64
     ]
+
+
+def _forget_unlisted(db: Database, table: str, parsed: topics.ParsedTopic, listed: list[str]) -> None:
+    """The rows of this gateway in `table` (devices or gates) whose id it no longer lists go."""
+    db.execute(
+        f"DELETE FROM {table} WHERE site_id = ? AND gateway_id = ?"
+        + (f" AND id NOT IN ({','.join('?' * len(listed))})" if listed else ""),
+        (parsed.site, parsed.gateway, *listed),
+    )
 
 
 def _text(value: Any) -> str | None:
