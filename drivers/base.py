@@ -23,6 +23,9 @@ from pydantic import Field
 from edge.config_base import StrictModel
 from edge.errors import DeviceMisconfigured
 
+GateSlot = Literal["barrier", "readers", "cameras"]
+"""The lists of a gate a device can be in."""
+
 
 class DeviceConfig(StrictModel):
     """Fields every device has. Each driver subclasses this with `kind: Literal["<name>"]`."""
@@ -35,7 +38,7 @@ class DeviceConfig(StrictModel):
     )
     shares_line: ClassVar[bool] = False
     """Whether devices of this kind may share one serial port (a multi-drop RS-485 bus)."""
-    gate_slot: ClassVar[Literal["barrier", "readers", "cameras"]]
+    gate_slot: ClassVar[GateSlot]
     """Where a gate lists devices of this kind (`gatehouse devices add --gate`)."""
 
 

@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from drivers.base import DeviceConfig
+from drivers.base import DeviceConfig, GateSlot
 from edge.config_base import StrictModel
 from models.config import OccupancyConfig, ZoneConfig
 
@@ -53,7 +53,7 @@ class TamperConfig(StrictModel):
 
 class CameraConfig(DeviceConfig):
     kind: Literal["camera"] = Field(description="a camera read through OpenCV")
-    gate_slot: ClassVar[Literal["barrier", "readers", "cameras"]] = "cameras"
+    gate_slot: ClassVar[GateSlot] = "cameras"
     source: str = Field(
         description="rtsp://user:${CAM_PASSWORD}@host/path, http(s)://… MJPEG, a USB index "
         "such as 0, or a video file"

@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from drivers.base import DeviceConfig
+from drivers.base import DeviceConfig, GateSlot
 from drivers.serial.config import SerialSettings
 from edge.config_base import StrictModel
 
@@ -80,7 +80,7 @@ class BoardProfile(StrictModel):
 
 class ModbusGateConfig(DeviceConfig):
     kind: Literal["modbus_gate"] = Field(description="barrier on a Modbus RTU relay/IO board")
-    gate_slot: ClassVar[Literal["barrier", "readers", "cameras"]] = "barrier"
+    gate_slot: ClassVar[GateSlot] = "barrier"
     shares_line: ClassVar[bool] = True
     serial: SerialSettings = Field(
         description="the RS-485 line; barriers with the same port share it (settings must match)"

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from drivers.base import DeviceConfig
+from drivers.base import DeviceConfig, GateSlot
 from drivers.serial.config import SerialSettings
 from edge.config_base import StrictModel
 
@@ -24,7 +24,7 @@ class FeedbackConfig(StrictModel):
 
 class OsdpReaderConfig(DeviceConfig):
     kind: Literal["osdp"] = Field(description="OSDP card/PIN reader on an RS-485 line")
-    gate_slot: ClassVar[Literal["barrier", "readers", "cameras"]] = "readers"
+    gate_slot: ClassVar[GateSlot] = "readers"
     shares_line: ClassVar[bool] = True
     serial: SerialSettings = Field(
         description=(

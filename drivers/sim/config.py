@@ -4,7 +4,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from drivers.base import DeviceConfig
+from drivers.base import DeviceConfig, GateSlot
 from edge.config_base import StrictModel
 
 
@@ -24,14 +24,14 @@ class PopulationConfig(StrictModel):
 
 class SimReaderConfig(DeviceConfig):
     kind: Literal["sim_reader"] = Field(description="simulated card/QR reader")
-    gate_slot: ClassVar[Literal["barrier", "readers", "cameras"]] = "readers"
+    gate_slot: ClassVar[GateSlot] = "readers"
     interval_s: float = Field(default=4.0, gt=0, description="mean time between presentations")
     population: PopulationConfig = Field(default_factory=PopulationConfig, description="who shows up")
 
 
 class SimLaneConfig(DeviceConfig):
     kind: Literal["sim_lane"] = Field(description="simulated barrier with a vehicle loop")
-    gate_slot: ClassVar[Literal["barrier", "readers", "cameras"]] = "barrier"
+    gate_slot: ClassVar[GateSlot] = "barrier"
     travel_s: float = Field(default=1.5, gt=0, description="time the arm takes to open or close")
     open_hold_s: float = Field(default=5.0, gt=0, description="time the arm stays open before closing")
     stuck_probability: float = Field(
@@ -41,6 +41,6 @@ class SimLaneConfig(DeviceConfig):
 
 class SimCameraConfig(DeviceConfig):
     kind: Literal["sim_camera"] = Field(description="simulated lane camera reporting plate reads")
-    gate_slot: ClassVar[Literal["barrier", "readers", "cameras"]] = "cameras"
+    gate_slot: ClassVar[GateSlot] = "cameras"
     interval_s: float = Field(default=6.0, gt=0, description="mean time between vehicles")
     population: PopulationConfig = Field(default_factory=PopulationConfig, description="who drives up")

@@ -6,14 +6,14 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from drivers.base import DeviceConfig
+from drivers.base import DeviceConfig, GateSlot
 from drivers.serial.config import SerialSettings
 from drivers.wiegand.framing import ProfileName
 
 
 class WiegandReaderConfig(DeviceConfig):
     kind: Literal["wiegand"] = Field(description="Wiegand reader behind a serial converter")
-    gate_slot: ClassVar[Literal["barrier", "readers", "cameras"]] = "readers"
+    gate_slot: ClassVar[GateSlot] = "readers"
     serial: SerialSettings = Field(description="the converter's serial port")
     profile: ProfileName = Field(
         description=(
