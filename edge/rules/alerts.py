@@ -178,6 +178,9 @@ class AlertEngine:
         known = KINDS.get(kind)
         chosen: Severity = severity or (known.severity if known else "warning")
         momentary = bool(known and known.momentary)
+        # a critical alert is limited per condition: one flapping gate must not hide the first
+        # forced opening of another (nor its flood be counted on the other gate's)
+        scope, limited = ("key", key) if chosen == "critical" else ("kind", kind)
         async with self._lock:
             now_ms = self._now_ms()
             limit = self.config.max_per_kind_per_min
@@ -193,12 +196,9 @@ class AlertEngine:
                     )
                     return "repeat"
                 if kind != "alerts.flood":
-                    # a critical alert is limited per condition: one flapping gate must not hide
-                    # the first forced opening of another
-                    scope, value = ("key", key) if chosen == "critical" else ("kind", kind)
                     recent = conn.execute(
                         f"SELECT count(*) FROM alerts WHERE {scope}=? AND raised_ms > ?",
-                        (value, now_ms - 60_000),
+                        (limited, now_ms - 60_000),
                     ).fetchone()[0]
                     if recent >= limit:
                         conn.execute(
@@ -215,9 +215,9 @@ class AlertEngine:
                 self.suppressed += 1
                 flood = (
                     "alerts.flood",
-                    f"alerts.flood:{kind}",
+                    f"alerts.flood:{limited}",
                     f"more than {limit} {kind} alerts a minute"
-                    + (f" for {key}" if chosen == "critical" else "")
+                    + (f" for {key}" if scope == "key" else "")
                     + "; further ones are counted, not raised",
                 )
             else:

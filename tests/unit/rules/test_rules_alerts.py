@@ -185,3 +185,25 @@ def test_a_flapping_gate_does_not_hide_another_gates_critical_alert(tmp_path: Pa
         assert rig.alert_kinds().count("alerts.flood") == 1
     finally:
         rig.store.close()
+
+
+def test_each_flapping_gate_has_its_own_flood_alert(tmp_path: Path):
+    """A critical alert is limited per key: the flood alert that says so names that key, and a
+    second gate flapping is not counted as a repeat of the first gate's flood."""
+    rig = make_rig(tmp_path, SIREN)
+
+    async def scenario() -> None:
+        for gate in ("north-in", "north-out"):
+            for _ in range(4):
+                await rig.alerts.raise_("gate.forced_open", f"gate.forced_open:{gate}", "forced", gate=gate)
+                await rig.alerts.clear(f"gate.forced_open:{gate}", reason="closed")
+
+    try:
+        asyncio.run(scenario())
+        floods = [e.payload.message for e in rig.events("alert.raised") if e.payload.kind == "alerts.flood"]
+        assert [m.split(" for ")[1].split(";")[0] for m in floods] == [
+            "gate.forced_open:north-in",
+            "gate.forced_open:north-out",
+        ]
+    finally:
+        rig.store.close()
