@@ -40,6 +40,14 @@ OPEN_GATE_TTL_S = 30
 PASS_TTL_S = 6 * 3600
 
 
+def signer_key_path(given: str | None) -> str | None:
+    """Where the community's Ed25519 signing key is: `given` (--signer-key), else
+    $GATEHOUSE_COMMAND_SIGNER_KEY, else the credential SIGNER_CREDENTIAL that systemd loaded for
+    the ingest service (LoadCredential=); None when there is none."""
+    credential = Path(os.environ.get("CREDENTIALS_DIRECTORY", "/nonexistent")) / SIGNER_CREDENTIAL
+    return given or os.environ.get(SIGNER_KEY_ENV) or (str(credential) if credential.is_file() else None)
+
+
 def load_signer(path: Path) -> Ed25519PrivateKey:
     """The community's Ed25519 signing key from its PEM file; ConfigError saying what is wrong."""
     try:
@@ -58,12 +66,7 @@ class Community:
         registered with `--ed25519`; default $GATEHOUSE_COMMAND_SIGNER_KEY, else the credential
         SIGNER_CREDENTIAL that systemd loaded for the ingest service (LoadCredential=)."""
         self.db = db
-        credential = Path(os.environ.get("CREDENTIALS_DIRECTORY", "/nonexistent")) / SIGNER_CREDENTIAL
-        self.signer_key = (
-            signer_key
-            or os.environ.get(SIGNER_KEY_ENV)
-            or (str(credential) if credential.is_file() else None)
-        )
+        self.signer_key = signer_key_path(signer_key)
         self._signer: Ed25519PrivateKey | None = None
 
     # sites and gateways

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import threading
+from pathlib import Path
 from typing import Any
 
 from edge.cli.common import add_command
@@ -75,10 +76,15 @@ def _worker_main(
 
 def run_ingest(args: argparse.Namespace) -> int:
     from sync.broker import ensure_broker
+    from sync.community import load_signer, signer_key_path
     from sync.db import open_database
 
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO)
     open_database(args.db).close()
+    signer = signer_key_path(args.signer_key)
+    if signer:
+        # a wrong path would only show at the first version gap, as a gateway never updated
+        load_signer(Path(signer))
     handle = ensure_broker(broker_config(args))
     if handle.kind not in ("configured", "local"):
         print(f"started {handle.kind} on {handle.config.host}:{handle.config.port}", flush=True)

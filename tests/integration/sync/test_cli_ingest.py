@@ -96,3 +96,17 @@ def test_username_and_password(tmp_path: Path) -> None:
                     )
     finally:
         broker.stop()
+
+
+@pytest.mark.parametrize("bad", ["missing.pem", "not-a-key.pem"])
+def test_an_unusable_signer_key_stops_the_ingest_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    """Found at start, not at the first version gap as a gateway that never gets its full list."""
+    from edge.cli import main
+
+    (tmp_path / "not-a-key.pem").write_text("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    monkeypatch.delenv("GATEHOUSE_COMMAND_SIGNER_KEY", raising=False)
+    db = f"sqlite:///{tmp_path / 'community.db'}"
+    assert main(["ingest", "--db", db, "--signer-key", str(tmp_path / bad), "--host", "127.0.0.1"]) == 2
+    assert f"{tmp_path / bad}: " in capsys.readouterr().err
