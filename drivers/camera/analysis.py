@@ -63,6 +63,14 @@ class FrameAnalyser:
         self.moving = False
         self.analysed = 0
 
+    def warm_up(self) -> None:
+        """Load (and verify) every model this camera uses now rather than at the first frame
+        that needs it; raises ModelError naming a missing or wrong one."""
+        if self.pipeline is not None:
+            self.pipeline.warm_up()
+        if self.occupancy is not None and self.occupancy.detector is not None:
+            self.occupancy.detector.warm_up()
+
     def analyse(self, image: np.ndarray) -> list[Observation]:
         out: list[Observation] = []
         self.analysed += 1

@@ -58,10 +58,7 @@ class CameraDriver(Driver):
             ) from err
         try:
             analyser = FrameAnalyser(self.config, self.clock, self.inference, self.context.home_province)
-            if analyser.pipeline is not None:
-                analyser.pipeline.warm_up()
-            if analyser.occupancy is not None and analyser.occupancy.detector is not None:
-                analyser.occupancy.detector.warm_up()
+            analyser.warm_up()
         except ModelError as err:
             raise DeviceMisconfigured(f"camera {self.id}: {err}") from err
         return analyser
