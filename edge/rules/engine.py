@@ -16,14 +16,13 @@ import collections
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from drivers.base import (
     CardPresented,
-    Command,
     GateCondition,
     GateStateChanged,
     Health,
@@ -50,13 +49,11 @@ from edge.events import (
 )
 from edge.privacy import credential_hash, credential_ref
 from edge.rules.access import AccessDecider, Decision, GateRef
-from edge.rules.alerts import AlertEngine
+from edge.rules.alerts import AlertEngine, Commander
 from edge.rules.config import RulesConfig
 from edge.store import Store
 
 log = logging.getLogger(__name__)
-
-Commander = Callable[[str, Command], Awaitable[bool | None]]
 
 GATE_CONDITIONS: dict[str, str] = {
     "stuck": "barrier did not reach its limit in time",
