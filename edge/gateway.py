@@ -256,14 +256,14 @@ class Gateway:
         consumer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await consumer
+        with contextlib.suppress(asyncio.CancelledError):
+            await checks  # it hands the health held back by thinning to the store as it ends
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.rules.settled(), max(0.1, deadline - loop_time()))
         if self.uplink is not None:
             # Give the broker a moment for what is still unsent; whatever is left goes next start.
             await asyncio.to_thread(self.uplink.wait_synced, max(0.0, (deadline - loop_time()) / 3))
             await asyncio.to_thread(self.uplink.stop, max(0.5, (deadline - loop_time()) / 2))
-        with contextlib.suppress(asyncio.CancelledError):
-            await checks
         stopped_ms = int(self.clock() * 1000)
         await self.store.write_async(
             lambda c: c.execute("UPDATE devices SET state='stopped', since_ms=?", (stopped_ms,))

@@ -647,7 +647,7 @@ class Rules:
 
         When cancelled (the gateway stopping), the health still held back by thinning is
         handed to the store, so that the last counters are not lost; the gateway cancels
-        this task before it waits for `settled()` and closes the store."""
+        this task and waits for its end before it waits for `settled()` and closes the store."""
         try:
             await self._check_periodically()
         finally:
