@@ -4,6 +4,7 @@ occupancy (zones). Returns observations."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,8 @@ from models.motion import MotionGate, small_grey
 from models.occupancy import OccupancyMonitor, ZoneAlert
 from models.plates.pipeline import PlatePipeline, Region
 from models.plates.voting import PassVoter
+
+log = logging.getLogger(__name__)
 
 JPEG_QUALITY = 85
 
@@ -56,7 +59,7 @@ class FrameAnalyser:
         self.occupancy: OccupancyMonitor | None = None
         if config.zones:
             self.occupancy = occupancy or OccupancyMonitor(
-                list(config.zones), clock, config.occupancy, _object_detector(inference)
+                list(config.zones), clock, config.occupancy, _object_detector(inference), self._warn
             )
         self._last_sample: float | None = None
         self._zones_dirty = True
@@ -70,6 +73,9 @@ class FrameAnalyser:
             self.pipeline.warm_up()
         if self.occupancy is not None and self.occupancy.detector is not None:
             self.occupancy.detector.warm_up()
+
+    def _warn(self, line: str) -> None:
+        log.warning("camera %s: %s", self.device, line)
 
     def analyse(self, image: np.ndarray) -> list[Observation]:
         out: list[Observation] = []

@@ -174,3 +174,18 @@ def test_a_zone_outside_the_frame_is_logged_once(clock: FakeClock, caplog: pytes
         "were its corners taken from another stream or resolution?",
         "zone edge: x 600..700, y 0..100 reaches beyond the 640x480 frame; only its part inside is watched",
     ]
+
+
+def test_the_gateway_log_names_the_camera_of_a_zone_outside_its_frame(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Zone ids are unique per camera only: two yard cameras may each have a `bays`, so the
+    warning must say which camera's zone lies outside its frame."""
+    bays = ZoneConfig(id="bays", kind="parking", polygon=[(700, 500), (1200, 500), (1200, 700), (700, 700)])
+    yard = FrameAnalyser(CameraConfig(id="yard-east", kind="camera", source="0", zones=[bays]), clock)
+    with caplog.at_level("WARNING"):
+        yard.analyse(road())
+    assert [r.getMessage() for r in caplog.records] == [
+        "camera yard-east: zone bays: x 700..1200, y 500..700 is outside the 640x480 frame, nothing in "
+        "it is ever seen; were its corners taken from another stream or resolution?"
+    ]
