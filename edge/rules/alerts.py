@@ -33,6 +33,8 @@ from edge.store import Store
 
 log = logging.getLogger(__name__)
 
+OUTPUT_RETRY_S = 30.0
+"""A siren or strobe that could not be switched is tried again after this long."""
 Commander = Callable[[str, Command], Awaitable[bool | None]]
 """Sends a command to a device; False when it is known not to have been carried out."""
 
@@ -140,6 +142,8 @@ class AlertEngine:
         self.commander = commander
         self.suppressed = 0
         self._outputs: dict[tuple[str, str], bool] = {}
+        self._failed_outputs: dict[tuple[str, str], tuple[bool, int]] = {}
+        """outputs a command failed to switch: the state asked for and when to try again (ms)"""
         self._lock = asyncio.Lock()
 
     def configure(self, config: AlertsConfig, commander: Commander | None) -> None:
@@ -355,7 +359,9 @@ class AlertEngine:
         """Switch each siren or strobe on while an unacknowledged alert it answers to is younger
         than its hold time, off otherwise. A relay this process has not switched yet is switched
         either way: the board keeps its output across a restart of the gateway. A relay that fails
-        is logged and tried again at the next check; alerts go on."""
+        is logged and tried again OUTPUT_RETRY_S later, or at once when it should now go the
+        other way; a hung relay board must not hold up every alert (and the decisions queued
+        behind it) by its command timeout. Alerts go on."""
         if self.commander is None or not self.config.outputs:
             return
         now_ms = self._now_ms()
@@ -364,6 +370,9 @@ class AlertEngine:
             slot = (output.device, output.output)
             if self._outputs.get(slot) == wanted:
                 continue
+            failed = self._failed_outputs.get(slot)
+            if failed is not None and failed[0] == wanted and now_ms < failed[1]:
+                continue
             self._outputs[slot] = wanted
             try:
                 done = await self.commander(output.device, SetOutput(output.output, wanted))
@@ -371,8 +380,11 @@ class AlertEngine:
                 log.exception("could not switch %s on %s", output.output, output.device)
                 done = False
             if done is False:
-                # not known to be switched: the next check tries again (a siren left on, or off)
+                # not known to be switched: tried again later (a siren left on, or off)
                 del self._outputs[slot]
+                self._failed_outputs[slot] = (wanted, now_ms + int(OUTPUT_RETRY_S * 1000))
+            else:
+                self._failed_outputs.pop(slot, None)
 
     def output_states(self) -> dict[tuple[str, str], bool]:
         return dict(self._outputs)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from drivers.base import Command, SetOutput
-from edge.rules.alerts import KINDS, UnknownAlert
+from edge.rules.alerts import KINDS, OUTPUT_RETRY_S, UnknownAlert
 from tests.unit.rules.conftest import Rig, make_rig
 
 SIREN = """\
@@ -138,11 +138,13 @@ def test_a_siren_left_on_by_a_gateway_that_stopped_is_switched_off_after_the_res
         after.store.close()
 
 
-def test_a_siren_command_that_fails_is_sent_again_at_the_next_check(tmp_path: Path):
+def test_a_siren_command_that_fails_is_sent_again_later_not_on_every_alert(tmp_path: Path):
     """A relay board that times out when told to switch the siren off must not leave the engine
-    believing it is off: the siren would sound until the next alert."""
+    believing it is off (the siren would sound until the next alert), nor hold up every alert in
+    between by its timeout: it is tried again OUTPUT_RETRY_S later, or at once when the siren
+    should now go the other way."""
     rig = make_rig(tmp_path, SIREN)
-    answers = iter([True, False, True])
+    answers = iter([True, False, True, False, True])
     sent: list[bool] = []
 
     async def relay(device: str, command: Command) -> bool:
@@ -154,11 +156,19 @@ def test_a_siren_command_that_fails_is_sent_again_at_the_next_check(tmp_path: Pa
     event = asyncio.run(rig.alerts.raise_("gate.forced_open", "gate.forced_open:north-in", "forced"))
     asyncio.run(rig.alerts.acknowledge(event.payload.alert_id))  # type: ignore[union-attr]
     assert sent == [True, False] and rig.alerts.output_states() == {}, "off failed: not known to be off"
+    asyncio.run(rig.alerts.raise_("sync.backlog_old", "sync.backlog_old:uplink", "old backlog"))
     asyncio.run(rig.alerts.check())
-    assert sent == [True, False, False]
-    assert rig.alerts.output_states() == {("relay", "siren"): False}
+    assert sent == [True, False], "a warning and a check soon after do not wait on the board again"
+    rig.clock.advance(OUTPUT_RETRY_S)
+    asyncio.run(rig.alerts.check())
+    assert sent == [True, False, False] and rig.alerts.output_states() == {("relay", "siren"): False}
     asyncio.run(rig.alerts.check())
     assert sent == [True, False, False], "once it is known to be off, nothing more is sent"
+
+    asyncio.run(rig.alerts.raise_("gate.forced_open", "gate.forced_open:south-in", "forced"))
+    assert sent == [True, False, False, True], "on failed"
+    asyncio.run(rig.alerts.acknowledge(rig.alerts.find("gate.forced_open:south-in").alert_id))  # type: ignore[union-attr]
+    assert sent == [True, False, False, True, False], "the other way is tried at once"
     rig.store.close()
 
 
