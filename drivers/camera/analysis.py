@@ -13,6 +13,7 @@ import numpy as np
 from drivers.base import Observation, PlateRead, Tamper, ZoneCondition, ZoneSample
 from drivers.camera.config import CameraConfig
 from drivers.camera.tamper import TamperDetector
+from edge.errors import ModelError
 from models.config import InferenceConfig
 from models.motion import MotionGate, small_grey
 from models.occupancy import OccupancyMonitor, ZoneAlert
@@ -155,10 +156,7 @@ class FrameAnalyser:
             if alert.active and crop.size:
                 crop_jpeg = jpeg(crop)
                 if alert.condition == "blocked":
-                    if self.pipeline is None:
-                        self.pipeline = PlatePipeline(self.inference, self.home_province)
-                    found = self.pipeline.read(crop)
-                    plate = found[0].plate if found else None
+                    plate = self._plate_in(crop)
         return ZoneCondition(
             device=self.device,
             zone=alert.zone,
@@ -168,6 +166,19 @@ class FrameAnalyser:
             plate=plate,
             crop_jpeg=crop_jpeg,
         )
+
+    def _plate_in(self, crop: np.ndarray) -> str | None:
+        """The plate of a vehicle blocking a keep-clear zone, when it can be read. The reader is
+        made at the first block (a yard camera reads no lanes and keeps no plate models in memory
+        until then); a plate model that cannot be loaded costs the plate, never the alert."""
+        try:
+            if self.pipeline is None:
+                self.pipeline = PlatePipeline(self.inference, self.home_province)
+            found = self.pipeline.read(crop)
+        except ModelError as err:
+            log.error("camera %s: the blocked zone's alert goes without a plate: %s", self.device, err)
+            return None
+        return found[0].plate if found else None
 
 
 def _object_detector(inference: InferenceConfig | None) -> Any:

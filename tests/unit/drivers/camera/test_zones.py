@@ -74,6 +74,35 @@ def test_fire_lane_blocked_after_ten_minutes(photo, clock: FakeClock) -> None:  
     assert [(c.condition, c.active) for c in cleared] == [("blocked", False)]
 
 
+def test_a_plate_model_that_cannot_load_costs_the_plate_not_the_fire_lane_alert(  # type: ignore[no-untyped-def]
+    photo, clock: FakeClock, tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A yard camera makes its plate reader at the first block; a missing model then must not
+    crash the analysis (a restart would start the dwell again and the alert would never come)."""
+    lane = ZoneConfig(
+        id="fire-lane",
+        kind="keep_clear",
+        polygon=[(0, 0), (640, 0), (640, 480), (0, 480)],
+        max_dwell_s=600,
+        occupied_edge_density=0.015,
+    )
+    config = CameraConfig(id="yard", kind="camera", source="0", zones=[lane])
+    from models.config import InferenceConfig, ModelFileConfig
+
+    missing = ModelFileConfig(path=str(tmp_path / "y5fu_320x_sim.onnx"), sha256="0" * 64)
+    yard = FrameAnalyser(config, clock, inference=InferenceConfig(threads=1, plate_detector=missing))
+    parked = paste(road(), photo(CAR), 100, 0, 440)
+    conditions: list[ZoneCondition] = []
+    with caplog.at_level("ERROR", logger="drivers.camera.analysis"):
+        for _ in range(11):
+            conditions += [o for o in yard.analyse(parked) if isinstance(o, ZoneCondition)]
+            clock.advance(60)
+    assert [(c.condition, c.active, c.plate) for c in conditions] == [("blocked", True, None)]
+    assert conditions[0].crop_jpeg is not None
+    assert "camera yard: the blocked zone's alert goes without a plate" in caplog.text
+    assert "y5fu_320x_sim.onnx" in caplog.text
+
+
 def test_short_stop_in_fire_lane_is_fine(photo, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
     lane = ZoneConfig(id="fire-lane", kind="keep_clear", polygon=[(0, 0), (640, 0), (640, 480), (0, 480)])
     monitor = OccupancyMonitor([lane], clock)
