@@ -13,7 +13,7 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from edge.allowlist import CREDENTIAL_KINDS, AllowList, Entry, list_entries, to_ms, version_of
-from edge.cli.common import add_command, load, site_zone
+from edge.cli.common import add_command, load, padded, site_zone
 from edge.cli.events import reader
 from edge.errors import UsageError
 from edge.events import EventFactory
@@ -240,9 +240,9 @@ def _row(entry: Entry, zone: tzinfo) -> str:
     place = "/".join(p for p in (entry.building, entry.unit) if p) or "-"
     who = entry.subject or (f"({entry.reason})" if entry.reason else "-")
     return (
-        f"{entry.list:<6} {entry.kind:<6} {entry.shown:<12} {who:<16} {entry.household or '-':<12} "
-        f"{place:<10} {_date(entry.valid_until_ms, zone):<16} {','.join(entry.gates) or 'all':<14} "
-        f"{entry.source}"
+        f"{entry.list:<6} {entry.kind:<6} {padded(entry.shown, 12)} {padded(who, 16)} "
+        f"{padded(entry.household or '-', 12)} {padded(place, 10)} {_date(entry.valid_until_ms, zone):<16} "
+        f"{padded(','.join(entry.gates) or 'all', 14)} {entry.source}"
     )
 
 

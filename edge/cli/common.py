@@ -7,6 +7,7 @@ import contextlib
 import difflib
 import os
 import sys
+import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,11 +69,22 @@ def more_not_shown(shown: list[Any], fetched: list[Any], what: str) -> None:
         print(f"(older {what} not shown; raise --limit to see them)", file=sys.stderr)
 
 
+def width_of(text: str) -> int:
+    """Columns `text` takes in a terminal: Chinese characters (a plate's province, a gate's
+    name) take two."""
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+
+
+def padded(text: str, width: int) -> str:
+    """`text` padded with spaces to `width` terminal columns (str.ljust counts characters)."""
+    return text + " " * max(0, width - width_of(text))
+
+
 def print_table(rows: list[tuple[str, ...]]) -> None:
     """Rows as aligned columns (the first row is the heading); the last column is not padded."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    widths = [max(width_of(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        cells = [padded(cell, width) for cell, width in zip(row, widths, strict=False)]
         print("  ".join([*cells, row[-1]]).rstrip())
 
 

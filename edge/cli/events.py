@@ -13,7 +13,7 @@ import time
 from datetime import datetime, tzinfo
 from typing import Any
 
-from edge.cli.common import add_command, count_of, load, more_not_shown, site_zone
+from edge.cli.common import add_command, count_of, load, more_not_shown, padded, site_zone
 from edge.errors import StoreError, UsageError
 from edge.events import Event, EventType, Priority
 from edge.instance import running_gateway
@@ -132,7 +132,7 @@ def summary(event: Event) -> str:
 def format_row(event: Event, zone: tzinfo) -> str:
     """One line of the table under HEADER, its time in `zone` (the site's)."""
     local = event.ts.astimezone(zone).strftime("%m-%d %H:%M:%S")
-    return f"{local}  {event.seq:>7}  {event.type:<18}  {event.device or '-':<14}  {summary(event)}"
+    return f"{local}  {event.seq:>7}  {event.type:<18}  {padded(event.device or '-', 14)}  {summary(event)}"
 
 
 HEADER = f"{'time':<14}  {'seq':>7}  {'type':<18}  {'device':<14}  what"

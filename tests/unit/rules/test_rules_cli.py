@@ -52,6 +52,11 @@ def test_allow_add_list_remove(cli):
     code, out, _ = cli("allow", "list")
     assert "…5678" in out and "3-402" in out and "津B66666" in out and "stolen" in out
     assert "12345678" not in out, "card numbers are never shown whole"
+    from edge.cli.common import width_of
+
+    owned = [line for line in out.splitlines() if " p-1 " in line]
+    starts = {width_of(line.split(" p-1 ")[0]) for line in owned}
+    assert len(owned) == 2 and len(starts) == 1, "the plate's 津 takes two columns: its row still aligns"
     code, out, _ = cli("allow", "list", "--blocked", "--json")
     assert [json.loads(line)["shown"] for line in out.splitlines()] == ["津B66666"]
     assert cli("allow", "remove", "--card", "12345678")[0] == 0
