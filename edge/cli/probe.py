@@ -169,6 +169,8 @@ async def probe_modbus(
     from pymodbus.client import AsyncModbusSerialClient
     from pymodbus.exceptions import ModbusException
 
+    from drivers.modbus_gate.bus import exception_text
+
     client = AsyncModbusSerialClient(
         port,
         framer=FramerType.RTU,
@@ -191,8 +193,8 @@ async def probe_modbus(
             except (ModbusException, TimeoutError):
                 continue
             answer = (
-                f"exception {reply.exception_code} to a discrete-input read (it answers; check the "
-                "board's register map)"
+                f"{exception_text(reply)} to a discrete-input read (it answers; check the board's "
+                "register map)"
                 if reply.isError()
                 else "inputs 0-7 = " + "".join("1" if bit else "0" for bit in reply.bits[:8])
             )

@@ -91,7 +91,7 @@ def test_the_command_probe_prints_adds_the_device_it_found(cable: VirtualCable, 
 
 
 def test_probe_finds_modbus_units(cable: VirtualCable, capsys):
-    with board_in_thread(cable.path_b, {3: Barrier()}, 115200):
+    with board_in_thread(cable.path_b, {3: Barrier(), 4: Barrier(busy=100)}, 115200):
         code = main(
             [
                 "probe",
@@ -101,7 +101,7 @@ def test_probe_finds_modbus_units(cable: VirtualCable, capsys):
                 "--only",
                 "modbus",
                 "--units",
-                "2-3",
+                "2-4",
                 "--answer-timeout",
                 "1",
             ]
@@ -109,6 +109,7 @@ def test_probe_finds_modbus_units(cable: VirtualCable, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "unit 3 (N parity): inputs 0-7 = 01000000" in out
+    assert "unit 4 (N parity): Modbus exception 6, device busy" in out, "the code's meaning, not a bare number"
     assert "unit 2 " not in out
 
 
