@@ -109,7 +109,7 @@ def test_probe_finds_modbus_units(cable: VirtualCable, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "unit 3 (N parity): inputs 0-7 = 01000000" in out
-    assert "unit 4 (N parity): Modbus exception 6, device busy" in out, "the code's meaning, not a bare number"
+    assert "unit 4 (N parity): Modbus exception 6, device busy" in out, "named by its meaning"
     assert "unit 2 " not in out
 
 
