@@ -89,7 +89,7 @@ class AccessDecider:
     ) -> None:
         self.store = store
         self.salt = salt
-        self.anti_passback = tuple(anti_passback)
+        self.areas = passback_areas(anti_passback)
         self.zone = zone
 
     def credential(self, kind: str, raw: str, gate: GateRef | str, now_ms: int) -> Decision:
@@ -109,7 +109,7 @@ class AccessDecider:
         """Decide on a read connection when nothing has to change (a resident, an unknown or a
         blocked credential away from anti-passback gates: no commit on the way to the barrier);
         otherwise in one write transaction (a pass is used, the anti-passback side recorded)."""
-        if not any(gate.id in (pair.entry, pair.exit) for pair in self.anti_passback):
+        if not any(gate.id in area.entries or gate.id in area.exits for area in self.areas):
             decided = self._decide(self.store.read(), kind, value, shown, gate, now_ms, writing=False)
             if decided is not None:
                 return decided
@@ -258,17 +258,17 @@ class AccessDecider:
         now_ms: int,
         undo: list[tuple[str, tuple[Any, ...]]],
     ) -> str | None:
-        """Refuse a second entry (or exit) in a row through an anti-passback pair; otherwise
+        """Refuse a second entry (or exit) in a row into an anti-passback area; otherwise
         record the new side, and in `undo` how to put back the old one. State older than the
-        pair's reset time is forgotten."""
-        for pair in self.anti_passback:
-            if gate.id not in (pair.entry, pair.exit):
+        area's reset time is forgotten."""
+        for area in self.areas:
+            if gate.id not in area.entries and gate.id not in area.exits:
                 continue
-            entering = gate.id == pair.entry
-            key = f"passback:{pair.entry}/{pair.exit}:{subject}"
+            entering = gate.id in area.entries
+            key = f"passback:{area.key}:{subject}"
             row = conn.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
             last = json.loads(row[0]) if row else None
-            fresh = last is not None and now_ms - last["ts_ms"] < pair.reset_after_h * 3600_000
+            fresh = last is not None and now_ms - last["ts_ms"] < area.reset_after_h * 3600_000
             if fresh and last["inside"] == entering:
                 side = "in" if entering else "out"
                 when = _when(last["ts_ms"], self.zone)
@@ -285,6 +285,38 @@ class AccessDecider:
                 (key, state),
             )
         return None
+
+
+@dataclass(frozen=True)
+class PassbackArea:
+    """The gates of anti-passback pairs that share a gate: one area with one inside. Two
+    entrances sharing one exit are one area, so leaving by the shared exit after coming in by
+    either entrance is the way out, not a second exit in a row."""
+
+    key: str
+    entries: frozenset[str]
+    exits: frozenset[str]
+    reset_after_h: float
+
+
+def passback_areas(pairs: Sequence[AntiPassbackPair]) -> tuple[PassbackArea, ...]:
+    """The pairs grouped into areas by the gates they share (a single pair keeps its own key,
+    `entry/exit`, as the state it recorded before areas)."""
+    groups: list[list[AntiPassbackPair]] = []
+    for pair in pairs:
+        joined = [g for g in groups if any({pair.entry, pair.exit} & {p.entry, p.exit} for p in g)]
+        for group in joined:
+            groups.remove(group)
+        groups.append([pair for group in joined for pair in group] + [pair])
+    return tuple(
+        PassbackArea(
+            key="+".join(f"{p.entry}/{p.exit}" for p in group),
+            entries=frozenset(p.entry for p in group),
+            exits=frozenset(p.exit for p in group),
+            reset_after_h=min(p.reset_after_h for p in group),
+        )
+        for group in groups
+    )
 
 
 def _ref(gate: GateRef | str) -> GateRef:

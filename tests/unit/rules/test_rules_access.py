@@ -150,6 +150,31 @@ def test_anti_passback_refuses_a_second_entry_until_an_exit(tmp_path: Path):
         rig.store.close()
 
 
+def test_two_entrances_sharing_one_exit_are_one_area(tmp_path: Path):
+    """North and east entrances, one exit: in by east, out by the shared exit, in by north, out
+    by the exit again. Kept per pair, the north pair still remembered the first exit and refused
+    the second as 'already passed out'."""
+    rig = make_rig(tmp_path)
+    try:
+        pairs = [
+            AntiPassbackPair(entry="north-in", exit="north-out"),
+            AntiPassbackPair(entry="east-in", exit="north-out"),
+            AntiPassbackPair(entry="garage-in", exit="garage-out"),
+        ]
+        decider = AccessDecider(rig.store, rig.config.site.salt, pairs)
+        rig.allow.add_credential("901", "p-9")
+        east = GateRef("east-in", "in")
+        garage_in, garage_out = GateRef("garage-in", "in"), GateRef("garage-out", "out")
+        decide = lambda gate: decider.credential("card", "901", gate, now_ms(rig))  # noqa: E731
+        assert [decide(g).reason for g in (east, OUT, IN, OUT)] == ["resident"] * 4
+        assert decide(OUT).reason == "anti_passback", "out twice in a row is still refused"
+        assert decide(east).reason == "resident"
+        assert decide(IN).reason == "anti_passback", "in by the other entrance while inside"
+        assert [decide(g).reason for g in (garage_in, garage_out)] == ["resident"] * 2, "a separate area"
+    finally:
+        rig.store.close()
+
+
 def test_a_resident_decision_commits_nothing(rig: Rig, monkeypatch: pytest.MonkeyPatch):
     rig.allow.add_credential("12121212", "p-1")
     rig.allow.issue_pass(plate="津G44444", valid_until_ms=now_ms(rig) + HOUR_MS, pass_id="v-4")
