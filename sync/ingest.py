@@ -179,11 +179,18 @@ class IngestWorker:
                 ]
             )
             self.connected.set()
+            log.info("ingest %s: connected to %s:%s", self.client_id, self.config.host, self.config.port)
             while not self._stopping.is_set() and not session.closed.is_set():
                 session.closed.wait(0.2)
             self.connected.clear()
             self._client = None
             mqttc.stop(client)
+            if not self._stopping.is_set():
+                log.warning(
+                    "ingest %s: lost the broker (%s); connecting again",
+                    self.client_id,
+                    session.outcome.get("disconnect"),
+                )
             self._backoff.wait(self._stopping)
 
     # messages: paho's network thread queues them, the writer stores them in groups

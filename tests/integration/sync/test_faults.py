@@ -59,7 +59,7 @@ def stop_child(process: subprocess.Popen[bytes]) -> None:
 
 
 def test_broker_restarted_mid_drain(
-    broker: TestBroker, store: Store, factory: EventFactory, tmp_path: Path
+    broker: TestBroker, store: Store, factory: EventFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # mosquitto 2.0.11 restores MQTT 3.1.1 sessions across its restart, not MQTT 5 ones: the
     # ingest worker keeps its queued messages with 3.1.1. Its shared subscription comes back
@@ -74,6 +74,7 @@ def test_broker_restarted_mid_drain(
     db_url = f"sqlite:///{tmp_path / 'community.db'}"
     produce_fast(store, factory, 12_000)
     db = open_database(db_url)
+    caplog.set_level("INFO", logger="sync.ingest")
     with IngestWorker(db_url, config, name="restart") as worker:
         wait_until(worker.connected.is_set, 10, "the ingest worker")
         with Uplink(store, uplink_config, site=SITE, gateway=GATEWAY) as uplink:
@@ -84,6 +85,9 @@ def test_broker_restarted_mid_drain(
         assert_exactly(db, outbox_ids(store.path), 60)
         assert worker.stats.inserted == len(outbox_ids(store.path))
     db.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "sync.ingest"]
+    assert sum("ingest-restart: lost the broker" in line for line in said) == 1, said
+    assert sum("ingest-restart: connected to" in line for line in said) == 2, "the loss and the return"
 
 
 def test_gateway_killed_mid_drain_and_restarted(broker: TestBroker, tmp_path: Path) -> None:
