@@ -80,6 +80,45 @@ def cmd_gateway_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gateway_list(args: argparse.Namespace) -> int:
+    """Every gateway the community database knows: its last status, how its commands are
+    signed, whether it has applied the allow-list, and its devices that are not online."""
+    from edge.cli.common import print_table
+    from sync.db import open_database
+
+    with open_database(args.db) as db:
+        gateways = db.query(
+            "SELECT site_id, id, state, status_at, signing_alg, allowlist_version, applied_version "
+            "FROM gateways ORDER BY site_id, id"
+        )
+        devices = db.query("SELECT site_id, gateway_id, id, state FROM devices ORDER BY id")
+    if not gateways:
+        print("no gateways yet: register one with gatehouse admin gateway add SITE GATEWAY …")
+        return 0
+    rows = [("SITE", "GATEWAY", "STATE", "SINCE", "SIGNED", "ALLOW-LIST", "DEVICES NOT ONLINE")]
+    for site, gateway, state, since, alg, version, applied in gateways:
+        mine = [(name, device_state) for s, g, name, device_state in devices if (s, g) == (site, gateway)]
+        down = [
+            f"{name} ({device_state or 'never seen'})"
+            for name, device_state in mine
+            if device_state != "online"
+        ]
+        listed = f"{applied or 0}/{version}" + ("" if (applied or 0) == version else " behind")
+        rows.append(
+            (
+                site,
+                gateway,
+                state or "never seen",
+                since or "-",
+                alg,
+                listed,
+                ", ".join(down) or (f"none of {len(mine)}" if mine else "-"),
+            )
+        )
+    print_table(rows)
+    return 0
+
+
 def cmd_signer_new(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if path.exists() and not args.force:
@@ -219,6 +258,12 @@ def register(subparsers: Any) -> None:
         gateway_sub, "add", "register a gateway with its signing key (and the site's salt)", cmd_gateway_add
     )
     _target(gateway_add)
+    add_command(
+        gateway_sub,
+        "list",
+        "every gateway: last status, signing, allow-list applied, devices not online",
+        cmd_gateway_list,
+    )
     signed_by = gateway_add.add_mutually_exclusive_group(required=True)
     signed_by.add_argument(
         "--key-env", metavar="NAME", help="environment variable holding the gateway's HMAC key"

@@ -109,7 +109,16 @@ def test_admin_commands_reach_the_gateway(
             10,
             "every reply recorded",
         )
+        db.execute(
+            "INSERT INTO devices(site_id, gateway_id, id, kind, state) VALUES (?, ?, ?, ?, ?)",
+            (SITE, GATEWAY, "east-lock", "modbus_gate", "offline"),
+        )
         db.close()
+        capsys.readouterr()
+        assert main(["admin", "--db", db_url, "gateway", "list"]) == 0
+        row = next(line for line in capsys.readouterr().out.splitlines() if f" {GATEWAY} " in line)
+        assert row.split()[2:3] == ["online"] and "hmac-sha256" in row and " 3/3 " in row
+        assert row.endswith("east-lock (offline)")
     assert (
         main(["admin", "--db", db_url, "allow", "add", SITE, "gw-unknown", "--plate", "X1", "--no-send"]) == 2
     )
