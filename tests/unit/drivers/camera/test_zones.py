@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from drivers.base import ZoneCondition, ZoneSample
 from drivers.camera.analysis import FrameAnalyser
 from drivers.camera.config import CameraConfig
-from models.config import ZoneConfig
+from models.config import InferenceConfig, ModelFileConfig, ZoneConfig
 from models.occupancy import OccupancyMonitor
 
 CAR = "easypr_general_test/easypr_general_test_0004.jpg"
@@ -40,16 +40,18 @@ def test_parking_spaces(photo, clock: FakeClock) -> None:  # type: ignore[no-unt
     assert (states[0].occupied, states[0].capacity) == (1, 3)
 
 
+FIRE_LANE = ZoneConfig(
+    id="fire-lane",
+    kind="keep_clear",
+    polygon=[(0, 0), (640, 0), (640, 480), (0, 480)],
+    max_dwell_s=600,
+    occupied_edge_density=0.015,
+)
+"""A yard camera's fire lane over the whole frame: ten minutes of a parked car block it."""
+
+
 def test_fire_lane_blocked_after_ten_minutes(photo, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
-    lane = ZoneConfig(
-        id="fire-lane",
-        kind="keep_clear",
-        polygon=[(0, 0), (640, 0), (640, 480), (0, 480)],
-        max_dwell_s=600,
-        occupied_edge_density=0.015,
-    )
-    config = CameraConfig(id="yard", kind="camera", source="0", zones=[lane])
-    from models.config import InferenceConfig, ModelFileConfig
+    config = CameraConfig(id="yard", kind="camera", source="0", zones=[FIRE_LANE])
     from tests.support.shared_data import HYPERLPR_SHA256, shared_data
 
     detector = shared_data() / "models" / "hyperlpr3-detector" / "y5fu_320x_sim.onnx"
@@ -79,15 +81,7 @@ def test_a_plate_model_that_cannot_load_costs_the_plate_not_the_fire_lane_alert(
 ) -> None:
     """A yard camera makes its plate reader at the first block; a missing model then must not
     crash the analysis (a restart would start the dwell again and the alert would never come)."""
-    lane = ZoneConfig(
-        id="fire-lane",
-        kind="keep_clear",
-        polygon=[(0, 0), (640, 0), (640, 480), (0, 480)],
-        max_dwell_s=600,
-        occupied_edge_density=0.015,
-    )
-    config = CameraConfig(id="yard", kind="camera", source="0", zones=[lane])
-    from models.config import InferenceConfig, ModelFileConfig
+    config = CameraConfig(id="yard", kind="camera", source="0", zones=[FIRE_LANE])
 
     missing = ModelFileConfig(path=str(tmp_path / "y5fu_320x_sim.onnx"), sha256="0" * 64)
     yard = FrameAnalyser(config, clock, inference=InferenceConfig(threads=1, plate_detector=missing))
