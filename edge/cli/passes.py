@@ -14,7 +14,7 @@ from typing import Any
 
 from edge.allowlist import PASS_KINDS, PassRecord, list_passes
 from edge.cli.allow import check_gates, open_allowlist, parse_time
-from edge.cli.common import add_command, load, site_zone
+from edge.cli.common import add_command, load, padded, site_zone
 from edge.cli.events import reader
 from edge.errors import UsageError
 
@@ -56,7 +56,13 @@ def register(subparsers: Any) -> None:
     issue.add_argument("--host", help="household visited")
     issue.add_argument("--json", action="store_true", help="print the pass as JSON (with the token)")
 
-    listing = add_command(sub, "list", "list passes that are still valid (--all: every pass)", _list)
+    listing = add_command(
+        sub,
+        "list",
+        "list passes neither revoked nor over, used-up ones included: they still let a visitor out "
+        "(--all: every pass)",
+        _list,
+    )
     listing.add_argument("--all", action="store_true", help="also expired, used-up and revoked passes")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
 
@@ -168,7 +174,9 @@ def _list(args: argparse.Namespace) -> int:
         print("no passes" if args.all else "no valid passes (--all shows ended ones)")
     zone = site_zone(config)
     for record in passes:
-        print(f"{record.id:<44} {record.kind:<10} {record.state(now_ms):<13} {_describe(record, zone)}")
+        print(
+            f"{padded(record.id, 44)} {record.kind:<10} {record.state(now_ms):<13} {_describe(record, zone)}"
+        )
     return 0
 
 
