@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edge.cli.common import add_command
+from edge.cli.common import add_command, positive
 from edge.cli.ingest import add_broker_arguments, broker_config
 from edge.errors import ConfigError, UsageError
 from edge.files import write_private
@@ -224,7 +224,7 @@ def _target(parser: argparse.ArgumentParser) -> None:
 
 def _sending(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--wait-s", type=float, default=10.0, help="how long to wait for the reply (default 10)"
+        "--wait-s", type=positive, default=10.0, help="how long to wait for the reply (default 10)"
     )
     parser.add_argument(
         "--no-send", action="store_true", help="print the signed command instead of sending it"
@@ -321,7 +321,9 @@ def register(subparsers: Any) -> None:
     _target(pass_issue)
     pass_issue.add_argument("--plate", help="visitor's plate")
     pass_issue.add_argument("--qr", help="QR token handed to the visitor")
-    pass_issue.add_argument("--hours", type=float, default=4.0, help="valid for this many hours (default 4)")
+    pass_issue.add_argument(
+        "--hours", type=positive, default=4.0, help="valid for this many hours (default 4)"
+    )
     pass_issue.add_argument(
         "--kind", choices=("visitor", "delivery", "contractor"), default="visitor", help="pass kind"
     )
@@ -336,7 +338,7 @@ def register(subparsers: Any) -> None:
     open_gate.add_argument("--reason", default="operator", help="why, for the log")
     open_gate.add_argument("--by", default="operator", help="who asks")
     open_gate.add_argument(
-        "--ttl-s", type=float, default=30.0, help="expires after this many seconds (default 30)"
+        "--ttl-s", type=positive, default=30.0, help="expires after this many seconds (default 30)"
     )
     _sending(open_gate)
 

@@ -7,7 +7,7 @@ import argparse
 import difflib
 from typing import Any
 
-from edge.cli.common import add_command, image_path, load, write_image
+from edge.cli.common import add_command, image_path, load, positive, write_image
 from edge.errors import ConfigError
 
 
@@ -24,7 +24,7 @@ def register(subparsers: Any) -> None:
     snapshot.add_argument(
         "--out", metavar="FILE", help="picture to write (default ID.jpg; .jpg is added to a name without one)"
     )
-    snapshot.add_argument("--timeout", type=float, default=15.0, help="seconds to wait (15)")
+    snapshot.add_argument("--timeout", type=positive, default=15.0, help="seconds to wait (15)")
     zones = add_command(
         sub,
         "zones",
@@ -43,7 +43,7 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="picture to write (default zones.jpg; .jpg is added to a name without one)",
     )
-    zones.add_argument("--timeout", type=float, default=15.0, help="seconds to wait (15)")
+    zones.add_argument("--timeout", type=positive, default=15.0, help="seconds to wait (15)")
 
 
 def _camera(args: argparse.Namespace) -> tuple[Any, Any]:

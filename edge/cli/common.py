@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import math
 import os
 import sys
 import unicodedata
@@ -60,6 +61,18 @@ def count_of(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def positive(text: str) -> float:
+    """An argparse type for a duration or an amount that must be more than 0 (a timeout of -1
+    would only say 'no frame within -1 s')."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0")
+    return value
 
 
 def more_not_shown(shown: list[Any], fetched: list[Any], what: str) -> None:

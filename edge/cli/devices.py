@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel
 
 from drivers.registry import device_kinds
-from edge.cli.common import add_change_options, add_command, changing_config, load, print_table
+from edge.cli.common import add_change_options, add_command, changing_config, load, positive, print_table
 from edge.errors import ConfigError, GatehouseError, UsageError
 from edge.instance import running_gateway
 
@@ -83,7 +83,7 @@ def register(subparsers: Any) -> None:
         ),
     )
     test.add_argument("id", help="device id, as in the configuration")
-    test.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
+    test.add_argument("--timeout", type=positive, default=30.0, help="seconds to wait (default 30)")
     test.add_argument("--out", help="where to save pictures (default: a new temporary directory)")
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge.cli.common import add_command, config_path
+from edge.cli.common import add_command, config_path, positive
 from edge.cli.init import add_credentials_option, service_credentials
 from edge.doctor.checks import CHECKS, DEFAULT_MIN_FREE_MB, SERVICE_USER, Context, default_user, run_checks
 from edge.errors import ConfigError, SecretUnavailable
@@ -34,7 +34,7 @@ def register(subparsers: Any) -> None:
     )
     add_credentials_option(parser)
     parser.add_argument(
-        "--timeout", type=float, default=5.0, help="seconds for each device and the broker (default 5)"
+        "--timeout", type=positive, default=5.0, help="seconds for each device and the broker (default 5)"
     )
     parser.add_argument(
         "--min-free-mb",

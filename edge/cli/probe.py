@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge.cli.common import add_command
+from edge.cli.common import add_command, positive
 from edge.errors import DeviceMisconfigured, DeviceNotReady
 
 OSDP_BAUDS = (9600, 19200, 38400, 115200)
@@ -80,7 +80,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--answer-timeout",
-        type=float,
+        type=positive,
         default=0.3,
         help="seconds to wait for each Modbus unit's answer (default 0.3)",
     )

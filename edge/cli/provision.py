@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from edge.cli.common import add_command, config_path
+from edge.cli.common import add_command, config_path, positive
 from edge.cli.init import DEFAULT_CREDENTIALS_DIR, credentials_directory
 from edge.errors import GatehouseError, UsageError
 from edge.files import write_private
@@ -118,7 +118,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=positive,
         default=DEFAULT_TIMEOUT_S,
         help=f"seconds per step (default {DEFAULT_TIMEOUT_S:g})",
     )

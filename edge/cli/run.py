@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from edge.cli.common import add_command, config_path, load
+from edge.cli.common import add_command, config_path, load, positive
 from edge.config_loader import load_config
 from edge.errors import ConfigError
 from edge.logs import setup_logging
@@ -40,7 +40,7 @@ def register(subparsers: Any) -> None:
             "store) and print a live table of events. Ctrl-C or --duration ends it."
         ),
     )
-    demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    demo.add_argument("--duration", type=positive, default=None, help="stop after this many seconds")
     demo.add_argument("--state-dir", help="where the demo keeps its store (default: from the config)")
     demo.add_argument(
         "--protocol",

@@ -63,3 +63,23 @@ def test_probe_refuses_a_baud_rate_of_zero(capsys: pytest.CaptureFixture[str]):
         main(["probe", "/dev/ttyNOPE", "--baud", "0"])
     assert exit_info.value.code == 2
     assert "a baud rate is more than 0, e.g. 9600 (got 0)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["camera", "snapshot", "cam", "--timeout"],
+        ["devices", "test", "reader", "--timeout"],
+        ["doctor", "--timeout"],
+        ["pass", "issue", "--plate", "津A12345", "--hours"],
+        ["admin", "open-gate", "site", "gw", "north-in", "--ttl-s"],
+        ["demo", "--duration"],
+    ],
+)
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "soon"])
+def test_durations_must_be_above_zero(argv: list[str], value: str, capsys: pytest.CaptureFixture[str]):
+    """A timeout of -1 would only end in 'no frame within -1 s'; argparse says what is wrong."""
+    with pytest.raises(SystemExit) as stopped:
+        main([*argv, value])
+    assert stopped.value.code == 2
+    assert f"'{value}' is not a number above 0" in capsys.readouterr().err
