@@ -14,7 +14,7 @@ from typing import Any
 
 from edge.allowlist import PASS_KINDS, PassRecord, list_passes
 from edge.cli.allow import check_gates, open_allowlist, parse_time
-from edge.cli.common import add_command, load, padded, positive, site_zone
+from edge.cli.common import add_command, load, padded, site_zone
 from edge.cli.events import reader
 from edge.errors import UsageError
 
@@ -40,7 +40,7 @@ def register(subparsers: Any) -> None:
         "--kind", choices=PASS_KINDS, default="visitor", help="visitor (default), delivery, contractor"
     )
     issue.add_argument(
-        "--hours", type=positive, default=4.0, help="valid for this many hours from now (default 4)"
+        "--hours", type=float, default=4.0, help="valid for this many hours from now (default 4)"
     )
     issue.add_argument(
         "--from",

@@ -71,7 +71,7 @@ def test_probe_refuses_a_baud_rate_of_zero(capsys: pytest.CaptureFixture[str]):
         ["camera", "snapshot", "cam", "--timeout"],
         ["devices", "test", "reader", "--timeout"],
         ["doctor", "--timeout"],
-        ["pass", "issue", "--plate", "津A12345", "--hours"],
+        ["admin", "pass", "issue", "site", "gw", "--plate", "津A12345", "--hours"],
         ["admin", "open-gate", "site", "gw", "north-in", "--ttl-s"],
         ["demo", "--duration"],
     ],
