@@ -140,6 +140,17 @@ def produce_fast(store: Store, factory: EventFactory, count: int, chunk: int = 1
     asyncio.run(fill())
 
 
+def start_cli(config: Path, *argv: str, stderr: int = subprocess.STDOUT) -> subprocess.Popen[bytes]:
+    """`gatehouse --config CONFIG ARGV` of this checkout as a child process, its output piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "--config", str(config), *argv],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+    )
+
+
 def wait_for_line(process: subprocess.Popen[bytes], marker: bytes, timeout: float) -> bytes:
     """Read the child's output until a line contains `marker`, and return that line. Reads the
     pipe's file descriptor directly: a buffered reader can hold lines that select() no longer

@@ -86,6 +86,19 @@ def thread_errors(monkeypatch: pytest.MonkeyPatch) -> list[BaseException | None]
     return errors
 
 
+def reporting_grabber(url: str) -> tuple[Grabber, list[tuple[bool, str]]]:
+    """A started grabber on `url` with OpenCV's short test timeouts, and what it reports."""
+    reports: list[tuple[bool, str]] = []
+    grabber = Grabber(
+        url,
+        lambda online, reason: reports.append((online, reason)),
+        open_timeout_s=OPENCV_TIMEOUT_S,
+        read_timeout_s=OPENCV_TIMEOUT_S,
+    )
+    grabber.start()
+    return grabber, reports
+
+
 def test_stop_does_not_wait_for_a_stuck_open(
     stuck_camera: StuckCamera, thread_errors: list[BaseException | None]
 ) -> None:
@@ -94,14 +107,7 @@ def test_stop_does_not_wait_for_a_stuck_open(
 
 
 async def stuck_open_scenario(stuck_camera: StuckCamera) -> None:
-    reports: list[tuple[bool, str]] = []
-    grabber = Grabber(
-        stuck_camera.url,
-        lambda online, reason: reports.append((online, reason)),
-        open_timeout_s=OPENCV_TIMEOUT_S,
-        read_timeout_s=OPENCV_TIMEOUT_S,
-    )
-    grabber.start()
+    grabber, reports = reporting_grabber(stuck_camera.url)
     try:
         await until(lambda: stuck_camera.accepted == 1, "the grabber to connect (it waits in open now)")
         assert await stop_grabber(grabber) is False, "the thread cannot have left OpenCV's open"
@@ -124,14 +130,7 @@ def test_a_read_that_returns_after_stop_keeps_nothing_and_releases_the_stream(
 
 
 async def stuck_read_scenario(camera: StallingMjpegCamera) -> None:
-    reports: list[tuple[bool, str]] = []
-    grabber = Grabber(
-        camera.url,
-        lambda online, reason: reports.append((online, reason)),
-        open_timeout_s=OPENCV_TIMEOUT_S,
-        read_timeout_s=OPENCV_TIMEOUT_S,
-    )
-    grabber.start()
+    grabber, reports = reporting_grabber(camera.url)
     try:
         await until(lambda: grabber.frames == 3 and grabber.in_opencv == "read", "3 frames, then a read")
         assert await stop_grabber(grabber) is False, "the thread cannot have left OpenCV's read"

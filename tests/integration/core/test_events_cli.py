@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import pytest
 from edge.cli import main
 from edge.events import EventFactory
 from edge.store import Store
-from tests.support.sync_helpers import wait_for_line
+from tests.support.sync_helpers import start_cli, wait_for_line
 
 REPO = Path(__file__).resolve().parents[3]
 CONFIG = (
@@ -45,13 +43,7 @@ def test_events_lists_filters_and_follows(tmp_path: Path, capsys):
         assert main(["--config", str(config), "events", "--type", "occupancy.samples"]) == 2
         assert "did you mean 'occupancy.sample'?" in capsys.readouterr().err
 
-        process = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "--config", str(config), "events", "--follow"],
-            cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        process = start_cli(config, "events", "--follow")
         try:
             wait_for_line(process, b"opening", 30)
             store.append(gate_event(factory, "open", previous="opening"))
@@ -133,13 +125,7 @@ def test_events_into_a_pipe_closed_early_stops_quietly(tmp_path: Path):
             await asyncio.gather(*(store.append_async(gate_event(factory, "open")) for _ in range(3000)))
 
         asyncio.run(append_many())
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "--config", str(config), "events", "--limit", "3000"],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    process = start_cli(config, "events", "--limit", "3000", stderr=subprocess.PIPE)
     assert process.stdout is not None and process.stderr is not None
     assert process.stdout.readline().startswith(b"time")
     process.stdout.close()

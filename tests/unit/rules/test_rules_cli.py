@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,7 @@ from edge.cli import main
 from edge.events import EventFactory
 from edge.rules.alerts import AlertEngine
 from edge.store import Store
-from tests.support.sync_helpers import ROOT, wait_for_line
+from tests.support.sync_helpers import start_cli, wait_for_line
 
 CONFIG = """\
 site: {{id: test-site, salt: test-salt-long-enough}}
@@ -229,13 +226,7 @@ def test_alerts_follow_prints_new_alert_events(tmp_path: Path):
     config.write_text(CONFIG.format(state=tmp_path / "state"))
     factory = EventFactory("test-site", "gw-test")
     store = Store(tmp_path / "state" / "gatehouse.db", synchronous="normal", events=factory)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "--config", str(config), "alerts", "--follow"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    process = start_cli(config, "alerts", "--follow")
     try:
         wait_for_line(process, b"no open alerts", 30)
         asyncio.run(
@@ -257,13 +248,7 @@ def test_alerts_follow_json_prints_alert_records_as_each_event_left_them(tmp_pat
     with Store(tmp_path / "state" / "gatehouse.db", synchronous="normal", events=factory) as store:
         engine = AlertEngine(store, factory)
         asyncio.run(engine.raise_("gate.held_open", "gate.held_open:east", "east door held open"))
-        process = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "--config", str(config), "alerts", "--follow", "--json"],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        process = start_cli(config, "alerts", "--follow", "--json")
         try:
             listed = json.loads(wait_for_line(process, b"east door held open", 30))
             asyncio.run(engine.raise_("gate.stuck", "gate.stuck:north-in", "north-in arm stuck"))
