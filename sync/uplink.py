@@ -54,6 +54,7 @@ from edge.errors import AuthFailed
 from edge.events import Priority
 from edge.store import Backlog, OutboxRow, Store
 from sync import mqtt as mqttc
+from sync.backlog import Batch, next_batches, split, without
 from sync.config import MqttConfig
 from sync.downlink import Downlink
 from sync.topics import Topics
@@ -65,21 +66,6 @@ REPLY_QUEUE_MAX = 1_000
 """command replies waiting for the uplink's thread (they outlive a short outage)"""
 LIVE_RESERVE = 5
 """in-flight slots beyond the backlog's window, so that a live alert never queues in paho"""
-BACKLOG_SQL = (
-    "SELECT type, min(rowid), max(rowid), CASE WHEN max(rowid) - min(rowid) + 1 = count(*) THEN NULL "
-    "ELSE group_concat(rowid) END, CAST('[' || group_concat(body, ',') || ']' AS BLOB) FROM ("
-    "SELECT rowid, type, body FROM outbox WHERE synced_ms IS NULL AND priority = ? AND rowid > max(?, "
-    "coalesce((SELECT through_seq FROM sync_marks WHERE priority = ?), 0)) "
-    "ORDER BY rowid LIMIT ?) GROUP BY (rowid - ?) / ?, type ORDER BY min(rowid)"
-)
-"""The next rows Store.pending would return, cut into batches by seq (rows after + 1 to
-after + batch_size, and so on: a backlog of one class fills every batch) and joined into one
-JSON array per batch and type by SQLite, as bytes ready to publish, with the rows' seqs (listed
-only when they are not one unbroken run). This is the drain's hot path: the joining runs in
-SQLite without the GIL, nothing is decoded into Python text and encoded again, and one query
-serves READ_BATCHES batches (each query costs the sender a few GIL hand-overs, which on a busy
-machine cost more than the query; numbering rows with a window function cost more still)."""
-READ_BATCHES = 10
 MARK_DELAY_S = 0.05
 """acknowledgements gathered into one marking transaction, so that the store's writer (which
 live alerts' appends share) is not taken for every PUBACK; a crash forgets at most this much
@@ -98,24 +84,6 @@ NO_MATCHING_SUBSCRIBERS = 0x10
 SILENCE_KEEPALIVES = 1.5
 """a connection on which the broker sent nothing for this many keepalive intervals is dead (the
 limit MQTT gives the broker for its clients)"""
-
-
-@dataclass(frozen=True)
-class _Group:
-    """Backlog rows of one type, ready to go as one message; `rowids` ascending."""
-
-    type: str
-    rowids: Sequence[int]
-    priority: int
-    payload: bytes
-
-    @property
-    def first(self) -> int:
-        return self.rowids[0]
-
-    @property
-    def last(self) -> int:
-        return self.rowids[-1]
 
 
 _serials = itertools.count()
@@ -145,12 +113,12 @@ class _Ledger:
 
     def __init__(self, marks: dict[int, int]) -> None:
         self.horizon = dict(marks)
-        self.waiting: dict[int, collections.deque[_Group]] = {p: collections.deque() for p in marks}
+        self.waiting: dict[int, collections.deque[Batch]] = {p: collections.deque() for p in marks}
         self._open: dict[int, list[tuple[int, int]]] = {p: [] for p in marks}
         self._closed: set[int] = set()
         self._refused: dict[int, list[int]] = {p: [] for p in marks}
 
-    def read(self, priority: int, groups: list[_Group]) -> None:
+    def read(self, priority: int, groups: list[Batch]) -> None:
         self.waiting[priority].extend(groups)
         self.horizon[priority] = max(self.horizon[priority], *(g.last for g in groups))
 
@@ -705,7 +673,9 @@ class Uplink:
                 if not queue:
                     # Read before waiting for the window: the next batch is ready when a PUBACK
                     # frees a slot.
-                    groups = self._read_backlog(priority, ledger.horizon[priority], config.batch_size)
+                    groups = next_batches(
+                        self.store.read(), priority, ledger.horizon[priority], config.batch_size
+                    )
                     if not groups:
                         dirty.discard(priority)
                         continue
@@ -717,10 +687,10 @@ class Uplink:
                 if (handled or marking) and not (
                     handled.isdisjoint(group.rowids) and marking.isdisjoint(group.rowids)
                 ):
-                    group = self._without(group, handled | marking)
+                    group = without(self.store.read(), group, handled | marking)
                 if not group.rowids:
                     continue
-                for part in self._split(group, self._payload_limit(conn, group.type)):
+                for part in split(self.store.read(), group, self._payload_limit(conn, group.type)):
                     tokens -= 1
                     if not self._send_group(conn, ledger, part, handled):
                         break
@@ -764,59 +734,12 @@ class Uplink:
         with self._handover:
             return bool(self._live)
 
-    def _read_backlog(self, priority: int, after: int, limit: int) -> list[_Group]:
-        rows = (
-            self.store.read()
-            .execute(BACKLOG_SQL, (priority, after, priority, limit * READ_BATCHES, after + 1, limit))
-            .fetchall()
-        )
-        return [
-            _Group(
-                event_type,
-                range(first, last + 1) if listed is None else tuple(sorted(map(int, listed.split(",")))),
-                priority,
-                payload,
-            )
-            for event_type, first, last, listed, payload in rows
-        ]
-
-    def _bodies(self, rowids: list[int]) -> list[tuple[int, str]]:
-        marks = ",".join("?" * len(rowids))
-        query = f"SELECT rowid, body FROM outbox WHERE rowid IN ({marks}) ORDER BY rowid"
-        return [(int(r), str(b)) for r, b in self.store.read().execute(query, rowids)]
-
-    def _without(self, group: _Group, skip: set[int]) -> _Group:
-        """The group less the rows already in flight or being marked."""
-        return self._group_of(group, self._bodies([rowid for rowid in group.rowids if rowid not in skip]))
-
     def _payload_limit(self, conn: _Connection, event_type: str) -> int:
         """The largest payload a batch of this type may have on this connection."""
         if conn.max_packet is None:
             return MAX_MESSAGE_BYTES
         packet_room = conn.max_packet - len(self._event_topic(event_type).encode()) - PUBLISH_OVERHEAD
         return min(MAX_MESSAGE_BYTES, packet_room)
-
-    def _split(self, group: _Group, limit: int) -> list[_Group]:
-        """The group as messages with payloads of at most `limit` bytes (one event may be larger)."""
-        if len(group.payload) <= limit or len(group.rowids) == 1:
-            return [group]
-        parts: list[_Group] = []
-        chunk: list[tuple[int, str]] = []
-        size = 1
-        for rowid, body in self._bodies(list(group.rowids)):
-            length = len(body.encode())
-            if chunk and size + length + 1 > limit:
-                parts.append(self._group_of(group, chunk))
-                chunk, size = [], 1
-            chunk.append((rowid, body))
-            size += length + 1
-        parts.append(self._group_of(group, chunk))
-        return parts
-
-    @staticmethod
-    def _group_of(group: _Group, rows: list[tuple[int, str]]) -> _Group:
-        payload = ("[" + ",".join(body for _, body in rows) + "]").encode()
-        return _Group(group.type, tuple(r for r, _ in rows), group.priority, payload)
 
     def _event_topic(self, event_type: str) -> str:
         """The topic of an event type, checked once per type rather than once per message."""
@@ -825,7 +748,7 @@ class Uplink:
             topic = self._event_topics[event_type] = self.topics.event(event_type)
         return topic
 
-    def _send_group(self, conn: _Connection, ledger: _Ledger, group: _Group, handled: set[int]) -> bool:
+    def _send_group(self, conn: _Connection, ledger: _Ledger, group: Batch, handled: set[int]) -> bool:
         flight = _Flight(group.rowids, group.priority, False, time.monotonic())
         ledger.sent(flight)
         if not conn.publish(self._event_topic(group.type), group.payload, flight):

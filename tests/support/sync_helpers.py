@@ -30,10 +30,11 @@ KEY = "7a" * 32
 
 class EventTap:
     """A subscriber to one gateway's events on a broker: every event it received, in arrival
-    order, and the size of each message."""
+    order, and the size, topic and event types of each message."""
 
     def __init__(self, port: int, gateway: str, site: str = SITE) -> None:
         self._sizes: list[int] = []
+        self._messages: list[tuple[str, list[str]]] = []
         self._items: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
@@ -44,9 +45,11 @@ class EventTap:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         body = json.loads(message.payload)
+        items = body if isinstance(body, list) else [body]
         with self._lock:
             self._sizes.append(len(message.payload))
-            self._items.extend(body if isinstance(body, list) else [body])
+            self._messages.append((message.topic, [item["type"] for item in items]))
+            self._items.extend(items)
 
     def events(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -64,6 +67,11 @@ class EventTap:
     def sizes(self) -> list[int]:
         with self._lock:
             return list(self._sizes)
+
+    def messages(self) -> list[tuple[str, list[str]]]:
+        """(topic, the type of each event it carried) of every message, in arrival order."""
+        with self._lock:
+            return list(self._messages)
 
     def close(self) -> None:
         self._client.disconnect()

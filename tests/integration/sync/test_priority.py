@@ -35,6 +35,38 @@ def test_alert_overtakes_the_backlog(shared_broker: TestBroker, store: Store) ->
     assert order.index("alert.raised") < len(order) - 1000
 
 
+def test_a_class_of_interleaved_types_goes_out_as_one_type_per_message(
+    shared_broker: TestBroker, store: Store
+) -> None:
+    gateway = "gw-mixed"
+    factory = EventFactory(SITE, gateway)
+    made = []
+    for index in range(95):
+        run = 40 <= index < 60
+        if index % 7 == 3 and not run:
+            made += produce(store, factory, 1, "alert.raised")
+        if index % 3 == 0 or run:
+            event = factory.make("device.health", {"metrics": {"cpu": index}}, device="cam-1")
+        else:
+            event = factory.make("occupancy.sample", {"zone": "court", "count": index}, device="cam-1")
+        made.append(store.append(event))
+    with EventTap(shared_broker.port, gateway) as tap:
+        with Uplink(store, shared_broker.mqtt_config(batch_size=10), site=SITE, gateway=gateway) as uplink:
+            assert uplink.wait_synced(20)
+        wait_until(lambda: tap.count() >= len(made), 10, "every event")
+        events = tap.events()
+        messages = tap.messages()
+    assert sorted(e["id"] for e in events) == sorted(str(e.id) for e in made)
+    for topic, types in messages:
+        assert len(types) <= 10
+        assert set(types) == {topic.rsplit("/", 1)[1]}
+    # twenty rows of one type in a row fill a batch; batches of interleaved types go out split
+    assert ["device.health"] * 10 in [types for _, types in messages]
+    for kind in ("device.health", "occupancy.sample"):
+        seqs = [e["seq"] for e in events if e["type"] == kind]
+        assert seqs == sorted(seqs)
+
+
 def test_large_events_are_split_into_messages_under_the_limit(
     shared_broker: TestBroker, store: Store
 ) -> None:
