@@ -6,20 +6,20 @@ read.
 Order: the blocklist first (a blocked card is refused even when it is also allowed), then the
 resident's entry, then passes. A grant at a gate of an anti-passback pair is refused when the
 subject's last pass through the pair went the same way. The whole decision, with the pass use
-and the anti-passback state it changes, is one transaction; the decision carries what puts them
-back (`undo`) for when it cannot be recorded and so is not acted on."""
+and the anti-passback state it changes and the event that records it, is one transaction: a
+decision that cannot be recorded (a full disk, a crash) changed nothing."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from edge.allowlist import normalise_plate
-from edge.events import AccessReason
+from edge.events import AccessReason, Event
 from edge.privacy import credential_hash
 from edge.rules.config import AntiPassbackPair
 from edge.store import Store
@@ -34,9 +34,6 @@ class Decision:
     household: str | None = None
     detail: str = ""
     blocked: bool = False
-    undo: tuple[tuple[str, tuple[Any, ...]], ...] = ()
-    """statements that take back what this decision changed in the store (a pass's entry, the
-    anti-passback side), for when the decision cannot be recorded"""
 
 
 @dataclass(frozen=True)
@@ -76,6 +73,10 @@ def _window(
     return None
 
 
+Recorder = Callable[[Decision], Event | None]
+"""Makes the event that records a decision (None: not recorded)."""
+
+
 class AccessDecider:
     """Decides for a card, QR token, PIN or plate at a gate; the reasons give times in `zone`
     (the site's time zone)."""
@@ -92,30 +93,44 @@ class AccessDecider:
         self.areas = passback_areas(anti_passback)
         self.zone = zone
 
-    def credential(self, kind: str, raw: str, gate: GateRef | str, now_ms: int) -> Decision:
-        """A card number, QR token or PIN."""
+    def credential(
+        self, kind: str, raw: str, gate: GateRef | str, now_ms: int, record: Recorder = lambda _: None
+    ) -> tuple[Decision, Event | None]:
+        """Decide on a card number, QR token or PIN, and commit the decision with the event
+        `record` makes of it (none by default: a what-if). Returns both, the event with its seq."""
         digest = credential_hash(raw, self.salt, kind)
         shown = f"{kind} …{raw.strip().upper()[-4:]}"
-        return self._run(kind, digest, shown, _ref(gate), now_ms)
+        return self._run(kind, digest, shown, _ref(gate), now_ms, record)
 
-    def plate(self, plate: str, gate: GateRef | str, now_ms: int) -> Decision:
+    def plate(
+        self, plate: str, gate: GateRef | str, now_ms: int, record: Recorder = lambda _: None
+    ) -> tuple[Decision, Event | None]:
+        """`credential()` for a number plate."""
         try:
             text = normalise_plate(plate)
         except ValueError:
             text = plate.strip().upper()
-        return self._run("plate", text, f"plate {text}", _ref(gate), now_ms)
+        return self._run("plate", text, f"plate {text}", _ref(gate), now_ms, record)
 
-    def _run(self, kind: str, value: str, shown: str, gate: GateRef, now_ms: int) -> Decision:
+    def _run(
+        self, kind: str, value: str, shown: str, gate: GateRef, now_ms: int, record: Recorder
+    ) -> tuple[Decision, Event | None]:
         """Decide on a read connection when nothing has to change (a resident, an unknown or a
-        blocked credential away from anti-passback gates: no commit on the way to the barrier);
-        otherwise in one write transaction (a pass is used, the anti-passback side recorded)."""
+        blocked credential away from anti-passback gates: no write on the way to the barrier
+        besides the event); otherwise in the event's write transaction (a pass is used, the
+        anti-passback side recorded)."""
         if not any(gate.id in area.entries or gate.id in area.exits for area in self.areas):
             decided = self._decide(self.store.read(), kind, value, shown, gate, now_ms, writing=False)
             if decided is not None:
-                return decided
-        decision = self.store.write(lambda c: self._decide(c, kind, value, shown, gate, now_ms, writing=True))
-        assert decision is not None
-        return decision
+                event = record(decided)
+                return decided, None if event is None else self.store.append(event)
+
+        def decide(conn: sqlite3.Connection) -> tuple[Decision, Event | None]:
+            decision = self._decide(conn, kind, value, shown, gate, now_ms, writing=True)
+            assert decision is not None
+            return decision, record(decision)
+
+        return self.store.write_with_event(decide)
 
     def _decide(
         self,
@@ -182,8 +197,7 @@ class AccessDecider:
                 household=household,
                 detail=f"{shown} of {who} is not for {gate.id}",
             )
-        undo: list[tuple[str, tuple[Any, ...]]] = []
-        refused = self._passback(conn, subject, gate, now_ms, undo)
+        refused = self._passback(conn, subject, gate, now_ms)
         if refused:
             return Decision(False, "anti_passback", subject, household=household, detail=refused)
         return Decision(
@@ -192,7 +206,6 @@ class AccessDecider:
             subject,
             household=household,
             detail=f"{shown} of resident {who}{overstay}",
-            undo=tuple(undo),
         )
 
     def _use_pass(
@@ -215,7 +228,6 @@ class AccessDecider:
         if not writing:
             return None
         refusal: Decision | None = None
-        undo: list[tuple[str, tuple[Any, ...]]] = []
         for pass_id, kind, holder, host, start, end, gates, max_entries, used, revoked in rows:
             subject = holder or pass_id
             label = f"{kind} pass {pass_id}" + (f" for {host}" if host else "")
@@ -231,14 +243,13 @@ class AccessDecider:
                 why = "wrong_gate", f"{label} is not for {gate.id}"
             elif counts and max_entries is not None and used >= max_entries:
                 why = "exhausted", f"{label}: all {max_entries} entries used"
-            elif passback := self._passback(conn, pass_id, gate, now_ms, undo):
+            elif passback := self._passback(conn, pass_id, gate, now_ms):
                 why = "anti_passback", passback
             if why is not None:
                 refusal = refusal or Decision(False, why[0], subject, pass_id, host, f"{shown}: {why[1]}")
                 continue
             if counts:
                 conn.execute("UPDATE passes SET used = used + 1 WHERE id=?", (pass_id,))
-                undo.append(("UPDATE passes SET used = used - 1 WHERE id=? AND used > 0", (pass_id,)))
                 used += 1
             left = f", entry {used} of {max_entries}" if counts and max_entries is not None else ""
             if revoked is not None:
@@ -246,21 +257,13 @@ class AccessDecider:
             elif window:
                 overstay = f"; let out although it {window[1]}"
             detail = f"{shown}: {label}{left}{overstay}"
-            return Decision(True, "pass", subject, pass_id, host, detail, undo=tuple(undo))
+            return Decision(True, "pass", subject, pass_id, host, detail)
         assert refusal is not None
         return refusal
 
-    def _passback(
-        self,
-        conn: sqlite3.Connection,
-        subject: str,
-        gate: GateRef,
-        now_ms: int,
-        undo: list[tuple[str, tuple[Any, ...]]],
-    ) -> str | None:
+    def _passback(self, conn: sqlite3.Connection, subject: str, gate: GateRef, now_ms: int) -> str | None:
         """Refuse a second entry (or exit) in a row into an anti-passback area; otherwise
-        record the new side, and in `undo` how to put back the old one. State older than the
-        area's reset time is forgotten."""
+        record the new side. State older than the area's reset time is forgotten."""
         for area in self.areas:
             if gate.id not in area.entries and gate.id not in area.exits:
                 continue
@@ -274,11 +277,6 @@ class AccessDecider:
                 when = _when(last["ts_ms"], self.zone)
                 return f"{subject} already passed {side} at {last['gate']} at {when} and not back since"
             state = json.dumps({"inside": entering, "gate": gate.id, "ts_ms": now_ms})
-            undo.append(
-                ("UPDATE kv SET value=? WHERE key=?", (row[0], key))
-                if row
-                else ("DELETE FROM kv WHERE key=?", (key,))
-            )
             conn.execute(
                 "INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
                 "value=excluded.value",

@@ -235,18 +235,19 @@ class AlertEngine:
                     gate=gate,
                     detail=detail or {},
                 )
-                event = await self.store.append_async(
-                    self.factory.make("alert.raised", payload, device=device)
-                )
+                raised = self.factory.make("alert.raised", payload, device=device)
                 row = (alert_id, key, kind, chosen, message, gate, device, now_ms, now_ms, int(momentary))
-                await self.store.write_async(
-                    lambda c: c.execute(
+
+                def open_alert(conn: sqlite3.Connection) -> tuple[None, Event]:
+                    conn.execute(
                         "INSERT INTO alerts(alert_id, key, kind, severity, state, message, gate, device, "
                         "raised_ms, last_seen_ms, momentary, detail) "
                         "VALUES (?, ?, ?, ?, 'raised', ?, ?, ?, ?, ?, ?, ?)",
                         (*row, json.dumps(detail or {}, ensure_ascii=False, default=str)),
                     )
-                )
+                    return None, raised
+
+                _, event = await self.store.write_with_event_async(open_alert)
         if outcome == "limited":
             return await self.raise_(*flood, severity="warning", detail={"kind": kind, "per_min": limit})
         log.warning("alert %s [%s] %s", kind, chosen, message)
@@ -261,7 +262,7 @@ class AlertEngine:
         UnknownAlert when there is no such alert."""
         now_ms = self._now_ms()
 
-        def record(conn: sqlite3.Connection) -> tuple[str, str] | None:
+        def record(conn: sqlite3.Connection) -> tuple[str | None, Event | None]:
             row = conn.execute(
                 "SELECT alert_id, key, state FROM alerts "
                 "WHERE alert_id = ? OR (key = ? AND state != 'cleared') "
@@ -273,25 +274,25 @@ class AlertEngine:
                     f"no alert {alert_id_or_key!r}; `gatehouse alerts` lists the open ones with their ids"
                 )
             if row[2] != "raised":
-                return None
+                return None, None
             conn.execute(
                 "UPDATE alerts SET state='acknowledged', acked_ms=?, acked_by=? WHERE alert_id=?",
                 (now_ms, by, row[0]),
             )
-            return str(row[0]), str(row[1])
+            payload = AlertAckPayload(alert_id=str(row[0]), key=str(row[1]), by=by)
+            return str(row[0]), self.factory.make("alert.acknowledged", payload)
 
-        found = await self.store.write_async(record)
-        if found is None:
+        _, event = await self.store.write_with_event_async(record)
+        if event is None:
             return None
-        event = await self.store.append_async(
-            self.factory.make("alert.acknowledged", AlertAckPayload(alert_id=found[0], key=found[1], by=by))
-        )
         await self.drive_outputs()
         return event
 
     async def clear(self, key: str, reason: str = "") -> Event | None:
         """Clear the open alert with this key (the condition is over). An alert being raised
-        meanwhile (its event recorded, its row not yet) is waited for, then cleared."""
+        meanwhile is waited for, then cleared. Each change of an alert's state and the event
+        that records it are one commit: the guards' list and the community's never disagree
+        after a crash."""
         async with self._lock:
             open_now = (
                 self.store.read()
@@ -302,25 +303,21 @@ class AlertEngine:
                 return None
             now_ms = self._now_ms()
 
-            def record(conn: sqlite3.Connection) -> str | None:
+            def record(conn: sqlite3.Connection) -> tuple[str | None, Event | None]:
                 row = conn.execute(
                     "SELECT alert_id FROM alerts WHERE key=? AND state != 'cleared'", (key,)
                 ).fetchone()
                 if row is None:
-                    return None
+                    return None, None
                 conn.execute(
                     "UPDATE alerts SET state='cleared', cleared_ms=? WHERE alert_id=?", (now_ms, row[0])
                 )
-                return str(row[0])
+                payload = AlertClearedPayload(alert_id=str(row[0]), key=key, reason=reason)
+                return str(row[0]), self.factory.make("alert.cleared", payload)
 
-            alert_id = await self.store.write_async(record)
-            if alert_id is None:
+            _, event = await self.store.write_with_event_async(record)
+            if event is None:
                 return None
-            event = await self.store.append_async(
-                self.factory.make(
-                    "alert.cleared", AlertClearedPayload(alert_id=alert_id, key=key, reason=reason)
-                )
-            )
         await self.drive_outputs()
         return event
 

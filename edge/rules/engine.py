@@ -48,7 +48,7 @@ from edge.events import (
     PlatePayload,
 )
 from edge.privacy import credential_hash, credential_ref
-from edge.rules.access import AccessDecider, Decision, GateRef
+from edge.rules.access import AccessDecider, Decision, GateRef, Recorder
 from edge.rules.alerts import AlertEngine, Commander
 from edge.rules.config import RulesConfig
 from edge.store import Store
@@ -202,19 +202,22 @@ class Rules:
             await self.commander(seen.device, ReaderFeedback(granted=True))
             return
         now_ms = int(self.clock() * 1000)
-        decision = await asyncio.to_thread(self.decider.credential, seen.kind, seen.credential, ref, now_ms)
         credential = credential_ref(seen.credential, self.config.site.salt, seen.kind, seen.card_format)
-        payload = AccessPayload(
-            gate=ref.id,
-            credential=credential,
-            subject=decision.subject,
-            reason=decision.reason,
-            direction=_direction(gate),
-            household=decision.household,
-            pass_id=decision.pass_id,
-            detail=decision.detail,
+        decision, event = await self._decide(
+            lambda record: self.decider.credential(seen.kind, seen.credential, ref, now_ms, record),
+            lambda decided: AccessPayload(
+                gate=ref.id,
+                credential=credential,
+                subject=decided.subject,
+                reason=decided.reason,
+                direction=_direction(gate),
+                household=decided.household,
+                pass_id=decided.pass_id,
+                detail=decided.detail,
+            ),
+            seen.device,
+            (ref.id, digest),
         )
-        event = await self._record_decision(decision, payload, seen.device, (ref.id, digest))
         for hook in self.decision_hooks:
             hook(seen, event)
         if decision.blocked:  # before the reader's LED: the guards' alert must not wait for it
@@ -257,18 +260,22 @@ class Rules:
             return
         now_ms = int(self.clock() * 1000)
         ref = GateRef(gate.id, direction or gate.direction)
-        decision = await asyncio.to_thread(self.decider.plate, seen.plate, ref, now_ms)
-        payload = AccessPayload(
-            gate=gate_id,
-            plate=seen.plate,
-            subject=decision.subject,
-            reason=decision.reason,
-            direction=direction,
-            household=decision.household,
-            pass_id=decision.pass_id,
-            detail=decision.detail,
+        decision, event = await self._decide(
+            lambda record: self.decider.plate(seen.plate, ref, now_ms, record),
+            lambda decided: AccessPayload(
+                gate=gate_id,
+                plate=seen.plate,
+                subject=decided.subject,
+                reason=decided.reason,
+                direction=direction,
+                household=decided.household,
+                pass_id=decided.pass_id,
+                detail=decided.detail,
+            ),
+            seen.device,
+            presentation,
+            attachments,
         )
-        event = await self._record_decision(decision, payload, seen.device, presentation, attachments)
         for hook in self.decision_hooks:
             hook(seen, event)
         if decision.granted and gate.open_on_plate and gate.barrier:
@@ -286,29 +293,27 @@ class Rules:
         elif decision.reason == "unknown":
             await self._unknown_plate(seen, gate_id, crop)
 
-    async def _record_decision(
+    async def _decide(
         self,
-        decision: Decision,
-        payload: AccessPayload,
+        decide: Callable[[Recorder], tuple[Decision, Event | None]],
+        payload_of: Callable[[Decision], AccessPayload],
         device: str,
         presentation: tuple[str, str],
         attachments: tuple[Attachment, ...] = (),
-    ) -> Event:
-        """Record the decision; a recorded grant starts its `presentation` (gate, credential),
-        whose repeats are not decided again. When the store is full it is not recorded, so not
-        acted on: what it changed (a pass's entry, the anti-passback side) is taken back, and the
-        next read is a new presentation."""
-        try:
-            event = await self.record(_access_type(decision), payload, device=device, attachments=attachments)
-        except StoreFull:
-            if decision.undo:
-                await self.store.write_async(
-                    lambda conn: [conn.execute(sql, params) for sql, params in decision.undo]
-                )
-            raise
+    ) -> tuple[Decision, Event]:
+        """Decide and record the decision as one commit: when the store is full (StoreFull) it
+        is neither, so not acted on, and the next read is a new presentation. A recorded grant
+        starts its `presentation` (gate, credential), whose repeats are not decided again."""
+
+        def record(decision: Decision) -> Event:
+            payload = payload_of(decision)
+            return self.factory.make(_access_type(decision), payload, device=device, attachments=attachments)
+
+        decision, event = await asyncio.to_thread(decide, record)
+        assert event is not None
         if decision.granted:
             self._granted[presentation] = self.clock()
-        return event
+        return decision, event
 
     async def _unknown_plate(self, seen: PlateRead, gate_id: str, crop: str | None) -> None:
         settings = self.settings.alerts

@@ -61,6 +61,9 @@ ADD_COUNTER_SQL = (
     "INSERT INTO counters(name, value) VALUES (?, ?) "
     "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value"
 )
+INSERT_OUTBOX_SQL = (
+    "INSERT INTO outbox(id, seq, type, priority, ts_ms, device, body) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 SET_COUNTER_SQL = (
     "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value"
 )
@@ -96,6 +99,8 @@ class _Group:
 @dataclass
 class _Call:
     fn: Callable[[sqlite3.Connection], Any]
+    with_event: bool = False
+    """`fn` returns (result, event or None), and the event is appended in its savepoint"""
     result: Any = None
     error: BaseException | None = None
 
@@ -277,12 +282,14 @@ class Store:
         newest = conn.execute(NEWEST_SEQ_SQL).fetchone()[0]
         return max(int(newest), self._seq_floor) + 1
 
-    def _number(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        """Give the rows their seq and put it into their JSON. The events were serialised with
-        seq 0; the fields before "seq" (id, v, site, gateway, device, type, ts) cannot contain
-        an unescaped ',"seq":0,'."""
+    def _number(
+        self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]], after: int
+    ) -> list[tuple[Any, ...]]:
+        """Give the rows their seq and put it into their JSON; `after` is the last seq this
+        process gave. The events were serialised with seq 0; the fields before "seq" (id, v,
+        site, gateway, device, type, ts) cannot contain an unescaped ',"seq":0,'."""
         first = self._next_seq(conn)
-        if first != self.last_seq + 1:
+        if first != after + 1:
             self.foreign_appends += 1
         last = first + len(rows) - 1
         if last >= self._reserved:
@@ -324,7 +331,24 @@ class Store:
     def write(self, fn: Callable[[sqlite3.Connection], T], timeout: float = 30.0) -> T:
         """Run `fn(conn)` atomically on the writer thread (a savepoint inside the group's
         transaction) and return its result."""
-        call = _Call(fn)
+        return self._run_call(_Call(fn), timeout)  # type: ignore[no-any-return]
+
+    def write_with_event(
+        self, fn: Callable[[sqlite3.Connection], tuple[T, Event | None]], timeout: float = 30.0
+    ) -> tuple[T, Event | None]:
+        """`write()` for a change that is recorded as an event: `fn(conn)` returns its result
+        and the event (or None), and the event is appended in the same savepoint, so that the
+        change and its event are committed together or not at all (a crash, a full disk).
+        Returns the result and the event with its seq."""
+        return self._run_call(_Call(fn, with_event=True), timeout)  # type: ignore[no-any-return]
+
+    async def write_with_event_async(
+        self, fn: Callable[[sqlite3.Connection], tuple[T, Event | None]]
+    ) -> tuple[T, Event | None]:
+        """`write_with_event()` from a worker thread, without blocking the event loop."""
+        return await asyncio.to_thread(self.write_with_event, fn)
+
+    def _run_call(self, call: _Call, timeout: float) -> Any:
         with self._cond:
             if self._closing:
                 raise StoreError("the store is closed")
@@ -334,7 +358,7 @@ class Store:
         self._wait(group, timeout)
         if call.error is not None:
             raise call.error
-        return call.result  # type: ignore[no-any-return]
+        return call.result
 
     async def write_async(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """`write()` from a worker thread, without blocking the event loop."""
@@ -399,16 +423,15 @@ class Store:
                 conn.execute("BEGIN IMMEDIATE")
                 numbered: list[tuple[Any, ...]] = []
                 if group.rows:
-                    numbered = self._number(conn, group.rows)
-                    conn.executemany(
-                        "INSERT INTO outbox(id, seq, type, priority, ts_ms, device, body) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        numbered,
-                    )
+                    numbered = self._number(conn, group.rows, self.last_seq)
+                    conn.executemany(INSERT_OUTBOX_SQL, numbered)
                 for index, call in enumerate(group.calls):
                     conn.execute(f"SAVEPOINT call{index}")
                     try:
-                        call.result = call.fn(conn)
+                        result = call.fn(conn)
+                        if call.with_event:
+                            result = self._append_in_call(conn, result, numbered)
+                        call.result = result
                         conn.execute(f"RELEASE call{index}")
                     except Exception as err:
                         if not conn.in_transaction or _is_full(err):
@@ -419,8 +442,9 @@ class Store:
                         conn.execute(f"RELEASE call{index}")
                         call.error = err
                 conn.execute("COMMIT")
+                if group.rows:
+                    group.seqs = range(numbered[0][1], numbered[0][1] + len(group.rows))
                 if numbered:
-                    group.seqs = range(numbered[0][1], numbered[-1][1] + 1)
                     self.last_seq = numbered[-1][1]
                 return numbered
             except StoreError as err:
@@ -447,6 +471,23 @@ class Store:
                 log.error("store commit failed: %s", err)
                 return []
         return []
+
+    def _append_in_call(
+        self, conn: sqlite3.Connection, result: tuple[Any, Event | None], numbered: list[tuple[Any, ...]]
+    ) -> tuple[Any, Event | None]:
+        """Append a write's event inside its savepoint, after the rows numbered so far."""
+        value, event = result
+        if event is None:
+            return value, None
+        (row,) = self._number(conn, [_row(event)], numbered[-1][1] if numbered else self.last_seq)
+        try:
+            conn.execute(INSERT_OUTBOX_SQL, row)
+        except sqlite3.Error as err:
+            if _is_full(err):
+                raise
+            raise StoreError(f"the store could not record {event.type}: {err}") from err
+        numbered.append(row)
+        return value, event.model_copy(update={"seq": row[1]})
 
     # Quota
 
@@ -550,12 +591,8 @@ class Store:
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-            (row,) = self._number(conn, [row])
-            conn.execute(
-                "INSERT INTO outbox(id, seq, type, priority, ts_ms, device, body) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
+            (row,) = self._number(conn, [row], self.last_seq)
+            conn.execute(INSERT_OUTBOX_SQL, row)
             for key, value in kv.items():
                 if value is None:
                     conn.execute("DELETE FROM kv WHERE key=?", (key,))

@@ -14,6 +14,7 @@ from edge.events import EventFactory, Priority
 from edge.store import Store
 from edge.store.migrations import MIGRATIONS, migrate
 from edge.store.queries import read_backlog
+from tests.support.store_faults import failing_inserts
 
 
 def gate_event(factory: EventFactory, state: str = "open"):
@@ -373,3 +374,62 @@ def test_a_state_directory_that_cannot_be_created_is_a_store_error(tmp_path: Pat
     (tmp_path / "file").write_text("not a directory")
     with pytest.raises(StoreError, match=r"cannot create the state directory .*file/state"):
         Store(tmp_path / "file" / "state" / "gatehouse.db", events=factory)
+
+
+def held_writer(store: Store) -> threading.Event:
+    """Hold the store's writer until the returned event is set, so that what is queued meanwhile
+    shares the next commit."""
+    release, holding = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        holding.set()
+        release.wait(10)
+
+    threading.Thread(target=store.write, args=(hold,), daemon=True).start()
+    assert holding.wait(10)
+    return release
+
+
+def set_kv(key: str, event):
+    def change(conn: sqlite3.Connection):
+        conn.execute("INSERT INTO kv(key, value) VALUES (?, 'set')", (key,))
+        return key, event
+
+    return change
+
+
+def test_a_write_and_its_event_commit_together_numbered_after_the_appends(
+    fresh_store: Store, factory: EventFactory
+):
+    seen: list[tuple[int, str]] = []
+    fresh_store.add_commit_listener(lambda rows: seen.extend((r.seq, r.type) for r in rows))
+    release = held_writer(fresh_store)
+    results: list[object] = []
+    appender = threading.Thread(target=lambda: results.append(fresh_store.append(telemetry(factory))))
+    appender.start()
+    writer = threading.Thread(
+        target=lambda: results.append(fresh_store.write_with_event(set_kv("door", access(factory))))
+    )
+    writer.start()
+    while len(fresh_store._group.rows) + len(fresh_store._group.calls) < 2:
+        threading.Event().wait(0.001)
+    release.set()
+    appender.join(10)
+    writer.join(10)
+    appended = next(r for r in results if not isinstance(r, tuple))
+    key, recorded = next(r for r in results if isinstance(r, tuple))
+    assert key == "door" and recorded is not None
+    assert (appended.seq, recorded.seq) == (1, 2)
+    assert seen == [(1, "occupancy.sample"), (2, "access.granted")]
+    assert fresh_store.events(types=["access.*"])[0].id == recorded.id
+    assert fresh_store.read().execute("SELECT value FROM kv WHERE key = 'door'").fetchone() == ("set",)
+    assert fresh_store.append(gate_event(factory)).seq == 3
+
+
+def test_a_write_whose_event_cannot_be_inserted_changes_nothing(fresh_store: Store, factory: EventFactory):
+    failing_inserts(fresh_store, "access.granted", "disk I/O error")
+    with pytest.raises(StoreError, match=r"could not record access\.granted: disk I/O error"):
+        fresh_store.write_with_event(set_kv("door", access(factory)))
+    assert fresh_store.read().execute("SELECT value FROM kv WHERE key = 'door'").fetchone() is None
+    assert fresh_store.write_with_event(set_kv("gate", None)) == ("gate", None)
+    assert fresh_store.append(gate_event(factory)).seq == 1

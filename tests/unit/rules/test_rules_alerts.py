@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from drivers.base import Command, SetOutput
+from edge.errors import StoreError
 from edge.rules.alerts import KINDS, OUTPUT_RETRY_S, UnknownAlert
+from tests.support.store_faults import failing_inserts, working_inserts
 from tests.unit.rules.conftest import Rig, make_rig
 
 SIREN = """\
@@ -46,6 +48,30 @@ def test_one_open_alert_per_key_and_the_whole_lifecycle(rig: Rig):
     asyncio.run(scenario())
     types = [e.type for e in rig.events("alert.*")]
     assert types == ["alert.raised", "alert.acknowledged", "alert.cleared", "alert.raised"]
+
+
+def test_an_alert_state_change_whose_event_cannot_be_written_does_not_happen(rig: Rig):
+    """The guards' list and the community database never disagree: an acknowledgement or a
+    clearing that cannot be recorded leaves the alert as it was, to be done again."""
+
+    async def scenario() -> None:
+        raised = await rig.alerts.raise_("gate.forced_open", "gate.forced_open:north-in", "forced")
+        assert raised is not None
+        alert_id = raised.payload.alert_id  # type: ignore[union-attr]
+        for change in (
+            lambda: rig.alerts.acknowledge(alert_id, by="guard-7"),
+            lambda: rig.alerts.clear("gate.forced_open:north-in", reason="closed"),
+        ):
+            failing_inserts(rig.store, "alert.%", "disk I/O error")
+            with pytest.raises(StoreError, match="disk I/O error"):
+                await change()
+            assert rig.alerts.find(alert_id).state == "raised"  # type: ignore[union-attr]
+            working_inserts(rig.store)
+        assert await rig.alerts.acknowledge(alert_id, by="guard-7") is not None
+        assert await rig.alerts.clear("gate.forced_open:north-in", reason="closed") is not None
+
+    asyncio.run(scenario())
+    assert [e.type for e in rig.events("alert.*")] == ["alert.raised", "alert.acknowledged", "alert.cleared"]
 
 
 def test_every_kind_has_a_severity_and_says_what_clears_it():

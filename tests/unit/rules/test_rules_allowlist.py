@@ -23,7 +23,7 @@ def card(number: str) -> dict[str, str]:
 
 
 def decide_card(rig: Rig, number: str) -> str:
-    return rig.rules.decider.credential("card", number, GATE, int(rig.clock() * 1000)).reason
+    return rig.rules.decider.credential("card", number, GATE, int(rig.clock() * 1000))[0].reason
 
 
 def test_the_version_lives_where_the_downlink_reads_it():
@@ -45,7 +45,7 @@ def test_deltas_apply_in_order_and_a_repeat_changes_nothing(rig: Rig):
     second = {"from_version": 1, "to_version": 2, "remove": [{"kind": "plate", "value": "津A12345"}]}
     assert rig.allow.apply(second)["removed"] == 1
     assert rig.allow.version() == 2
-    assert rig.rules.decider.plate("津A12345", GATE, int(rig.clock() * 1000)).reason == "unknown"
+    assert rig.rules.decider.plate("津A12345", GATE, int(rig.clock() * 1000))[0].reason == "unknown"
 
 
 def test_a_gap_is_refused_and_changes_nothing(rig: Rig):
@@ -77,9 +77,9 @@ def test_a_delta_carries_households_and_blocks(rig: Rig):
             ],
         }
     )
-    granted = rig.rules.decider.credential("card", "20000002", GATE, int(rig.clock() * 1000))
+    granted = rig.rules.decider.credential("card", "20000002", GATE, int(rig.clock() * 1000))[0]
     assert granted.household == "5-101"
-    assert rig.rules.decider.plate("津B66666", GATE, int(rig.clock() * 1000)).reason == "blocklisted"
+    assert rig.rules.decider.plate("津B66666", GATE, int(rig.clock() * 1000))[0].reason == "blocklisted"
     listed = {(e.list, e.kind, e.shown, e.source) for e in rig.allow.entries()}
     assert listed == {("allow", "card", "…0002", "sync"), ("block", "plate", "津B66666", "sync")}
 
@@ -175,7 +175,7 @@ def test_a_pass_from_upstream_by_token_hash(rig: Rig):
     rig.allow.issue_pass(token_hash=token_hash, valid_until_ms=now + 60_000, pass_id="up-1", source="sync")
     assert rig.allow.issue_pass(token_hash=token_hash, valid_until_ms=now + 60_000, pass_id="up-1") == "up-1"
     assert len(rig.allow.passes(now_ms=now)) == 1
-    decision = rig.rules.decider.credential("qr", "ghtoken42", GATE, now)
+    decision = rig.rules.decider.credential("qr", "ghtoken42", GATE, now)[0]
     assert (decision.reason, decision.pass_id) == ("pass", "up-1")
     with pytest.raises(ValueError, match="end after"):
         rig.allow.issue_pass(plate="津A1", valid_from_ms=now, valid_until_ms=now)

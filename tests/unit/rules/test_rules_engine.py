@@ -25,12 +25,13 @@ from drivers.base import (
     ZoneSample,
 )
 from edge.config_loader import parse_config
-from edge.errors import StoreFull
+from edge.errors import StoreError, StoreFull
 from edge.events import EventFactory
 from edge.rules.alerts import AlertEngine
 from edge.rules.engine import Rules
 from edge.store import Store
 from tests.support.pty import eventually
+from tests.support.store_faults import failing_inserts, working_inserts
 from tests.unit.rules.conftest import CONFIG, SALT, Rig, make_rig
 
 
@@ -287,27 +288,17 @@ def test_a_repeated_read_at_an_anti_passback_gate_is_not_refused(tmp_path: Path)
         rig.store.close()
 
 
-def test_a_grant_the_store_could_not_record_is_decided_again_at_the_next_read(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
-):
+def test_a_grant_the_store_could_not_record_is_decided_again_at_the_next_read(rig: Rig):
     """A grant that was not recorded was not acted on (the barrier stayed shut): the card held
     to the reader again is a new presentation, decided and recorded, not a repeat answered
     green without the barrier opening."""
     rig.allow.add_credential("12345678", "p-1")
-    append = rig.store.append_async
-    full = [True]
-
-    async def full_once(event: Any) -> Any:
-        if event.type.startswith("access.") and full:
-            full.clear()
-            raise StoreFull("the store is full")
-        return await append(event)
-
-    monkeypatch.setattr(rig.store, "append_async", full_once)
+    failing_inserts(rig.store, "access.%", "database or disk is full")
 
     async def feed() -> None:
         with pytest.raises(StoreFull):
             await rig.rules.handle(CardPresented("reader", "12345678"))
+        working_inserts(rig.store)
         rig.clock.advance(0.6)
         await rig.rules.handle(CardPresented("reader", "12345678"))
 
@@ -317,6 +308,24 @@ def test_a_grant_the_store_could_not_record_is_decided_again_at_the_next_read(
         ("barrier", "OpenGate"),
         ("reader", "ReaderFeedback"),
     ]
+
+
+def test_a_decision_whose_event_cannot_be_written_changes_nothing(rig: Rig):
+    """The pass's entry and the event that records it are one commit: a failed write (a bad
+    card, a crash) leaves neither, so the visitor's single entry is still there."""
+    now = int(rig.clock() * 1000)
+    rig.allow.issue_pass(token="QR-ONCE", valid_until_ms=now + 7200_000, max_entries=1, pass_id="v-1")
+    failing_inserts(rig.store, "access.%", "disk I/O error")
+    with pytest.raises(StoreError, match="disk I/O error"):
+        run(rig, CardPresented("reader", "QR-ONCE", "qr"))
+    working_inserts(rig.store)
+    assert rig.store.read().execute("SELECT used FROM passes WHERE id = 'v-1'").fetchone() == (0,)
+    rig.clock.advance(5)
+    run(rig, CardPresented("reader", "QR-ONCE", "qr"))
+    granted = rig.events("access.*")
+    assert [(e.type, e.payload.reason) for e in granted] == [("access.granted", "pass")]
+    assert "entry 1 of 1" in granted[0].payload.detail
+    assert [type(c).__name__ for _, c in rig.commands] == ["OpenGate", "ReaderFeedback"]
 
 
 def test_a_repeated_plate_read_is_one_credit_against_tailgating(rig: Rig):
