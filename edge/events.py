@@ -25,6 +25,10 @@ from pydantic import (
 from edge.ids import uuid7
 
 SCHEMA_VERSION = 1
+MAX_EVENT_BYTES = 64 * 1024
+"""The largest event (its JSON) the store records: every event must fit one MQTT message, and a
+broker's max_packet_size is set at no less than 256 KiB (docs/sync.md); one that could never be
+delivered would hold up its whole class."""
 
 
 class Priority(enum.IntEnum):

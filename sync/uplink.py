@@ -51,7 +51,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge.errors import AuthFailed
-from edge.events import Priority
+from edge.events import MAX_EVENT_BYTES, EventType, Priority
 from edge.store import Backlog, OutboxRow, Store
 from sync import mqtt as mqttc
 from sync.backlog import Batch, next_batches, split, without
@@ -592,6 +592,7 @@ class Uplink:
                 log.info("uplink: connected to %s:%s again", self.config.host, self.config.port)
             self.last_error = None
             self._backoff.connected()
+            self._check_packet_room(conn)
             self._conn = conn
             self.metrics.connects += 1
             self.metrics.connected_since_ms = int(time.time() * 1000)
@@ -733,6 +734,18 @@ class Uplink:
     def _has_live(self) -> bool:
         with self._handover:
             return bool(self._live)
+
+    def _check_packet_room(self, conn: _Connection) -> None:
+        """Say so when the broker's Maximum Packet Size leaves no room for the largest event: one
+        such event would get the uplink disconnected every time it is sent, its class stuck."""
+        room = min(self._payload_limit(conn, event_type) for event_type in EventType.registry)
+        if room < MAX_EVENT_BYTES + 2:
+            log.error(
+                "uplink: the broker takes packets of at most %s bytes, too small for an event of "
+                "%d bytes (the largest the store records): set its max_packet_size to at least 256 KiB",
+                conn.max_packet,
+                MAX_EVENT_BYTES,
+            )
 
     def _payload_limit(self, conn: _Connection, event_type: str) -> int:
         """The largest payload a batch of this type may have on this connection."""

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from edge.errors import StoreError, StoreFull
-from edge.events import AlertClearedPayload, AlertPayload, Event, EventFactory, Priority
+from edge.events import MAX_EVENT_BYTES, AlertClearedPayload, AlertPayload, Event, EventFactory, Priority
 from edge.ids import uuid7
 from edge.store.migrations import migrate
 from edge.store.ownership import StateDirOwner
@@ -861,15 +861,14 @@ def _is_full(err: BaseException) -> bool:
 
 def _row(event: Event) -> tuple[Any, ...]:
     """The outbox row of an event, serialised with seq 0 (`Store._number` puts the seq in)."""
-    return (
-        str(event.id),
-        0,
-        event.type,
-        int(event.priority),
-        event.ts_ms,
-        event.device,
-        event.model_dump_json(),
-    )
+    body = event.model_dump_json()
+    # A character is at most four bytes: only a long body needs encoding to be measured.
+    if len(body) * 4 > MAX_EVENT_BYTES and (size := len(body.encode())) > MAX_EVENT_BYTES:
+        raise StoreError(
+            f"{event.type} event of {size} bytes not recorded: events are at most "
+            f"{MAX_EVENT_BYTES} bytes, or they could not be sent upstream"
+        )
+    return (str(event.id), 0, event.type, int(event.priority), event.ts_ms, event.device, body)
 
 
 def _resolve(futures: list[tuple[asyncio.Future[int], int]], group: _Group) -> None:

@@ -100,6 +100,23 @@ def test_batches_fit_the_brokers_maximum_packet_size(
     assert len(sizes) > 3 and max(sizes) <= limit - topic_and_header
 
 
+def test_a_broker_whose_packets_are_too_small_for_the_largest_event_is_named(
+    tmp_path: Path, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = start_broker(tmp_path / "mosquitto", extra=("max_packet_size 16384",))
+    try:
+        config = broker.mqtt_config()
+        with (
+            caplog.at_level(logging.ERROR, logger="sync.uplink"),
+            Uplink(store, config, site=SITE, gateway=GATEWAY) as uplink,
+        ):
+            wait_until(uplink.connected.is_set, 10, "the uplink to connect")
+    finally:
+        broker.stop()
+    (said,) = [r.getMessage() for r in caplog.records if "max_packet_size" in r.getMessage()]
+    assert "at most 16384 bytes" in said and "at least 256 KiB" in said
+
+
 def test_a_silent_broker_is_given_up_after_one_and_a_half_keepalives(
     broker: TestBroker, store: Store, factory: EventFactory, caplog: pytest.LogCaptureFixture
 ) -> None:

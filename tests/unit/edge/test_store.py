@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge.errors import StoreError, StoreFull
-from edge.events import EventFactory, Priority
+from edge.events import MAX_EVENT_BYTES, EventFactory, Priority
 from edge.store import Store
 from edge.store.migrations import MIGRATIONS, migrate
 from edge.store.queries import read_backlog
@@ -433,3 +433,23 @@ def test_a_write_whose_event_cannot_be_inserted_changes_nothing(fresh_store: Sto
     assert fresh_store.read().execute("SELECT value FROM kv WHERE key = 'door'").fetchone() is None
     assert fresh_store.write_with_event(set_kv("gate", None)) == ("gate", None)
     assert fresh_store.append(gate_event(factory)).seq == 1
+
+
+def test_an_event_too_large_to_send_is_refused_and_nothing_else_is_lost(
+    fresh_store: Store, factory: EventFactory
+):
+    """An event that no MQTT message could carry would hold up its whole class in the outbox."""
+    before = fresh_store.append(gate_event(factory)).seq
+
+    def alert(alert_id: str, characters: int):
+        payload = {"alert_id": alert_id, "kind": "k", "key": alert_id, "message": "闸" * characters}
+        return factory.make("alert.raised", payload)
+
+    huge = alert("a1", MAX_EVENT_BYTES // 3)
+    too_large = rf"alert\.raised event of \d+ bytes not recorded.*{MAX_EVENT_BYTES}"
+    with pytest.raises(StoreError, match=too_large):
+        fresh_store.append(huge)
+    with pytest.raises(StoreError, match="not recorded"):
+        fresh_store.write_with_event(set_kv("door", huge))
+    assert fresh_store.read().execute("SELECT value FROM kv WHERE key = 'door'").fetchone() is None
+    assert fresh_store.append(alert("a2", 20_000)).seq == before + 1
