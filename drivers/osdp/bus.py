@@ -12,6 +12,10 @@ Control Panel when the set of readers changes, owns the serial port (a libosdp `
   when it drops while online: that is the line) mean the reader refused the key: the reader's
   driver raises `AuthFailed`. In install mode libosdp tries the configured key, then the
   factory key, and otherwise lets the reader online in clear text: that too is `AuthFailed`.
+- each time a reader comes online (at start, after it was offline, after the port came back)
+  it is asked for its local status (osdp_LSTAT): status reports tell only of changes, so a
+  reader already open or on bad power would otherwise go unnoticed. The answer arrives as the
+  same Status event a change gives, and the driver reports only what differs from what it knew.
 
 libosdp calls back on its own thread; those calls only hop onto the event loop.
 """
@@ -44,6 +48,13 @@ SC_REFUSALS = 2
 """A single failed handshake may be noise on the line; two in a row are a refused key."""
 SC_STATUS = int(osdp.EventNotification.SecureChannelStatus)
 PD_STATUS = int(osdp.EventNotification.PeripheralDeviceStatus)
+LOCAL_STATUS_REQUEST: dict[str, Any] = {
+    "command": osdp.Command.Status,
+    "type": osdp.StatusReportType.Local,
+    "report": b"",
+}
+"""osdp_LSTAT: the reader answers with its tamper and power state. (The binding of libosdp 3.2.9
+reads only "type"; other versions of it also read "report", empty in a request.)"""
 
 
 REFRESH_S = 0.005
@@ -360,6 +371,14 @@ class OsdpBus:
         except asyncio.QueueFull:
             slot.dropped += 1
 
+    def _ask_local_status(self, slot: ReaderSlot) -> None:
+        if not self.submit(slot, LOCAL_STATUS_REQUEST):
+            log.warning(
+                "%s: could not ask the reader for its tamper and power state; it is asked again "
+                "when it next comes online",
+                slot.config.id,
+            )
+
     def _notified(self, slot: ReaderSlot, event: dict[str, Any]) -> None:
         kind, active, detail = event.get("type"), event.get("arg0"), event.get("arg1")
         if kind == PD_STATUS:
@@ -375,6 +394,8 @@ class OsdpBus:
                             "install_mode: false, or reset the reader to its factory key (see its manual)"
                         )
                     )
+                else:
+                    self._ask_local_status(slot)
             return
         if kind != SC_STATUS:
             return

@@ -3,7 +3,9 @@
 Several readers can share one port (a multi-drop line): every reader sees every byte and
 answers only its own address, as on RS-485. A reader without a key starts in install mode
 (factory key SCBK-D) and keeps the key a Control Panel gives it, like a real reader's flash.
-Every command the reader receives (LED, buzzer, key set) is recorded with its time.
+Every command the reader receives (LED, buzzer, key set, status request) is recorded with its
+time. A reader keeps its local status (tamper, power) and tells it when it changes (`report`)
+and when the Control Panel asks (osdp_LSTAT).
 """
 
 from __future__ import annotations
@@ -100,6 +102,9 @@ class SimReader:
     scbk: bytes | None = None
     led: bool = True
     buzzer: bool = True
+    tamper: bool = False
+    """Its casing is open."""
+    power_lost: bool = False
     commands: list[ReceivedCommand] = field(default_factory=list)
     listeners: list[Callable[[ReceivedCommand], None]] = field(default_factory=list)
     pd: osdp.PeripheralDevice | None = None
@@ -111,6 +116,8 @@ class SimReader:
             discard_queued(lambda: pd.get_command(timeout=-1))
         if received.kind == osdp.Command.Keyset:
             self.scbk = bytes(command["data"])
+        if received.kind == osdp.Command.Status and command.get("type") == osdp.StatusReportType.Local:
+            self._local_status_asked()
         self.commands.append(received)
         for listener in self.listeners:
             listener(received)
@@ -142,15 +149,27 @@ class SimReader:
     def press(self, keys: str) -> None:
         self._submit({"event": osdp.Event.KeyPress, "reader_no": 0, "data": keys.encode()})
 
+    def _local_status(self) -> dict[str, Any]:
+        return {
+            "event": osdp.Event.Status,
+            "type": osdp.StatusReportType.Local,
+            "nr_entries": 2,
+            "report": bytes([int(self.tamper), int(self.power_lost)]),
+        }
+
+    def _local_status_asked(self) -> None:
+        """libosdp 3.2's PeripheralDevice answers osdp_LSTAT with "all clear" whatever the command
+        handler returns (its binding carries only the report type of a status command), so a
+        reader that is not all clear sends its state as a status report right after the answer,
+        on the next poll. Called on the reader's thread, which holds the binding's lock: hence
+        the event goes straight to libosdp."""
+        if self.pd is not None and (self.tamper or self.power_lost):
+            self.pd.ctx.submit_event(self._local_status())
+
     def report(self, tamper: bool = False, power_lost: bool = False) -> None:
-        self._submit(
-            {
-                "event": osdp.Event.Status,
-                "type": osdp.StatusReportType.Local,
-                "nr_entries": 2,
-                "report": bytes([int(tamper), int(power_lost)]),
-            }
-        )
+        """The casing or the power changed: the reader keeps the new state and reports it."""
+        self.tamper, self.power_lost = tamper, power_lost
+        self._submit(self._local_status())
 
     def is_secure(self) -> bool:
         return bool(self.pd is not None and self.pd.is_sc_active())

@@ -79,8 +79,13 @@ def run_readers(
                     if wait_online:
                         for address, driver in drivers.items():
                             await eventually(
-                                lambda d=driver: d._bus and d._slot and d._bus.online(d._slot),
-                                what=f"reader {address} online",
+                                lambda d=driver, r=recorders[address]: (
+                                    d._bus
+                                    and d._slot
+                                    and d._bus.online(d._slot)
+                                    and r.availability()[-1:] == [True]
+                                ),
+                                what=f"reader {address} online and reported so",
                             )
                     await body(drivers, sim, recorders)
                 finally:
@@ -165,6 +170,49 @@ def test_tamper_power_and_feedback_to_a_reader_without_led(cable, tmp_path):
         assert reader.received(osdp.Command.LED) == []
 
     run_readers(cable, tmp_path, [SimReader(1, None, led=False)], {1: None}, body)
+
+
+def test_a_reader_open_and_on_bad_power_before_the_driver_starts_is_reported_once(
+    cable: VirtualCable, tmp_path: Path
+) -> None:
+    async def body(
+        drivers: dict[int, OsdpReader], sim: ReaderLineSim, recorders: dict[int, Recorder]
+    ) -> None:
+        reader, rec = sim.reader(1), recorders[1]
+        await eventually(lambda: rec.of(Tamper) and rec.of(Health), what="the state found at start")
+        reader.report(tamper=True, power_lost=True)
+        reader.report(tamper=False, power_lost=True)
+        await eventually(lambda: len(rec.of(Tamper)) == 2, what="casing closed")
+        assert [(t.active, t.detail) for t in rec.of(Tamper)] == [
+            (True, "reader casing opened"),
+            (False, "reader casing closed"),
+        ]
+        assert [h.metrics for h in rec.of(Health)] == [{"power": "lost"}]
+
+    opened = SimReader(1, KEY, tamper=True, power_lost=True)
+    assert run_readers(cable, tmp_path, [opened], {1: KEY}, body) == {1: None}
+
+
+def test_a_reader_opened_while_it_was_offline_is_reported_when_it_is_back(
+    cable: VirtualCable, tmp_path: Path
+) -> None:
+    async def body(
+        drivers: dict[int, OsdpReader], sim: ReaderLineSim, recorders: dict[int, Recorder]
+    ) -> None:
+        rec = recorders[1]
+        sim.stop()
+        await eventually(lambda: rec.availability() == [True, False], what="offline")
+        sim.reader(1).tamper = True
+        sim.start()
+        await eventually(
+            lambda: rec.of(Tamper) and rec.availability() == [True, False, True],
+            timeout_s=20,
+            what="back online with its casing open",
+        )
+        assert [t.active for t in rec.of(Tamper)] == [True]
+        assert rec.of(Health) == []
+
+    run_readers(cable, tmp_path, [SimReader(1, KEY)], {1: KEY}, body)
 
 
 def test_two_readers_on_one_line_by_address(cable, tmp_path):
