@@ -148,8 +148,8 @@ class _Ledger:
         if heap:
             mark = min(mark, heap[0][0] - 1)
         waiting = self.waiting[priority]
-        if waiting:
-            mark = min(mark, min(group.first for group in waiting) - 1)
+        if waiting:  # read in seq order, sent from the left
+            mark = min(mark, waiting[0].first - 1)
         return mark
 
 
@@ -300,6 +300,8 @@ class _Connection:
         self.closed = threading.Event()
         self.lock = threading.Lock()
         self.flights: dict[int, _Flight | None] = {}
+        self._counts = {False: 0, True: 0}
+        """flights awaiting PUBACK by `live`"""
         self.early: dict[int, int] = {}
         self.acks: collections.deque[tuple[_Flight, int]] = collections.deque()
         self.max_packet: int | None = None
@@ -391,6 +393,8 @@ class _Connection:
                 self.early[mid] = code
                 return
             flight = self.flights.pop(mid)
+            if flight is not None:
+                self._counts[flight.live] -= 1
         if flight is not None:
             self.acks.append((flight, code))
 
@@ -421,6 +425,8 @@ class _Connection:
             code = self.early.pop(info.mid, None)
             if code is None:
                 self.flights[info.mid] = flight
+                if flight is not None:
+                    self._counts[flight.live] += 1
                 return True
         if flight is not None:
             self.acks.append((flight, code))
@@ -433,9 +439,7 @@ class _Connection:
     def in_flight(self) -> tuple[int, int]:
         """(backlog messages, live messages) awaiting PUBACK."""
         with self.lock:
-            live = sum(1 for f in self.flights.values() if f is not None and f.live)
-            backlog = sum(1 for f in self.flights.values() if f is not None and not f.live)
-        return backlog, live
+            return self._counts[False], self._counts[True]
 
 
 class Uplink:
