@@ -280,7 +280,9 @@ def _what(device: Any) -> str:
     if device.kind == "modbus_gate":
         return f"modbus_gate board (unit {device.unit_id})"
     if device.kind == "camera":
-        return f"camera {device.source}"
+        from drivers.camera.grabber import redact
+
+        return f"camera {redact(device.source)}"
     return device.kind
 
 

@@ -173,6 +173,27 @@ def test_a_camera_whose_stream_never_opens_fails(initialised, capsys):
     assert f"camera rtsp://127.0.0.1:{port}/lane did not answer within 2 s" in failed
 
 
+def test_a_camera_password_is_never_printed(initialised, capsys):
+    """The doctor's line names the camera's URL with the password blanked, as everywhere else."""
+    config, credentials = initialised
+    (credentials / "LANE_CAM_PASSWORD").write_text("s3cret-pw\n")
+    silent = socket.create_server(("127.0.0.1", 0))
+    port = silent.getsockname()[1]
+    try:
+        add_devices(
+            config,
+            "  - {kind: camera, id: lane-cam, "
+            f"source: 'rtsp://gatehouse:${{LANE_CAM_PASSWORD}}@127.0.0.1:{port}/lane'}}\n",
+        )
+        code, out = doctor(config, credentials, capsys, "--skip", "clock", "--skip", "service")
+    finally:
+        silent.close()
+    assert code == 1
+    assert "s3cret-pw" not in out
+    failed = line(out, "[FAIL] device lane-cam")
+    assert f"camera rtsp://gatehouse:***@127.0.0.1:{port}/lane did not answer within 2 s" in failed
+
+
 def test_serial_permission_names_the_group_to_join(initialised, pty_port, capsys):
     config, credentials = initialised
     add_devices(
