@@ -198,12 +198,7 @@ class Database:
             if not path:
                 raise ConfigError(f"{url}: give a file, e.g. sqlite:///community.db")
             self.path: Path | None = Path(path)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=60)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=60000")
-            self._conn: Any = conn
+            self._conn: Any = _open_sqlite(self.path)
         elif parsed.scheme in ("postgresql", "postgres"):
             import psycopg
 
@@ -374,6 +369,26 @@ class Database:
             (site, gateway),
         )
         return [(int(a), int(b)) for a, b in rows]
+
+
+def _open_sqlite(path: Path) -> sqlite3.Connection:
+    """The SQLite file at `path` (made with its folder when missing); DatabaseError naming the
+    file when it cannot be opened or is not a database."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=60000")
+        except sqlite3.Error:
+            conn.close()
+            raise
+    except OSError as err:
+        raise DatabaseError(f"cannot open {path}: {err.strerror or err}") from err
+    except sqlite3.Error as err:
+        raise DatabaseError(f"cannot open {path}: {err}") from err
+    return conn
 
 
 def open_database(url: str) -> Database:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.cli import main
 from sync.db import MIGRATIONS, Database, open_database
 
 TABLES = (
@@ -91,3 +92,20 @@ def test_bad_urls_say_what_is_expected() -> None:
         Database("mysql://x")
     with pytest.raises(ConfigError, match="give a file"):
         Database("sqlite://")
+
+
+@pytest.mark.parametrize("url", ["sqlite:////proc/no/such/community.db", "sqlite:////proc/community.db"])
+def test_a_sqlite_file_that_cannot_be_opened_is_named(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A mistyped --db path (of `gatehouse admin` or `gatehouse ingest`): an error naming the
+    file, exit 1, not an internal error."""
+    assert main(["admin", "--db", url, "gateway", "list"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot open /proc/") and "internal error" not in err
+
+
+def test_a_file_that_is_not_a_database_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "gatehouse.yaml"
+    config.write_text("site:\n  id: oak-court\n" * 200)
+    assert main(["admin", "--db", f"sqlite:///{config}", "gaps", "oak-court", "gw-1"]) == 1
+    assert f"cannot open {config}: file is not a database" in capsys.readouterr().err
+    assert config.read_text().startswith("site:"), "the file is left as it was"
