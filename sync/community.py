@@ -14,7 +14,7 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,9 @@ import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from pydantic import ValidationError
 
+from edge.allowlist import normalise_plate
 from edge.errors import ConfigError
 from edge.privacy import credential_hash
 from sync import commands, signing
@@ -38,6 +40,8 @@ SIGNER_CREDENTIAL = "community-commands.pem"
 DELTA_TTL_S = 6 * 3600
 OPEN_GATE_TTL_S = 30
 PASS_TTL_S = 6 * 3600
+CSV_COLUMNS = ("kind", "value", "subject", "gates", "valid_until")
+"""the columns of `gatehouse admin allow import`; the first three are required"""
 
 
 def signer_key_path(given: str | None) -> str | None:
@@ -129,11 +133,16 @@ class Community:
         return str(row[0])
 
     def credential(self, site: str, kind: str, raw: str) -> tuple[str, str | None]:
-        """The value an allow-list or pass carries for a raw credential: plates as they are,
-        cards and QR tokens as the site-salted hash (with their last 4)."""
+        """The value an allow-list or pass carries for a raw credential: plates as the gateway
+        normalises them, cards and QR tokens as the site-salted hash (with their last 4).
+        ConfigError for a plate the gateway would refuse, an unknown kind or an empty value."""
         if kind == "plate":
-            return raw.strip().upper(), None
+            return _plate(raw), None
+        if kind not in ("card", "qr", "pin"):
+            raise ConfigError(f"kind {kind!r}: expected card, qr, pin or plate")
         normalised = raw.strip().upper()
+        if not normalised:
+            raise ConfigError(f"empty {kind}")
         return credential_hash(normalised, self.salt(site), kind), normalised[-4:]
 
     # allow-lists
@@ -145,9 +154,12 @@ class Community:
         return int(row[0]) if row else 0
 
     def _change(
-        self, site: str, gateway: str, adds: Iterable[AllowEntry], removes: Iterable[AllowKey]
+        self, site: str, gateway: str, adds: Sequence[AllowEntry], removes: Sequence[AllowKey]
     ) -> int:
         self.key(site, gateway)  # a change nobody can sign is not recorded
+        # An entry the gateway refuses would hold it at its version for good: every later delta
+        # answers version_gap, and the full list sent then is refused for the same entry.
+        adds = [_checked(entry) for entry in adds]
         with self.db.transaction():
             version = self.allowlist_version(site, gateway) + 1
             for entry in adds:
@@ -187,29 +199,60 @@ class Community:
         return self._change(site, gateway, [], list(keys))
 
     def allow_import(self, site: str, gateway: str, path: Path) -> tuple[int, int]:
-        """Add every row of a CSV file (columns kind,value,subject[,gates][,valid_until]; gates
-        separated by spaces; card and qr values are raw and hashed here). Returns (version, rows)."""
+        """Add every row of a CSV file with a header row (columns kind,value,subject[,gates]
+        [,valid_until]; gates separated by spaces; valid_until with its time zone; card and qr
+        values are raw and hashed here), all or nothing. Returns (version, rows); ConfigError
+        naming the file, line and what to fix."""
         entries = []
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            for line, row in enumerate(csv.DictReader(handle), start=2):
-                missing = {"kind", "value"} - {k for k, v in row.items() if v}
+        try:
+            with path.open(newline="", encoding="utf-8-sig") as handle:
+                reader = csv.DictReader(handle)
+                columns = [name.strip().lower() for name in reader.fieldnames or ()]
+                reader.fieldnames = columns
+                expected = "kind,value,subject[,gates][,valid_until]"
+                missing = [name for name in CSV_COLUMNS[:3] if name not in columns]
                 if missing:
-                    raise ConfigError(f"{path}:{line}: missing {', '.join(sorted(missing))}")
-                value, last4 = self.credential(site, row["kind"], row["value"])
-                try:
-                    entries.append(
-                        AllowEntry(
-                            kind=row["kind"],  # type: ignore[arg-type]
-                            value=value,
-                            last4=last4,
-                            subject=row.get("subject") or None,
-                            gates=tuple((row.get("gates") or "").split()),
-                            valid_until=row.get("valid_until") or None,  # type: ignore[arg-type]
-                        )
+                    raise ConfigError(
+                        f"{path}:1: the header row needs the columns {expected}; {', '.join(missing)} missing"
                     )
-                except ValueError as err:
-                    raise ConfigError(f"{path}:{line}: {err}") from err
+                unknown = [name for name in columns if name not in CSV_COLUMNS]
+                if unknown:
+                    raise ConfigError(
+                        f"{path}:1: unknown column {', '.join(map(repr, unknown))}; "
+                        f"the columns are {expected}"
+                    )
+                for row in reader:
+                    try:
+                        entries.append(self._csv_entry(site, row, len(columns)))
+                    except ConfigError as err:
+                        raise ConfigError(f"{path}:{reader.line_num}: {err}") from err
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not UTF-8 text ({err.reason}); save it as CSV UTF-8") from err
+        except csv.Error as err:
+            raise ConfigError(f"{path}: not a CSV file ({err})") from err
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read it ({err.strerror or err})") from err
+        if not entries:
+            raise ConfigError(f"{path}: no rows below the header row; nothing imported")
         return self.allow_add(site, gateway, entries), len(entries)
+
+    def _csv_entry(self, site: str, row: dict[str | None, Any], columns: int) -> AllowEntry:
+        if None in row:
+            raise ConfigError(f"{columns + len(row[None])} fields, the header row names {columns}")
+        fields = {name: (text or "").strip() for name, text in row.items() if name is not None}
+        missing = [name for name in CSV_COLUMNS[:3] if not fields.get(name)]
+        if missing:
+            raise ConfigError(f"missing {', '.join(missing)}")
+        kind = fields["kind"].lower()
+        value, last4 = self.credential(site, kind, fields["value"])
+        return _entry(
+            kind=kind,
+            value=value,
+            last4=last4,
+            subject=fields["subject"],
+            gates=tuple(fields.get("gates", "").split()),
+            valid_until=_aware(fields.get("valid_until", ""), "valid_until"),
+        )
 
     def allowlist_delta(self, site: str, gateway: str, version: int | None = None) -> dict[str, Any]:
         """The signed delta that takes the gateway from version-1 to version (default: latest)."""
@@ -262,6 +305,23 @@ class Community:
             )
         return self.command(site, gateway, "pass.issue", args, PASS_TTL_S)
 
+    def pass_revoke(self, site: str, gateway: str, pass_id: str, reason: str = "") -> dict[str, Any]:
+        """Mark a pass issued to this gateway revoked and return the signed pass.revoke;
+        ConfigError when the community database issued no such pass there."""
+        self.key(site, gateway)  # a revocation nobody can sign is not recorded
+        with self.db.transaction():
+            changed = self.db.execute(
+                "UPDATE passes SET revoked_at = COALESCE(revoked_at, ?) "
+                "WHERE id = ? AND site_id = ? AND gateway_id = ?",
+                (now_iso(), pass_id, site, gateway),
+            )
+        if not changed:
+            raise ConfigError(
+                f"no pass {pass_id} for {site}/{gateway} in the community database; "
+                "`gatehouse admin pass issue` printed the id of each pass it issued"
+            )
+        return self.command(site, gateway, "pass.revoke", {"pass_id": pass_id, "reason": reason}, PASS_TTL_S)
+
     def new_pass(
         self,
         site: str,
@@ -274,22 +334,27 @@ class Community:
         max_uses: int | None = None,
         gates: tuple[str, ...] = (),
     ) -> PassIssueArgs:
+        """The arguments of a new pass; ConfigError for a plate the gateway would refuse or
+        arguments out of range."""
         start = datetime.now(UTC).replace(microsecond=0)
         credential = None
         if qr is not None:
             value, _ = self.credential(site, "qr", qr)
             credential = AllowKey(kind="qr", value=value)
-        return PassIssueArgs(
-            pass_id=f"p-{uuid.uuid4().hex[:12]}",
-            kind=kind,  # type: ignore[arg-type]
-            plate=plate.strip().upper() if plate else None,
-            credential=credential,
-            host=host,
-            gates=gates,
-            valid_from=start,
-            valid_until=start + timedelta(hours=hours),
-            max_uses=max_uses,
-        )
+        try:
+            return PassIssueArgs(
+                pass_id=f"p-{uuid.uuid4().hex[:12]}",
+                kind=kind,  # type: ignore[arg-type]
+                plate=_plate(plate) if plate else None,
+                credential=credential,
+                host=host,
+                gates=gates,
+                valid_from=start,
+                valid_until=start + timedelta(hours=hours),
+                max_uses=max_uses,
+            )
+        except ValidationError as err:
+            raise ConfigError(f"pass: {_errors(err)}") from err
 
     def command(
         self, site: str, gateway: str, name: str, args: Any, ttl_s: float = OPEN_GATE_TTL_S
@@ -317,6 +382,57 @@ class Community:
 
 def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
+
+
+def _plate(raw: str) -> str:
+    """The plate as the gateway normalises it (ConfigError for one it refuses), so that an entry
+    added as 津a 12345 is removed as 津A12345."""
+    try:
+        return normalise_plate(raw)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+
+
+def _errors(err: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" if error["loc"] else error["msg"]
+        for error in err.errors()
+    )
+
+
+def _entry(**fields: Any) -> AllowEntry:
+    try:
+        return AllowEntry(**fields)
+    except ValidationError as err:
+        raise ConfigError(_errors(err)) from err
+
+
+def _checked(entry: AllowEntry) -> AllowEntry:
+    """The entry as the gateway takes it: a subject, and a plate in the gateway's form."""
+    shown = entry.value if entry.kind == "plate" else f"…{entry.last4 or entry.value[-4:]}"
+    if not entry.subject:
+        raise ConfigError(
+            f"{entry.kind} {shown}: an allowed entry needs a subject (the resident or household it "
+            "belongs to); the gateway refuses one without"
+        )
+    if entry.kind == "plate":
+        return entry.model_copy(update={"value": _plate(entry.value)})
+    return entry
+
+
+def _aware(text: str, name: str) -> datetime | None:
+    """A time with its zone from text ('' is None); ConfigError naming `name` otherwise: the
+    community database does not know the site's time zone, so a bare time would be a guess."""
+    if not text:
+        return None
+    example = "2027-06-30T23:59:59+08:00"
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as err:
+        raise ConfigError(f"{name} {text!r}: not a date and time (e.g. {example})") from err
+    if moment.tzinfo is None:
+        raise ConfigError(f"{name} {text!r} has no time zone: write it with its offset, e.g. {example}")
+    return moment
 
 
 def publish_command(

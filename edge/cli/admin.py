@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edge.cli.common import add_command, positive
+from edge.cli.common import add_command, count_of, positive
 from edge.cli.ingest import add_broker_arguments, broker_config
 from edge.errors import ConfigError, UsageError
 from edge.files import write_private
@@ -188,8 +188,16 @@ def cmd_pass_issue(args: argparse.Namespace) -> int:
         max_uses=args.max_uses,
         gates=tuple(args.gate or ()),
     )
+    document = community.pass_issue(args.site, args.gateway, pass_args)
     print(f"pass {pass_args.pass_id} valid until {pass_args.valid_until.isoformat()}")
-    return _send(args, community.pass_issue(args.site, args.gateway, pass_args))
+    return _send(args, document)
+
+
+def cmd_pass_revoke(args: argparse.Namespace) -> int:
+    community = _community(args)
+    document = community.pass_revoke(args.site, args.gateway, args.pass_id, args.reason)
+    print(f"pass {args.pass_id} revoked in the community database")
+    return _send(args, document)
 
 
 def cmd_open_gate(args: argparse.Namespace) -> int:
@@ -208,7 +216,19 @@ def cmd_gaps(args: argparse.Namespace) -> int:
     from sync.db import open_database
 
     with open_database(args.db) as db:
+        registered = db.one("SELECT 1 FROM gateways WHERE site_id = ? AND id = ?", (args.site, args.gateway))
+        received = db.one(
+            "SELECT count(*) FROM events WHERE site_id = ? AND gateway_id = ?", (args.site, args.gateway)
+        )
         gaps = db.seq_gaps(args.site, args.gateway)
+    if registered is None and not (received and received[0]):
+        raise ConfigError(
+            f"no gateway {args.site}/{args.gateway} in {args.db}: none registered and no events from it; "
+            "`gatehouse admin gateway list` shows the gateways it knows"
+        )
+    if not (received and received[0]):
+        print(f"{args.site}/{args.gateway}: no events received yet")
+        return 0
     if not gaps:
         print(f"{args.site}/{args.gateway}: no gaps in seq")
         return 0
@@ -298,7 +318,9 @@ def register(subparsers: Any) -> None:
     allow_add = add_command(allow_sub, "add", "allow a plate, card or QR token at a gateway", cmd_allow_add)
     _target(allow_add)
     _credential_args(allow_add)
-    allow_add.add_argument("--subject", help="resident or household it belongs to")
+    allow_add.add_argument(
+        "--subject", required=True, help="resident or household it belongs to (the gateway needs one)"
+    )
     allow_add.add_argument("--gate", action="append", help="only at this gate (repeat; default every gate)")
     _sending(allow_add)
     allow_remove = add_command(allow_sub, "remove", "remove a plate, card or QR token", cmd_allow_remove)
@@ -328,9 +350,19 @@ def register(subparsers: Any) -> None:
         "--kind", choices=("visitor", "delivery", "contractor"), default="visitor", help="pass kind"
     )
     pass_issue.add_argument("--host", help="household visited")
-    pass_issue.add_argument("--max-uses", type=int, help="entries allowed (default unlimited)")
+    pass_issue.add_argument("--max-uses", type=count_of(1), help="entries allowed (default unlimited)")
     pass_issue.add_argument("--gate", action="append", help="only at this gate (repeat)")
     _sending(pass_issue)
+    pass_revoke = add_command(
+        pass_sub,
+        "revoke",
+        "revoke a pass issued with pass issue (the gateway stops honouring it)",
+        cmd_pass_revoke,
+    )
+    _target(pass_revoke)
+    pass_revoke.add_argument("pass_id", help="the pass id pass issue printed (p-…)")
+    pass_revoke.add_argument("--reason", default="", help="why, for the gateway's log")
+    _sending(pass_revoke)
 
     open_gate = add_command(sub, "open-gate", "open a gate now (signed, expires in 30 s)", cmd_open_gate)
     _target(open_gate)

@@ -85,8 +85,24 @@ def test_admin_commands_reach_the_gateway(
         assert card.last4 == "5678" and "0012345678" not in card.value
 
         community = Community(open_database(db_url))
-        community.allow_add(SITE, GATEWAY, [AllowEntry(kind="plate", value="津B00001")])
-        assert main(["admin", *broker_args, "allow", "add", SITE, GATEWAY, "--plate", "津C00002"]) == 1
+        community.allow_add(SITE, GATEWAY, [AllowEntry(kind="plate", value="津B00001", subject="unit-1-101")])
+        assert (
+            main(
+                [
+                    "admin",
+                    *broker_args,
+                    "allow",
+                    "add",
+                    SITE,
+                    GATEWAY,
+                    "--plate",
+                    "津C00002",
+                    "--subject",
+                    "unit-2-202",
+                ]
+            )
+            == 1
+        )
         assert "version_gap" in capsys.readouterr().out
         wait_until(lambda: downlink.allowlist_version() == 3, 20, "the full list sent after the gap")
         full = gate.calls[-1].args
@@ -120,7 +136,23 @@ def test_admin_commands_reach_the_gateway(
         assert row.split()[2:3] == ["online"] and "hmac-sha256" in row and " 3/3 " in row
         assert row.endswith("east-lock (offline)")
     assert (
-        main(["admin", "--db", db_url, "allow", "add", SITE, "gw-unknown", "--plate", "X1", "--no-send"]) == 2
+        main(
+            [
+                "admin",
+                "--db",
+                db_url,
+                "allow",
+                "add",
+                SITE,
+                "gw-unknown",
+                "--plate",
+                "津X00001",
+                "--subject",
+                "u",
+                "--no-send",
+            ]
+        )
+        == 2
     )
     assert "no signing key" in capsys.readouterr().err
 
@@ -162,15 +194,15 @@ def test_a_gateway_holding_only_the_community_public_key_takes_its_commands(
         Uplink(store, config, site=SITE, gateway="gw-ed", downlink=downlink) as uplink,
     ):
         wait_until(lambda: worker.connected.is_set() and uplink.connected.is_set(), 10, "connections")
-        assert main([*signed, "allow", "add", SITE, "gw-ed", "--plate", "津E00001"]) == 0
+        assert main([*signed, "allow", "add", SITE, "gw-ed", "--plate", "津E00001", "--subject", "u"]) == 0
         assert gate.calls[-1].alg == "ed25519" and downlink.allowlist_version() == 1
         assert main([*signed, "open-gate", SITE, "gw-ed", "north-in"]) == 0
         assert gate.calls[-1].name == "open_gate" and gate.calls[-1].alg == "ed25519"
 
         Community(open_database(db_url), signer_key=str(signer)).allow_add(
-            SITE, "gw-ed", [AllowEntry(kind="plate", value="津E00002")]
+            SITE, "gw-ed", [AllowEntry(kind="plate", value="津E00002", subject="u")]
         )
-        assert main([*signed, "allow", "add", SITE, "gw-ed", "--plate", "津E00003"]) == 1
+        assert main([*signed, "allow", "add", SITE, "gw-ed", "--plate", "津E00003", "--subject", "u"]) == 1
         wait_until(lambda: downlink.allowlist_version() == 3, 20, "the full list the ingest signed")
         assert gate.calls[-1].args.full and gate.calls[-1].alg == "ed25519"
 
@@ -216,7 +248,10 @@ def test_a_change_the_admin_cannot_sign_is_not_recorded(
     admin = ["admin", "--db", db_url]
     assert main([*admin, "--signer-key", str(signer), "gateway", "add", SITE, "gw-ed", "--ed25519"]) == 0
     capsys.readouterr()
-    assert main([*admin, "allow", "add", SITE, "gw-ed", "--plate", "津E00001", "--no-send"]) == 2
+    assert (
+        main([*admin, "allow", "add", SITE, "gw-ed", "--plate", "津E00001", "--subject", "u", "--no-send"])
+        == 2
+    )
     assert "give its PEM file with --signer-key FILE" in capsys.readouterr().err
     assert main([*admin, "pass", "issue", SITE, "gw-ed", "--plate", "津E00002", "--no-send"]) == 2
     db = open_database(db_url)

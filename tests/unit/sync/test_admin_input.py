@@ -1,0 +1,177 @@
+"""`gatehouse admin` given what an operator mistypes: each mistake is refused with the file,
+line or option to fix, exit 2, no traceback, and nothing is recorded. An allow-list entry the
+gateway would refuse is refused here too: once recorded it would hold the gateway at its version
+for good (every later delta answers version_gap, and the full list is refused for that entry)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge.allowlist import AllowList
+from edge.cli import main
+from edge.errors import ConfigError
+from edge.store import Store
+from sync.commands import AllowEntry, AllowlistApplyArgs
+from sync.community import Community
+from sync.db import open_database
+
+SITE = "oak-court"
+GATEWAY = "gw-1"
+SALT = "a-site-salt-of-some-length"
+GOOD_CSV = (
+    "kind,value,subject,gates,valid_until\n"
+    "plate,津a 12345,unit-3-402,north-in,2027-06-30T23:59:59+08:00\n"
+    "card,0012345678,unit-3-402,,\n"
+)
+
+
+@pytest.fixture
+def admin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """The admin command line for a community database with one registered gateway."""
+    monkeypatch.setenv("GW_KEY", "k" * 40)
+    monkeypatch.setenv("SITE_SALT", SALT)
+    args = ["admin", "--db", f"sqlite:///{tmp_path / 'community.db'}"]
+    assert (
+        main([*args, "gateway", "add", SITE, GATEWAY, "--key-env", "GW_KEY", "--salt-env", "SITE_SALT"]) == 0
+    )
+    capsys.readouterr()
+    return args
+
+
+def refused_by_argparse(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+
+
+def community(admin: list[str]) -> Community:
+    return Community(open_database(admin[2]))
+
+
+def imported(admin: list[str], tmp_path: Path, text: str | bytes, capsys: pytest.CaptureFixture[str]) -> str:
+    """Import `text` as a CSV file with --no-send; the exit code must be 2 and nothing recorded.
+    Returns what was printed on stderr."""
+    csv_file = tmp_path / "residents.csv"
+    if isinstance(text, bytes):
+        csv_file.write_bytes(text)
+    else:
+        csv_file.write_text(text, encoding="utf-8")
+    before = community(admin).allowlist_version(SITE, GATEWAY)
+    assert main([*admin, "allow", "import", SITE, GATEWAY, str(csv_file), "--no-send"]) == 2
+    assert community(admin).allowlist_version(SITE, GATEWAY) == before
+    err = capsys.readouterr().err
+    assert "internal error" not in err and "pydantic" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("kind,value,subject\nplate,津B00001,\n", "residents.csv:2: missing subject"),
+        ("kind,value\nplate,津B00001\n", "residents.csv:1: the header row needs the columns"),
+        ("plate,津B00001,unit-1\n", "kind, value, subject missing"),
+        ("kind,value,subject,plate_colour\nplate,津B00001,u,blue\n", "unknown column 'plate_colour'"),
+        (
+            "kind,value,subject\nplate,津B00001,u,north-in\n",
+            "residents.csv:2: 4 fields, the header row names 3",
+        ),
+        ("kind,value,subject\n\nplate,津B00001,u\nbadge,123,u\n", "residents.csv:4: kind 'badge'"),
+        ("kind,value,subject\nplate,hello!,u\n", "'hello!' does not look like a plate"),
+        (
+            "kind,value,subject,valid_until\nplate,津B00001,u,2027-06-30\n",
+            "valid_until '2027-06-30' has no time zone: write it with its offset",
+        ),
+        ("kind,value,subject,valid_until\nplate,津B00001,u,2027-13-40\n", "not a date and time"),
+        ("kind,value,subject\n", "no rows below the header row; nothing imported"),
+        (b"\xff\xfekind,value,subject\n", "not UTF-8 text"),
+    ],
+)
+def test_a_bad_csv_is_refused_whole_naming_the_line(
+    admin: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str | bytes, says: str
+) -> None:
+    assert main([*admin, "allow", "import", SITE, GATEWAY, _write(tmp_path, GOOD_CSV), "--no-send"]) == 0
+    capsys.readouterr()
+    assert says in imported(admin, tmp_path, text, capsys)
+    kept = community(admin).db.query("SELECT kind, value FROM allowlist_entries ORDER BY kind")
+    assert [kind for kind, _ in kept] == ["card", "plate"], "what was imported before stays"
+    assert ("plate", "津A12345") in kept
+
+
+def _write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "first.csv"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_what_the_community_records_the_gateway_applies(
+    admin: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The full list after a CSV import and an add from the command line, applied by the
+    gateway's own allow-list: the plate typed with a space is the plate the gateway reads."""
+    assert main([*admin, "allow", "import", SITE, GATEWAY, _write(tmp_path, GOOD_CSV), "--no-send"]) == 0
+    assert (
+        main([*admin, "allow", "add", SITE, GATEWAY, "--qr", "tok-1", "--subject", "u-7", "--no-send"]) == 0
+    )
+    capsys.readouterr()
+    full = community(admin).allowlist_full(SITE, GATEWAY)
+    with Store(tmp_path / "gatehouse.db", synchronous="normal") as store:
+        allow = AllowList(store, SALT)
+        result = allow.apply(AllowlistApplyArgs.model_validate(full["args"]))
+        assert result == {"applied": True, "version": 2, "added": 3, "removed": 0, "replaced": 0}
+        plate, _ = allow.key("plate", "津A 12345")
+        card, _ = allow.key("card", "0012345678")
+    values = {entry["value"] for entry in full["args"]["add"]}
+    assert plate in values and card in values
+
+
+def test_an_entry_the_gateway_would_refuse_is_not_recorded(
+    admin: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    refused_by_argparse([*admin, "allow", "add", SITE, GATEWAY, "--qr", "tok-1", "--no-send"])
+    assert "--subject" in capsys.readouterr().err
+    assert (
+        main([*admin, "allow", "add", SITE, GATEWAY, "--plate", "hello!", "--subject", "u", "--no-send"]) == 2
+    )
+    assert "does not look like a plate" in capsys.readouterr().err
+    held = community(admin)
+    with pytest.raises(ConfigError, match="needs a subject"):
+        held.allow_add(SITE, GATEWAY, [AllowEntry(kind="plate", value="津B00001")])
+    assert held.allowlist_version(SITE, GATEWAY) == 0
+    assert held.db.one("SELECT count(*) FROM allowlist_changes") == (0,)
+
+
+def test_a_pass_the_gateway_would_refuse_is_not_recorded(
+    admin: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*admin, "pass", "issue", SITE, GATEWAY, "--plate", "hello!", "--no-send"]) == 2
+    err = capsys.readouterr()
+    assert "does not look like a plate" in err.err and "valid until" not in err.out
+    refused_by_argparse([*admin, "pass", "issue", SITE, GATEWAY, "--plate", "津D00003", "--max-uses", "0"])
+    assert "'0' is not a whole number of 1 or more" in capsys.readouterr().err
+    assert community(admin).db.one("SELECT count(*) FROM passes") == (0,)
+
+
+def test_a_pass_is_revoked_by_its_id(admin: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*admin, "pass", "issue", SITE, GATEWAY, "--plate", "津d 00003", "--no-send"]) == 0
+    issued = json.loads(capsys.readouterr().out.splitlines()[-1])
+    pass_id = issued["args"]["pass_id"]
+    assert issued["args"]["plate"] == "津D00003"
+    assert main([*admin, "pass", "revoke", SITE, GATEWAY, "p-unknown", "--no-send"]) == 2
+    assert "no pass p-unknown for oak-court/gw-1" in capsys.readouterr().err
+    assert main([*admin, "pass", "revoke", SITE, GATEWAY, pass_id, "--reason", "left", "--no-send"]) == 0
+    revoke = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert revoke["name"] == "pass.revoke" and revoke["args"] == {"pass_id": pass_id, "reason": "left"}
+    row = community(admin).db.one("SELECT revoked_at FROM passes WHERE id = ?", (pass_id,))
+    assert row is not None and row[0]
+
+
+def test_gaps_of_a_gateway_the_database_does_not_know(
+    admin: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*admin, "gaps", SITE, "gw-typo"]) == 2
+    assert "no gateway oak-court/gw-typo" in capsys.readouterr().err
+    assert main([*admin, "gaps", SITE, GATEWAY]) == 0
+    assert "no events received yet" in capsys.readouterr().out
