@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import queue
 import random
 import threading
@@ -559,10 +560,13 @@ def _iso(moment: datetime) -> str:
 def local_ingest(db_url: str, config: MqttConfig | None = None) -> tuple[BrokerHandle, IngestWorker]:
     """The community side on this machine, for the demo: a broker (`ensure_broker`) and one
     ingest worker writing into `db_url`. Give the gateway's uplink `handle.config`; close the
-    worker, then the handle."""
+    worker, then the handle. The worker subscribes plainly, under a name of its own: on a broker
+    that already serves ingest workers (the local mosquitto), joining their shared group would
+    take a share of their events into the demo's database and leave the demo's own events
+    half in theirs."""
     handle = ensure_broker(config)
     worker = IngestWorker(
-        db_url, handle.config, name="local", session_expiry_s=0, shared=handle.shared_subscriptions
+        db_url, handle.config, name=f"local-{os.getpid()}", session_expiry_s=0, shared=False
     )
     try:
         worker.start()

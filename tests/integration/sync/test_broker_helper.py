@@ -12,7 +12,7 @@ from sync import broker as broker_module
 from sync.broker import answers, ensure_broker, free_port
 from sync.config import MqttConfig
 from sync.db import open_database
-from sync.ingest import local_ingest
+from sync.ingest import IngestWorker, local_ingest
 from sync.uplink import Uplink
 from tests.support.mosquitto import TestBroker
 from tests.support.sync_helpers import SITE, produce, wait_until
@@ -67,3 +67,29 @@ def test_local_ingest_for_the_demo(
     finally:
         worker.stop()
         handle.close()
+
+
+def test_the_demos_ingest_takes_nothing_from_ingest_workers_on_the_same_broker(
+    shared_broker: TestBroker, monkeypatch: pytest.MonkeyPatch, store: Store, tmp_path: Path
+) -> None:
+    """The local mosquitto may already serve the community's ingest workers: the demo's
+    community database gets every demo event, and the workers' group all of theirs."""
+    monkeypatch.setattr(broker_module, "LOCAL_PORT", shared_broker.port)
+    production_url = f"sqlite:///{tmp_path / 'production.db'}"
+    demo_url = f"sqlite:///{tmp_path / 'demo.db'}"
+    config = shared_broker.mqtt_config()
+    with IngestWorker(production_url, config, name="production", session_expiry_s=0) as production:
+        handle, demo = local_ingest(demo_url)
+        try:
+            wait_until(lambda: production.connected.is_set() and demo.connected.is_set(), 20, "both")
+            made = produce(store, EventFactory(SITE, "gw-shared"), 40, "access.granted")
+            with Uplink(store, handle.config, site=SITE, gateway="gw-shared") as uplink:
+                assert uplink.wait_synced(30)
+            for url in (demo_url, production_url):
+                db = open_database(url)
+                wait_until(lambda db=db: len(db.event_ids()) >= 40, 20, f"every event in {url}")
+                assert sorted(db.event_ids()) == sorted(str(e.id) for e in made)
+                db.close()
+        finally:
+            demo.stop()
+            handle.close()
