@@ -155,6 +155,37 @@ DeviceConfigUnion = Annotated[
 ]
 
 
+LINE_ADDRESSES: dict[str, tuple[str, str, str]] = {
+    "osdp": ("address", "OSDP address", "give each reader its own address (its setup card or DIP switches)"),
+    "modbus_gate": (
+        "unit_id",
+        "Modbus unit",
+        "give each board its own unit id (DIP switches or its setup tool)",
+    ),
+}
+"""For the kinds that share a line: the setting that tells the devices on it apart, its name for
+people, and how to make two different."""
+
+
+def _distinct_line_addresses(sharing: list[tuple[int, Any]]) -> None:
+    """The devices of one line (one kind, checked before) each answer at their own address: two
+    at one address would both take every poll, and the driver refuses the second at run time."""
+    kind = sharing[0][1].kind
+    if kind not in LINE_ADDRESSES:
+        return
+    setting, what, fix = LINE_ADDRESSES[kind]
+    seen: dict[int, str] = {}
+    for index, device in sharing:
+        value = getattr(device, setting)
+        if value in seen:
+            raise MisplacedValue(
+                ("devices", index, setting),
+                f"devices {seen[value]} and {device.id} share the serial port {device.serial.port} and "
+                f"both use {what} {value}; {fix}",
+            )
+        seen[value] = device.id
+
+
 class GatehouseConfig(StrictModel):
     """The gateway's configuration file."""
 
@@ -216,8 +247,8 @@ class GatehouseConfig(StrictModel):
 
     def _shared_ports(self) -> None:
         """Devices on one serial port: one protocol, a kind that can share a line (OSDP readers
-        by address, Modbus boards by unit), and the same serial settings (one port is opened
-        once, with one set of settings)."""
+        by address, Modbus boards by unit, each its own), and the same serial settings (one port
+        is opened once, with one set of settings)."""
         by_port: dict[str, list[tuple[int, Any]]] = {}
         for index, device in enumerate(self.devices):
             serial = getattr(device, "serial", None)
@@ -255,6 +286,7 @@ class GatehouseConfig(StrictModel):
                         f"{both} but their serial settings differ ({', '.join(differ)}); devices on one "
                         "line need the same",
                     )
+            _distinct_line_addresses(sharing)
 
     def inventory(self) -> dict[str, list[dict[str, Any]]]:
         """The devices and gates as the gateway's status and registration tell the community

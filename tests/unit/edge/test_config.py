@@ -402,8 +402,29 @@ OSDP, MODBUS, WIEGAND = (
             "but their serial settings differ (reconnect_min_s)",
         ),
         (MODBUS, (MODBUS[0], ", unit_id: 2"), ", parity: E", "devices[1].serial.parity: "),
+        (
+            OSDP,
+            OSDP,
+            "",
+            "devices[1].address: devices first and second share the serial port /dev/ttyUSB0 and both "
+            "use OSDP address 1; give each reader its own address",
+        ),
+        (
+            MODBUS,
+            MODBUS,
+            "",
+            "devices[1].unit_id: devices first and second share the serial port /dev/ttyUSB0 and both "
+            "use Modbus unit 1; give each board its own unit id",
+        ),
     ],
-    ids=["osdp-and-modbus", "two-wiegand", "osdp-settings-differ", "modbus-settings-differ"],
+    ids=[
+        "osdp-and-modbus",
+        "two-wiegand",
+        "osdp-settings-differ",
+        "modbus-settings-differ",
+        "osdp-one-address",
+        "modbus-one-unit",
+    ],
 )
 def test_devices_sharing_a_serial_port_must_be_able_to(
     first: tuple[str, str], second: tuple[str, str], second_serial: str, expected: str
