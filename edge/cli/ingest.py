@@ -55,11 +55,13 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def _worker_main(
-    db_url: str, config_json: str, name: str, session_expiry_s: int, signer_key: str | None
+    db_url: str, config_json: str, name: str, session_expiry_s: int, signer_key: str | None, level: int
 ) -> None:
     from sync.config import MqttConfig
     from sync.ingest import IngestWorker
 
+    # a spawned process starts without the parent's logging: its info lines would be lost
+    logging.basicConfig(level=level)
     signal.signal(signal.SIGTERM, _interrupt)
     worker = IngestWorker(
         db_url,
@@ -79,7 +81,8 @@ def run_ingest(args: argparse.Namespace) -> int:
     from sync.community import load_signer, signer_key_path
     from sync.db import open_database
 
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO)
+    level = logging.DEBUG if args.debug else logging.INFO
+    logging.basicConfig(level=level)
     open_database(args.db).close()
     signer = signer_key_path(args.signer_key)
     if signer:
@@ -104,6 +107,7 @@ def run_ingest(args: argparse.Namespace) -> int:
                 f"{base}-{index}",
                 args.session_expiry_s,
                 args.signer_key,
+                level,
             ),
             daemon=True,
         )

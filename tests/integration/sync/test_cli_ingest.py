@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -45,7 +46,10 @@ def test_ingest_command_with_two_workers(shared_broker: TestBroker, store: Store
     ]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        wait_for_line(process, b"2 worker(s)", 30)
+        # both workers say so, the second one from its own process too
+        lines = [wait_for_line(process, b": connected to", 30) for _ in range(2)]
+        workers = {re.search(rb"(ingest-\S+): connected to", line).group(1) for line in lines}  # type: ignore[union-attr]
+        assert workers == {f"ingest-{name}-{index}".encode() for index in range(2)}
         factory = EventFactory(SITE, "gw-cli")
         produce_fast(store, factory, 600)
         with Uplink(store, shared_broker.mqtt_config(batch_size=5), site=SITE, gateway="gw-cli") as uplink:
