@@ -38,7 +38,8 @@ def register(subparsers: Any) -> None:
         description=textwrap.fill(
             "Add a device to the configuration file: KIND and ID, then its settings as SETTING=VALUE "
             "(nested ones dotted: serial.port=/dev/ttyUSB0; values are read as YAML, so 1 is a "
-            "number and [a, b] a list; a secret is written as '${NAME}'). `gatehouse devices kinds "
+            "number and [a, b] a list, except that a text setting keeps what is typed: source=0; "
+            "a secret is written as '${NAME}'). `gatehouse devices kinds "
             "KIND` lists a kind's settings. A device joining a serial port already in use takes "
             "that line's serial settings. The whole configuration is checked before the file is "
             "written; its comments and layout are kept.",
@@ -185,9 +186,10 @@ def _section_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def settings_from(pairs: list[str]) -> dict[str, Any]:
+def settings_from(pairs: list[str], model: type[BaseModel] | None = None) -> dict[str, Any]:
     """`serial.port=/dev/ttyUSB0 address=1` as {"serial": {"port": "/dev/ttyUSB0"}, "address": 1}.
-    Values are YAML scalars or flow collections; text that is not YAML stays text."""
+    Values are YAML scalars or flow collections; text that is not YAML stays text, and so does
+    every value of a setting of `model` that is text (`source=0`, a camera's USB index, is "0")."""
     settings: dict[str, Any] = {}
     for pair in pairs:
         key, equals, text = pair.partition("=")
@@ -200,6 +202,8 @@ def settings_from(pairs: list[str]) -> dict[str, Any]:
             value = text
         if isinstance(value, dict | list) and not text.lstrip().startswith(("{", "[")):
             value = text  # `name=Gate: left` is a name, not a mapping
+        if model is not None and _takes_text(model, parts):
+            value = text
         node = settings
         for part in parts[:-1]:
             child = node.setdefault(part, {})
@@ -212,8 +216,24 @@ def settings_from(pairs: list[str]) -> dict[str, Any]:
     return settings
 
 
+def _takes_text(model: type[BaseModel], parts: list[str]) -> bool:
+    """Whether the setting at the dotted `parts` of `model` holds text only (str, or str or null)."""
+    *sections, name = parts
+    for section in sections:
+        field = model.model_fields.get(section)
+        nested = _section_model(field.annotation) if field is not None else None
+        if nested is None:
+            return False
+        model = nested
+    field = model.model_fields.get(name)
+    if field is None:
+        return False
+    kinds = typing.get_args(field.annotation) if typing.get_origin(field.annotation) else (field.annotation,)
+    return {kind for kind in kinds if kind is not type(None)} == {str}
+
+
 def _add(args: argparse.Namespace) -> int:
-    settings = settings_from(args.settings)
+    settings = settings_from(args.settings, device_kinds().get(args.kind))
     for key in ("kind", "id", "name"):
         if key in settings:
             raise UsageError(f"give the {key} as {'--name' if key == 'name' else 'an argument'}, not {key}=")

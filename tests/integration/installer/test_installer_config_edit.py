@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from drivers.registry import device_kinds
 from edge.cli.devices import settings_from
 from edge.cli.init import credentials_directory
 from edge.config_loader import load_config
@@ -347,6 +348,21 @@ def test_settings_are_read_as_yaml_values_under_dotted_names():
     ]:
         with pytest.raises(UsageError, match=message):
             settings_from(bad)
+
+
+def test_a_text_setting_keeps_the_digits_typed(example, capsys):
+    """A camera's USB index (`source=0`, as its description says) and a key of digits only are
+    text settings: they are written as text, not refused as numbers."""
+    config, credentials = example
+    code, _out, err = gatehouse(
+        config, credentials, capsys, "devices", "add", "camera", "usb-cam", "source=0"
+    )
+    assert code == 0, err
+    assert loaded(config, credentials).device("usb-cam").source == "0"
+    assert settings_from(
+        ["serial.port=/dev/ttyUSB3", "address=4", "scbk=00112233445566778899001122334455"],
+        device_kinds()["osdp"],
+    ) == {"serial": {"port": "/dev/ttyUSB3"}, "address": 4, "scbk": "00112233445566778899001122334455"}
 
 
 def test_devices_kinds_lists_each_kinds_settings_required_first(capsys):
