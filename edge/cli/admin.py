@@ -33,15 +33,27 @@ def _community(args: argparse.Namespace) -> Any:
     return Community(open_database(args.db), signer_key=args.signer_key)
 
 
-def _send(args: argparse.Namespace, document: dict[str, Any]) -> int:
+ALLOWLIST_UNSENT = (
+    "the new version is recorded in the community database; the gateway gets it with the next "
+    "allow-list change sent to it (it then asks for the whole list)"
+)
+
+
+def _send(args: argparse.Namespace, document: dict[str, Any], unsent: str) -> int:
+    """Send a signed command and print the gateway's reply; when the broker cannot be reached,
+    say what the community database already holds (`unsent`) and what to do."""
     from sync.broker import ensure_broker
     from sync.community import send_and_wait
+    from sync.mqtt import MqttError
 
     if args.no_send:
         print(json.dumps(document, ensure_ascii=False))
         return 0
-    with ensure_broker(broker_config(args)) as handle:
-        reply = send_and_wait(handle.config, document, args.wait_s)
+    try:
+        with ensure_broker(broker_config(args)) as handle:
+            reply = send_and_wait(handle.config, document, args.wait_s)
+    except MqttError as err:
+        raise MqttError(f"{document['name']} not sent ({err}); {unsent}") from err
     if reply is None:
         print(
             f"sent {document['name']} {document['id']}; no reply within {args.wait_s:g} s. The gateway "
@@ -150,7 +162,7 @@ def cmd_allow_add(args: argparse.Namespace) -> int:
     )  # type: ignore[arg-type]
     version = community.allow_add(args.site, args.gateway, [entry])
     print(f"allow-list of {args.site}/{args.gateway} is at version {version}")
-    return _send(args, community.allowlist_delta(args.site, args.gateway, version))
+    return _send(args, community.allowlist_delta(args.site, args.gateway, version), ALLOWLIST_UNSENT)
 
 
 def cmd_allow_remove(args: argparse.Namespace) -> int:
@@ -161,7 +173,7 @@ def cmd_allow_remove(args: argparse.Namespace) -> int:
     value, _ = community.credential(args.site, kind, raw)
     version = community.allow_remove(args.site, args.gateway, [AllowKey(kind=kind, value=value)])  # type: ignore[arg-type]
     print(f"allow-list of {args.site}/{args.gateway} is at version {version}")
-    return _send(args, community.allowlist_delta(args.site, args.gateway, version))
+    return _send(args, community.allowlist_delta(args.site, args.gateway, version), ALLOWLIST_UNSENT)
 
 
 def cmd_allow_import(args: argparse.Namespace) -> int:
@@ -171,7 +183,7 @@ def cmd_allow_import(args: argparse.Namespace) -> int:
         raise ConfigError(f"{path}: no such file")
     version, rows = community.allow_import(args.site, args.gateway, path)
     print(f"imported {rows} entries; allow-list of {args.site}/{args.gateway} is at version {version}")
-    return _send(args, community.allowlist_delta(args.site, args.gateway, version))
+    return _send(args, community.allowlist_delta(args.site, args.gateway, version), ALLOWLIST_UNSENT)
 
 
 def cmd_pass_issue(args: argparse.Namespace) -> int:
@@ -190,14 +202,18 @@ def cmd_pass_issue(args: argparse.Namespace) -> int:
     )
     document = community.pass_issue(args.site, args.gateway, pass_args)
     print(f"pass {pass_args.pass_id} valid until {pass_args.valid_until.isoformat()}")
-    return _send(args, document)
+    unsent = (
+        f"pass {pass_args.pass_id} is recorded in the community database only: revoke it "
+        "(`gatehouse admin pass revoke`) and issue it again once the broker answers"
+    )
+    return _send(args, document, unsent)
 
 
 def cmd_pass_revoke(args: argparse.Namespace) -> int:
     community = _community(args)
     document = community.pass_revoke(args.site, args.gateway, args.pass_id, args.reason)
     print(f"pass {args.pass_id} revoked in the community database")
-    return _send(args, document)
+    return _send(args, document, "run the same command again once the broker answers")
 
 
 def cmd_open_gate(args: argparse.Namespace) -> int:
@@ -209,7 +225,7 @@ def cmd_open_gate(args: argparse.Namespace) -> int:
         {"gate": args.gate, "reason": args.reason, "by": args.by},
         args.ttl_s,
     )
-    return _send(args, document)
+    return _send(args, document, "nothing was sent: the gate stays as it is")
 
 
 def cmd_gaps(args: argparse.Namespace) -> int:
