@@ -46,9 +46,19 @@ def resolve_secret(name: str) -> str | None:
 
 
 def secret_not_set(name: str) -> str:
+    """Why ${name} has no value, naming the file that was looked for, and what to do."""
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    candidate = Path(folder or DEFAULT_CREDENTIALS_DIR) / name
+    if folder and os.environ.get("INVOCATION_ID"):  # a systemd service: its unit loads the secrets
+        return (
+            f"secret ${{{name}}} is not set: the unit loads no {name} (LoadCredential=); put the "
+            f"secret in {DEFAULT_CREDENTIALS_DIR / name} (mode 0600), then run `sudo gatehouse "
+            "service install` again and restart the service"
+        )
     return (
-        f"secret ${{{name}}} is not set; export {name}=… or put a file named {name} in the systemd "
-        "credentials directory (LoadCredential=)"
+        f"secret ${{{name}}} is not set: not in the environment, and no file {candidate}; put the "
+        "secret in that file (mode 0600), or, if `gatehouse init --credentials-dir` put the secrets "
+        "elsewhere, name that folder with --credentials-dir DIR (or CREDENTIALS_DIRECTORY=DIR)"
     )
 
 

@@ -86,6 +86,34 @@ def test_missing_secret_names_the_variable_and_the_key(tmp_path: Path, monkeypat
     assert "gatehouse.yaml:3:9 site.salt: secret ${TEST_SITE_SALT} is not set" in str(err.value)
 
 
+def test_a_missing_secret_names_the_file_looked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Outside systemd the installer is told which file was missing and how to point at the
+    folder `gatehouse init --credentials-dir` wrote the secrets to; in the service's journal, how
+    to have the unit load it."""
+    monkeypatch.delenv("TEST_SITE_SALT")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    default = tmp_path / "etc" / "credentials"
+    default.mkdir(parents=True)
+    monkeypatch.setattr("edge.config_loader.DEFAULT_CREDENTIALS_DIR", default)
+    for folder in (default, tmp_path / "elsewhere"):
+        with pytest.raises(ConfigError) as err:
+            load_config(write(tmp_path, GOOD))
+        assert (
+            f"secret ${{TEST_SITE_SALT}} is not set: not in the environment, and no file "
+            f"{folder / 'TEST_SITE_SALT'}; put the secret in that file"
+        ) in str(err.value)
+        assert "--credentials-dir DIR (or CREDENTIALS_DIRECTORY=DIR)" in str(err.value)
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("INVOCATION_ID", "0123456789abcdef")
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, GOOD))
+    assert (
+        "secret ${TEST_SITE_SALT} is not set: the unit loads no TEST_SITE_SALT (LoadCredential=); put "
+        f"the secret in {default / 'TEST_SITE_SALT'} (mode 0600), then run `sudo gatehouse service "
+        "install` again"
+    ) in str(err.value)
+
+
 def test_misspelt_key_gets_line_path_and_suggestion(tmp_path: Path):
     text = GOOD.replace("    barrier: north-barrier", "    barier: north-barrier")
     with pytest.raises(ConfigError) as err:
