@@ -118,7 +118,7 @@ def changing_config(args: argparse.Namespace) -> Iterator[ConfigDocument]:
     from edge.cli.init import service_credentials
     from edge.config_edit import ConfigDocument
 
-    with service_credentials(Path(args.credentials_dir)):
+    with service_credentials(args):
         document = ConfigDocument(config_path(args))
         yield document
         document.validated()

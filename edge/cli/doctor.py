@@ -72,7 +72,7 @@ def _doctor(args: argparse.Namespace) -> int:
     path = config_path(args)
     colour = sys.stdout.isatty()
     red = 0
-    with service_credentials(Path(args.credentials_dir)):
+    with service_credentials(args):
         config, error, secret_unavailable = config_or_problem(path, args.debug)
         context = Context(
             config_file=path,

@@ -60,11 +60,7 @@ def register(subparsers: Any) -> None:
         help=f"store and snapshots (default {DEFAULT_STATE_DIR}, the only folder the installed service may "
         "write)",
     )
-    parser.add_argument(
-        "--credentials-dir",
-        default=str(DEFAULT_CREDENTIALS_DIR),
-        help=f"where the generated secrets are written (default {DEFAULT_CREDENTIALS_DIR})",
-    )
+    add_credentials_option(parser, "where the generated secrets are written")
     parser.add_argument("--force", action="store_true", help="overwrite an existing configuration file")
     parser.add_argument(
         "--yes", "-y", action="store_true", help="ask nothing: take flags and defaults (for scripts)"
@@ -239,18 +235,30 @@ def _validate(text: str, source: Path, credentials_dir: Path, new_secrets: dict[
                 os.environ[name] = value
 
 
-def add_credentials_option(parser: argparse.ArgumentParser) -> None:
-    """--credentials-dir, for commands that read the configuration as the service does."""
+def add_credentials_option(
+    parser: argparse.ArgumentParser, purpose: str = "where the secrets are, as the service gets them"
+) -> None:
+    """--credentials-dir, for every command that reads or writes the secrets."""
     parser.add_argument(
         "--credentials-dir",
-        default=str(DEFAULT_CREDENTIALS_DIR),
-        help=f"where the secrets are, as the service gets them (default {DEFAULT_CREDENTIALS_DIR})",
+        help=f"{purpose} (default: $CREDENTIALS_DIRECTORY when set, else {DEFAULT_CREDENTIALS_DIR})",
     )
 
 
-def service_credentials(folder: Path) -> contextlib.AbstractContextManager[Any]:
-    """The secrets as the service will see them: from `folder` when it exists, else as they are
-    (the environment, or $CREDENTIALS_DIRECTORY)."""
+def credentials_dir_of(args: argparse.Namespace) -> Path:
+    """The secrets' folder: --credentials-dir, else $CREDENTIALS_DIRECTORY, else the default one
+    (one rule for every command, so that what install.md teaches for one works for all)."""
+    chosen = args.credentials_dir or os.environ.get("CREDENTIALS_DIRECTORY")
+    return Path(chosen) if chosen else DEFAULT_CREDENTIALS_DIR
+
+
+def service_credentials(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:
+    """The secrets as the service will see them: from the folder `credentials_dir_of` names when
+    it exists, else as they are (the environment). A --credentials-dir that does not exist is
+    an error, not a silent fall-back to other secrets."""
+    if args.credentials_dir and not Path(args.credentials_dir).is_dir():
+        raise UsageError(f"--credentials-dir {args.credentials_dir}: no such folder")
+    folder = credentials_dir_of(args)
     return credentials_directory(folder) if folder.is_dir() else contextlib.nullcontext()
 
 
@@ -274,7 +282,7 @@ def _init(args: argparse.Namespace) -> int:
     if target.exists() and not args.force:
         raise UsageError(f"{target} exists; pass --force to overwrite it (secrets are kept either way)")
     values = _answers(args)
-    credentials_dir = Path(args.credentials_dir)
+    credentials_dir = credentials_dir_of(args)
     try:
         new_secrets = missing_secrets(credentials_dir)
         text = config_text(values, os.path.abspath(args.state_dir), credentials_dir, target)

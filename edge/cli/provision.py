@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from edge.cli.common import add_command, config_path, positive
-from edge.cli.init import DEFAULT_CREDENTIALS_DIR, credentials_directory
+from edge.cli.init import add_credentials_option, credentials_dir_of, credentials_directory
 from edge.errors import GatehouseError, UsageError
 from edge.files import write_private
 
@@ -107,11 +107,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--protocol", choices=("5", "3.1.1"), help="MQTT version (default: the file's mqtt.protocol, else 5)"
     )
-    parser.add_argument(
-        "--credentials-dir",
-        default=str(DEFAULT_CREDENTIALS_DIR),
-        help=f"where the secrets live (default {DEFAULT_CREDENTIALS_DIR}, as written by gatehouse init)",
-    )
+    add_credentials_option(parser, "where the secrets live, as written by gatehouse init")
     parser.add_argument(
         "--tls-dir",
         help="where the TLS files are copied (default: tls/ beside the configuration file)",
@@ -536,7 +532,7 @@ def _provision(args: argparse.Namespace) -> int:
         raise UsageError(f"{target}: no configuration yet; run gatehouse init first")
     broker = parse_broker(args.broker)
     _check_files(args, broker)
-    credentials_dir = Path(args.credentials_dir)
+    credentials_dir = credentials_dir_of(args)
     password = _password(args)
     with credentials_directory(credentials_dir):
         current = parse_config(target.read_text(encoding="utf-8"), str(target))

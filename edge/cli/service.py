@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from edge.cli.common import add_command, config_path
-from edge.cli.init import DEFAULT_CREDENTIALS_DIR, DEFAULT_STATE_DIR, GENERATED
+from edge.cli.init import DEFAULT_STATE_DIR, GENERATED, add_credentials_option, credentials_dir_of
 from edge.config import DEFAULT_CONFIG_PATH
 from edge.errors import GatehouseError, UsageError
 
@@ -77,11 +77,7 @@ def register(subparsers: Any) -> None:
         default=str(UNITS_DIR),
         help=f"where the unit templates are (default {UNITS_DIR})",
     )
-    install.add_argument(
-        "--credentials-dir",
-        default=str(DEFAULT_CREDENTIALS_DIR),
-        help=f"the secrets the service loads (default {DEFAULT_CREDENTIALS_DIR})",
-    )
+    add_credentials_option(install, "the secrets the service loads")
 
 
 def gatehouse_executable() -> str:
@@ -191,7 +187,7 @@ def plan(args: argparse.Namespace) -> Plan:
         )
     config = Path(os.path.abspath(config_path(args)))
     executable = gatehouse_executable()
-    credentials = Path(os.path.abspath(args.credentials_dir))
+    credentials = Path(os.path.abspath(credentials_dir_of(args)))
     target = Path(args.prefix) / UNIT_TARGET.relative_to("/") if args.prefix else UNIT_TARGET
     result = Plan()
     for name in (GATEWAY_UNIT, INGEST_UNIT):

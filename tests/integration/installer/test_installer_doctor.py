@@ -87,6 +87,15 @@ def test_good_configuration_is_all_green(initialised, pty_port, capsys):
     assert out.rstrip().endswith("all checks passed")
 
 
+def test_a_credentials_dir_that_does_not_exist_is_named_not_passed_over(initialised, tmp_path, capsys):
+    """A mistyped --credentials-dir must not quietly leave the secrets to be found elsewhere."""
+    config, _credentials = initialised
+    code, _out, err = run_cli(
+        ["--config", str(config), "doctor", "--credentials-dir", str(tmp_path / "typo")], capsys
+    )
+    assert code == 2 and f"--credentials-dir {tmp_path / 'typo'}: no such folder" in err
+
+
 def test_misspelt_key_is_named_with_the_suggestion(initialised, capsys):
     config, credentials = initialised
     config.write_text(config.read_text().replace("  state_dir:", "  state_dri:"))
@@ -111,7 +120,9 @@ def test_unbuildable_yaml_is_a_red_config_line_and_the_doctor_carries_on(initial
 
 def test_secrets_out_of_reach_say_where_they_are(initialised, tmp_path, capsys):
     config, _credentials = initialised
-    code, out = doctor(config, tmp_path / "elsewhere", capsys, "--skip", "clock", "--skip", "service")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    code, out = doctor(config, elsewhere, capsys, "--skip", "clock", "--skip", "service")
     assert code == 1
     assert "secret ${GATEHOUSE_SITE_SALT} is not set" in out
     assert (

@@ -165,3 +165,18 @@ def test_end_of_input_at_a_prompt_writes_nothing(tmp_path, capsys, monkeypatch):
     assert code == 2
     assert "no answer (end of input): nothing was written" in err
     assert not (tmp_path / "etc").exists()
+
+
+def test_init_writes_the_secrets_where_credentials_directory_says(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One rule for every command: --credentials-dir, else $CREDENTIALS_DIRECTORY (as install.md
+    teaches for `config check`), else /etc/gatehouse/credentials."""
+    folder = tmp_path / "my-credentials"
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(folder))
+    config = tmp_path / "gatehouse.yaml"
+    argv = ["--config", str(config), "init", "--yes", "--site-id", "lotus-garden", "--site-name", "Lotus"]
+    assert main([*argv, "--timezone", "Asia/Shanghai", "--state-dir", str(tmp_path / "state")]) == 0
+    assert (folder / "GATEHOUSE_SITE_SALT").is_file() and (folder / "GATEHOUSE_SIGNING_KEY").is_file()
+    assert main(["--config", str(config), "config", "check"]) == 0
+    capsys.readouterr()
