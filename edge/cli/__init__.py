@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # OpenCV's and FFmpeg's own lines (a camera that does not answer, an index out of range) would
+    # come between ours, which say the same to the installer; OPENCV_LOG_LEVEL=INFO shows them.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

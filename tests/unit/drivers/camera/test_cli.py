@@ -16,7 +16,7 @@ pytestmark = pytest.mark.camera
 CAR = "easypr_general_test/easypr_general_test_0004.jpg"
 
 
-def write_config(tmp_path: Path, source: Path) -> Path:
+def write_config(tmp_path: Path, source: Path | str) -> Path:
     detector = shared_data() / "models" / "hyperlpr3-detector" / "y5fu_320x_sim.onnx"
     config = tmp_path / "gatehouse.yaml"
     config.write_text(
@@ -208,3 +208,18 @@ def test_plates_read_never_writes_an_annotated_picture_over_a_picture_it_reads(
     assert f"would write {earlier} over the picture {earlier}" in capsys.readouterr().err
     assert earlier.read_bytes() == before
     assert not (tmp_path / "out-1.jpg").exists()
+
+
+def test_a_camera_that_does_not_answer_is_said_in_our_words_only(tmp_path: Path) -> None:
+    """No OpenCV or FFmpeg lines between ours: the installer reads one message that says what
+    is wrong."""
+    from sync.broker import free_port
+    from tests.support.sync_helpers import start_cli
+
+    config = write_config(tmp_path, f"rtsp://127.0.0.1:{free_port()}/stream")
+    process = start_cli(config, "camera", "snapshot", "yard-cam", "--out", str(tmp_path / "s.jpg"))
+    out, _ = process.communicate(timeout=60)
+    said = out.decode()
+    assert process.returncode == 1, said
+    assert "yard-cam" in said
+    assert "[ WARN" not in said and "[tcp @" not in said and "[ERROR" not in said, said
