@@ -723,6 +723,15 @@ class AllowList:
             )
         )
 
+    def pass_ids_starting(self, prefix: str) -> list[str]:
+        """The ids of the passes whose id is `prefix` or starts with it (as people shorten them)."""
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self.store.read().execute(
+            "SELECT id FROM passes WHERE id = ? OR id LIKE ? ESCAPE '\\' ORDER BY id", (prefix, pattern)
+        )
+        ids = [str(row[0]) for row in rows]
+        return [prefix] if prefix in ids else ids
+
     def get_pass(self, pass_id: str) -> PassRecord | None:
         row = self.store.read().execute(_PASS_SELECT + " WHERE id=?", (pass_id,)).fetchone()
         return _pass_record(row) if row else None

@@ -67,7 +67,9 @@ def register(subparsers: Any) -> None:
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
 
     revoke = add_command(sub, "revoke", "revoke a pass at once", _revoke)
-    revoke.add_argument("pass_id", metavar="ID", help="pass id, as `gatehouse pass list` shows it")
+    revoke.add_argument(
+        "pass_id", metavar="ID", help="pass id, as `gatehouse pass list` shows it, or enough of its start"
+    )
 
 
 def _no_action(args: argparse.Namespace) -> int:
@@ -183,10 +185,17 @@ def _list(args: argparse.Namespace) -> int:
 def _revoke(args: argparse.Namespace) -> int:
     allow = open_allowlist(load(args))
     try:
-        if allow.get_pass(args.pass_id) is None:
+        found = allow.pass_ids_starting(args.pass_id)
+        if not found:
             raise UsageError(f"no pass {args.pass_id!r}; `gatehouse pass list --all` shows them")
-        revoked = allow.revoke_pass(args.pass_id)
+        if len(found) > 1:
+            raise UsageError(
+                f"{args.pass_id!r} starts {len(found)} pass ids ({', '.join(found[:5])}"
+                f"{', …' if len(found) > 5 else ''}): give more of it"
+            )
+        (pass_id,) = found
+        revoked = allow.revoke_pass(pass_id)
     finally:
         allow.store.close()
-    print(f"revoked pass {args.pass_id}" if revoked else f"pass {args.pass_id} was already revoked")
+    print(f"revoked pass {pass_id}" if revoked else f"pass {pass_id} was already revoked")
     return 0

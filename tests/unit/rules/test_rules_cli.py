@@ -163,6 +163,22 @@ def test_pass_issue_with_qr_list_and_revoke(cli):
     assert cli("pass", "issue", "--hours", "1")[0] == 2
 
 
+def test_pass_revoke_takes_enough_of_an_id_to_tell_it_apart(cli):
+    """As docs/access.md shows it (`pass revoke pass-01a2…`): people shorten the ids they type."""
+    ids = []
+    for plate in ("津A12345", "津B12345"):
+        code, out, _ = cli("pass", "issue", "--plate", plate, "--hours", "2", "--json")
+        ids.append(json.loads(out)["id"])
+    common = next(i for i in range(len(ids[0])) if ids[0][i] != ids[1][i])
+    code, _, err = cli("pass", "revoke", ids[0][:common])
+    assert code == 2 and "starts 2 pass ids" in err and ids[0] in err and ids[1] in err
+    code, out, _ = cli("pass", "revoke", ids[1][: common + 1])
+    assert code == 0 and out.strip() == f"revoked pass {ids[1]}"
+    _, out, _ = cli("pass", "list", "--all", "--json")
+    states = {json.loads(line)["id"]: json.loads(line)["state"] for line in out.splitlines()}
+    assert states == {ids[0]: "valid", ids[1]: "revoked"}
+
+
 @pytest.mark.parametrize("command", [["allow", "list"], ["pass", "list"], ["pass", "list", "--json"]])
 def test_listings_read_the_store_and_never_create_one(cli, command):
     """A mistyped state_dir, or a gateway not started yet, must not get an empty store made by a
