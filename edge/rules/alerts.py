@@ -11,7 +11,9 @@ Two sorts of alert:
 - moments (tailgating, a blocklisted plate, an unknown plate returning) clear by themselves
   `momentary_clear_min` after their last repeat.
 
-A repeat of an open alert is counted on it (`repeats`, `last_seen_ms`), not raised again."""
+A repeat of an open moment is counted on it (`repeats`, `last_seen_ms`), not raised again; a
+condition raised again while it is open (the periodic checks find it still so) only updates
+`last_seen_ms`."""
 
 from __future__ import annotations
 
@@ -194,8 +196,10 @@ class AlertEngine:
                     "SELECT alert_id FROM alerts WHERE key=? AND state != 'cleared'", (key,)
                 ).fetchone()
                 if row is not None:
+                    # a moment happening again is counted (×3 for the guards); a condition that is
+                    # still so (a device offline at every check) is the same one, not a repeat
                     conn.execute(
-                        "UPDATE alerts SET repeats = repeats + 1, last_seen_ms=? WHERE alert_id=?",
+                        "UPDATE alerts SET repeats = repeats + momentary, last_seen_ms=? WHERE alert_id=?",
                         (now_ms, row[0]),
                     )
                     return "repeat"

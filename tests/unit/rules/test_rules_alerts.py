@@ -32,7 +32,7 @@ def test_one_open_alert_per_key_and_the_whole_lifecycle(rig: Rig):
         assert raised is not None and raised.payload.severity == "critical"
         assert await rig.alerts.raise_("gate.forced_open", "gate.forced_open:north-in", "again") is None
         (open_alert,) = rig.alerts.open_alerts()
-        assert (open_alert.repeats, open_alert.state, open_alert.gate) == (1, "raised", "north-in")
+        assert (open_alert.repeats, open_alert.state, open_alert.gate) == (0, "raised", "north-in")
         acked = await rig.alerts.acknowledge(open_alert.alert_id, by="guard-7")
         assert acked is not None and acked.payload.by == "guard-7"
         assert await rig.alerts.acknowledge(open_alert.alert_id) is None, "a second ack changes nothing"
@@ -48,6 +48,22 @@ def test_one_open_alert_per_key_and_the_whole_lifecycle(rig: Rig):
     asyncio.run(scenario())
     types = [e.type for e in rig.events("alert.*")]
     assert types == ["alert.raised", "alert.acknowledged", "alert.cleared", "alert.raised"]
+
+
+def test_a_moment_again_is_counted_but_a_condition_still_so_is_not(rig: Rig):
+    """`×35` on a device offline for three minutes would read as 35 outages: the checks that
+    find it still offline are not repeats. A blocklisted card tried again is one."""
+
+    async def scenario() -> None:
+        for _ in range(3):
+            await rig.alerts.raise_("device.offline", "device.offline:reader", "reader offline")
+            await rig.alerts.raise_("card.blocklisted", "card.blocklisted:…1234", "blocklisted card")
+            rig.clock.advance(5)
+
+    asyncio.run(scenario())
+    repeats = {alert.kind: (alert.repeats, alert.last_seen_ms) for alert in rig.alerts.open_alerts()}
+    last_ms = int((rig.clock() - 5) * 1000)
+    assert repeats == {"device.offline": (0, last_ms), "card.blocklisted": (2, last_ms)}
 
 
 def test_an_alert_state_change_whose_event_cannot_be_written_does_not_happen(rig: Rig):
