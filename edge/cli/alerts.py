@@ -16,10 +16,29 @@ from edge.cli.common import add_command, count_of, load, more_not_shown, site_zo
 from edge.cli.events import reader
 from edge.errors import UsageError
 from edge.events import Event, EventFactory
-from edge.rules.alerts import AlertEngine, AlertRecord, find_alert, list_alerts
+from edge.rules.alerts import (
+    MIN_ID_PIECE,
+    AlertEngine,
+    AlertRecord,
+    UnknownAlert,
+    find_alert,
+    list_alerts,
+    resolve_alert,
+)
 from edge.store.queries import query_events
 
 FOLLOW_POLL_S = 0.5
+
+MAX_BY = 100
+"""as long as `by` may be in the alert.ack command the community database sends"""
+
+
+def _who(text: str) -> str:
+    """An argparse type for --by: the record says who acknowledged, so it cannot be blank."""
+    who = text.strip()
+    if not who or len(who) > MAX_BY:
+        raise argparse.ArgumentTypeError(f"{text!r}: give who acknowledges, 1 to {MAX_BY} characters")
+    return who
 
 
 def register(subparsers: Any) -> None:
@@ -40,8 +59,18 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--limit", "-n", type=count_of(1), default=100, help="how many (default 100)")
     sub = parser.add_subparsers(dest="alerts_command", metavar="ACTION", title="actions")
     ack = add_command(sub, "ack", "acknowledge an alert: it stays open until its condition clears", _ack)
-    ack.add_argument("alert_id", metavar="ID", help="alert id (or its key), as `gatehouse alerts` shows it")
-    ack.add_argument("--by", default="guard", help="who acknowledges (default: guard)")
+    ack.add_argument(
+        "alert_id",
+        metavar="ID",
+        help=f"alert id as `gatehouse alerts` shows it, or its first or last {MIN_ID_PIECE} or more "
+        "characters, or the alert's key",
+    )
+    ack.add_argument(
+        "--by",
+        type=_who,
+        default="guard",
+        help=f"who acknowledges, at most {MAX_BY} characters (default: guard)",
+    )
 
 
 def _local(ms: int | None, zone: tzinfo) -> str:
@@ -54,9 +83,10 @@ def format_alert(alert: AlertRecord, zone: tzinfo) -> str:
     """One line of `gatehouse alerts`, its times in `zone` (the site's)."""
     repeats = f" ×{alert.repeats + 1}" if alert.repeats else ""
     acked = f" (ack {alert.acked_by} {_local(alert.acked_ms, zone)})" if alert.acked_ms else ""
+    cleared = f" (cleared {_local(alert.cleared_ms, zone)})" if alert.cleared_ms else ""
     return (
         f"{alert.alert_id}  {_local(alert.raised_ms, zone)}  {alert.severity:<8}  {alert.state:<12}  "
-        f"{alert.kind:<20}  {alert.message}{repeats}{acked}"
+        f"{alert.kind:<20}  {alert.message}{repeats}{acked}{cleared}"
     )
 
 
@@ -114,18 +144,33 @@ def _ack(args: argparse.Namespace) -> int:
     config = load(args)
     if not config.store_path.exists():
         raise UsageError(f"no store at {config.store_path}: there are no alerts to acknowledge")
+    zone = site_zone(config)
     factory = EventFactory(config.site.id, config.gateway.id)
     store = open_store(config, factory)
     try:
+        try:
+            alert = resolve_alert(store.read(), args.alert_id)
+        except UnknownAlert as err:
+            raise UsageError(str(err)) from err
+        if alert is None:
+            raise UsageError(
+                f"no alert {args.alert_id!r}; `gatehouse alerts` lists the open ones with their ids"
+            )
         engine = AlertEngine(store, factory)
-        event = asyncio.run(engine.acknowledge(args.alert_id, by=args.by))
-        alert = engine.find(args.alert_id)
+        event = asyncio.run(engine.acknowledge(alert.alert_id, by=args.by))
+        alert = engine.find(alert.alert_id) or alert
     finally:
         store.close()
-    if event is None:
-        state = alert.state if alert else "unknown"
-        print(f"alert {args.alert_id} is already {state}")
-        return 0
-    assert alert is not None
-    print(f"acknowledged {alert.alert_id}: {alert.message}")
+    if event is not None:
+        print(f"acknowledged {alert.alert_id}: {alert.message}")
+    elif alert.state == "acknowledged":
+        print(
+            f"alert {alert.alert_id} was already acknowledged by {alert.acked_by} at "
+            f"{_local(alert.acked_ms, zone)}: {alert.message}"
+        )
+    else:
+        print(
+            f"alert {alert.alert_id} is already {alert.state} (at {_local(alert.cleared_ms, zone)}); "
+            f"nothing to acknowledge: {alert.message}"
+        )
     return 0

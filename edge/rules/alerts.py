@@ -76,7 +76,7 @@ _COLUMNS = (
 
 
 class UnknownAlert(GatehouseError):
-    """No alert with that id or key."""
+    """No alert with that id or key, or a piece of an id that fits several alerts."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,33 @@ def find_alert(conn: sqlite3.Connection, alert_id_or_key: str) -> AlertRecord | 
         (alert_id_or_key, alert_id_or_key),
     ).fetchone()
     return AlertRecord(*row) if row else None
+
+
+MIN_ID_PIECE = 4
+"""The fewest characters of an alert id that name it: `gatehouse alerts ack afa5`."""
+
+
+def resolve_alert(conn: sqlite3.Connection, text: str) -> AlertRecord | None:
+    """The alert a guard means by `text`: its id, its key (the newest alert with it), or a piece
+    of at least MIN_ID_PIECE characters that begins or ends one alert's id (an open alert's when
+    one matches, so an old cleared alert does not make a short piece ambiguous). None when no
+    alert matches; UnknownAlert naming the candidates when the piece fits several."""
+    found = find_alert(conn, text)
+    piece = text.strip().lower()
+    if found is not None or len(piece) < MIN_ID_PIECE:
+        return found
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM alerts WHERE substr(alert_id, 1, ?) = ? OR substr(alert_id, -?) = ? "
+        "ORDER BY raised_ms",
+        (len(piece), piece, len(piece), piece),
+    ).fetchall()
+    matches = [AlertRecord(*row) for row in rows]
+    chosen = [alert for alert in matches if alert.state != "cleared"] or matches
+    if len(chosen) > 1:
+        shown = "; ".join(f"{alert.alert_id} ({alert.state}: {alert.message})" for alert in chosen[:5])
+        more = f" and {len(chosen) - 5} more" if len(chosen) > 5 else ""
+        raise UnknownAlert(f"{text!r} fits {len(chosen)} alerts: {shown}{more}; give more of the id")
+    return chosen[0] if chosen else None
 
 
 class AlertEngine:

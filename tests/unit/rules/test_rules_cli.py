@@ -209,7 +209,33 @@ def test_alerts_list_and_ack_records_an_event(cli):
     with Store(cli.store_path, synchronous="normal", events=factory) as store:
         (ack,) = store.events(types=["alert.acknowledged"])
     assert ack.payload.alert_id == alert_id and ack.payload.by == "guard-3"
-    assert cli("alerts", "ack", "missing")[0] == 1
+    code, _, err = cli("alerts", "ack", "missing")
+    assert code == 2 and "no alert 'missing'" in err, "a mistyped id is a usage error, like `pass revoke`"
+
+
+def test_alerts_ack_takes_a_piece_of_the_id_and_says_who_did_it_first(cli):
+    """A guard types the end of the id as listed, not all 36 characters; a second guard is told
+    who acknowledged it and when; a piece that fits two alerts names both and changes nothing."""
+    factory = EventFactory("test-site", "gw-test")
+    with Store(cli.store_path, synchronous="normal", events=factory) as store:
+        engine = AlertEngine(store, factory, clock=lambda: 1893456000.0)
+        raised = [
+            asyncio.run(engine.raise_("gate.stuck", f"gate.stuck:{gate}", f"{gate} stuck"))
+            for gate in ("north-in", "south-out")
+        ]
+    first, second = (event.payload.alert_id for event in raised if event is not None)
+    code, out, err = cli("alerts", "ack", first[:4])
+    assert code == 2 and first in err and second in err and "give more of the id" in err
+    code, out, _ = cli("alerts", "ack", first[-6:], "--by", "张保安")
+    assert code == 0 and out.startswith(f"acknowledged {first}: north-in stuck")
+    code, out, _ = cli("alerts", "ack", first[-6:], "--by", "guard-4")
+    assert code == 0 and "already acknowledged by 张保安 at" in out
+    with pytest.raises(SystemExit) as refused:
+        cli("alerts", "ack", second, "--by", "  ")
+    assert refused.value.code == 2, "the record must say who acknowledged"
+    with Store(cli.store_path, synchronous="normal", events=factory) as store:
+        acks = store.events(types=["alert.acknowledged"])
+    assert [(a.payload.alert_id, a.payload.by) for a in acks] == [(first, "张保安")]
 
 
 def test_times_are_typed_and_shown_in_the_site_time_zone(cli, tmp_path: Path):
