@@ -24,6 +24,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from drivers.base import Command, SetOutput
@@ -220,8 +221,13 @@ class AlertEngine:
 
             def probe(conn: sqlite3.Connection) -> str:
                 row = conn.execute(
-                    "SELECT alert_id FROM alerts WHERE key=? AND state != 'cleared'", (key,)
+                    "SELECT alert_id, state FROM alerts WHERE key=? AND state != 'cleared'", (key,)
                 ).fetchone()
+                if row is not None and momentary and row[1] == "acknowledged":
+                    # the guards have dealt with it, and it happens again (the blocked card
+                    # tried once more): that is news, not a repeat to count quietly
+                    settled.append(str(row[0]))
+                    return "new"
                 if row is not None:
                     # a moment happening again is counted (×3 for the guards); a condition that is
                     # still so (a device offline at every check) is the same one, not a repeat
@@ -243,9 +249,14 @@ class AlertEngine:
                         return "limited"
                 return "new"
 
+            settled: list[str] = []
             outcome = await self.store.write_async(probe)
             if outcome == "repeat":
                 return None
+            for old in settled:
+                await self.store.write_with_event_async(
+                    partial(self._clear_row, old, key, "happened again after it was acknowledged", now_ms)
+                )
             if outcome == "limited":
                 self.suppressed += 1
                 flood = (
@@ -340,17 +351,21 @@ class AlertEngine:
                 ).fetchone()
                 if row is None:
                     return None, None
-                conn.execute(
-                    "UPDATE alerts SET state='cleared', cleared_ms=? WHERE alert_id=?", (now_ms, row[0])
-                )
-                payload = AlertClearedPayload(alert_id=str(row[0]), key=key, reason=reason)
-                return str(row[0]), self.factory.make("alert.cleared", payload)
+                return self._clear_row(str(row[0]), key, reason, now_ms, conn)
 
             _, event = await self.store.write_with_event_async(record)
             if event is None:
                 return None
         await self.drive_outputs()
         return event
+
+    def _clear_row(
+        self, alert_id: str, key: str, reason: str, now_ms: int, conn: sqlite3.Connection
+    ) -> tuple[str, Event]:
+        """Mark the alert cleared; its alert.cleared event (for `write_with_event`)."""
+        conn.execute("UPDATE alerts SET state='cleared', cleared_ms=? WHERE alert_id=?", (now_ms, alert_id))
+        payload = AlertClearedPayload(alert_id=alert_id, key=key, reason=reason)
+        return alert_id, self.factory.make("alert.cleared", payload)
 
     async def check(self) -> None:
         """Clear moments whose last repeat is older than `momentary_clear_min`, and switch off

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,6 +49,33 @@ def test_one_open_alert_per_key_and_the_whole_lifecycle(rig: Rig):
     asyncio.run(scenario())
     types = [e.type for e in rig.events("alert.*")]
     assert types == ["alert.raised", "alert.acknowledged", "alert.cleared", "alert.raised"]
+
+
+def test_a_moment_again_after_the_guards_acknowledged_it_is_raised_anew(rig: Rig):
+    """The blocked card tried once more after a guard dealt with the first attempt is news: a new
+    alert (and siren), the acknowledged one cleared; a condition still so stays acknowledged."""
+    key = "card.blocklisted:…1234"
+
+    async def scenario() -> tuple[Any, Any]:
+        first = await rig.alerts.raise_("card.blocklisted", key, "blocklisted card at north-in")
+        await rig.alerts.raise_("device.offline", "device.offline:reader", "reader offline")
+        await rig.alerts.acknowledge(first.payload.alert_id, by="guard-7")  # type: ignore[union-attr]
+        await rig.alerts.acknowledge("device.offline:reader", by="guard-7")
+        again = await rig.alerts.raise_("card.blocklisted", key, "blocklisted card at east-door")
+        assert await rig.alerts.raise_("device.offline", "device.offline:reader", "reader offline") is None
+        return first, again
+
+    first, again = asyncio.run(scenario())
+    assert again is not None and again.payload.alert_id != first.payload.alert_id
+    states = {a.key: a.state for a in rig.alerts.open_alerts()}
+    assert states == {key: "raised", "device.offline:reader": "acknowledged"}
+    card = [(e.type, e.payload.alert_id) for e in rig.events("alert.*") if e.payload.key == key]
+    assert card == [
+        ("alert.raised", first.payload.alert_id),
+        ("alert.acknowledged", first.payload.alert_id),
+        ("alert.cleared", first.payload.alert_id),
+        ("alert.raised", again.payload.alert_id),
+    ]
 
 
 def test_a_moment_again_is_counted_but_a_condition_still_so_is_not(rig: Rig):
