@@ -190,11 +190,12 @@ def _status(args: argparse.Namespace) -> int:
         for key, value in json.loads(uplink[0]).items():
             print(f"  uplink {key}: {value}")
     open_alerts = conn.execute(
-        "SELECT severity, message FROM alerts WHERE state != 'cleared' ORDER BY raised_ms"
+        "SELECT severity, state, alert_id, message FROM alerts WHERE state != 'cleared' ORDER BY raised_ms"
     ).fetchall()
-    print(f"open alerts: {len(open_alerts)}")
-    for severity, message in open_alerts:
-        print(f"  [{severity}] {message}")
+    waiting = sum(1 for _, state, _, _ in open_alerts if state == "raised")
+    print(f"open alerts: {len(open_alerts)} ({waiting} not acknowledged)")
+    for severity, state, alert_id, message in open_alerts:
+        print(f"  [{severity}] {state} {alert_id}: {message}")
     devices = conn.execute("SELECT id, kind, state, last_error, restarts FROM devices ORDER BY id").fetchall()
     for device_id, kind, state, error, restarts in devices:
         extra = f" — {error}" if error else ""

@@ -200,8 +200,13 @@ def test_alerts_list_and_ack_records_an_event(cli):
     alert_id = raised.payload.alert_id
     code, out, _ = cli("alerts")
     assert code == 0 and alert_id in out and "critical" in out and "north-in stuck" in out
+    code, out, _ = cli("status")
+    assert "open alerts: 1 (1 not acknowledged)" in out
+    assert f"  [critical] raised {alert_id}: north-in stuck" in out
     code, out, _ = cli("alerts", "ack", alert_id, "--by", "guard-3")
     assert code == 0 and "acknowledged" in out
+    code, out, _ = cli("status")
+    assert "open alerts: 1 (0 not acknowledged)" in out and f"acknowledged {alert_id}" in out
     code, out, _ = cli("alerts", "ack", alert_id)
     assert "already acknowledged" in out
     code, out, _ = cli("alerts", "--all", "--json")
