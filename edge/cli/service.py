@@ -28,6 +28,7 @@ import yaml
 from edge.cli.common import add_command, config_path
 from edge.cli.init import DEFAULT_STATE_DIR, GENERATED, add_credentials_option, credentials_dir_of
 from edge.config import DEFAULT_CONFIG_PATH
+from edge.config_loader import SECRET_REFERENCE
 from edge.errors import GatehouseError, UsageError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -100,6 +101,36 @@ def credential_names(folder: Path) -> list[str]:
         return sorted(p.name for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     except (FileNotFoundError, NotADirectoryError, PermissionError):
         return []
+
+
+def missing_secrets_note(config: Path, credentials_dir: Path) -> list[str]:
+    """What the installer must still do when the configuration names secrets (`${NAME}`) that
+    the unit would not load: the service would stop at start-up for want of them. Nothing when
+    the folder cannot be read (without sudo): its content is unknown then."""
+    try:
+        lines = config.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    wanted = sorted(
+        {
+            name
+            for line in lines
+            if not line.lstrip().startswith("#")
+            for name in SECRET_REFERENCE.findall(line)
+        }
+    )
+    try:
+        present = {path.name for path in credentials_dir.iterdir()} if credentials_dir.is_dir() else set()
+    except PermissionError:
+        return []
+    missing = [name for name in wanted if name not in present]
+    if not missing:
+        return []
+    names = ", ".join(f"${{{name}}}" for name in missing)
+    return [
+        f"{config} uses {names}, which {credentials_dir} does not hold: the service cannot start "
+        f"until {'they are' if len(missing) > 1 else 'it is'} there (a file of that name, mode 0600)"
+    ]
 
 
 def render(template: str, executable: str, config: Path, credentials_dir: Path) -> str:
@@ -193,6 +224,7 @@ def plan(args: argparse.Namespace) -> Plan:
     for name in (GATEWAY_UNIT, INGEST_UNIT):
         text = render((templates / name).read_text(), executable, config, credentials)
         result.files.append((target / name, text))
+    result.notes += missing_secrets_note(config, credentials)
     if args.prefix:
         return result
     state = configured_state_dir(config)

@@ -227,3 +227,29 @@ def test_relative_paths_are_written_into_the_unit_as_absolute(
     assert f"--config {tmp_path / 'gatehouse.yaml'} run" in text
     assert f"Environment=GATEHOUSE_CONFIG={tmp_path / 'gatehouse.yaml'}" in text
     assert f"LoadCredential=GATEHOUSE_SITE_SALT:{tmp_path / 'credentials' / 'GATEHOUSE_SITE_SALT'}" in text
+
+
+def test_a_secret_the_configuration_names_but_the_folder_lacks_is_said(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    """The service would stop at start-up for want of it: say so before it is installed."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "GATEHOUSE_SITE_SALT").write_text("x" * 32)
+    config = tmp_path / "gatehouse.yaml"
+    config.write_text(
+        "# ${GATEHOUSE_IN_A_COMMENT} is not a reference\n"
+        "site: {id: s, salt: ${GATEHOUSE_SITE_SALT}}\n"
+        "mqtt: {host: broker, username: gw, password: ${GATEHOUSE_MQTT_PASSWORD}}\n"
+    )
+    argv = ["--config", str(config), "service", "install", "--prefix", str(tmp_path / "root")]
+    code, out, err = run_cli([*argv, "--credentials-dir", str(credentials), "--dry-run"], capsys)
+    assert code == 0, err
+    (note,) = [line for line in out.splitlines() if "does not hold" in line]
+    assert note == (
+        f"note: {config} uses ${{GATEHOUSE_MQTT_PASSWORD}}, which {credentials} does not hold: the "
+        "service cannot start until it is there (a file of that name, mode 0600)"
+    )
+    (credentials / "GATEHOUSE_MQTT_PASSWORD").write_text("secret")
+    code, out, err = run_cli([*argv, "--credentials-dir", str(credentials), "--dry-run"], capsys)
+    assert code == 0 and "does not hold" not in out
