@@ -26,11 +26,25 @@ def _secret(name: str | None, what: str) -> str | None:
     return value
 
 
-def _community(args: argparse.Namespace) -> Any:
+def _community(args: argparse.Namespace, *, create: bool = False) -> Any:
     from sync.community import Community
+
+    return Community(_database(args, create=create), signer_key=args.signer_key)
+
+
+def _database(args: argparse.Namespace, *, create: bool = False) -> Any:
+    """The community database of --db. Only `gateway add` (and the ingest) may create a SQLite
+    file: a mistyped path must not give an empty database that reads as "no gateways yet"."""
     from sync.db import open_database
 
-    return Community(open_database(args.db), signer_key=args.signer_key)
+    if not create and args.db.startswith("sqlite:///"):
+        path = Path(args.db.removeprefix("sqlite:///"))
+        if not path.exists():
+            raise UsageError(
+                f"no community database at {path}; `gatehouse admin gateway add` or "
+                "`gatehouse ingest --db` creates one"
+            )
+    return open_database(args.db)
 
 
 ALLOWLIST_UNSENT = (
@@ -80,7 +94,7 @@ def _which(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def cmd_gateway_add(args: argparse.Namespace) -> int:
-    community = _community(args)
+    community = _community(args, create=True)
     key = None if args.ed25519 else _secret(args.key_env, "--key-env")
     if args.ed25519:
         public = signing.public_hex(community.signer())
@@ -96,9 +110,8 @@ def cmd_gateway_list(args: argparse.Namespace) -> int:
     """Every gateway the community database knows: its last status, how its commands are
     signed, whether it has applied the allow-list, and its devices that are not online."""
     from edge.cli.common import print_table
-    from sync.db import open_database
 
-    with open_database(args.db) as db:
+    with _database(args) as db:
         gateways = db.query(
             "SELECT site_id, id, state, status_at, signing_alg, allowlist_version, applied_version "
             "FROM gateways ORDER BY site_id, id"
@@ -229,9 +242,8 @@ def cmd_open_gate(args: argparse.Namespace) -> int:
 
 
 def cmd_gaps(args: argparse.Namespace) -> int:
-    from sync.db import open_database
 
-    with open_database(args.db) as db:
+    with _database(args) as db:
         registered = db.one("SELECT 1 FROM gateways WHERE site_id = ? AND id = ?", (args.site, args.gateway))
         received = db.one(
             "SELECT count(*) FROM events WHERE site_id = ? AND gateway_id = ?", (args.site, args.gateway)

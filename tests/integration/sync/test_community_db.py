@@ -95,10 +95,19 @@ def test_bad_urls_say_what_is_expected() -> None:
 
 
 @pytest.mark.parametrize("url", ["sqlite:////proc/no/such/community.db", "sqlite:////proc/community.db"])
-def test_a_sqlite_file_that_cannot_be_opened_is_named(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_sqlite_file_that_cannot_be_opened_is_named(
+    url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A mistyped --db path (of `gatehouse admin` or `gatehouse ingest`): an error naming the
-    file, exit 1, not an internal error."""
-    assert main(["admin", "--db", url, "gateway", "list"]) == 1
+    file, not an internal error, and no empty database made where it pointed."""
+    path = url.removeprefix("sqlite:///")
+    assert main(["admin", "--db", url, "gateway", "list"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: no community database at {path}; `gatehouse admin gateway add`")
+    monkeypatch.setenv("GW_KEY", "k" * 40)
+    monkeypatch.setenv("SITE_SALT", "a-site-salt-of-some-length")
+    add = ["gateway", "add", "oak-court", "gw-1", "--key-env", "GW_KEY", "--salt-env", "SITE_SALT"]
+    assert main(["admin", "--db", url, *add]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: cannot open /proc/") and "internal error" not in err
 
@@ -109,3 +118,13 @@ def test_a_file_that_is_not_a_database_is_named(tmp_path: Path, capsys: pytest.C
     assert main(["admin", "--db", f"sqlite:///{config}", "gaps", "oak-court", "gw-1"]) == 1
     assert f"cannot open {config}: file is not a database" in capsys.readouterr().err
     assert config.read_text().startswith("site:"), "the file is left as it was"
+
+
+def test_a_mistyped_database_path_is_not_made_into_an_empty_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "comunity.db"
+    for command in (["gateway", "list"], ["gaps", "oak-court", "gw-1"]):
+        assert main(["admin", "--db", f"sqlite:///{typo}", *command]) == 2
+        assert f"no community database at {typo}" in capsys.readouterr().err
+    assert not typo.exists()
