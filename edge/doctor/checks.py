@@ -137,7 +137,12 @@ def default_user() -> str:
 def check_config(context: Context) -> list[Result]:
     if context.config is None:
         fix = "edit the file at the line shown (`gatehouse config check` repeats this)"
-        if context.secret_unavailable:
+        if context.secret_unavailable and os.geteuid() == 0:
+            fix = (
+                "put the secret in the file the line above names (mode 0600), or pass --credentials-dir "
+                "with the folder that holds the secrets"
+            )
+        elif context.secret_unavailable:
             fix = (
                 "the secrets live in the credentials directory, readable by root only: run the doctor "
                 "with sudo, or pass --credentials-dir"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.doctor import checks
 from sync.broker import free_port
 from tests.integration.installer.cli_helpers import run_cli
 
@@ -118,16 +119,20 @@ def test_unbuildable_yaml_is_a_red_config_line_and_the_doctor_carries_on(initial
     assert "[SKIP] serial: not checked: the configuration is not valid" in out
 
 
-def test_secrets_out_of_reach_say_where_they_are(initialised, tmp_path, capsys):
+@pytest.mark.parametrize("uid", [1000, 0], ids=["user", "root"])
+def test_secrets_out_of_reach_say_where_they_are(initialised, tmp_path, capsys, monkeypatch, uid):
     config, _credentials = initialised
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
+    monkeypatch.setattr(checks.os, "geteuid", lambda: uid)
     code, out = doctor(config, elsewhere, capsys, "--skip", "clock", "--skip", "service")
     assert code == 1
     assert "secret ${GATEHOUSE_SITE_SALT} is not set" in out
-    assert (
-        "→ fix: the secrets live in the credentials directory, readable by root only: run the doctor " in out
-    )
+    if uid:
+        assert "→ fix: the secrets live in the credentials directory, readable by root only: run the " in out
+    else:
+        assert "with sudo" not in out, "root is told where to put the secret, not to use sudo"
+        assert "→ fix: put the secret in the file the line above names (mode 0600)" in out
 
 
 def test_secrets_the_user_may_not_read_get_the_sudo_hint(initialised, capsys, monkeypatch):
@@ -141,6 +146,7 @@ def test_secrets_the_user_may_not_read_get_the_sudo_hint(initialised, capsys, mo
         return real_read_text(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "read_text", read_text)
+    monkeypatch.setattr(checks.os, "geteuid", lambda: 1000)
     code, out = doctor(config, credentials, capsys, "--skip", "clock", "--skip", "service")
     assert code == 1
     assert f"{credentials / 'GATEHOUSE_SITE_SALT'} cannot be read (permission denied)" in out

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from edge.cli.doctor import config_or_problem
-from edge.doctor import Result
+from edge.doctor import Result, checks
 from edge.doctor.checks import (
     Context,
     access_problem,
@@ -126,6 +126,7 @@ def test_the_sudo_advice_follows_the_kind_of_error_not_its_words(tmp_path: Path,
     see is a matter of sudo or --credentials-dir."""
     monkeypatch.delenv("NO_SUCH_SALT", raising=False)
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    monkeypatch.setattr(checks.os, "geteuid", lambda: 1000)  # root is told where to put it instead
     cases = {
         "site: {id: Salt is not set, salt: test-salt-0123456789}\ngateway: {id: gw}\n": "edit the file",
         "site:\n  id: s\n  salt: ${NO_SUCH_SALT}\ngateway: {id: gw}\n": "run the doctor with sudo",
