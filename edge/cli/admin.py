@@ -229,6 +229,24 @@ def cmd_pass_revoke(args: argparse.Namespace) -> int:
     return _send(args, document, "run the same command again once the broker answers")
 
 
+def cmd_alert_ack(args: argparse.Namespace) -> int:
+    community = _community(args)
+    raised = community.db.one(
+        "SELECT 1 FROM events WHERE site_id = ? AND gateway_id = ? AND type = 'alert.raised' "
+        "AND payload ->> 'alert_id' = ?",
+        (args.site, args.gateway, args.alert_id),
+    )
+    if raised is None:
+        raise UsageError(
+            f"no alert {args.alert_id} from {args.site}/{args.gateway} in the community database "
+            "(its alert.raised event carries the id)"
+        )
+    document = community.command(
+        args.site, args.gateway, "alert.ack", {"alert_id": args.alert_id, "by": args.by}, args.ttl_s
+    )
+    return _send(args, document, "nothing was sent: the alert stays unacknowledged at the gateway")
+
+
 def cmd_open_gate(args: argparse.Namespace) -> int:
     community = _community(args)
     document = community.command(
@@ -401,6 +419,17 @@ def register(subparsers: Any) -> None:
         "--ttl-s", type=positive, default=30.0, help="expires after this many seconds (default 30)"
     )
     _sending(open_gate)
+
+    alert_ack = add_command(
+        sub, "alert-ack", "acknowledge an alert at the gateway (silences its siren)", cmd_alert_ack
+    )
+    _target(alert_ack)
+    alert_ack.add_argument("alert_id", help="the alert's id, from its alert.raised event")
+    alert_ack.add_argument("--by", default="operator", help="who acknowledges (shown to the guards)")
+    alert_ack.add_argument(
+        "--ttl-s", type=positive, default=300.0, help="expires after this many seconds (default 300)"
+    )
+    _sending(alert_ack)
 
     gaps = add_command(sub, "gaps", "report missing seq numbers of a gateway's events", cmd_gaps)
     _target(gaps)

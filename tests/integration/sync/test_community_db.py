@@ -128,3 +128,32 @@ def test_a_mistyped_database_path_is_not_made_into_an_empty_database(
         assert main(["admin", "--db", f"sqlite:///{typo}", *command]) == 2
         assert f"no community database at {typo}" in capsys.readouterr().err
     assert not typo.exists()
+
+
+def test_admin_alert_ack_signs_an_ack_for_an_alert_the_database_holds(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Staff at the community side acknowledge a gateway's alert (its siren stops) by the id its
+    alert.raised event carries; an id the database never received is refused, exit 2."""
+    monkeypatch.setenv("GW_KEY", "k" * 40)
+    monkeypatch.setenv("SITE_SALT", "a-site-salt-of-some-length")
+    admin = ["admin", "--db", db_url]
+    add = ["gateway", "add", "oak-court", "gw-ack", "--key-env", "GW_KEY", "--salt-env", "SITE_SALT"]
+    assert main([*admin, *add]) == 0
+    alert_id = "019a0000-0000-7000-8000-00000000ac01"
+    with open_database(db_url) as db:
+        db.execute("DELETE FROM events WHERE gateway_id = 'gw-ack'")
+        with db.transaction():
+            db.executemany(
+                "INSERT INTO events (id, site_id, gateway_id, type, ts, ts_ms, seq, payload, received_at) "
+                "VALUES (?, 'oak-court', 'gw-ack', 'alert.raised', '2026-01-01T00:00:00Z', 0, 1, ?, 'now')",
+                [("ev-ack-1", json.dumps({"alert_id": alert_id, "kind": "gate.forced_open", "key": "k"}))],
+            )
+    capsys.readouterr()
+    ack = ["alert-ack", "oak-court", "gw-ack"]
+    assert main([*admin, *ack, alert_id, "--by", "control-room", "--no-send"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["name"] == "alert.ack" and document["sig"]
+    assert document["args"] == {"alert_id": alert_id, "by": "control-room"}
+    assert main([*admin, *ack, "019a0000-0000-7000-8000-0000000000ff", "--no-send"]) == 2
+    assert "no alert 019a0000-0000-7000-8000-0000000000ff from oak-court/gw-ack" in capsys.readouterr().err
