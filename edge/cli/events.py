@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import difflib
 import fnmatch
+import io
 import json
 import os
 import re
 import sqlite3
+import sys
 import time
-from datetime import datetime, tzinfo
+from collections.abc import Callable
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
+from edge.allowlist import normalise_plate
 from edge.cli.common import add_command, count_of, load, more_not_shown, padded, site_zone
 from edge.errors import StoreError, UsageError
 from edge.events import Event, EventType, Priority
 from edge.instance import running_gateway
-from edge.store.queries import query_events, read_backlog
+from edge.store.queries import EventFilter, gate_seen, read_backlog, select_events, types_with
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
+_BARE_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+DEFAULT_LIMIT = 50
 
 
 def register(subparsers: Any) -> None:
@@ -32,16 +39,45 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--since",
-        help="only events since: 10m, 2h, 1d, or an ISO time (the site's time zone unless one is given)",
+        help="only events since: 10m, 2h, 1d ago, or an ISO time (the site's time zone unless one is given)",
     )
-    parser.add_argument("--limit", "-n", type=count_of(1), default=50, help="how many (default 50)")
-    parser.add_argument("--json", action="store_true", help="one JSON event per line")
+    parser.add_argument(
+        "--until",
+        help="only events before: the same forms as --since; a date alone takes in that whole day",
+    )
+    parser.add_argument(
+        "--gate",
+        "-g",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="only events at this gate or lane (again for more gates)",
+    )
+    parser.add_argument(
+        "--plate", help="only access decisions and plate reads of this plate (津a 12345 finds 津A12345)"
+    )
+    parser.add_argument("--subject", help="only access decisions for this person or pass id")
+    parser.add_argument(
+        "--household", help="only access decisions for this household (its residents and its visitors)"
+    )
+    parser.add_argument(
+        "--limit",
+        "-n",
+        type=count_of(1),
+        help=f"how many, the newest (default {DEFAULT_LIMIT}; with --csv, all)",
+    )
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="one JSON event per line")
+    output.add_argument(
+        "--csv", action="store_true", help="a spreadsheet: a header row, then one row per event, oldest first"
+    )
     add_command(subparsers, "status", "show counters, backlog and devices from the store", _status)
 
 
-def parse_since(text: str, zone: tzinfo, now: float | None = None) -> int:
+def parse_time(option: str, text: str, zone: tzinfo, now: float | None = None) -> int:
     """`10m`, `2h`, `1d` ago, or an ISO 8601 time (in `zone`, the site's, when it names none);
-    milliseconds since the epoch, never before the epoch."""
+    milliseconds since the epoch, never before the epoch. For --until a date alone is the end of
+    that day, as people mean it (`--until 2026-11-30` takes in the 30th)."""
     match = _DURATION.match(text.strip())
     if match:
         seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
@@ -50,10 +86,12 @@ def parse_since(text: str, zone: tzinfo, now: float | None = None) -> int:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError as err:
         raise UsageError(
-            f"--since {text!r}: expected 10m, 2h, 1d or an ISO time like 2026-11-25T08:00"
+            f"{option} {text!r}: expected 10m, 2h, 1d or an ISO time like 2026-11-25T08:00"
         ) from err
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
+    if option == "--until" and _BARE_DATE.match(text.strip()):
+        moment += timedelta(days=1)
     return int(moment.timestamp() * 1000)
 
 
@@ -68,6 +106,67 @@ def check_types(patterns: list[str]) -> list[str]:
         hint = f"did you mean {near[0]!r}?" if near else f"types: {', '.join(known)}"
         raise UsageError(f"--type {pattern!r} matches no event type; {hint}")
     return patterns
+
+
+def types_of(patterns: list[str]) -> tuple[str, ...]:
+    """The event types the --type patterns (checked by check_types) name."""
+    return tuple(
+        t for t in sorted(EventType.registry) if any(fnmatch.fnmatch(t, p.lower()) for p in patterns)
+    )
+
+
+def check_gates(conn: sqlite3.Connection, gates: tuple[str, ...], configured: list[str]) -> None:
+    """Each --gate id must be a gate of the configuration or one that events in the store name
+    (a gate removed from the file keeps its history)."""
+    for gate in gates:
+        if gate in configured or gate_seen(conn, gate):
+            continue
+        near = difflib.get_close_matches(gate, configured, n=1)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        known = f"gates: {', '.join(configured)}" if configured else "no gates are configured"
+        raise UsageError(f"--gate {gate!r}: no such gate, and no event names it; {hint}{known}")
+
+
+def _text(option: str, value: str | None) -> str | None:
+    """An option's text without the spaces around it; a blank one is an error."""
+    if value is not None and not value.strip():
+        raise UsageError(f"{option} must not be blank")
+    return value.strip() if value is not None else None
+
+
+def event_filter(args: argparse.Namespace, zone: tzinfo) -> EventFilter:
+    """The filter the options ask for, every value checked but the gates (see check_gates)."""
+    now = time.time()
+    since = parse_time("--since", args.since, zone, now) if args.since else None
+    until = parse_time("--until", args.until, zone, now) if args.until else None
+    if since is not None and until is not None and until <= since:
+        raise UsageError(f"--until {args.until!r} is not after --since {args.since!r}: no event lies between")
+    if until is not None and args.follow:
+        raise UsageError("--until ends the listing and --follow never does; use one of them")
+    plate = None
+    if args.plate is not None:
+        try:
+            plate = normalise_plate(args.plate)
+        except ValueError as err:
+            raise UsageError(f"--plate {err}") from None
+    filters = EventFilter(
+        types=types_of(check_types(args.type)),
+        since_ms=since,
+        until_ms=until,
+        gates=tuple(dict.fromkeys(args.gate)),
+        plate=plate,
+        subject=_text("--subject", args.subject),
+        household=_text("--household", args.household),
+    )
+    if filters.types and not filters.candidate_types():
+        for field in filters.fields():
+            having = types_with(field) | (types_with("lane") if field == "gate" else frozenset())
+            if not having & set(filters.types):
+                raise UsageError(
+                    f"--{field} looks only at {', '.join(sorted(having))} events, and --type "
+                    f"{' '.join(args.type)} asks for none of them"
+                )
+    return filters
 
 
 _RESTART = (
@@ -137,30 +236,91 @@ def format_row(event: Event, zone: tzinfo) -> str:
 
 HEADER = f"{'time':<14}  {'seq':>7}  {'type':<18}  {'device':<14}  what"
 
+CSV_COLUMNS = ("time", "type", "gate", "device", "credential", "subject", "household", "reason", "detail")
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: object) -> str:
+    """A spreadsheet cell: empty for None; text a spreadsheet would take for a formula (=, +, -,
+    @ first) behind a ' (CSV injection: a name or message from upstream must not run)."""
+    text = "" if value is None else str(value)
+    return f"'{text}" if text.startswith(_FORMULA) else text
+
+
+def csv_row(event: Event, zone: tzinfo) -> list[str]:
+    """The event under CSV_COLUMNS, its time in `zone` (the site's) as a spreadsheet reads it."""
+    p: Any = event.payload
+    credential = getattr(p, "plate", None)
+    if credential is None and getattr(p, "credential", None) is not None:
+        credential = f"{p.credential.kind} …{p.credential.last4}"
+    detail = p.detail if event.type.startswith("access.") else summary(event)
+    return [
+        _cell(value)
+        for value in (
+            event.ts.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
+            event.type,
+            getattr(p, "gate", None) or getattr(p, "lane", None),
+            event.device,
+            credential,
+            getattr(p, "subject", None),
+            getattr(p, "household", None),
+            getattr(p, "reason", None),
+            detail,
+        )
+    ]
+
+
+def printer(args: argparse.Namespace, zone: tzinfo) -> Callable[[Event], None]:
+    """Print the heading the output format has, and return what prints one event in it."""
+    if args.json:
+        return lambda event: print(event.model_dump_json(), flush=True)
+    if not args.csv:
+        print(HEADER)
+        return lambda event: print(format_row(event, zone), flush=True)
+    # UTF-8 whatever the locale, and with the byte order mark: without it Excel reads a CSV in
+    # the Windows code page and garbles every plate's province (津 and the like).
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(encoding="utf-8")
+    sys.stdout.write("\ufeff")
+    writer = csv.writer(sys.stdout)
+    writer.writerow(CSV_COLUMNS)
+
+    def row(event: Event) -> None:
+        writer.writerow(csv_row(event, zone))
+        if args.follow:
+            sys.stdout.flush()
+
+    return row
+
 
 def _events(args: argparse.Namespace) -> int:
     config = load(args)
-    types = check_types(args.type)
-    conn = reader(config)
     zone = site_zone(config)
-    since = parse_since(args.since, zone) if args.since else None
-    # Read before the listing: an event committed in between is followed, not lost.
+    filters = event_filter(args, zone)
+    conn = reader(config)
+    if filters.gates:
+        check_gates(conn, filters.gates, [gate.id for gate in config.gates])
+    # Listed up to here, followed after: an event committed meanwhile is followed, not lost.
     last = conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0]
-    fetched = query_events(conn, since_ms=since, types=types, limit=args.limit + 1)
-    events = fetched[-args.limit :]
-    if not args.json:
-        print(HEADER)
-    for event in events:
-        print(event.model_dump_json() if args.json else format_row(event, zone), flush=True)
-        last = max(last, event.seq)
-    more_not_shown(events, fetched, "events")
+    limit = args.limit or (None if args.csv else DEFAULT_LIMIT)
+    show = printer(args, zone)
+    if limit is None:
+        for event in select_events(conn, filters, through_seq=last, newest=False):
+            show(event)
+    else:
+        fetched = list(select_events(conn, filters, through_seq=last, limit=limit + 1))
+        shown = fetched[-limit:]
+        for event in shown:
+            show(event)
+        more_not_shown(shown, fetched, "events")
     if not args.follow:
         return 0
     while True:
         time.sleep(0.5)
-        for event in query_events(conn, types=types, after_seq=last, limit=500, newest=False):
-            print(event.model_dump_json() if args.json else format_row(event, zone), flush=True)
-            last = event.seq
+        newest = conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0]
+        for event in select_events(conn, filters, after_seq=last, through_seq=newest, newest=False):
+            show(event)
+        last = newest
 
 
 def _status(args: argparse.Namespace) -> int:

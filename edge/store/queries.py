@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import NamedTuple
 
-from edge.events import Event, Priority
+from edge.events import Event, EventType, Priority
 
 
 class Backlog(NamedTuple):
@@ -118,3 +120,106 @@ def query_events(
     if newest:
         rows.reverse()
     return [Event.model_validate_json(body) for (body,) in rows]
+
+
+def types_with(field: str) -> frozenset[str]:
+    """The event types whose payload has `field` (e.g. `plate`: access decisions and plate reads)."""
+    return frozenset(name for name, kind in EventType.registry.items() if field in kind.payload.model_fields)
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """What a person asks of the recorded events; every part given must hold (AND). A part
+    with several values (types, gates) holds when any of them does."""
+
+    types: tuple[str, ...] = ()
+    """exact type names; empty: every type"""
+    since_ms: int | None = None
+    until_ms: int | None = None
+    """exclusive: events before this moment"""
+    gates: tuple[str, ...] = ()
+    """the payload's gate (or a plate read's lane) is one of these"""
+    plate: str | None = None
+    """the payload's plate, as the cameras report it (see `edge.allowlist.normalise_plate`)"""
+    subject: str | None = None
+    household: str | None = None
+
+    def fields(self) -> tuple[str, ...]:
+        """The payload fields the filter looks at."""
+        asked = {
+            "gate": self.gates,
+            "plate": self.plate,
+            "subject": self.subject,
+            "household": self.household,
+        }
+        return tuple(name for name, value in asked.items() if value)
+
+    def candidate_types(self) -> tuple[str, ...]:
+        """The types an event must have to pass: the asked ones (or all), narrowed to those whose
+        payload has every field looked at (a gate: `gate`, or a plate read's `lane`). Empty when
+        no type can pass."""
+        names = set(self.types or EventType.registry)
+        for name in self.fields():
+            names &= (types_with(name) | types_with("lane")) if name == "gate" else types_with(name)
+        return tuple(sorted(names))
+
+
+def select_events(
+    conn: sqlite3.Connection,
+    filters: EventFilter,
+    *,
+    after_seq: int = 0,
+    through_seq: int | None = None,
+    limit: int | None = None,
+    newest: bool = True,
+) -> Iterator[Event]:
+    """The events that pass `filters` with a seq above `after_seq` (and up to `through_seq`, when
+    given), in commit order: the newest `limit` of them (all when None) with `newest`, else the
+    oldest, read from the cursor as they are yielded.
+
+    The type is matched with `IN` on exact names, which lets the planner take the `outbox_type`
+    index (a payload filter narrows the types to those whose payload has the field); the outbox
+    has no index on `ts_ms`, so the time is a column compare. The terms are written cheapest
+    first, as SQLite evaluates them in that order: the JSON body is read (json_extract) only
+    for rows the type and the time let through."""
+    clauses, params = ["seq > ?"], [after_seq]
+    if through_seq is not None:
+        clauses.append("seq <= ?")
+        params.append(through_seq)
+    wanted = filters.candidate_types()
+    if filters.types or filters.fields():
+        clauses.append(f"type IN ({', '.join('?' * len(wanted))})" if wanted else "0")
+        params.extend(wanted)
+    if filters.since_ms is not None:
+        clauses.append("ts_ms >= ?")
+        params.append(filters.since_ms)
+    if filters.until_ms is not None:
+        clauses.append("ts_ms < ?")
+        params.append(filters.until_ms)
+    if filters.gates:
+        clauses.append(
+            "coalesce(json_extract(body, '$.payload.gate'), json_extract(body, '$.payload.lane')) "
+            f"IN ({', '.join('?' * len(filters.gates))})"
+        )
+        params.extend(filters.gates)
+    for name, value in (
+        ("plate", filters.plate),
+        ("subject", filters.subject),
+        ("household", filters.household),
+    ):
+        if value:
+            clauses.append(f"json_extract(body, '$.payload.{name}') = ?")
+            params.append(value)
+    order = "DESC" if newest else "ASC"
+    cursor = conn.execute(
+        f"SELECT body FROM outbox WHERE {' AND '.join(clauses)} ORDER BY seq {order} LIMIT ?",
+        (*params, -1 if limit is None else limit),
+    )
+    rows: Iterator[tuple[str]] = reversed(cursor.fetchall()) if newest else cursor
+    for (body,) in rows:
+        yield Event.model_validate_json(body)
+
+
+def gate_seen(conn: sqlite3.Connection, gate: str) -> bool:
+    """Whether any stored event is at `gate` (one no longer configured keeps its history)."""
+    return next(select_events(conn, EventFilter(gates=(gate,)), limit=1), None) is not None
