@@ -22,7 +22,7 @@ from edge.cli.common import add_command, count_of, load, more_not_shown, padded,
 from edge.errors import StoreError, UsageError
 from edge.events import Event, EventType, Priority
 from edge.instance import running_gateway
-from edge.store.queries import EventFilter, gate_seen, read_backlog, select_events, types_with
+from edge.store.queries import EventFilter, gate_seen, read_backlog, select_events, types_matching, types_with
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _BARE_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -108,13 +108,6 @@ def check_types(patterns: list[str]) -> list[str]:
     return patterns
 
 
-def types_of(patterns: list[str]) -> tuple[str, ...]:
-    """The event types the --type patterns (checked by check_types) name."""
-    return tuple(
-        t for t in sorted(EventType.registry) if any(fnmatch.fnmatch(t, p.lower()) for p in patterns)
-    )
-
-
 def check_gates(conn: sqlite3.Connection, gates: tuple[str, ...], configured: list[str]) -> None:
     """Each --gate id must be a gate of the configuration or one that events in the store name
     (a gate removed from the file keeps its history)."""
@@ -150,7 +143,7 @@ def event_filter(args: argparse.Namespace, zone: tzinfo) -> EventFilter:
         except ValueError as err:
             raise UsageError(f"--plate {err}") from None
     filters = EventFilter(
-        types=types_of(check_types(args.type)),
+        types=types_matching(check_types(args.type)),
         since_ms=since,
         until_ms=until,
         gates=tuple(dict.fromkeys(args.gate)),

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -105,21 +106,18 @@ def query_events(
     limit: int = 50,
     newest: bool = True,
 ) -> list[Event]:
-    clauses, params = ["seq > ?"], [after_seq]
-    if since_ms is not None:
-        clauses.append("ts_ms >= ?")
-        params.append(since_ms)
-    if types:
-        clauses.append("(" + " OR ".join("type LIKE ?" for _ in types) + ")")
-        params.extend(t.replace("*", "%") for t in types)  # type: ignore[misc]
-    order = "DESC" if newest else "ASC"
-    rows = conn.execute(
-        f"SELECT body FROM outbox WHERE {' AND '.join(clauses)} ORDER BY seq {order} LIMIT ?",
-        (*params, limit),
-    ).fetchall()
-    if newest:
-        rows.reverse()
-    return [Event.model_validate_json(body) for (body,) in rows]
+    """`select_events` with type patterns (`alert.*`) and a limit, as a list."""
+    matched = types_matching(types)
+    if types and not matched:
+        return []
+    filters = EventFilter(types=matched, since_ms=since_ms)
+    return list(select_events(conn, filters, after_seq=after_seq, limit=limit, newest=newest))
+
+
+def types_matching(patterns: Iterable[str]) -> tuple[str, ...]:
+    """The event types the glob patterns (`access.*`, `gate.state`) name."""
+    wanted = [pattern.lower() for pattern in patterns]
+    return tuple(t for t in sorted(EventType.registry) if any(fnmatch.fnmatch(t, p) for p in wanted))
 
 
 def types_with(field: str) -> frozenset[str]:
