@@ -315,7 +315,7 @@ class IngestWorker:
         elif parsed.kind == "event":
             self._events(db, parsed, message.topic, message.payload)
         elif parsed.kind == "status":
-            self._status(db, parsed, message.payload)
+            self._status(db, parsed, message.payload, client, after)
         elif parsed.kind == "reply":
             self._reply(db, parsed, message.payload, client, after)
 
@@ -424,7 +424,14 @@ class IngestWorker:
                 self._reject(db, topic, f"the database refused the event: {err}", json.dumps(item).encode())
         return inserted
 
-    def _status(self, db: Database, parsed: topics.ParsedTopic, payload: bytes) -> None:
+    def _status(
+        self,
+        db: Database,
+        parsed: topics.ParsedTopic,
+        payload: bytes,
+        client: mqtt.Client,
+        after: list[Callable[[], None]],
+    ) -> None:
         where = f"{parsed.site}/{parsed.gateway}/status"
         try:
             status = strict_json.loads(payload) if payload else {"state": "removed"}
@@ -437,6 +444,16 @@ class IngestWorker:
         self.stats.statuses += 1
         devices, gates = _listed(status.get("devices")), _listed(status.get("gates"))
         with db.transaction():
+            # Every worker gets every status: the one whose update finds the gateway not yet
+            # online is the one that catches it up.
+            came_online = status.get("state") == "online" and (
+                db.execute(
+                    "UPDATE gateways SET state = 'online' WHERE site_id = ? AND id = ? "
+                    "AND coalesce(state, '') <> 'online'",
+                    (parsed.site, parsed.gateway),
+                )
+                == 1
+            )
             db.execute(
                 "INSERT INTO gateways(site_id, id, state, status, status_at) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (site_id, id) DO UPDATE SET state = excluded.state, "
@@ -447,6 +464,15 @@ class IngestWorker:
                 self._registered_devices(db, parsed, devices)
             if gates is not None:
                 self._registered_gates(db, parsed, gates)
+            behind = came_online and db.one(
+                "SELECT 1 FROM gateways WHERE site_id = ? AND id = ? "
+                "AND allowlist_version > coalesce(applied_version, 0)",
+                (parsed.site, parsed.gateway),
+            )
+        if behind:
+            # an allow-list change sent while it was away (or while the broker was down) has not
+            # been applied: send the whole list rather than wait for the next change
+            self._send_full_allowlist(db, parsed, client, after, "is online behind the allow-list")
 
     @staticmethod
     def _registered_devices(db: Database, parsed: topics.ParsedTopic, devices: list[dict[str, Any]]) -> None:
@@ -507,13 +533,24 @@ class IngestWorker:
                     (version, parsed.site, parsed.gateway),
                 )
         if reply.error is not None and reply.error.code == ErrorCode.VERSION_GAP:
-            log.info("ingest: %s/%s asks for the full allow-list", parsed.site, parsed.gateway)
-            try:
-                document = Community(db, self.signer_key).allowlist_full(parsed.site, parsed.gateway)
-            except ConfigError as err:
-                log.warning("ingest: cannot send the full allow-list: %s", err)
-                return
-            after.append(lambda: publish_command(client, self.config, document))
+            self._send_full_allowlist(db, parsed, client, after, "asks for the full allow-list")
+
+    def _send_full_allowlist(
+        self,
+        db: Database,
+        parsed: topics.ParsedTopic,
+        client: mqtt.Client,
+        after: list[Callable[[], None]],
+        why: str,
+    ) -> None:
+        """Sign the gateway's whole allow-list and publish it once the batch is committed."""
+        log.info("ingest: %s/%s %s; sending the whole list", parsed.site, parsed.gateway, why)
+        try:
+            document = Community(db, self.signer_key).allowlist_full(parsed.site, parsed.gateway)
+        except ConfigError as err:
+            log.warning("ingest: cannot send the full allow-list: %s", err)
+            return
+        after.append(lambda: publish_command(client, self.config, document))
 
 
 DEVICE_STATES = {"device.online": "online", "device.offline": "offline"}

@@ -48,8 +48,8 @@ def _database(args: argparse.Namespace, *, create: bool = False) -> Any:
 
 
 ALLOWLIST_UNSENT = (
-    "the new version is recorded in the community database; the gateway gets it with the next "
-    "allow-list change sent to it (it then asks for the whole list)"
+    "the new version is recorded in the community database; a running ingest sends the gateway "
+    "the whole list when the gateway next comes online, as does the next allow-list change sent"
 )
 
 

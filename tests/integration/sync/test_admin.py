@@ -257,3 +257,37 @@ def test_a_change_the_admin_cannot_sign_is_not_recorded(
     db = open_database(db_url)
     assert Community(db).allowlist_version(SITE, "gw-ed") == 0
     assert db.one("SELECT count(*) FROM passes") == (0,)
+
+
+def test_a_gateway_that_comes_online_behind_the_allow_list_is_caught_up(
+    shared_broker: TestBroker,
+    store: Store,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A change recorded while the gateway was away (or the broker down, or with --no-send)
+    reaches it when it comes online, not only with the next change."""
+    gateway = "gw-catchup"
+    db_url = f"sqlite:///{tmp_path / 'community.db'}"
+    monkeypatch.setenv("GW_KEY", KEY)
+    monkeypatch.setenv("SITE_SALT", SALT)
+    admin = ["admin", "--db", db_url]
+    register = ["gateway", "add", SITE, gateway, "--key-env", "GW_KEY", "--salt-env", "SITE_SALT"]
+    assert main([*admin, *register]) == 0
+    add = ["allow", "add", SITE, gateway, "--plate", "津E00005", "--subject", "unit-5-505", "--no-send"]
+    assert main([*admin, *add]) == 0
+    capsys.readouterr()
+    downlink = Downlink(store, Gate(), site=SITE, gateway=gateway, key=KEY)
+    config = shared_broker.mqtt_config()
+    with IngestWorker(db_url, config, name="catchup", session_expiry_s=0) as worker:
+        wait_until(worker.connected.is_set, 10, "the ingest worker")
+        with Uplink(store, config, site=SITE, gateway=gateway, downlink=downlink):
+            wait_until(lambda: downlink.allowlist_version() == 1, 20, "the list sent when it came online")
+        db = open_database(db_url)
+        wait_until(
+            lambda: db.one("SELECT applied_version FROM gateways WHERE id = ?", (gateway,)) == (1,),
+            10,
+            "the gateway's reply recorded",
+        )
+        db.close()
