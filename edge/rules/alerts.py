@@ -24,7 +24,6 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from drivers.base import Command, SetOutput
@@ -219,15 +218,16 @@ class AlertEngine:
             now_ms = self._now_ms()
             limit = self.config.max_per_kind_per_min
 
-            def probe(conn: sqlite3.Connection) -> str:
+            def probe(conn: sqlite3.Connection) -> tuple[str, Event | None]:
                 row = conn.execute(
                     "SELECT alert_id, state FROM alerts WHERE key=? AND state != 'cleared'", (key,)
                 ).fetchone()
                 if row is not None and momentary and row[1] == "acknowledged":
                     # the guards have dealt with it, and it happens again (the blocked card
-                    # tried once more): that is news, not a repeat to count quietly
-                    settled.append(str(row[0]))
-                    return "new"
+                    # tried once more): that is news, not a repeat to count quietly; the
+                    # acknowledged one is cleared in the same commit
+                    reason = "happened again after it was acknowledged"
+                    return "new", self._clear_row(str(row[0]), key, reason, now_ms, conn)[1]
                 if row is not None:
                     # a moment happening again is counted (×3 for the guards); a condition that is
                     # still so (a device offline at every check) is the same one, not a repeat
@@ -235,7 +235,7 @@ class AlertEngine:
                         "UPDATE alerts SET repeats = repeats + momentary, last_seen_ms=? WHERE alert_id=?",
                         (now_ms, row[0]),
                     )
-                    return "repeat"
+                    return "repeat", None
                 if kind != "alerts.flood":
                     recent = conn.execute(
                         f"SELECT count(*) FROM alerts WHERE {scope}=? AND raised_ms > ?",
@@ -246,17 +246,12 @@ class AlertEngine:
                             "INSERT INTO counters(name, value) VALUES ('alerts.suppressed', 1) "
                             "ON CONFLICT(name) DO UPDATE SET value = value + 1"
                         )
-                        return "limited"
-                return "new"
+                        return "limited", None
+                return "new", None
 
-            settled: list[str] = []
-            outcome = await self.store.write_async(probe)
+            outcome, _ = await self.store.write_with_event_async(probe)
             if outcome == "repeat":
                 return None
-            for old in settled:
-                await self.store.write_with_event_async(
-                    partial(self._clear_row, old, key, "happened again after it was acknowledged", now_ms)
-                )
             if outcome == "limited":
                 self.suppressed += 1
                 flood = (

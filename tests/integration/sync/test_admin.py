@@ -35,6 +35,14 @@ class Gate:
         return {}
 
 
+def register(admin: list[str], gateway: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gatehouse admin … gateway add` for `gateway`, signing with KEY (HMAC)."""
+    monkeypatch.setenv("GW_KEY", KEY)
+    monkeypatch.setenv("SITE_SALT", SALT)
+    argv = [*admin, "gateway", "add", SITE, gateway, "--key-env", "GW_KEY", "--salt-env", "SITE_SALT"]
+    assert main(argv) == 0
+
+
 def test_admin_commands_reach_the_gateway(
     shared_broker: TestBroker,
     store: Store,
@@ -43,26 +51,8 @@ def test_admin_commands_reach_the_gateway(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     db_url = f"sqlite:///{tmp_path / 'community.db'}"
-    monkeypatch.setenv("GW_KEY", KEY)
-    monkeypatch.setenv("SITE_SALT", SALT)
     broker_args = ["--db", db_url, "--host", "127.0.0.1", "--port", str(shared_broker.port)]
-    assert (
-        main(
-            [
-                "admin",
-                *broker_args,
-                "gateway",
-                "add",
-                SITE,
-                GATEWAY,
-                "--key-env",
-                "GW_KEY",
-                "--salt-env",
-                "SITE_SALT",
-            ]
-        )
-        == 0
-    )
+    register(["admin", *broker_args], GATEWAY, monkeypatch)
     csv_file = tmp_path / "residents.csv"
     csv_file.write_text(
         "kind,value,subject,gates\nplate,津a12345,unit-3-402,north-in\ncard,0012345678,unit-3-402,\n"
@@ -270,11 +260,8 @@ def test_a_gateway_that_comes_online_behind_the_allow_list_is_caught_up(
     reaches it when it comes online, not only with the next change."""
     gateway = "gw-catchup"
     db_url = f"sqlite:///{tmp_path / 'community.db'}"
-    monkeypatch.setenv("GW_KEY", KEY)
-    monkeypatch.setenv("SITE_SALT", SALT)
     admin = ["admin", "--db", db_url]
-    register = ["gateway", "add", SITE, gateway, "--key-env", "GW_KEY", "--salt-env", "SITE_SALT"]
-    assert main([*admin, *register]) == 0
+    register(admin, gateway, monkeypatch)
     add = ["allow", "add", SITE, gateway, "--plate", "津E00005", "--subject", "unit-5-505", "--no-send"]
     assert main([*admin, *add]) == 0
     capsys.readouterr()
