@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import fnmatch
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from edge.events import Event, EventType, Priority
 
@@ -177,37 +177,14 @@ def select_events(
 
     The type is matched with `IN` on exact names, which lets the planner take the `outbox_type`
     index (a payload filter narrows the types to those whose payload has the field); the outbox
-    has no index on `ts_ms`, so the time is a column compare. The terms are written cheapest
-    first, as SQLite evaluates them in that order: the JSON body is read (json_extract) only
-    for rows the type and the time let through."""
+    has no index on `ts_ms`, so the time is a column compare (see filter_terms)."""
     clauses, params = ["seq > ?"], [after_seq]
     if through_seq is not None:
         clauses.append("seq <= ?")
         params.append(through_seq)
-    wanted = filters.candidate_types()
-    if filters.types or filters.fields():
-        clauses.append(f"type IN ({', '.join('?' * len(wanted))})" if wanted else "0")
-        params.extend(wanted)
-    if filters.since_ms is not None:
-        clauses.append("ts_ms >= ?")
-        params.append(filters.since_ms)
-    if filters.until_ms is not None:
-        clauses.append("ts_ms < ?")
-        params.append(filters.until_ms)
-    if filters.gates:
-        clauses.append(
-            "coalesce(json_extract(body, '$.payload.gate'), json_extract(body, '$.payload.lane')) "
-            f"IN ({', '.join('?' * len(filters.gates))})"
-        )
-        params.extend(filters.gates)
-    for name, value in (
-        ("plate", filters.plate),
-        ("subject", filters.subject),
-        ("household", filters.household),
-    ):
-        if value:
-            clauses.append(f"json_extract(body, '$.payload.{name}') = ?")
-            params.append(value)
+    terms, values = filter_terms(filters, lambda name: f"json_extract(body, '$.payload.{name}')")
+    clauses += terms
+    params += values
     order = "DESC" if newest else "ASC"
     cursor = conn.execute(
         f"SELECT body FROM outbox WHERE {' AND '.join(clauses)} ORDER BY seq {order} LIMIT ?",
@@ -216,6 +193,38 @@ def select_events(
     rows: Iterator[tuple[str]] = reversed(cursor.fetchall()) if newest else cursor
     for (body,) in rows:
         yield Event.model_validate_json(body)
+
+
+def filter_terms(filters: EventFilter, field: Callable[[str], str]) -> tuple[list[str], list[Any]]:
+    """The SQL terms (to be ANDed) and their parameters that `filters` asks for, over columns
+    `type` and `ts_ms` and the payload fields `field(name)` reads: the gateway's outbox and the
+    community database's events table are asked the same way. Cheapest first: SQLite evaluates
+    them in that order, so a payload is read only for rows the type and the time let through."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    wanted = filters.candidate_types()
+    if filters.types or filters.fields():
+        clauses.append(f"type IN ({', '.join('?' * len(wanted))})" if wanted else "1 = 0")
+        params.extend(wanted)
+    if filters.since_ms is not None:
+        clauses.append("ts_ms >= ?")
+        params.append(filters.since_ms)
+    if filters.until_ms is not None:
+        clauses.append("ts_ms < ?")
+        params.append(filters.until_ms)
+    if filters.gates:
+        marks = ", ".join("?" * len(filters.gates))
+        clauses.append(f"coalesce({field('gate')}, {field('lane')}) IN ({marks})")
+        params.extend(filters.gates)
+    for name, value in (
+        ("plate", filters.plate),
+        ("subject", filters.subject),
+        ("household", filters.household),
+    ):
+        if value:
+            clauses.append(f"{field(name)} = ?")
+            params.append(value)
+    return clauses, params
 
 
 def gate_seen(conn: sqlite3.Connection, gate: str) -> bool:
