@@ -178,12 +178,65 @@ CREATE TABLE commands (
 ALTER TABLE gateways ADD COLUMN signing_alg TEXT NOT NULL DEFAULT 'hmac-sha256'
 """,
     ),
+    (
+        "0003_alerts_and_events_by_time",
+        # `admin events` lists the newest events of every gateway, or those of a time window:
+        # without an index on the time that is a scan of every event ever received.
+        # `alerts` is each gateway alert's state, kept by the ingest from the alert.* events
+        # (each event sets only its own columns, so their order of arrival does not matter);
+        # the migration fills it from the events already received.
+        """
+CREATE INDEX events_ts ON events(ts_ms);
+CREATE TABLE alerts (
+    site_id TEXT NOT NULL,
+    gateway_id TEXT NOT NULL,
+    alert_id TEXT NOT NULL,
+    alert_key TEXT,
+    kind TEXT,
+    severity TEXT,
+    message TEXT,
+    gate_id TEXT,
+    device_id TEXT,
+    raised_ms BIGINT,
+    acked_ms BIGINT,
+    acked_by TEXT,
+    cleared_ms BIGINT,
+    cleared_reason TEXT,
+    updated_ms BIGINT NOT NULL,
+    PRIMARY KEY (site_id, gateway_id, alert_id)
+);
+CREATE INDEX alerts_open ON alerts(raised_ms) WHERE cleared_ms IS NULL;
+CREATE INDEX alerts_updated ON alerts(updated_ms);
+INSERT INTO alerts (site_id, gateway_id, alert_id, alert_key, kind, severity, message, gate_id,
+    device_id, raised_ms, updated_ms)
+SELECT site_id, gateway_id, payload ->> 'alert_id', min(payload ->> 'key'), min(payload ->> 'kind'),
+    min(payload ->> 'severity'), min(payload ->> 'message'), min(payload ->> 'gate'), min(device_id),
+    min(ts_ms), min(ts_ms)
+FROM events WHERE type = 'alert.raised' GROUP BY site_id, gateway_id, payload ->> 'alert_id';
+INSERT INTO alerts (site_id, gateway_id, alert_id, alert_key, acked_ms, acked_by, updated_ms)
+SELECT site_id, gateway_id, payload ->> 'alert_id', min(payload ->> 'key'), min(ts_ms),
+    min(payload ->> 'by'), min(ts_ms)
+FROM events WHERE type = 'alert.acknowledged' GROUP BY site_id, gateway_id, payload ->> 'alert_id'
+ON CONFLICT (site_id, gateway_id, alert_id) DO UPDATE SET acked_ms = excluded.acked_ms,
+    acked_by = excluded.acked_by, updated_ms = excluded.updated_ms;
+INSERT INTO alerts (site_id, gateway_id, alert_id, alert_key, cleared_ms, cleared_reason, updated_ms)
+SELECT site_id, gateway_id, payload ->> 'alert_id', min(payload ->> 'key'), min(ts_ms),
+    min(payload ->> 'reason'), min(ts_ms)
+FROM events WHERE type = 'alert.cleared' GROUP BY site_id, gateway_id, payload ->> 'alert_id'
+ON CONFLICT (site_id, gateway_id, alert_id) DO UPDATE SET cleared_ms = excluded.cleared_ms,
+    cleared_reason = excluded.cleared_reason, updated_ms = excluded.updated_ms
+""",
+    ),
 ]
 
 
 def now_iso() -> str:
     moment = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + f".{int(moment * 1000) % 1000:03d}Z"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class Database:

@@ -43,7 +43,7 @@ from sync.broker import BrokerHandle, ensure_broker
 from sync.commands import ErrorCode, Reply
 from sync.community import Community, publish_command
 from sync.config import MqttConfig
-from sync.db import Database, DatabaseError, now_iso, open_database
+from sync.db import Database, DatabaseError, now_iso, now_ms, open_database
 
 log = logging.getLogger(__name__)
 
@@ -377,6 +377,8 @@ class IngestWorker:
             for row, item in rows:
                 if row[4] in DEVICE_STATES:
                     self._device_seen(db, row, DEVICE_STATES[row[4]], item)
+                elif row[4] in ALERT_UPDATES:
+                    self._alert_seen(db, row, item)
         self.stats.events += len(rows)
         self.stats.inserted += inserted
         self.stats.duplicates += len(rows) - inserted
@@ -403,6 +405,42 @@ class IngestWorker:
             if db.unavailable(err):
                 raise
             log.warning("ingest: cannot record the state of device %r: %s", device, err)
+
+    def _alert_seen(self, db: Database, row: tuple[Any, ...], item: Any) -> None:
+        """An alert.raised/acknowledged/cleared event sets its part of the alert's row in
+        `alerts` (what `gatehouse admin alerts` lists), the first time it arrives: a redelivered
+        event changes nothing, and an acknowledgement that overtook its alert.raised (a backlog
+        drained after an outage) keeps its part when the raise comes. A value the database
+        refuses costs the row, never the batch."""
+        payload = item["payload"]
+        columns = {
+            "alert.raised": {
+                "kind": payload.get("kind"),
+                "severity": payload.get("severity"),
+                "message": payload.get("message"),
+                "gate_id": payload.get("gate"),
+                "device_id": row[3],
+                "raised_ms": row[6],
+            },
+            "alert.acknowledged": {"acked_ms": row[6], "acked_by": payload.get("by")},
+            "alert.cleared": {"cleared_ms": row[6], "cleared_reason": payload.get("reason")},
+        }[row[4]]
+        names = ["site_id", "gateway_id", "alert_id", "alert_key", *columns, "updated_ms"]
+        values = [row[1], row[2], payload["alert_id"], payload.get("key"), *columns.values(), now_ms()]
+        updates = ", ".join(f"{name} = excluded.{name}" for name in [*columns, "updated_ms"])
+        first = ALERT_UPDATES[row[4]]
+        try:
+            with db.savepoint():
+                db.execute(
+                    f"INSERT INTO alerts ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+                    f"ON CONFLICT (site_id, gateway_id, alert_id) DO UPDATE SET {updates} "
+                    f"WHERE alerts.{first} IS NULL",
+                    values,
+                )
+        except Exception as err:
+            if db.unavailable(err):
+                raise
+            log.warning("ingest: cannot record alert %r: %s", payload.get("alert_id"), err)
 
     def _insert_events(self, db: Database, topic: str, rows: list[tuple[tuple[Any, ...], Any]]) -> int:
         """Insert the rows in one statement; when the database refuses one of them (a value
@@ -554,6 +592,8 @@ class IngestWorker:
 
 
 DEVICE_STATES = {"device.online": "online", "device.offline": "offline"}
+ALERT_UPDATES = {"alert.raised": "raised_ms", "alert.acknowledged": "acked_ms", "alert.cleared": "cleared_ms"}
+"""the alert events the ingest keeps `alerts` by: the column each sets first"""
 
 
 def _listed(value: Any) -> list[dict[str, Any]] | None:

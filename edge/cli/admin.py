@@ -1,16 +1,22 @@
 """`gatehouse admin`: manage allow-lists, passes and gates from the community database; every
 change is sent to the gateway as a command signed with that gateway's HMAC key, or with the
-community's Ed25519 key for gateways registered with --ed25519."""
+community's Ed25519 key for gateways registered with --ed25519. `admin events` and `admin
+alerts` read what every gateway sent (sync/reports.py)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import sys
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edge.cli.common import add_command, count_of, positive
+from edge.cli.events import add_filter_arguments, add_output_arguments
 from edge.cli.ingest import add_broker_arguments, broker_config
 from edge.errors import ConfigError, UsageError
 from edge.files import write_private
@@ -283,6 +289,128 @@ def cmd_gaps(args: argparse.Namespace) -> int:
     return 1
 
 
+def _zone(args: argparse.Namespace) -> tzinfo:
+    """--tz, else the zone this machine's clock is in (its current UTC offset)."""
+    if args.tz is None:
+        zone = datetime.now().astimezone().tzinfo
+        assert zone is not None
+        return zone
+    try:
+        return ZoneInfo(args.tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(f"--tz {args.tz!r}: not a time zone; give one like Asia/Shanghai or UTC") from None
+
+
+def _where(args: argparse.Namespace, db: Any) -> Any:
+    """The gateways --site and --gateway name, each checked to be known to the database."""
+    from sync.reports import Where
+
+    for option, table, column, value in (
+        ("--site", "sites", "site_id", args.site),
+        ("--gateway", "gateways", "gateway_id", args.gateway),
+    ):
+        if value is None:
+            continue
+        known = db.one(f"SELECT 1 FROM {table} WHERE id = ?", (value,)) or db.one(
+            f"SELECT 1 FROM events WHERE {column} = ? LIMIT 1", (value,)
+        )
+        if known is None:
+            raise UsageError(
+                f"{option} {value!r}: the community database has no such {option[2:]} and no events "
+                "from one; `gatehouse admin gateway list` shows the gateways it knows"
+            )
+    return Where(args.site, args.gateway)
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    """The events of every gateway (or of --site / --gateway), with `gatehouse events`'s filters."""
+    from edge.cli.common import more_not_shown
+    from edge.cli.events import DEFAULT_LIMIT, event_filter, printer
+    from sync.reports import gate_known, known_gates, select_events
+
+    zone = _zone(args)
+    filters = event_filter(args, zone)
+    with _database(args) as db:
+        where = _where(args, db)
+        for gate in filters.gates:
+            if not gate_known(db, gate, where):
+                gates = known_gates(db, where)
+                known = f"gates: {', '.join(gates)}" if gates else "no gates are registered"
+                raise UsageError(f"--gate {gate!r}: no such gate, and no event names it; {known}")
+        limit = args.limit or (None if args.csv else DEFAULT_LIMIT)
+        fetched = select_events(db, filters, where, limit=None if limit is None else limit + 1)
+    shown = fetched if limit is None else fetched[-limit:]
+    show = printer(args, zone, by_gateway=True)
+    for event in shown:
+        show(event)
+    more_not_shown(shown, fetched, "events")
+    return 0
+
+
+ALERTS_FOLLOW_POLL_S = 1.0
+ALERTS_FOLLOW_MARGIN_MS = 60_000
+"""how far before the newest change seen each poll looks (the ingest's clock, never this
+machine's): a change an ingest worker committed this late, or stamped with a clock this far
+behind another worker's, is still seen; the lines printed are remembered, none comes twice"""
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    """The alerts open at every gateway (or at --site / --gateway), as the ingest received them;
+    --follow prints each change as it arrives."""
+    import time
+
+    from edge.cli.alerts import format_alert
+    from edge.cli.common import more_not_shown
+    from sync.db import DatabaseError
+    from sync.reports import GatewayAlert, alerts_changed, last_alert_change, list_alerts
+
+    zone = _zone(args)
+
+    def line(item: GatewayAlert) -> str:
+        if args.json:
+            return json.dumps(
+                {"site": item.site, "gateway": item.gateway, **item.alert.__dict__}, ensure_ascii=False
+            )
+        return f"{item.site}/{item.gateway}  {format_alert(item.alert, zone)}"
+
+    with _database(args) as db:
+        where = _where(args, db)
+        newest = last_alert_change(db)
+        # read before the listing, so that a change in between is printed rather than lost;
+        # what the listing shows, or leaves out (cleared, older), is not news to a follower
+        recent = alerts_changed(db, where, newest - ALERTS_FOLLOW_MARGIN_MS) if args.follow else []
+        fetched = list_alerts(db, where, include_cleared=args.all, limit=args.limit + 1)
+        shown = fetched[-args.limit :]
+        for item in shown:
+            print(line(item), flush=True)
+        more_not_shown(shown, fetched, "alerts")
+        if not shown and not args.json:
+            print("no open alerts" if not args.all else "no alerts", flush=True)
+        if not args.follow:
+            return 0
+        printed = {(i.site, i.gateway, i.alert.alert_id): i for i in [*recent, *fetched]}
+        while True:
+            time.sleep(ALERTS_FOLLOW_POLL_S)
+            since = newest - ALERTS_FOLLOW_MARGIN_MS
+            try:
+                changed = alerts_changed(db, where, since)
+            except Exception as err:
+                if not db.unavailable(err):
+                    raise
+                print(f"(the community database does not answer: {err}; trying again)", file=sys.stderr)
+                with contextlib.suppress(DatabaseError):
+                    db.reconnect()
+                continue
+            for item in changed:
+                key = (item.site, item.gateway, item.alert.alert_id)
+                if key not in printed or printed[key].alert != item.alert:
+                    print(line(item), flush=True)
+                printed[key] = item
+                newest = max(newest, item.updated_ms)
+            # what changed before `since` is not asked for again unless it changes once more
+            printed = {key: item for key, item in printed.items() if item.updated_ms >= since}
+
+
 def _target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("site", help="site (compound) id")
     parser.add_argument("gateway", help="gateway id")
@@ -303,7 +431,7 @@ def register(subparsers: Any) -> None:
     admin = add_command(
         subparsers,
         "admin",
-        "manage allow-lists, passes and gates in the community database",
+        "the community database: allow-lists, passes, gates, and every gateway's events and alerts",
         lambda args: admin.print_help() or 1,
     )
     admin.add_argument("--db", default=DEFAULT_URL, help=f"community database URL (default {DEFAULT_URL})")
@@ -433,3 +561,43 @@ def register(subparsers: Any) -> None:
 
     gaps = add_command(sub, "gaps", "report missing seq numbers of a gateway's events", cmd_gaps)
     _target(gaps)
+
+    events = add_command(
+        sub,
+        "events",
+        "list the events of every gateway (newest last), with the filters of `gatehouse events`",
+        cmd_events,
+    )
+    _gateways(events)
+    add_filter_arguments(events, zone="--tz")
+    add_output_arguments(events)
+    events.set_defaults(follow=False)
+
+    alerts = add_command(
+        sub,
+        "alerts",
+        "list the alerts open at every gateway (newest last); --follow to watch them arrive",
+        cmd_alerts,
+    )
+    _gateways(alerts)
+    alerts.add_argument("--all", action="store_true", help="also acknowledged and cleared alerts")
+    alerts.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="then keep printing each alert as the ingest receives it raised, acknowledged or cleared",
+    )
+    alerts.add_argument("--json", action="store_true", help="one JSON object per line")
+    alerts.add_argument("--limit", "-n", type=count_of(1), default=100, help="how many (default 100)")
+
+
+def _gateways(parser: argparse.ArgumentParser) -> None:
+    """--site, --gateway and --tz of the listings over every gateway."""
+    parser.add_argument("--site", help="only this site's gateways")
+    parser.add_argument("--gateway", help="only this gateway")
+    parser.add_argument(
+        "--tz",
+        metavar="ZONE",
+        help="show times, and read times given without a zone, in this time zone (e.g. Asia/Shanghai; "
+        "default: this machine's)",
+    )

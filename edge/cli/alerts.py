@@ -74,7 +74,9 @@ def register(subparsers: Any) -> None:
 
 
 def _local(ms: int | None, zone: tzinfo) -> str:
-    if ms is None:
+    """`ms` in `zone`; "-" for none (the community database may have an alert's acknowledgement
+    before its alert.raised)."""
+    if not ms:
         return "-"
     return datetime.fromtimestamp(ms / 1000, zone).strftime("%m-%d %H:%M:%S")
 

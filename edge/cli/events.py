@@ -34,12 +34,20 @@ def register(subparsers: Any) -> None:
         subparsers, "events", "list recorded events (newest last); --follow to watch", _events
     )
     parser.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    add_filter_arguments(parser)
+    add_output_arguments(parser)
+    add_command(subparsers, "status", "show counters, backlog and devices from the store", _status)
+
+
+def add_filter_arguments(parser: argparse.ArgumentParser, zone: str = "the site's time zone") -> None:
+    """The options that choose events (event_filter reads them); `zone`: where a time given
+    without one is read."""
     parser.add_argument(
         "--type", "-t", action="append", default=[], help="only this type; * matches, e.g. 'access.*'"
     )
     parser.add_argument(
         "--since",
-        help="only events since: 10m, 2h, 1d ago, or an ISO time (the site's time zone unless one is given)",
+        help=f"only events since: 10m, 2h, 1d ago, or an ISO time (in {zone} unless one is given)",
     )
     parser.add_argument(
         "--until",
@@ -60,6 +68,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--household", help="only access decisions for this household (its residents and its visitors)"
     )
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """--limit, and --json or --csv instead of the table (printer reads them)."""
     parser.add_argument(
         "--limit",
         "-n",
@@ -71,7 +83,6 @@ def register(subparsers: Any) -> None:
     output.add_argument(
         "--csv", action="store_true", help="a spreadsheet: a header row, then one row per event, oldest first"
     )
-    add_command(subparsers, "status", "show counters, backlog and devices from the store", _status)
 
 
 def parse_time(option: str, text: str, zone: tzinfo, now: float | None = None) -> int:
@@ -263,23 +274,37 @@ def csv_row(event: Event, zone: tzinfo) -> list[str]:
     ]
 
 
-def printer(args: argparse.Namespace, zone: tzinfo) -> Callable[[Event], None]:
-    """Print the heading the output format has, and return what prints one event in it."""
+HEADER_BY_GATEWAY = f"{'time':<14}  {'site/gateway':<24}  {'type':<18}  {'device':<14}  what"
+
+
+def format_row_by_gateway(event: Event, zone: tzinfo) -> str:
+    """One line of the table under HEADER_BY_GATEWAY: events of many gateways (their seqs are
+    each gateway's own, so the table names the gateway instead)."""
+    local = event.ts.astimezone(zone).strftime("%m-%d %H:%M:%S")
+    where = padded(f"{event.site}/{event.gateway}", 24)
+    return f"{local}  {where}  {event.type:<18}  {padded(event.device or '-', 14)}  {summary(event)}"
+
+
+def printer(args: argparse.Namespace, zone: tzinfo, *, by_gateway: bool = False) -> Callable[[Event], None]:
+    """Print the heading the output format has, and return what prints one event in it;
+    `by_gateway`: the events of many gateways, each row naming its site and gateway."""
     if args.json:
         return lambda event: print(event.model_dump_json(), flush=True)
     if not args.csv:
-        print(HEADER)
-        return lambda event: print(format_row(event, zone), flush=True)
+        print(HEADER_BY_GATEWAY if by_gateway else HEADER)
+        row_of = format_row_by_gateway if by_gateway else format_row
+        return lambda event: print(row_of(event, zone), flush=True)
     # UTF-8 whatever the locale, and with the byte order mark: without it Excel reads a CSV in
     # the Windows code page and garbles every plate's province (津 and the like).
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(encoding="utf-8")
     sys.stdout.write("\ufeff")
     writer = csv.writer(sys.stdout)
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(("site", "gateway", *CSV_COLUMNS) if by_gateway else CSV_COLUMNS)
 
     def row(event: Event) -> None:
-        writer.writerow(csv_row(event, zone))
+        cells = csv_row(event, zone)
+        writer.writerow([_cell(event.site), _cell(event.gateway), *cells] if by_gateway else cells)
         if args.follow:
             sys.stdout.flush()
 

@@ -23,6 +23,7 @@ TABLES = (
     "lanes",
     "devices",
     "events",
+    "alerts",
     "allowlist_entries",
     "passes",
     "commands",

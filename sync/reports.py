@@ -1,0 +1,188 @@
+"""What people read from the community database: the events of every gateway, filtered the way
+`gatehouse events` filters one gateway's store, and the alerts of every gateway (the `alerts`
+table the ingest keeps). SQL that both engines run: JSON fields are read with `->>`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from edge.events import Event
+from edge.rules.alerts import AlertRecord
+from edge.store.queries import EventFilter, filter_terms
+from sync.db import Database
+
+
+@dataclass(frozen=True)
+class Where:
+    """Which gateways: one site, one gateway id (of any site), or both; None is every one."""
+
+    site: str | None = None
+    gateway: str | None = None
+
+    def terms(self) -> tuple[list[str], list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (("site_id", self.site), ("gateway_id", self.gateway)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        return clauses, params
+
+
+def select_events(
+    db: Database, filters: EventFilter, where: Where, *, limit: int | None = None, newest: bool = True
+) -> list[Event]:
+    """The events that pass `filters`, oldest first: the newest `limit` of them with `newest`,
+    else the oldest (all when `limit` is None). Ordered by the gateways' clocks (`ts_ms`, with
+    an index): a backlog that arrived late is listed where it happened, not where it arrived."""
+    clauses, params = where.terms()
+    terms, values = filter_terms(filters, lambda name: f"payload ->> '{name}'")
+    clauses += terms
+    params += values
+    order = "DESC" if newest else "ASC"
+    rows = db.query(
+        "SELECT id, site_id, gateway_id, device_id, type, ts, seq, payload, attachments FROM events"
+        + _where(clauses)
+        + f" ORDER BY ts_ms {order}, site_id {order}, gateway_id {order}, seq {order}"
+        + (" LIMIT ?" if limit is not None else ""),
+        [*params, limit] if limit is not None else params,
+    )
+    events = [_event(row) for row in rows]
+    return events[::-1] if newest else events
+
+
+def _event(row: tuple[Any, ...]) -> Event:
+    event_id, site, gateway, device, event_type, ts, seq, payload, attachments = row
+    return Event.model_validate(
+        {
+            "id": event_id,
+            "site": site,
+            "gateway": gateway,
+            "device": device,
+            "type": event_type,
+            "ts": ts,
+            "seq": seq,
+            "payload": _decoded(payload),
+            "attachments": _decoded(attachments) or (),
+        }
+    )
+
+
+def _decoded(value: Any) -> Any:
+    """A JSON column: text in SQLite, already decoded from PostgreSQL's JSONB."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def gate_known(db: Database, gate: str, where: Where) -> bool:
+    """Whether `gate` is a gate these gateways registered, or events of theirs name it (a gate
+    since removed keeps its history)."""
+    clauses, params = where.terms()
+    if db.one(f"SELECT 1 FROM gates WHERE {' AND '.join(['id = ?', *clauses])}", [gate, *params]):
+        return True
+    return bool(select_events(db, EventFilter(gates=(gate,)), where, limit=1))
+
+
+def known_gates(db: Database, where: Where) -> list[str]:
+    """The gates these gateways registered (their `provision` or online status lists them)."""
+    clauses, params = where.terms()
+    return [
+        row[0]
+        for row in db.query(
+            "SELECT DISTINCT id FROM gates" + _where(clauses) + " ORDER BY id",
+            params,
+        )
+    ]
+
+
+def _where(clauses: list[str]) -> str:
+    return f" WHERE {' AND '.join(clauses)}" if clauses else ""
+
+
+@dataclass(frozen=True)
+class GatewayAlert:
+    """An alert of one gateway, as the community database holds it."""
+
+    site: str
+    gateway: str
+    alert: AlertRecord
+    updated_ms: int
+
+
+_ALERT_COLUMNS = (
+    "site_id, gateway_id, alert_id, alert_key, kind, severity, message, gate_id, device_id, raised_ms, "
+    "acked_ms, acked_by, cleared_ms, updated_ms"
+)
+
+
+def list_alerts(
+    db: Database, where: Where, *, include_cleared: bool = False, limit: int = 100
+) -> list[GatewayAlert]:
+    """The alerts still open at these gateways (with `include_cleared`, the latest of every
+    state), the `limit` most recently raised, oldest first."""
+    clauses, params = where.terms()
+    if not include_cleared:
+        clauses.append("cleared_ms IS NULL")
+    rows = db.query(
+        f"SELECT {_ALERT_COLUMNS} FROM alerts"
+        + _where(clauses)
+        + " ORDER BY coalesce(raised_ms, acked_ms, cleared_ms) DESC, site_id, gateway_id, alert_id LIMIT ?",
+        [*params, limit],
+    )
+    return [_alert(row) for row in reversed(rows)]
+
+
+def last_alert_change(db: Database) -> int:
+    """When the ingest last changed an alert (its clock, ms), 0 for never."""
+    row = db.one("SELECT coalesce(max(updated_ms), 0) FROM alerts")
+    return int(row[0]) if row else 0
+
+
+def alerts_changed(db: Database, where: Where, since_ms: int) -> list[GatewayAlert]:
+    """The alerts whose row the ingest changed at or after `since_ms` (its clock), in that order."""
+    clauses, params = where.terms()
+    clauses.append("updated_ms >= ?")
+    rows = db.query(
+        f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE {' AND '.join(clauses)} "
+        "ORDER BY updated_ms, site_id, gateway_id, alert_id",
+        [*params, since_ms],
+    )
+    return [_alert(row) for row in rows]
+
+
+def _alert(row: tuple[Any, ...]) -> GatewayAlert:
+    (
+        site,
+        gateway,
+        alert_id,
+        key,
+        kind,
+        severity,
+        message,
+        gate,
+        device,
+        raised,
+        acked,
+        by,
+        cleared,
+        updated,
+    ) = row
+    state = "cleared" if cleared is not None else "acknowledged" if acked is not None else "raised"
+    record = AlertRecord(
+        alert_id=alert_id,
+        key=key or "",
+        kind=kind or "?",
+        severity=severity or "warning",
+        state=state,
+        message=message or "",
+        gate=gate,
+        device=device,
+        raised_ms=int(raised) if raised is not None else 0,
+        acked_ms=int(acked) if acked is not None else None,
+        acked_by=by,
+        cleared_ms=int(cleared) if cleared is not None else None,
+        repeats=0,
+        last_seen_ms=None,
+    )
+    return GatewayAlert(site, gateway, record, int(updated))
