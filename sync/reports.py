@@ -38,7 +38,7 @@ def select_events(
     else the oldest (all when `limit` is None). Ordered by the gateways' clocks (`ts_ms`, with
     an index): a backlog that arrived late is listed where it happened, not where it arrived."""
     clauses, params = where.terms()
-    terms, values = filter_terms(filters, lambda name: f"payload ->> '{name}'")
+    terms, values = filter_terms(filters, _payload_field)
     clauses += terms
     params += values
     order = "DESC" if newest else "ASC"
@@ -51,6 +51,13 @@ def select_events(
     )
     events = [_event(row) for row in rows]
     return events[::-1] if newest else events
+
+
+def _payload_field(place: str) -> str:
+    """A payload field as text: `plate` is payload ->> 'plate', `detail.plate` is
+    payload -> 'detail' ->> 'plate' (the same on both engines)."""
+    *outer, last = place.split(".")
+    return "payload" + "".join(f" -> '{name}'" for name in outer) + f" ->> '{last}'"
 
 
 def _event(row: tuple[Any, ...]) -> Event:

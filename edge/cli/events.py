@@ -62,7 +62,8 @@ def add_filter_arguments(parser: argparse.ArgumentParser, zone: str = "the site'
         help="only events at this gate or lane (again for more gates)",
     )
     parser.add_argument(
-        "--plate", help="only access decisions and plate reads of this plate (津a 12345 finds 津A12345)"
+        "--plate",
+        help="only access decisions, plate reads and alerts about this plate (津a 12345 finds 津A12345)",
     )
     parser.add_argument("--subject", help="only access decisions for this person or pass id")
     parser.add_argument(
@@ -164,7 +165,7 @@ def event_filter(args: argparse.Namespace, zone: tzinfo) -> EventFilter:
     )
     if filters.types and not filters.candidate_types():
         for field in filters.fields():
-            having = types_with(field) | (types_with("lane") if field == "gate" else frozenset())
+            having = types_with(field)
             if not having & set(filters.types):
                 raise UsageError(
                     f"--{field} looks only at {', '.join(sorted(having))} events, and --type "
@@ -255,6 +256,8 @@ def csv_row(event: Event, zone: tzinfo) -> list[str]:
     """The event under CSV_COLUMNS, its time in `zone` (the site's) as a spreadsheet reads it."""
     p: Any = event.payload
     credential = getattr(p, "plate", None)
+    if credential is None and isinstance(getattr(p, "detail", None), dict):
+        credential = p.detail.get("plate")  # an alert about a plate
     if credential is None and getattr(p, "credential", None) is not None:
         credential = f"{p.credential.kind} …{p.credential.last4}"
     detail = p.detail if event.type.startswith("access.") else summary(event)

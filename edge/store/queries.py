@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import sqlite3
+import typing
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -120,9 +121,28 @@ def types_matching(patterns: Iterable[str]) -> tuple[str, ...]:
     return tuple(t for t in sorted(EventType.registry) if any(fnmatch.fnmatch(t, p) for p in wanted))
 
 
+FIELD_PLACES: dict[str, tuple[str, ...]] = {
+    "gate": ("gate", "lane"),
+    "plate": ("plate", "detail.plate"),
+    "subject": ("subject",),
+    "household": ("household",),
+}
+"""Where in a payload each field a filter asks for is found, the first place that has it
+counting: a plate read's gate is its lane, and an alert about a plate (blocklisted, reading
+again and again, parked in the fire lane) has the plate in its detail."""
+
+
 def types_with(field: str) -> frozenset[str]:
-    """The event types whose payload has `field` (e.g. `plate`: access decisions and plate reads)."""
-    return frozenset(name for name, kind in EventType.registry.items() if field in kind.payload.model_fields)
+    """The event types whose payload can hold `field` in one of its FIELD_PLACES (e.g. `plate`:
+    access decisions, plate reads and alerts)."""
+    names: set[str] = set()
+    for place in FIELD_PLACES.get(field, (field,)):
+        head, _, inner = place.partition(".")
+        for name, kind in EventType.registry.items():
+            info = kind.payload.model_fields.get(head)
+            if info is not None and (not inner or typing.get_origin(info.annotation) is dict):
+                names.add(name)
+    return frozenset(names)
 
 
 @dataclass(frozen=True)
@@ -154,11 +174,10 @@ class EventFilter:
 
     def candidate_types(self) -> tuple[str, ...]:
         """The types an event must have to pass: the asked ones (or all), narrowed to those whose
-        payload has every field looked at (a gate: `gate`, or a plate read's `lane`). Empty when
-        no type can pass."""
+        payload can hold every field looked at (types_with). Empty when no type can pass."""
         names = set(self.types or EventType.registry)
         for name in self.fields():
-            names &= (types_with(name) | types_with("lane")) if name == "gate" else types_with(name)
+            names &= types_with(name)
         return tuple(sorted(names))
 
 
@@ -197,7 +216,8 @@ def select_events(
 
 def filter_terms(filters: EventFilter, field: Callable[[str], str]) -> tuple[list[str], list[Any]]:
     """The SQL terms (to be ANDed) and their parameters that `filters` asks for, over columns
-    `type` and `ts_ms` and the payload fields `field(name)` reads: the gateway's outbox and the
+    `type` and `ts_ms` and the payload fields `field(place)` reads (a place of FIELD_PLACES:
+    `plate`, or `detail.plate` inside the payload's detail): the gateway's outbox and the
     community database's events table are asked the same way. Cheapest first: SQLite evaluates
     them in that order, so a payload is read only for rows the type and the time let through."""
     clauses: list[str] = []
@@ -212,18 +232,18 @@ def filter_terms(filters: EventFilter, field: Callable[[str], str]) -> tuple[lis
     if filters.until_ms is not None:
         clauses.append("ts_ms < ?")
         params.append(filters.until_ms)
-    if filters.gates:
-        marks = ", ".join("?" * len(filters.gates))
-        clauses.append(f"coalesce({field('gate')}, {field('lane')}) IN ({marks})")
-        params.extend(filters.gates)
-    for name, value in (
-        ("plate", filters.plate),
-        ("subject", filters.subject),
-        ("household", filters.household),
+    for name, values in (
+        ("gate", filters.gates),
+        ("plate", (filters.plate,) if filters.plate else ()),
+        ("subject", (filters.subject,) if filters.subject else ()),
+        ("household", (filters.household,) if filters.household else ()),
     ):
-        if value:
-            clauses.append(f"{field(name)} = ?")
-            params.append(value)
+        if not values:
+            continue
+        places = [field(place) for place in FIELD_PLACES[name]]
+        found = places[0] if len(places) == 1 else f"coalesce({', '.join(places)})"
+        clauses.append(f"{found} = ?" if len(values) == 1 else f"{found} IN ({', '.join('?' * len(values))})")
+        params.extend(values)
     return clauses, params
 
 

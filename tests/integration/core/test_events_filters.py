@@ -107,6 +107,21 @@ HISTORY: list[tuple[str, str, tuple[str, dict[str, Any]]]] = [
             {"alert_id": "a-1", "kind": "gate.held_open", "key": "k", "message": "=1+2 held open"},
         ),
     ),
+    (
+        "11:00",
+        "north-out-cam",
+        (
+            "alert.raised",
+            {
+                "alert_id": "a-2",
+                "kind": "plate.blocklisted",
+                "key": "plate.blocklisted:津A12345",
+                "severity": "critical",
+                "message": "blocklisted plate 津A12345",
+                "detail": {"plate": "津A12345", "crop": None},
+            },
+        ),
+    ),
 ]
 
 
@@ -153,7 +168,8 @@ def test_plate_is_normalised_as_the_allow_list_does(site: Path, capsys):
         assert [(e.type, times([e])[0]) for e in found] == [
             ("access.granted", "08:15"),
             ("vehicle.plate", "10:30"),
-        ]
+            ("alert.raised", "11:00"),
+        ], "its entries, its reads and the alert about it"
     last_entry = listed(capsys, site, "--plate", "津a12345", "--type", "access.granted", "--limit", "1")
     assert times(last_entry) == ["08:15"]
     assert listed(capsys, site, "--plate", "津C00000") == []
@@ -274,8 +290,11 @@ def test_csv_filters_and_its_limit(site: Path, capsys):
     assert main(["--config", str(site), "events", "--csv", "--limit", "2", "--plate", "津A12345"]) == 0
     captured = capsys.readouterr()
     rows = list(csv.DictReader(io.StringIO(captured.out.lstrip("\ufeff"), newline="")))
-    assert [r["type"] for r in rows] == ["access.granted", "vehicle.plate"]
-    assert captured.err == ""
+    assert [(r["type"], r["credential"]) for r in rows] == [
+        ("vehicle.plate", "津A12345"),
+        ("alert.raised", "津A12345"),
+    ]
+    assert "older events not shown" in captured.err
     assert main(["--config", str(site), "events", "--csv", "--plate", "津C00000"]) == 0
     assert capsys.readouterr().out.splitlines() == [
         "\ufefftime,type,gate,device,credential,subject,household,reason,detail"
@@ -313,8 +332,8 @@ def test_csv_is_utf8_whatever_the_locale_says(site: Path):
     )
     assert result.stdout.startswith(b"\xef\xbb\xbftime,type,")
     rows = list(csv.DictReader(io.StringIO(result.stdout.decode("utf-8-sig"), newline="")))
-    assert [r["credential"] for r in rows] == ["津A12345", "津A12345"]
-    assert result.stdout.count(b"\r\n") == 3, "RFC 4180 line ends"
+    assert [r["credential"] for r in rows] == ["津A12345", "津A12345", "津A12345"]
+    assert result.stdout.count(b"\r\n") == 4, "RFC 4180 line ends"
 
 
 def test_table_shows_the_filtered_events(site: Path, capsys):
@@ -353,7 +372,7 @@ def test_bad_values_are_named_and_exit_2(site: Path, capsys):
     assert "--household must not be blank" in refused(capsys, site, "--household", " ")
     assert "--subject must not be blank" in refused(capsys, site, "--subject", "")
     err = refused(capsys, site, "--plate", "津A12345", "--type", "gate.state")
-    assert "--plate looks only at access.denied, access.granted, vehicle.plate events" in err
+    assert "--plate looks only at access.denied, access.granted, alert.raised, vehicle.plate events" in err
     assert "--type gate.state asks for none of them" in err
     assert "--until ends the listing and --follow never does" in refused(
         capsys, site, "--follow", "--until", "1h"

@@ -101,22 +101,29 @@ def test_events_of_every_gateway_filtered_as_on_a_gateway(
     south_in = access(gw, gw.south, "south-in", "津A12345", 2)
     stranger = access(gw, gw.south, "south-in", "京B99999", 3, reason="unknown")
     health = gw.make(gw.north, "device.health", {"metrics": {"cpu": 3}}, 4)
+    alert = {"alert_id": "b-1", "kind": "plate.blocklisted", "key": "k", "detail": {"plate": "津A12345"}}
+    blocklisted = gw.make(gw.south, "alert.raised", alert, 5)
     late = access(gw, gw.north, "north-in", "津A12345", 0.5)  # a backlog that arrives last
-    gw.send(north_in, south_in, stranger, health, late)
+    gw.send(north_in, south_in, stranger, health, blocklisted, late)
 
     code, out, _ = run(capsys, db_url, "events", "--site", SITE, "--tz", "UTC", "--plate", "津a 12345")
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split()[:3] == ["time", "site/gateway", "type"]
-    assert [line.split()[2] for line in lines[1:]] == [
-        f"{SITE}/{gw.north}",
-        f"{SITE}/{gw.north}",
-        f"{SITE}/{gw.south}",
-    ], "every gateway's reads of the plate, by the gateways' clocks (the late backlog in its place)"
+    assert [line.split()[2:4] for line in lines[1:]] == [
+        [f"{SITE}/{gw.north}", "access.granted"],
+        [f"{SITE}/{gw.north}", "access.granted"],
+        [f"{SITE}/{gw.south}", "access.granted"],
+        [f"{SITE}/{gw.south}", "alert.raised"],
+    ], "every gateway's entries of the plate and alerts about it, by the gateways' clocks"
     assert lines[1].startswith("05-01 12:00:30") and "north-in: 津A12345 → resident" in lines[1]
 
     code, out, _ = run(capsys, db_url, "events", "--gateway", gw.south, "--json")
-    assert [json.loads(line)["id"] for line in out.splitlines()] == [str(south_in.id), str(stranger.id)]
+    assert [json.loads(line)["id"] for line in out.splitlines()] == [
+        str(south_in.id),
+        str(stranger.id),
+        str(blocklisted.id),
+    ]
 
     code, out, _ = run(capsys, db_url, "events", "--gate", "south-in", "--type", "access.denied", "--json")
     assert [json.loads(line)["id"] for line in out.splitlines()] == [str(stranger.id)]
