@@ -1,8 +1,9 @@
 """The community resource database: one schema for SQLite (embedded, zero set-up) and
 PostgreSQL (production), with named forward migrations recorded in `schema_migrations`.
 
-SQL is written once with `?` placeholders and `{json}` where a JSON column goes (TEXT in
-SQLite, JSONB in PostgreSQL); `ON CONFLICT … DO NOTHING/UPDATE` works on both engines.
+SQL is written once with `?` placeholders, `{json}` where a JSON column goes (TEXT in SQLite,
+JSONB in PostgreSQL) and `{blob}` where bytes go (BLOB, BYTEA); `ON CONFLICT … DO
+NOTHING/UPDATE` works on both engines.
 """
 
 from __future__ import annotations
@@ -227,6 +228,22 @@ ON CONFLICT (site_id, gateway_id, alert_id) DO UPDATE SET cleared_ms = excluded.
     cleared_reason = excluded.cleared_reason, updated_ms = excluded.updated_ms
 """,
     ),
+    (
+        "0004_attachments",
+        # The bytes of the gateways' attachments (plate crops, snapshots), by sha256 as the
+        # events name them: `admin events --photos` writes them out for property managers.
+        """
+CREATE TABLE attachments (
+    sha256 TEXT PRIMARY KEY,
+    site_id TEXT NOT NULL,
+    gateway_id TEXT NOT NULL,
+    mime TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    data {blob} NOT NULL,
+    received_at TEXT NOT NULL
+)
+""",
+    ),
 ]
 
 
@@ -269,6 +286,7 @@ class Database:
 
     def sql(self, text: str) -> str:
         text = text.replace("{json}", "JSONB" if self.dialect == "postgresql" else "TEXT")
+        text = text.replace("{blob}", "BYTEA" if self.dialect == "postgresql" else "BLOB")
         return text.replace("?", "%s") if self.dialect == "postgresql" else text
 
     @contextlib.contextmanager

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -66,6 +67,7 @@ class IngestStats:
     rejected: int = 0
     statuses: int = 0
     replies: int = 0
+    attachments: int = 0
 
 
 class IngestWorker:
@@ -177,6 +179,7 @@ class IngestWorker:
                     (topics.events_filter(prefix, self.shared), 1),
                     (topics.status_filter(prefix), 1),
                     (topics.reply_filter(prefix, self.shared), 1),
+                    (topics.attachments_filter(prefix, self.shared), 1),
                 ]
             )
             self.connected.set()
@@ -318,6 +321,25 @@ class IngestWorker:
             self._status(db, parsed, message.payload, client, after)
         elif parsed.kind == "reply":
             self._reply(db, parsed, message.payload, client, after)
+        elif parsed.kind == "attachment":
+            self._attachment(db, parsed, message)
+
+    def _attachment(self, db: Database, parsed: topics.ParsedTopic, message: mqtt.MQTTMessage) -> None:
+        """An attachment's bytes, kept under the sha256 its topic names once they match it
+        (a redelivery, or the same crop sent by two gateways, is kept once)."""
+        payload = bytes(message.payload)
+        digest = hashlib.sha256(payload).hexdigest()
+        if digest != parsed.name:
+            self._reject(db, message.topic, f"the bytes' sha256 is {digest}, not the topic's", b"")
+            return
+        props = getattr(message, "properties", None)
+        mime = _text(getattr(props, "ContentType", None)) or "image/jpeg"
+        db.execute(
+            "INSERT INTO attachments (sha256, site_id, gateway_id, mime, size, data, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+            (digest, parsed.site, parsed.gateway, mime[:100], len(payload), payload, now_iso()),
+        )
+        self.stats.attachments += 1
 
     def _reject(self, db: Database, topic: str, reason: str, payload: bytes) -> None:
         self.stats.rejected += 1

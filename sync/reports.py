@@ -82,6 +82,12 @@ def _decoded(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
+def attachment_data(db: Database, sha256: str) -> bytes | None:
+    """An attachment's bytes as a gateway sent them; None when none has yet."""
+    row = db.one("SELECT data FROM attachments WHERE sha256 = ?", (sha256,))
+    return bytes(row[0]) if row else None
+
+
 def gate_known(db: Database, gate: str, where: Where) -> bool:
     """Whether `gate` is a gate these gateways registered, or events of theirs name it (a gate
     since removed keeps its history)."""

@@ -4,6 +4,7 @@
     {prefix}/{site}/{gateway}/events/{type}          events, one per message or a JSON array
     {prefix}/{site}/{gateway}/cmd/{name}             signed commands to the gateway
     {prefix}/{site}/{gateway}/cmd/{name}/reply       replies (MQTT 3.1.1, and the admin default)
+    {prefix}/{site}/{gateway}/attachments/{sha256}   an attachment's bytes (a plate crop, a snapshot)
 
 The prefix is `gatehouse/v1` unless configured otherwise.
 """
@@ -20,7 +21,9 @@ SHARE_GROUP = "ingest"
 _LEVEL = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _NAME = re.compile(r"^[a-z][a-z0-9_.]{0,62}$")
 
-TopicKind = Literal["status", "event", "cmd", "reply"]
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+TopicKind = Literal["status", "event", "cmd", "reply", "attachment"]
 
 
 def _check_level(value: str, what: str) -> str:
@@ -58,6 +61,11 @@ class Topics:
     def event(self, event_type: str) -> str:
         return f"{self.base}/events/{_check_name(event_type, 'event type')}"
 
+    def attachment(self, sha256: str) -> str:
+        if not _SHA256.match(sha256):
+            raise ValueError(f"{sha256!r} is not a sha256 (64 lower-case hex digits)")
+        return f"{self.base}/attachments/{sha256}"
+
     def cmd(self, name: str) -> str:
         return f"{self.base}/cmd/{_check_name(name, 'command name')}"
 
@@ -73,6 +81,12 @@ class Topics:
 def events_filter(prefix: str = DEFAULT_PREFIX, shared: bool = True) -> str:
     """Every gateway's events; the shared form spreads them over the ingest workers."""
     plain = f"{prefix}/+/+/events/#"
+    return f"$share/{SHARE_GROUP}/{plain}" if shared else plain
+
+
+def attachments_filter(prefix: str = DEFAULT_PREFIX, shared: bool = True) -> str:
+    """Every gateway's attachments, shared over the ingest workers like the events."""
+    plain = f"{prefix}/+/+/attachments/+"
     return f"$share/{SHARE_GROUP}/{plain}" if shared else plain
 
 
@@ -105,6 +119,8 @@ def parse(topic: str, prefix: str = DEFAULT_PREFIX) -> ParsedTopic | None:
         return ParsedTopic("status", site, gateway)
     if len(rest) == 2 and rest[0] == "events" and _NAME.match(rest[1]):
         return ParsedTopic("event", site, gateway, rest[1])
+    if len(rest) == 2 and rest[0] == "attachments" and _SHA256.match(rest[1]):
+        return ParsedTopic("attachment", site, gateway, rest[1])
     if len(rest) == 2 and rest[0] == "cmd" and _NAME.match(rest[1]):
         return ParsedTopic("cmd", site, gateway, rest[1])
     if len(rest) == 3 and rest[0] == "cmd" and rest[2] == "reply" and _NAME.match(rest[1]):

@@ -75,6 +75,10 @@ PUBLISH_OVERHEAD = 16
 """bytes of a PUBLISH packet besides its topic and payload (fixed header, topic length, packet
 id, property length), counted against the broker's Maximum Packet Size"""
 NO_SUBSCRIBERS_RETRY_S = 5.0
+UPLOAD_WINDOW = 2
+"""attachments in flight at once: each is a message of its own, tens of kB"""
+UPLOAD_READ = 16
+"""attachments listed from the store at a time"""
 STATUS_KV = "uplink.status"
 COUNTERS = ("sync.sent", "sync.acked", "sync.resent", "sync.nacked")
 IDLE_WAIT_S = 0.5
@@ -98,6 +102,8 @@ class _Flight:
     live: bool
     sent_at: float
     serial: int = field(default_factory=lambda: next(_serials))
+    attachment: str | None = None
+    """the sha256 of the attachment the message carries (then `rowids` is empty)"""
 
 
 class _Ledger:
@@ -153,6 +159,36 @@ class _Ledger:
         return mark
 
 
+class _Uploads:
+    """The attachments one connection sends once no class of events waits: the oldest first, at
+    most UPLOAD_WINDOW in flight, listed from the store when the list runs out (at most once a
+    second while none waits). A refused one (no ingest subscribed) holds them all for a retry."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.queue: collections.deque[tuple[str, str]] = collections.deque()
+        self.in_flight: set[str] = set()
+        self.next_read = 0.0
+        self.retry_at = 0.0
+
+    def next(self, marking: set[str]) -> tuple[str, str] | None:
+        """(sha256, mime) of the next attachment to send, if one may go now."""
+        now = time.monotonic()
+        if now < self.retry_at or len(self.in_flight) >= UPLOAD_WINDOW:
+            return None
+        if not self.queue and now >= self.next_read:
+            waiting = self.store.attachments_to_upload(UPLOAD_READ)
+            self.queue.extend(item for item in waiting if item[0] not in self.in_flight | marking)
+            if not self.queue:
+                self.next_read = now + FOREIGN_CHECK_S
+        return self.queue.popleft() if self.queue else None
+
+    def refused(self, sha256: str) -> None:
+        self.in_flight.discard(sha256)
+        self.queue.clear()
+        self.retry_at = time.monotonic() + NO_SUBSCRIBERS_RETRY_S
+
+
 @dataclass
 class Metrics:
     sent: int = 0
@@ -176,6 +212,10 @@ class _Marker:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.pending: set[int] = set()
+        self.pending_uploads: set[str] = set()
+        """attachments acknowledged and not yet recorded (not to be sent again meanwhile)"""
+        self._uploaded: list[str] = []
+        self._skipped: dict[str, str] = {}
         self._acked: list[int] = []
         self._above: list[int] = []
         self._marks: dict[int, int] = {}
@@ -204,6 +244,20 @@ class _Marker:
             if was_idle:
                 self._cond.notify_all()
 
+    def uploaded(self, sha256: str) -> None:
+        """The attachment was acknowledged: the community database has it."""
+        with self._cond:
+            self.pending_uploads.add(sha256)
+            self._uploaded.append(sha256)
+            self._cond.notify_all()
+
+    def skipped(self, sha256: str, why: str) -> None:
+        """The attachment is never to be sent (too large, its file gone)."""
+        with self._cond:
+            self.pending_uploads.add(sha256)
+            self._skipped[sha256] = why
+            self._cond.notify_all()
+
     def report(
         self,
         status: str | None = None,
@@ -224,9 +278,9 @@ class _Marker:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._acked and not self._report_due and not self._stopping:
+                while not self._work() and not self._stopping:
                     self._cond.wait()
-                if not self._acked and not self._report_due:
+                if not self._work():
                     return
                 deadline = time.monotonic() + MARK_DELAY_S
                 while (
@@ -242,12 +296,18 @@ class _Marker:
                 status, self._status = self._status, None
                 counts, self._counts = self._counts, collections.Counter()
                 values, self._values = self._values, {}
+                uploaded, self._uploaded = self._uploaded, []
+                skipped, self._skipped = self._skipped, {}
                 self._report_due = False
                 self._busy = True
             try:
                 self.store.mark_synced(above, marks)
             except Exception:
                 log.exception("uplink: cannot mark %d rows synced; they will be sent again", len(batch))
+            try:
+                self.store.mark_uploaded(uploaded, skipped)
+            except Exception:
+                log.exception("uplink: cannot record %d attachments sent; they go again", len(uploaded))
             if status is not None or counts or values:
                 try:
                     self.store.update_state(
@@ -261,8 +321,13 @@ class _Marker:
                         self._values = {**values, **self._values}
             with self._cond:
                 self.pending.difference_update(batch)
+                self.pending_uploads.difference_update(uploaded)
+                self.pending_uploads.difference_update(skipped)
                 self._busy = False
                 self._cond.notify_all()
+
+    def _work(self) -> bool:
+        return bool(self._acked or self._uploaded or self._skipped or self._report_due)
 
     def hurry(self) -> None:
         """Commit what was acknowledged without waiting for more (the uplink is idle)."""
@@ -276,9 +341,7 @@ class _Marker:
             self._flushing += 1
             self._cond.notify_all()
             try:
-                return self._cond.wait_for(
-                    lambda: not self._acked and not self._report_due and not self._busy, timeout
-                )
+                return self._cond.wait_for(lambda: not self._work() and not self._busy, timeout)
             finally:
                 self._flushing -= 1
 
@@ -643,8 +706,9 @@ class Uplink:
         status_reading: Future[Backlog] | None = None
         next_foreign_check = time.monotonic() + FOREIGN_CHECK_S
         foreign_checked = self.store.newest_seq()
+        uploads = _Uploads(self.store)
         while not self._stopping.is_set() and not conn.closed.is_set():
-            self._settle(conn, ledger, handled, retry_at)
+            self._settle(conn, ledger, handled, retry_at, uploads)
             now = time.monotonic()
             for priority, when in list(retry_at.items()):
                 if when <= now:
@@ -702,6 +766,8 @@ class Uplink:
                 sent_backlog = True
                 if self._has_live():
                     break
+            if not dirty and tokens >= 1:
+                tokens -= self._upload(conn, uploads)
             if not dirty and time.monotonic() >= next_foreign_check:
                 # Rows another process appended while this one committed nothing: its own
                 # commits would have noticed them (Store.foreign_appends).
@@ -732,8 +798,8 @@ class Uplink:
                         wait = min(wait, (1 - tokens) / config.max_rate_msgs_s)
             conn.pump(wait)
         if self._stopping.is_set() and not conn.closed.is_set():
-            self._goodbye(conn, ledger, handled, retry_at)
-        self._settle(conn, ledger, handled, retry_at)
+            self._goodbye(conn, ledger, handled, retry_at, uploads)
+        self._settle(conn, ledger, handled, retry_at, uploads)
 
     def _has_live(self) -> bool:
         with self._handover:
@@ -776,6 +842,39 @@ class Uplink:
         self.metrics.messages += 1
         return True
 
+    def _upload(self, conn: _Connection, uploads: _Uploads) -> int:
+        """Send what attachments may go now (after every class of events); returns how many."""
+        sent = 0
+        while (item := uploads.next(self._marker.pending_uploads)) is not None:
+            digest, mime = item
+            topic = self.topics.attachment(digest)
+            try:
+                data = self.store.attachment_path(digest).read_bytes()
+            except OSError as err:
+                log.warning("uplink: attachment %s is not sent: %s", digest, err.strerror or err)
+                self._marker.skipped(digest, f"its file cannot be read: {err.strerror or err}")
+                continue
+            limit = MAX_MESSAGE_BYTES
+            if conn.max_packet is not None:
+                limit = min(limit, conn.max_packet - len(topic.encode()) - PUBLISH_OVERHEAD - len(mime) - 3)
+            if len(data) > limit:
+                log.warning(
+                    "uplink: attachment %s (%d bytes) is larger than a message may be", digest, len(data)
+                )
+                self._marker.skipped(digest, f"{len(data)} bytes, more than a message may carry ({limit})")
+                continue
+            properties = None
+            if mqttc.is_v5(self.config):
+                properties = Properties(PacketTypes.PUBLISH)
+                properties.ContentType = mime
+            flight = _Flight((), int(Priority.TELEMETRY), False, time.monotonic(), attachment=digest)
+            if not conn.publish(topic, data, flight, properties=properties):
+                conn.closed.set()
+                break
+            uploads.in_flight.add(digest)
+            sent += 1
+        return sent
+
     def _send(
         self, conn: _Connection, ledger: _Ledger, rows: list[OutboxRow], *, live: bool, handled: set[int]
     ) -> bool:
@@ -792,12 +891,25 @@ class Uplink:
         return True
 
     def _settle(
-        self, conn: _Connection, ledger: _Ledger, handled: set[int], retry_at: dict[int, float]
+        self,
+        conn: _Connection,
+        ledger: _Ledger,
+        handled: set[int],
+        retry_at: dict[int, float],
+        uploads: _Uploads,
     ) -> None:
-        """Hand acknowledged rows to the marker; schedule a retry for refused ones."""
+        """Hand acknowledged rows and attachments to the marker; schedule a retry for refused ones."""
         while conn.acks:
             flight, code = conn.acks.popleft()
-            if code < 0x80 and code != NO_MATCHING_SUBSCRIBERS:
+            delivered = code < 0x80 and code != NO_MATCHING_SUBSCRIBERS
+            if flight.attachment is not None:
+                uploads.in_flight.discard(flight.attachment)
+                if delivered:
+                    self._marker.uploaded(flight.attachment)
+                else:
+                    uploads.refused(flight.attachment)
+                continue
+            if delivered:
                 self._marker.put(flight.priority, flight.rowids, ledger.acked(flight))
                 handled.difference_update(flight.rowids)
                 if self._refused:
@@ -821,12 +933,17 @@ class Uplink:
                 )
 
     def _goodbye(
-        self, conn: _Connection, ledger: _Ledger, handled: set[int], retry_at: dict[int, float]
+        self,
+        conn: _Connection,
+        ledger: _Ledger,
+        handled: set[int],
+        retry_at: dict[int, float],
+        uploads: _Uploads,
     ) -> None:
         deadline = time.monotonic() + 1.0
         while conn.unacked() and time.monotonic() < deadline and not conn.closed.is_set():
             conn.pump(0.02)
-        self._settle(conn, ledger, handled, retry_at)
+        self._settle(conn, ledger, handled, retry_at, uploads)
         self._marker.flush(5.0)
         self._publish_status(conn, "offline", reason="stopped")
 

@@ -15,6 +15,8 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, tzinfo
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from edge.allowlist import normalise_plate
@@ -78,6 +80,13 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
         "-n",
         type=count_of(1),
         help=f"how many, the newest (default {DEFAULT_LIMIT}; with --csv, all)",
+    )
+    parser.add_argument(
+        "--photos",
+        metavar="DIR",
+        type=Path,
+        help="also write each listed event's pictures (plate crops, snapshots) into DIR, named by "
+        "time, gate and plate; the table and the spreadsheet name the files",
     )
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="one JSON event per line")
@@ -277,6 +286,56 @@ def csv_row(event: Event, zone: tzinfo) -> list[str]:
     ]
 
 
+_UNSAFE = re.compile(r"[^\w.-]+")
+_EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png"}
+
+
+class PhotoSaver:
+    """Writes the pictures of listed events into a folder under names a person can sort and
+    read (`20261124-081500_north-in_津A12345_crop_1a2b3c4d.jpg`), from wherever `read` finds an
+    attachment's bytes (the gateway's attachment files, the community database)."""
+
+    def __init__(self, folder: Path, read: Callable[[str], bytes | None], zone: tzinfo) -> None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"--photos {folder}: cannot make the folder: {err.strerror or err}") from None
+        self.folder = folder
+        self.read = read
+        self.zone = zone
+        self.saved = 0
+        self.missing = 0
+
+    def save(self, event: Event) -> list[str]:
+        """The event's pictures written; the names of the files (those no longer kept: none)."""
+        names = []
+        p: Any = event.payload
+        where = getattr(p, "gate", None) or getattr(p, "lane", None) or event.device or "-"
+        what = getattr(p, "plate", None) or event.type
+        for attachment in event.attachments:
+            data = self.read(attachment.sha256)
+            if data is None:
+                self.missing += 1
+                continue
+            stem = "_".join(
+                [event.ts.astimezone(self.zone).strftime("%Y%m%d-%H%M%S"), where, what, attachment.role]
+            )
+            name = _UNSAFE.sub("-", stem) + f"_{attachment.sha256[:8]}" + _EXTENSIONS.get(attachment.mime, "")
+            target = self.folder / name
+            if not target.exists():
+                target.write_bytes(data)
+            names.append(name)
+            self.saved += 1
+        return names
+
+    def summary(self) -> None:
+        """Say on stderr what was written, and what the retention limits had already removed."""
+        note = f"{self.saved} picture{'' if self.saved == 1 else 's'} in {self.folder}"
+        if self.missing:
+            note += f"; {self.missing} no longer kept (store.retention.snapshots_days) or not yet received"
+        print(note, file=sys.stderr)
+
+
 HEADER_BY_GATEWAY = f"{'time':<14}  {'site/gateway':<24}  {'type':<18}  {'device':<14}  what"
 
 
@@ -288,26 +347,49 @@ def format_row_by_gateway(event: Event, zone: tzinfo) -> str:
     return f"{local}  {where}  {event.type:<18}  {padded(event.device or '-', 14)}  {summary(event)}"
 
 
-def printer(args: argparse.Namespace, zone: tzinfo, *, by_gateway: bool = False) -> Callable[[Event], None]:
+def printer(
+    args: argparse.Namespace, zone: tzinfo, *, by_gateway: bool = False, photos: PhotoSaver | None = None
+) -> Callable[[Event], None]:
     """Print the heading the output format has, and return what prints one event in it;
-    `by_gateway`: the events of many gateways, each row naming its site and gateway."""
+    `by_gateway`: the events of many gateways, each row naming its site and gateway; `photos`:
+    each event's pictures are written out and named in its row."""
     if args.json:
-        return lambda event: print(event.model_dump_json(), flush=True)
+
+        def record(event: Event) -> None:
+            if photos is not None:
+                photos.save(event)
+            print(event.model_dump_json(), flush=True)
+
+        return record
     if not args.csv:
         print(HEADER_BY_GATEWAY if by_gateway else HEADER)
         row_of = format_row_by_gateway if by_gateway else format_row
-        return lambda event: print(row_of(event, zone), flush=True)
+
+        def line(event: Event) -> None:
+            names = photos.save(event) if photos is not None else []
+            print(row_of(event, zone) + "".join(f"  [{name}]" for name in names), flush=True)
+
+        return line
     # UTF-8 whatever the locale, and with the byte order mark: without it Excel reads a CSV in
     # the Windows code page and garbles every plate's province (津 and the like).
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(encoding="utf-8")
     sys.stdout.write("\ufeff")
     writer = csv.writer(sys.stdout)
-    writer.writerow(("site", "gateway", *CSV_COLUMNS) if by_gateway else CSV_COLUMNS)
+    columns = [
+        *(("site", "gateway") if by_gateway else ()),
+        *CSV_COLUMNS,
+        *(("photos",) if photos is not None else ()),
+    ]
+    writer.writerow(columns)
 
     def row(event: Event) -> None:
         cells = csv_row(event, zone)
-        writer.writerow([_cell(event.site), _cell(event.gateway), *cells] if by_gateway else cells)
+        if by_gateway:
+            cells = [_cell(event.site), _cell(event.gateway), *cells]
+        if photos is not None:
+            cells.append(_cell(" ".join(photos.save(event))))
+        writer.writerow(cells)
         if args.follow:
             sys.stdout.flush()
 
@@ -324,7 +406,11 @@ def _events(args: argparse.Namespace) -> int:
     # Listed up to here, followed after: an event committed meanwhile is followed, not lost.
     last = conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0]
     limit = args.limit or (None if args.csv else DEFAULT_LIMIT)
-    show = printer(args, zone)
+    photos = None
+    if args.photos is not None:
+        files = config.store_path.parent / "attachments"
+        photos = PhotoSaver(args.photos, partial(_attachment_file, files), zone)
+    show = printer(args, zone, photos=photos)
     if limit is None:
         for event in select_events(conn, filters, through_seq=last, newest=False):
             show(event)
@@ -334,6 +420,8 @@ def _events(args: argparse.Namespace) -> int:
         for event in shown:
             show(event)
         more_not_shown(shown, fetched, "events")
+    if photos is not None:
+        photos.summary()
     if not args.follow:
         return 0
     while True:
@@ -342,6 +430,16 @@ def _events(args: argparse.Namespace) -> int:
         for event in select_events(conn, filters, after_seq=last, through_seq=newest, newest=False):
             show(event)
         last = newest
+
+
+def _attachment_file(folder: Path, sha256: str) -> bytes | None:
+    """An attachment's bytes from the gateway's attachment files; None once retention took it."""
+    try:
+        return (folder / sha256[:2] / sha256).read_bytes()
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        raise StoreError(f"{folder}: permission denied; run the command with sudo") from None
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -156,11 +156,23 @@ CREATE TABLE sync_marks (priority INTEGER PRIMARY KEY, through_seq INTEGER NOT N
 """
 
 
+ATTACHMENT_UPLOADS = """
+-- The uplink sends every attachment (plate crops, snapshots) to the community database after
+-- the events. uploaded_ms is set on its PUBACK, upload_skipped says why one is never sent (larger
+-- than a message may be, its file gone). What waits is found through the partial index.
+ALTER TABLE attachments ADD COLUMN uploaded_ms INTEGER;
+ALTER TABLE attachments ADD COLUMN upload_skipped TEXT;
+CREATE INDEX attachments_to_upload ON attachments(created_ms)
+    WHERE uploaded_ms IS NULL AND upload_skipped IS NULL
+"""
+
+
 MIGRATIONS: list[Migration] = [
     Migration("0001_initial", _script(INITIAL_SCHEMA)),
     Migration("0002_alerts", _script(ALERTS)),
     Migration("0003_access", _script(ACCESS)),
     Migration("0004_sync_marks", _script(SYNC_MARKS)),
+    Migration("0005_attachment_uploads", _script(ATTACHMENT_UPLOADS)),
 ]
 
 

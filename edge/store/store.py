@@ -725,6 +725,33 @@ class Store:
         )
         return digest, len(data)
 
+    def attachments_to_upload(self, limit: int) -> list[tuple[str, str]]:
+        """(sha256, mime) of the oldest attachments neither uploaded nor skipped."""
+        rows = self.read().execute(
+            "SELECT sha256, mime FROM attachments WHERE uploaded_ms IS NULL AND upload_skipped IS NULL "
+            "ORDER BY created_ms LIMIT ?",
+            (limit,),
+        )
+        return [(str(digest), str(mime)) for digest, mime in rows]
+
+    def mark_uploaded(self, uploaded: Iterable[str] = (), skipped: Mapping[str, str] | None = None) -> None:
+        """Record attachments the community database has (PUBACK), or will never get (why)."""
+        done, never = list(uploaded), dict(skipped or {})
+        if not done and not never:
+            return
+        now = int(time.time() * 1000)
+
+        def record(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE attachments SET uploaded_ms = ? WHERE sha256 = ?", [(now, d) for d in done]
+            )
+            conn.executemany(
+                "UPDATE attachments SET upload_skipped = ? WHERE sha256 = ?",
+                [(why, d) for d, why in never.items()],
+            )
+
+        self.write(record)
+
     def attachment_path(self, sha256: str) -> Path:
         return self.attachments_dir / sha256[:2] / sha256
 

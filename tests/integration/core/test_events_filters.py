@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from edge.cli import main
-from edge.events import Event, EventFactory
+from edge.events import Attachment, Event, EventFactory
 from edge.store import Store
 from edge.store.queries import EventFilter, select_events
 from tests.support.sync_helpers import start_cli, wait_for_line
@@ -434,3 +434,39 @@ def test_type_and_payload_filters_take_the_type_index(site: Path):
         plan = " / ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {statements[-1]}"))
         assert "USING INDEX outbox_type" in plan, plan
     conn.close()
+
+
+def test_photos_are_written_out_with_the_listing(tmp_path: Path, capsys):
+    """A property manager's question "show me that car": the plate crops of the listed events
+    written into a folder, named so that they sort by time and say where and what, and named
+    in the listing; one that retention already removed is counted, not an error."""
+    config = tmp_path / "gatehouse.yaml"
+    config.write_text(CONFIG.format(state=tmp_path / "state"))
+    factory = EventFactory("test-site", "gw-test")
+    crops = [b"\xff\xd8 first crop \xff\xd9", b"\xff\xd8 second crop \xff\xd9"]
+    with Store(tmp_path / "state" / "gatehouse.db", synchronous="normal", events=factory) as store:
+        for index, (data, local) in enumerate(zip(crops, ("08:15", "09:30"), strict=True)):
+            digest, size = store.put_attachment(data)
+            payload = {"plate": "津A12345", "confidence": 0.9, "lane": "north-in", "crop": digest}
+            attachment = Attachment(sha256=digest, size=size, role="crop")
+            store.append(factory.make("vehicle.plate", payload, attachments=(attachment,), ts=at(local)))
+            if index == 0:
+                expired = store.attachment_path(digest)
+    photos = tmp_path / "photos"
+    assert main(["--config", str(config), "events", "--csv", "--photos", str(photos)]) == 0
+    captured = capsys.readouterr()
+    rows = list(csv.DictReader(io.StringIO(captured.out.lstrip("\ufeff"), newline="")))
+    names = [row["photos"] for row in rows]
+    assert names[0].startswith("20261124-081500_north-in_津A12345_crop_") and names[0].endswith(".jpg")
+    assert [(photos / name).read_bytes() for name in names] == crops
+    assert captured.err == f"2 pictures in {photos}\n"
+
+    expired.unlink()
+    assert (
+        main(["--config", str(config), "events", "--plate", "津A12345", "--photos", str(tmp_path / "p2")])
+        == 0
+    )
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[1].endswith("0.90") and lines[2].endswith(f"[{names[1]}]")
+    assert "1 picture in" in captured.err and "1 no longer kept" in captured.err

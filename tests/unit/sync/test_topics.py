@@ -11,12 +11,16 @@ def test_gateway_topics() -> None:
     assert t.cmd("open_gate") == "gatehouse/v1/oak-court/gw-1/cmd/open_gate"
     assert t.reply("pass.issue") == "gatehouse/v1/oak-court/gw-1/cmd/pass.issue/reply"
     assert t.cmd_filter == "gatehouse/v1/oak-court/gw-1/cmd/+"
+    assert t.attachment("ab" * 32) == f"gatehouse/v1/oak-court/gw-1/attachments/{'ab' * 32}"
+    with pytest.raises(ValueError, match="not a sha256"):
+        t.attachment("AB" * 32)
 
 
 def test_filters() -> None:
     assert topics.events_filter() == "$share/ingest/gatehouse/v1/+/+/events/#"
     assert topics.events_filter(shared=False) == "gatehouse/v1/+/+/events/#"
     assert topics.status_filter() == "gatehouse/v1/+/+/status"
+    assert topics.attachments_filter() == "$share/ingest/gatehouse/v1/+/+/attachments/+"
 
 
 @pytest.mark.parametrize(
@@ -26,6 +30,8 @@ def test_filters() -> None:
         ("gatehouse/v1/s/g/events/gate.state", topics.ParsedTopic("event", "s", "g", "gate.state")),
         ("gatehouse/v1/s/g/cmd/open_gate", topics.ParsedTopic("cmd", "s", "g", "open_gate")),
         ("gatehouse/v1/s/g/cmd/snapshot/reply", topics.ParsedTopic("reply", "s", "g", "snapshot")),
+        ("gatehouse/v1/s/g/attachments/" + "0f" * 32, topics.ParsedTopic("attachment", "s", "g", "0f" * 32)),
+        ("gatehouse/v1/s/g/attachments/not-a-digest", None),
         ("gatehouse/v2/s/g/status", None),
         ("gatehouse/v1/s/g/other", None),
         ("gatehouse/v1/S!/g/status", None),
