@@ -61,6 +61,8 @@ GATE_CONDITIONS: dict[str, str] = {
     "forced_open": "barrier opened without a command",
 }
 UNKNOWN_PLATES_TRACKED = 10_000
+GRANTS_READ_BACK = 64
+"""the latest grants read back at start for tailgating (through the outbox's type index)"""
 REPEAT_READ_S = 3.0
 """The same credential or plate at the same gate within this time of its grant (or of its last
 repeat) is the same presentation: a card held to the reader, a converter repeating a frame, the
@@ -102,7 +104,7 @@ class Rules:
         self._health_recorded: dict[str, float] = {}
         self._health_pending: dict[str, dict[str, float | int | str | None]] = {}
         self.decision_hooks: list[Callable[[Observation, Event], None]] = []
-        self._credits: dict[str, collections.deque[float]] = {}
+        self._credits: dict[str, collections.deque[float]] = self._recent_grants()
         self._granted: dict[tuple[str, str], float] = {}
         self._open_since: dict[str, float] = {}
         self._unknown: collections.OrderedDict[str, collections.deque[float]] = collections.OrderedDict()
@@ -365,6 +367,25 @@ class Rules:
         return event
 
     # tailgating: passages on the vehicle loop against grants
+
+    def _recent_grants(self) -> dict[str, collections.deque[float]]:
+        """The grants of the last tailgating window at gates with a barrier, read back from the
+        store: a restart (or a reload of the configuration) between a grant and its vehicle's
+        passage must not make that vehicle a tailgater. The passages since are not recorded,
+        so for one window after a start a grant may be counted that a vehicle already used."""
+        barriers = {gate.id for gate in self.config.gates if gate.barrier}
+        now_ms = self.clock() * 1000
+        since_ms = now_ms - self.settings.alerts.tailgate_window_s * 1000
+        rows = self.store.read().execute(
+            "SELECT ts_ms, json_extract(body, '$.payload.gate') FROM outbox WHERE type = 'access.granted' "
+            "ORDER BY seq DESC LIMIT ?",
+            (GRANTS_READ_BACK,),
+        )
+        credits: dict[str, collections.deque[float]] = {}
+        for ts_ms, gate_id in reversed(rows.fetchall()):
+            if ts_ms >= since_ms and gate_id in barriers:  # one from after now (a clock set back) is now
+                credits.setdefault(gate_id, collections.deque(maxlen=64)).append(min(ts_ms, now_ms) / 1000)
+        return credits
 
     def _credit(self, gate_id: str) -> None:
         self._credits.setdefault(gate_id, collections.deque(maxlen=64)).append(self.clock())

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ from edge.rules.engine import Rules
 from edge.store import Store
 from tests.support.pty import eventually
 from tests.support.store_faults import failing_inserts, working_inserts
-from tests.unit.rules.conftest import CONFIG, SALT, Rig, make_rig
+from tests.unit.rules.conftest import CONFIG, SALT, Clock, Rig, make_rig
 
 
 def run(rig: Rig, *observations: Any) -> None:
@@ -90,6 +92,36 @@ def test_tailgating_is_more_passages_than_grants(rig: Rig):
     run(rig, VehiclePassage("barrier"))
     (alert,) = [a for a in rig.alerts.open_alerts() if a.kind == "gate.tailgating"]
     assert alert.repeats == 1, "a grant older than the window does not cover a passage"
+
+
+def test_a_restart_between_a_grant_and_its_passage_is_not_tailgating(tmp_path: Path):
+    """The gateway restarts (or reloads its configuration) while the granted car is still
+    under the barrier: its passage is the grant's, read back from the store; a second car
+    behind it is still a tailgater, and a grant older than the window covers nothing."""
+    first = make_rig(tmp_path, clock=Clock(time.time()))
+    first.allow.add_plate("津A12345", "p-1")
+    run(first, PlateRead("cam", "津A12345", 0.97))
+
+    def restarted(rig: Rig) -> Rig:
+        return dataclasses.replace(
+            rig,
+            rules=Rules(
+                rig.config, rig.store, rig.factory, rig.alerts, lambda *a: asyncio.sleep(0), clock=rig.clock
+            ),
+        )
+
+    second = restarted(first)
+    run(second, VehiclePassage("barrier"))
+    assert second.alert_kinds() == []
+    run(second, VehiclePassage("barrier"))
+    assert second.alert_kinds() == ["gate.tailgating"]
+    run(second, PlateRead("cam", "津A12345", 0.97))
+    second.clock.advance(31)
+    third = restarted(second)
+    run(third, VehiclePassage("barrier"))
+    (alert,) = [a for a in third.alerts.open_alerts() if a.kind == "gate.tailgating"]
+    assert alert.repeats == 1, "a grant older than the window is not read back"
+    first.store.close()
 
 
 def test_an_unknown_plate_returning_raises_once(rig: Rig):
