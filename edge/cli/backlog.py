@@ -11,7 +11,7 @@ from typing import Any
 from edge.cli.common import add_command, count_of, load, site_zone
 from edge.cli.events import format_row, reader
 from edge.events import Priority
-from edge.store.queries import backlog_by_type, next_to_send
+from edge.store.queries import backlog_by_type, next_to_send, pictures_waiting
 
 
 def register(subparsers: Any) -> None:
@@ -52,6 +52,7 @@ def _backlog(args: argparse.Namespace) -> int:
     row = conn.execute("SELECT value FROM kv WHERE key='uplink.status'").fetchone()
     uplink: dict[str, Any] = json.loads(row[0]) if row else {}
     total = sum(w.count for w in waiting)
+    pictures = pictures_waiting(conn)
     if args.json:
         document = {
             "gateway": config.gateway.id,
@@ -67,6 +68,12 @@ def _backlog(args: argparse.Namespace) -> int:
                 }
                 for w in waiting
             ],
+            "pictures": {
+                "count": pictures.count,
+                "bytes": pictures.size,
+                "oldest_age_s": round(now - pictures.oldest_ms / 1000, 1) if pictures.oldest_ms else None,
+                "skipped": pictures.skipped,
+            },
             "next": [json.loads(event.model_dump_json()) for event in upcoming],
             "uplink": uplink,
         }
@@ -82,6 +89,16 @@ def _backlog(args: argparse.Namespace) -> int:
         for w in waiting:
             name = Priority(w.priority).name.lower()
             print(f"    {w.type:<24} {name:<9} {w.count:>8}   oldest {_age(w.oldest_ts_ms, now)} ago")
+    if pictures.count:
+        print(
+            f"pictures: {pictures.count} ({pictures.size / 1e6:.1f} MB) wait to be sent after the events; "
+            f"the oldest for {_age(pictures.oldest_ms or 0, now)}"
+        )
+    if pictures.skipped:
+        print(
+            f"pictures not sent: {pictures.skipped} (too large for a message, or the file gone; "
+            "the gateway's log says which)"
+        )
     if uplink:
         print(
             f"uplink (last report): {uplink.get('state', '?')}; connected since "

@@ -79,6 +79,24 @@ def backlog_by_type(conn: sqlite3.Connection) -> list[WaitingType]:
     return waiting
 
 
+class WaitingPictures(NamedTuple):
+    count: int
+    size: int
+    oldest_ms: int | None
+    skipped: int
+    """never to be sent (too large, the file gone): attachments.upload_skipped says why"""
+
+
+def pictures_waiting(conn: sqlite3.Connection) -> WaitingPictures:
+    """The attachments the uplink has yet to send after the events, and those it will not."""
+    count, size, oldest = conn.execute(
+        "SELECT count(*), coalesce(sum(size), 0), min(created_ms) FROM attachments "
+        "WHERE uploaded_ms IS NULL AND upload_skipped IS NULL"
+    ).fetchone()
+    skipped = conn.execute("SELECT count(*) FROM attachments WHERE upload_skipped IS NOT NULL").fetchone()[0]
+    return WaitingPictures(int(count), int(size), oldest, int(skipped))
+
+
 def next_to_send(conn: sqlite3.Connection, limit: int) -> list[Event]:
     """The unsynced events the uplink sends next: alerts first, then access decisions, state
     and telemetry, each class in commit order."""

@@ -71,6 +71,21 @@ def test_backlog_shows_what_waits_in_sending_order(config: Path, tmp_path: Path,
         assert "uplink (last report): online" in out and "last PUBACK 2026-11-26T02:00:00Z" in out
 
 
+def test_backlog_counts_the_pictures_still_to_send(config: Path, tmp_path: Path, capsys) -> None:
+    with Store(tmp_path / "state" / "gatehouse.db", synchronous="normal") as store:
+        sent, _ = store.put_attachment(b"a crop the community has")
+        store.put_attachment(b"a crop still here" * 100)
+        too_large, _ = store.put_attachment(b"a snapshot too large to send")
+        store.mark_uploaded([sent], {too_large: "300000 bytes, more than a message may carry (262144)"})
+        assert main(["--config", str(config), "backlog"]) == 0
+        out = capsys.readouterr().out
+        assert "pictures: 1 (0.0 MB) wait to be sent after the events; the oldest for 0 s" in out
+        assert "pictures not sent: 1 (too large for a message, or the file gone" in out
+        assert main(["--config", str(config), "backlog", "--json"]) == 0
+        pictures = json.loads(capsys.readouterr().out)["pictures"]
+        assert (pictures["count"], pictures["bytes"], pictures["skipped"]) == (1, 1700, 1)
+
+
 def test_backlog_refuses_a_negative_count(config: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--config", str(config), "backlog", "--list", "-3"])
