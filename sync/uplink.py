@@ -178,7 +178,10 @@ class _Uploads:
             return None
         if not self.queue and now >= self.next_read:
             waiting = self.store.attachments_to_upload(UPLOAD_READ)
-            self.queue.extend(item for item in waiting if item[0] not in self.in_flight | marking)
+            # membership tests only: the marker's thread changes `marking` meanwhile
+            self.queue.extend(
+                item for item in waiting if item[0] not in self.in_flight and item[0] not in marking
+            )
             if not self.queue:
                 self.next_read = now + FOREIGN_CHECK_S
         return self.queue.popleft() if self.queue else None
