@@ -5,11 +5,12 @@ table the ingest keeps). SQL that both engines run: JSON fields are read with `-
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from edge.events import Event
-from edge.rules.alerts import AlertRecord
+from edge.rules.alerts import MIN_ID_PIECE, AlertRecord, UnknownAlert
 from edge.store.queries import EventFilter, filter_terms
 from sync.db import Database
 
@@ -162,6 +163,37 @@ def alerts_changed(db: Database, where: Where, since_ms: int) -> list[GatewayAle
         [*params, since_ms],
     )
     return [_alert(row) for row in rows]
+
+
+_ID_PIECE = re.compile(r"^[0-9a-f-]+$")
+
+
+def resolve_alert(db: Database, site: str, gateway: str, text: str) -> GatewayAlert | None:
+    """The alert of this gateway someone means by `text`, as `gatehouse alerts ack` reads it on
+    the gateway: its id, its key (the newest alert with it), or a piece of at least MIN_ID_PIECE
+    characters that begins or ends one alert's id (an open one's when one matches). None when
+    none matches; UnknownAlert naming the candidates when the piece fits several."""
+    where = "site_id = ? AND gateway_id = ?"
+    rows = db.query(
+        f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE {where} AND (alert_id = ? OR alert_key = ?) "
+        "ORDER BY raised_ms DESC LIMIT 1",
+        (site, gateway, text, text),
+    )
+    piece = text.strip().lower()
+    if rows or len(piece) < MIN_ID_PIECE or not _ID_PIECE.match(piece):
+        return _alert(rows[0]) if rows else None
+    rows = db.query(
+        f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE {where} AND (alert_id LIKE ? OR alert_id LIKE ?) "
+        "ORDER BY raised_ms",
+        (site, gateway, f"{piece}%", f"%{piece}"),
+    )
+    matches = [_alert(row) for row in rows]
+    chosen = [m for m in matches if m.alert.state != "cleared"] or matches
+    if len(chosen) > 1:
+        shown = "; ".join(f"{m.alert.alert_id} ({m.alert.state}: {m.alert.message})" for m in chosen[:5])
+        more = f" and {len(chosen) - 5} more" if len(chosen) > 5 else ""
+        raise UnknownAlert(f"{text!r} fits {len(chosen)} alerts: {shown}{more}; give more of the id")
+    return chosen[0] if chosen else None
 
 
 def _alert(row: tuple[Any, ...]) -> GatewayAlert:

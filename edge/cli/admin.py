@@ -237,19 +237,37 @@ def cmd_pass_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_alert_ack(args: argparse.Namespace) -> int:
+    """Acknowledge an alert at its gateway by the id `admin alerts` shows (or a piece of it, or
+    its key), as the guards would on the gateway; one already acknowledged or over is not sent."""
+    from edge.cli.alerts import local_time
+    from edge.rules.alerts import UnknownAlert
+    from sync.reports import resolve_alert
+
     community = _community(args)
-    raised = community.db.one(
-        "SELECT 1 FROM events WHERE site_id = ? AND gateway_id = ? AND type = 'alert.raised' "
-        "AND payload ->> 'alert_id' = ?",
-        (args.site, args.gateway, args.alert_id),
-    )
-    if raised is None:
+    try:
+        found = resolve_alert(community.db, args.site, args.gateway, args.alert_id)
+    except UnknownAlert as err:
+        raise UsageError(str(err)) from None
+    if found is None:
         raise UsageError(
-            f"no alert {args.alert_id} from {args.site}/{args.gateway} in the community database "
-            "(its alert.raised event carries the id)"
+            f"no alert {args.alert_id} from {args.site}/{args.gateway} in the community database; "
+            "`gatehouse admin alerts` lists them with their ids"
         )
+    alert, zone = found.alert, _zone(args)
+    if alert.state == "acknowledged":
+        print(
+            f"alert {alert.alert_id} was already acknowledged by {alert.acked_by} at "
+            f"{local_time(alert.acked_ms, zone)}"
+        )
+        return 0
+    if alert.state == "cleared":
+        print(
+            f"alert {alert.alert_id} is over (cleared at {local_time(alert.cleared_ms, zone)}); "
+            "nothing to acknowledge"
+        )
+        return 0
     document = community.command(
-        args.site, args.gateway, "alert.ack", {"alert_id": args.alert_id, "by": args.by}, args.ttl_s
+        args.site, args.gateway, "alert.ack", {"alert_id": alert.alert_id, "by": args.by}, args.ttl_s
     )
     return _send(args, document, "nothing was sent: the alert stays unacknowledged at the gateway")
 
@@ -556,12 +574,18 @@ def register(subparsers: Any) -> None:
         sub, "alert-ack", "acknowledge an alert at the gateway (silences its siren)", cmd_alert_ack
     )
     _target(alert_ack)
-    alert_ack.add_argument("alert_id", help="the alert's id, from its alert.raised event")
+    alert_ack.add_argument(
+        "alert_id",
+        help="the alert's id as `admin alerts` shows it, its first or last 4 or more characters, or its key",
+    )
     alert_ack.add_argument("--by", default="operator", help="who acknowledges (shown to the guards)")
     alert_ack.add_argument(
         "--ttl-s", type=positive, default=300.0, help="expires after this many seconds (default 300)"
     )
     _sending(alert_ack)
+    alert_ack.add_argument(
+        "--tz", metavar="ZONE", help="show times in this time zone (default: this machine's)"
+    )
 
     gaps = add_command(sub, "gaps", "report missing seq numbers of a gateway's events", cmd_gaps)
     _target(gaps)

@@ -73,7 +73,7 @@ def register(subparsers: Any) -> None:
     )
 
 
-def _local(ms: int | None, zone: tzinfo) -> str:
+def local_time(ms: int | None, zone: tzinfo) -> str:
     """`ms` in `zone`; "-" for none (the community database may have an alert's acknowledgement
     before its alert.raised)."""
     if not ms:
@@ -84,10 +84,10 @@ def _local(ms: int | None, zone: tzinfo) -> str:
 def format_alert(alert: AlertRecord, zone: tzinfo) -> str:
     """One line of `gatehouse alerts`, its times in `zone` (the site's)."""
     repeats = f" ×{alert.repeats + 1}" if alert.repeats else ""
-    acked = f" (ack {alert.acked_by} {_local(alert.acked_ms, zone)})" if alert.acked_ms else ""
-    cleared = f" (cleared {_local(alert.cleared_ms, zone)})" if alert.cleared_ms else ""
+    acked = f" (ack {alert.acked_by} {local_time(alert.acked_ms, zone)})" if alert.acked_ms else ""
+    cleared = f" (cleared {local_time(alert.cleared_ms, zone)})" if alert.cleared_ms else ""
     return (
-        f"{alert.alert_id}  {_local(alert.raised_ms, zone)}  {alert.severity:<8}  {alert.state:<12}  "
+        f"{alert.alert_id}  {local_time(alert.raised_ms, zone)}  {alert.severity:<8}  {alert.state:<12}  "
         f"{alert.kind:<20}  {alert.message}{repeats}{acked}{cleared}"
     )
 
@@ -168,11 +168,11 @@ def _ack(args: argparse.Namespace) -> int:
     elif alert.state == "acknowledged":
         print(
             f"alert {alert.alert_id} was already acknowledged by {alert.acked_by} at "
-            f"{_local(alert.acked_ms, zone)}: {alert.message}"
+            f"{local_time(alert.acked_ms, zone)}: {alert.message}"
         )
     else:
         print(
-            f"alert {alert.alert_id} is already {alert.state} (at {_local(alert.cleared_ms, zone)}); "
+            f"alert {alert.alert_id} is already {alert.state} (at {local_time(alert.cleared_ms, zone)}); "
             f"nothing to acknowledge: {alert.message}"
         )
     return 0

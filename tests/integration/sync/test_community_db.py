@@ -134,8 +134,9 @@ def test_a_mistyped_database_path_is_not_made_into_an_empty_database(
 def test_admin_alert_ack_signs_an_ack_for_an_alert_the_database_holds(
     db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Staff at the community side acknowledge a gateway's alert (its siren stops) by the id its
-    alert.raised event carries; an id the database never received is refused, exit 2."""
+    """Staff at the community side acknowledge a gateway's alert (its siren stops) by the id
+    `admin alerts` shows, or its first or last characters as on the gateway; an id the database
+    never received is refused, exit 2; one acknowledged or over already is not sent again."""
     monkeypatch.setenv("GW_KEY", "k" * 40)
     monkeypatch.setenv("SITE_SALT", "a-site-salt-of-some-length")
     admin = ["admin", "--db", db_url]
@@ -143,18 +144,30 @@ def test_admin_alert_ack_signs_an_ack_for_an_alert_the_database_holds(
     assert main([*admin, *add]) == 0
     alert_id = "019a0000-0000-7000-8000-00000000ac01"
     with open_database(db_url) as db:
-        db.execute("DELETE FROM events WHERE gateway_id = 'gw-ack'")
+        db.execute("DELETE FROM alerts WHERE gateway_id = 'gw-ack'")
         with db.transaction():
             db.executemany(
-                "INSERT INTO events (id, site_id, gateway_id, type, ts, ts_ms, seq, payload, received_at) "
-                "VALUES (?, 'oak-court', 'gw-ack', 'alert.raised', '2026-01-01T00:00:00Z', 0, 1, ?, 'now')",
-                [("ev-ack-1", json.dumps({"alert_id": alert_id, "kind": "gate.forced_open", "key": "k"}))],
+                "INSERT INTO alerts (site_id, gateway_id, alert_id, alert_key, kind, message, raised_ms, "
+                "acked_ms, acked_by, cleared_ms, updated_ms) VALUES ('oak-court', 'gw-ack', ?, ?, "
+                "'gate.forced_open', ?, 1000, ?, ?, ?, 1000)",
+                [
+                    (alert_id, "gate.forced_open:north-in", "north-in forced", None, None, None),
+                    ("019a0000-0000-7000-8000-00000000ac02", "k2", "seen to", 2000, "guard 2", None),
+                    ("019a0000-0000-7000-8000-0000000000c3", "k3", "over", None, None, 3000),
+                ],
             )
     capsys.readouterr()
     ack = ["alert-ack", "oak-court", "gw-ack"]
-    assert main([*admin, *ack, alert_id, "--by", "control-room", "--no-send"]) == 0
-    document = json.loads(capsys.readouterr().out)
-    assert document["name"] == "alert.ack" and document["sig"]
-    assert document["args"] == {"alert_id": alert_id, "by": "control-room"}
+    for given in (alert_id, "ac01", "019A0000-0000-7000-8000-00000000ac01", "gate.forced_open:north-in"):
+        assert main([*admin, *ack, given, "--by", "control-room", "--no-send"]) == 0
+        document = json.loads(capsys.readouterr().out)
+        assert document["name"] == "alert.ack" and document["sig"]
+        assert document["args"] == {"alert_id": alert_id, "by": "control-room"}
     assert main([*admin, *ack, "019a0000-0000-7000-8000-0000000000ff", "--no-send"]) == 2
     assert "no alert 019a0000-0000-7000-8000-0000000000ff from oak-court/gw-ack" in capsys.readouterr().err
+    assert main([*admin, *ack, "019a", "--no-send"]) == 2
+    assert "'019a' fits 2 alerts" in capsys.readouterr().err, "the open ones; the one over does not count"
+    assert main([*admin, *ack, "ac02", "--no-send", "--tz", "UTC"]) == 0
+    assert "already acknowledged by guard 2 at 01-01 00:00:02" in capsys.readouterr().out
+    assert main([*admin, *ack, "00c3", "--no-send", "--tz", "UTC"]) == 0
+    assert "is over (cleared at 01-01 00:00:03); nothing to acknowledge" in capsys.readouterr().out
