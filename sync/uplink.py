@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import heapq
 import itertools
 import json
@@ -40,7 +41,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -710,8 +711,9 @@ class Uplink:
         next_foreign_check = time.monotonic() + FOREIGN_CHECK_S
         foreign_checked = self.store.newest_seq()
         uploads = _Uploads(self.store)
+        settle = functools.partial(self._settle, conn, ledger, handled, retry_at, uploads)
         while not self._stopping.is_set() and not conn.closed.is_set():
-            self._settle(conn, ledger, handled, retry_at, uploads)
+            settle()
             now = time.monotonic()
             for priority, when in list(retry_at.items()):
                 if when <= now:
@@ -801,8 +803,8 @@ class Uplink:
                         wait = min(wait, (1 - tokens) / config.max_rate_msgs_s)
             conn.pump(wait)
         if self._stopping.is_set() and not conn.closed.is_set():
-            self._goodbye(conn, ledger, handled, retry_at, uploads)
-        self._settle(conn, ledger, handled, retry_at, uploads)
+            self._goodbye(conn, settle)
+        settle()
 
     def _has_live(self) -> bool:
         with self._handover:
@@ -935,18 +937,12 @@ class Uplink:
                     NO_SUBSCRIBERS_RETRY_S,
                 )
 
-    def _goodbye(
-        self,
-        conn: _Connection,
-        ledger: _Ledger,
-        handled: set[int],
-        retry_at: dict[int, float],
-        uploads: _Uploads,
-    ) -> None:
+    def _goodbye(self, conn: _Connection, settle: Callable[[], None]) -> None:
+        """Wait a moment for what is in flight and `settle` it, then say offline."""
         deadline = time.monotonic() + 1.0
         while conn.unacked() and time.monotonic() < deadline and not conn.closed.is_set():
             conn.pump(0.02)
-        self._settle(conn, ledger, handled, retry_at, uploads)
+        settle()
         self._marker.flush(5.0)
         self._publish_status(conn, "offline", reason="stopped")
 
