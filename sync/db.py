@@ -22,6 +22,8 @@ DEFAULT_URL = "sqlite:///community.db"
 """sqlite:///relative/path.db or sqlite:////absolute/path.db; postgresql://user@host/db"""
 
 
+STREAM_ROWS = 2000
+"""rows fetched at a time by Database.stream"""
 MAX_PARAMETERS = 32_766
 """parameters in one statement: SQLite's default limit since 3.32, within PostgreSQL's 65,535"""
 
@@ -383,6 +385,22 @@ class Database:
 
     def query(self, text: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in self._conn.execute(self.sql(text), tuple(params)).fetchall()]
+
+    def stream(
+        self, text: str, params: Sequence[Any] = (), size: int = STREAM_ROWS
+    ) -> Iterator[tuple[Any, ...]]:
+        """The rows of a query `size` at a time, for results too large to hold at once (a year of
+        events as a spreadsheet). PostgreSQL sends a client cursor's whole result at once, so a
+        server-side cursor is used, in a transaction of its own while the rows are read."""
+        if self.dialect == "sqlite":
+            cursor = self._conn.execute(self.sql(text), tuple(params))
+            while rows := cursor.fetchmany(size):
+                yield from (tuple(row) for row in rows)
+            return
+        with self._conn.transaction(), self._conn.cursor(name="gatehouse_stream") as cursor:
+            cursor.execute(self.sql(text), tuple(params))
+            while rows := cursor.fetchmany(size):
+                yield from (tuple(row) for row in rows)
 
     def one(self, text: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         rows = self.query(text, params)

@@ -86,6 +86,20 @@ def test_a_batch_larger_than_one_statement_takes_is_inserted_whole(db: Database)
     assert db.seq_gaps("s", "g") == []
 
 
+def test_a_large_result_is_streamed_in_pieces(db: Database) -> None:
+    """Rows come `size` at a time (on PostgreSQL from a server-side cursor), all of them, in
+    order, and the connection serves other queries afterwards."""
+    for seq in range(1, 12):
+        insert(db, f"stream-{seq}", seq)
+    rows = db.stream("SELECT id, seq FROM events WHERE id LIKE ? ORDER BY seq", ("stream-%",), size=4)
+    first = next(rows)
+    assert first == ("stream-1", 1)
+    if db.dialect == "postgresql":
+        assert db.one("SELECT name FROM pg_cursors") == ("gatehouse_stream",), "the rest waits at the server"
+    assert [seq for _, seq in rows] == list(range(2, 12))
+    assert db.one("SELECT count(*) FROM events WHERE id LIKE ?", ("stream-%",)) == (11,)
+
+
 def test_bad_urls_say_what_is_expected() -> None:
     from edge.errors import ConfigError
 
