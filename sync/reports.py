@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,26 +33,33 @@ class Where:
         return clauses, params
 
 
-def select_events(
-    db: Database, filters: EventFilter, where: Where, *, limit: int | None = None, newest: bool = True
-) -> list[Event]:
-    """The events that pass `filters`, oldest first: the newest `limit` of them with `newest`,
-    else the oldest (all when `limit` is None). Ordered by the gateways' clocks (`ts_ms`, with
-    an index): a backlog that arrived late is listed where it happened, not where it arrived."""
+def select_events(db: Database, filters: EventFilter, where: Where, *, limit: int) -> list[Event]:
+    """The newest `limit` events that pass `filters`, oldest first. Ordered by the gateways'
+    clocks (`ts_ms`, with an index): a backlog that arrived late is listed where it happened, not
+    where it arrived."""
+    text, params = _events_query(filters, where, "DESC")
+    rows = db.query(text + " LIMIT ?", [*params, limit])
+    return [_event(row) for row in reversed(rows)]
+
+
+def each_event(db: Database, filters: EventFilter, where: Where) -> Iterator[Event]:
+    """Every event that passes `filters`, oldest first, read from the database a piece at a time
+    as they are taken: a year of a compound's events as a spreadsheet is millions of rows, more
+    than a community server holds in memory at once."""
+    text, params = _events_query(filters, where, "ASC")
+    for row in db.stream(text, params):
+        yield _event(row)
+
+
+def _events_query(filters: EventFilter, where: Where, order: str) -> tuple[str, list[Any]]:
     clauses, params = where.terms()
     terms, values = filter_terms(filters, _payload_field)
-    clauses += terms
-    params += values
-    order = "DESC" if newest else "ASC"
-    rows = db.query(
+    return (
         "SELECT id, site_id, gateway_id, device_id, type, ts, seq, payload, attachments FROM events"
-        + _where(clauses)
-        + f" ORDER BY ts_ms {order}, site_id {order}, gateway_id {order}, seq {order}"
-        + (" LIMIT ?" if limit is not None else ""),
-        [*params, limit] if limit is not None else params,
+        + _where([*clauses, *terms])
+        + f" ORDER BY ts_ms {order}, site_id {order}, gateway_id {order}, seq {order}",
+        [*params, *values],
     )
-    events = [_event(row) for row in rows]
-    return events[::-1] if newest else events
 
 
 def _payload_field(place: str) -> str:

@@ -345,7 +345,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     """The events of every gateway (or of --site / --gateway), with `gatehouse events`'s filters."""
     from edge.cli.common import more_not_shown
     from edge.cli.events import DEFAULT_LIMIT, PhotoSaver, event_filter, printer
-    from sync.reports import attachment_data, gate_known, known_gates, select_events
+    from sync.reports import attachment_data, each_event, gate_known, known_gates, select_events
 
     zone = _zone(args)
     filters = event_filter(args, zone)
@@ -357,13 +357,17 @@ def cmd_events(args: argparse.Namespace) -> int:
                 known = f"gates: {', '.join(gates)}" if gates else "no gates are registered"
                 raise UsageError(f"--gate {gate!r}: no such gate, and no event names it; {known}")
         limit = args.limit or (None if args.csv else DEFAULT_LIMIT)
-        fetched = select_events(db, filters, where, limit=None if limit is None else limit + 1)
-        shown = fetched if limit is None else fetched[-limit:]
         photos = PhotoSaver(args.photos, partial(attachment_data, db), zone) if args.photos else None
         show = printer(args, zone, by_gateway=True, photos=photos)
-        for event in shown:
-            show(event)
-    more_not_shown(shown, fetched, "events")
+        if limit is None:
+            for event in each_event(db, filters, where):
+                show(event)
+        else:
+            fetched = select_events(db, filters, where, limit=limit + 1)
+            shown = fetched[-limit:]
+            for event in shown:
+                show(event)
+            more_not_shown(shown, fetched, "events")
     if photos is not None:
         photos.summary()
     return 0

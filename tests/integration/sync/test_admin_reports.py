@@ -20,6 +20,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+import sync.reports
 from edge.cli import main
 from edge.events import Event, EventFactory
 from sync.db import MIGRATIONS, Database, open_database
@@ -142,6 +143,29 @@ def test_events_of_every_gateway_filtered_as_on_a_gateway(
     )
     assert [json.loads(line)["id"] for line in out.splitlines()] == [str(north_in.id), str(health.id)]
     assert "older events not shown" in err
+
+
+def test_a_spreadsheet_of_every_event_is_written_as_the_events_are_read(
+    gateways: Gateways, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--csv` writes every match, a year of a compound's events: each row goes out before the
+    next event is read from the database, none are gathered in memory first."""
+    gw = gateways
+    gw.send(*(access(gw, gw.north, "north-in", "津A12345", minute) for minute in range(4)))
+    output = io.StringIO()
+    lines_written_at_each_read: list[int] = []
+    decode = sync.reports._event
+
+    def counting(row: tuple[object, ...]) -> Event:
+        lines_written_at_each_read.append(output.getvalue().count("\n"))
+        return decode(row)
+
+    monkeypatch.setattr("sync.reports._event", counting)
+    monkeypatch.setattr(sys, "stdout", output)
+    assert main(["admin", "--db", db_url, "events", "--gateway", gw.north, "--tz", "UTC", "--csv"]) == 0
+    assert lines_written_at_each_read == [1, 2, 3, 4], "the header, then one row per event read"
+    rows = list(csv.reader(io.StringIO(output.getvalue().lstrip("\ufeff"))))
+    assert [row[2] for row in rows] == ["time", *(f"2026-05-01 12:0{minute}:00" for minute in range(4))]
 
 
 def test_unknown_gateways_gates_and_zones_are_named(
