@@ -321,7 +321,8 @@ def _zone(args: argparse.Namespace) -> tzinfo:
 
 
 def _where(args: argparse.Namespace, db: Any) -> Any:
-    """The gateways --site and --gateway name, each checked to be known to the database."""
+    """The gateways --site and --gateway name, each checked to be known to the database, and
+    when both are given, the gateway to be one of that site's."""
     from sync.reports import Where
 
     for option, table, column, value in (
@@ -337,6 +338,18 @@ def _where(args: argparse.Namespace, db: Any) -> Any:
             raise UsageError(
                 f"{option} {value!r}: the community database has no such {option[2:]} and no events "
                 "from one; `gatehouse admin gateway list` shows the gateways it knows"
+            )
+    if args.site is not None and args.gateway is not None:
+        pair = (args.site, args.gateway)
+        at_site = db.one("SELECT 1 FROM gateways WHERE site_id = ? AND id = ?", pair) or db.one(
+            "SELECT 1 FROM events WHERE site_id = ? AND gateway_id = ? LIMIT 1", pair
+        )
+        if at_site is None:
+            sites = [row[0] for row in db.query("SELECT site_id FROM gateways WHERE id = ?", (args.gateway,))]
+            where = f"it is at {', '.join(sites)}" if sites else "it has sent events from another site"
+            raise UsageError(
+                f"--gateway {args.gateway!r} is not a gateway of --site {args.site!r} ({where}); "
+                "`gatehouse admin gateway list` shows each site's gateways"
             )
     return Where(args.site, args.gateway)
 

@@ -23,6 +23,7 @@ import pytest
 import sync.reports
 from edge.cli import main
 from edge.events import Event, EventFactory
+from sync.community import Community
 from sync.db import MIGRATIONS, Database, open_database
 from sync.ingest import IngestWorker
 from sync.topics import Topics
@@ -182,6 +183,21 @@ def test_unknown_gateways_gates_and_zones_are_named(
     assert code == 0 and len(out.splitlines()) == 1, "a gate only events name is known"
     code, _, err = run(capsys, db_url, "events", "--tz", "Mars/Olympus")
     assert code == 2 and "--tz 'Mars/Olympus': not a time zone" in err
+
+
+def test_a_gateway_of_another_site_is_named_not_listed_as_empty(
+    gateways: Gateways, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--site and --gateway both known, but not together: the listing would be empty for a
+    reason the reader cannot see."""
+    gateways.send(access(gateways, gateways.north, "north-in", "津A12345", 1))
+    Community(gateways.db).add_site("other-court")
+    for command in ("events", "alerts"):
+        code, out, err = run(capsys, db_url, command, "--site", "other-court", "--gateway", gateways.north)
+        assert (code, out) == (2, "")
+        assert f"--gateway '{gateways.north}' is not a gateway of --site 'other-court'" in err
+    code, out, _ = run(capsys, db_url, "events", "--site", SITE, "--gateway", gateways.north, "--json")
+    assert code == 0 and len(out.splitlines()) == 1
 
 
 def alert_events(gw: Makers, gateway: str, alert_id: str, minutes: float) -> tuple[Event, Event, Event]:
