@@ -613,7 +613,7 @@ def register(subparsers: Any) -> None:
         "list the events of every gateway (newest last), with the filters of `gatehouse events`",
         cmd_events,
     )
-    _gateways(events)
+    _gateways(events, zone_use="show times, and read times given without a zone,")
     add_filter_arguments(events, zone="--tz")
     add_output_arguments(events)
     events.set_defaults(follow=False)
@@ -624,8 +624,12 @@ def register(subparsers: Any) -> None:
         "list the alerts open at every gateway (newest last); --follow to watch them arrive",
         cmd_alerts,
     )
-    _gateways(alerts)
-    alerts.add_argument("--all", action="store_true", help="also acknowledged and cleared alerts")
+    _gateways(alerts, zone_use="show times")
+    alerts.add_argument(
+        "--all",
+        action="store_true",
+        help="also the alerts that are over (cleared); open ones, raised or acknowledged, are always listed",
+    )
     alerts.add_argument(
         "--follow",
         "-f",
@@ -636,13 +640,13 @@ def register(subparsers: Any) -> None:
     alerts.add_argument("--limit", "-n", type=count_of(1), default=100, help="how many (default 100)")
 
 
-def _gateways(parser: argparse.ArgumentParser) -> None:
-    """--site, --gateway and --tz of the listings over every gateway."""
+def _gateways(parser: argparse.ArgumentParser, zone_use: str) -> None:
+    """--site, --gateway and --tz of the listings over every gateway; `zone_use`: what the
+    listing does in the zone."""
     parser.add_argument("--site", help="only this site's gateways")
     parser.add_argument("--gateway", help="only this gateway")
     parser.add_argument(
         "--tz",
         metavar="ZONE",
-        help="show times, and read times given without a zone, in this time zone (e.g. Asia/Shanghai; "
-        "default: this machine's)",
+        help=f"{zone_use} in this time zone (e.g. Asia/Shanghai; default: this machine's)",
     )

@@ -261,6 +261,19 @@ def test_the_alerts_of_every_gateway_whatever_order_their_events_arrive_in(
     assert "(ack guard 2 05-01 12:02:00) (cleared 05-01 12:03:00)" in line
 
 
+def test_the_help_of_admin_alerts_says_what_it_lists(capsys: pytest.CaptureFixture[str]) -> None:
+    """Acknowledged alerts are open and listed without --all (the test above); --all adds only the
+    cleared ones. The listing reads no times, so --tz only shows them."""
+    with pytest.raises(SystemExit):
+        main(["admin", "alerts", "--help"])
+    options = " ".join(capsys.readouterr().out.split())
+    assert (
+        "--all also the alerts that are over (cleared); open ones, raised or acknowledged, are always listed"
+        in (options)
+    )
+    assert "--tz ZONE show times in this time zone" in options
+
+
 def test_follow_prints_each_alert_as_the_ingest_receives_it(gateways: Gateways, db_url: str) -> None:
     """The guard room's screen: every change at any gateway, once, within seconds."""
     gw = gateways
