@@ -246,6 +246,15 @@ CREATE TABLE attachments (
 )
 """,
     ),
+    (
+        "0005_gateway_state_since",
+        # When a gateway's state last changed (status_at is when its last status came, every
+        # 30 s while online, and again for a retained offline status each time an ingest starts).
+        """
+ALTER TABLE gateways ADD COLUMN state_since TEXT;
+UPDATE gateways SET state_since = status_at
+""",
+    ),
 ]
 
 

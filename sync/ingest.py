@@ -503,22 +503,34 @@ class IngestWorker:
             return
         self.stats.statuses += 1
         devices, gates = _listed(status.get("devices")), _listed(status.get("gates"))
+        received = now_iso()
+        state = str(status.get("state"))
+        # An online gateway says since when it is connected; another state dates from the
+        # status that changed it (the same state again, a retained status an ingest receives
+        # at its start, keeps the date).
+        since = _aware_iso(status.get("connected_since")) if state == "online" else None
         with db.transaction():
             # Every worker gets every status: the one whose update finds the gateway not yet
             # online is the one that catches it up.
-            came_online = status.get("state") == "online" and (
+            came_online = state == "online" and (
                 db.execute(
-                    "UPDATE gateways SET state = 'online' WHERE site_id = ? AND id = ? "
+                    "UPDATE gateways SET state = 'online', state_since = ? WHERE site_id = ? AND id = ? "
                     "AND coalesce(state, '') <> 'online'",
-                    (parsed.site, parsed.gateway),
+                    (since or received, parsed.site, parsed.gateway),
                 )
                 == 1
             )
+            kept = (
+                "excluded.state_since"
+                if since
+                else "CASE WHEN coalesce(gateways.state, '') = excluded.state THEN "
+                "coalesce(gateways.state_since, excluded.state_since) ELSE excluded.state_since END"
+            )
             db.execute(
-                "INSERT INTO gateways(site_id, id, state, status, status_at) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (site_id, id) DO UPDATE SET state = excluded.state, "
-                "status = excluded.status, status_at = excluded.status_at",
-                (parsed.site, parsed.gateway, str(status.get("state")), json.dumps(status), now_iso()),
+                "INSERT INTO gateways(site_id, id, state, status, status_at, state_since) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (site_id, id) DO UPDATE SET state = excluded.state, "
+                f"status = excluded.status, status_at = excluded.status_at, state_since = {kept}",
+                (parsed.site, parsed.gateway, state, json.dumps(status), received, since or received),
             )
             if devices is not None:
                 self._registered_devices(db, parsed, devices)
@@ -650,6 +662,17 @@ def _storable(text: str) -> str:
 
 def _is_bigint(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
+
+
+def _aware_iso(value: Any) -> str | None:
+    """An ISO time with its zone from a status, as UTC ISO text; None for anything else."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return _iso(moment) if moment.tzinfo is not None else None
 
 
 def _iso(moment: datetime) -> str:

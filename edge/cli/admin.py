@@ -114,13 +114,14 @@ def cmd_gateway_add(args: argparse.Namespace) -> int:
 
 
 def cmd_gateway_list(args: argparse.Namespace) -> int:
-    """Every gateway the community database knows: its last status, how its commands are
-    signed, whether it has applied the allow-list, and its devices that are not online."""
+    """Every gateway the community database knows: its state and since when, how its commands
+    are signed, whether it has applied the allow-list, and its devices that are not online."""
     from edge.cli.common import print_table
 
+    zone = _zone(args)
     with _database(args) as db:
         gateways = db.query(
-            "SELECT site_id, id, state, status_at, signing_alg, allowlist_version, applied_version "
+            "SELECT site_id, id, state, state_since, signing_alg, allowlist_version, applied_version "
             "FROM gateways ORDER BY site_id, id"
         )
         devices = db.query("SELECT site_id, gateway_id, id, state FROM devices ORDER BY id")
@@ -136,19 +137,20 @@ def cmd_gateway_list(args: argparse.Namespace) -> int:
             if device_state != "online"
         ]
         listed = f"{applied or 0}/{version}" + ("" if (applied or 0) == version else " behind")
-        rows.append(
-            (
-                site,
-                gateway,
-                state or "never seen",
-                since or "-",
-                alg,
-                listed,
-                ", ".join(down) or (f"none of {len(mine)}" if mine else "-"),
-            )
-        )
+        if state not in ("online", None) and mine:
+            seen = "unknown while the gateway is not online"
+        else:
+            seen = ", ".join(down) or (f"none of {len(mine)}" if mine else "-")
+        rows.append((site, gateway, state or "never seen", _local_iso(since, zone), alg, listed, seen))
     print_table(rows)
     return 0
+
+
+def _local_iso(text: str | None, zone: tzinfo) -> str:
+    """A stored UTC ISO time as the listings show times: in `zone`, to the second."""
+    if not text:
+        return "-"
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def cmd_signer_new(args: argparse.Namespace) -> int:
@@ -491,11 +493,14 @@ def register(subparsers: Any) -> None:
         gateway_sub, "add", "register a gateway with its signing key (and the site's salt)", cmd_gateway_add
     )
     _target(gateway_add)
-    add_command(
+    gateway_list = add_command(
         gateway_sub,
         "list",
-        "every gateway: last status, signing, allow-list applied, devices not online",
+        "every gateway: its state and since when, signing, allow-list applied, devices not online",
         cmd_gateway_list,
+    )
+    gateway_list.add_argument(
+        "--tz", metavar="ZONE", help="show times in this time zone (default: this machine's)"
     )
     signed_by = gateway_add.add_mutually_exclusive_group(required=True)
     signed_by.add_argument(

@@ -10,7 +10,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
+import pytest
 
+from edge.cli import main
 from edge.events import EventFactory
 from sync.db import open_database
 from sync.ingest import IngestWorker
@@ -86,6 +88,59 @@ def test_registrations_and_device_events_keep_the_devices_and_gates(
             publisher.publish(topics.status, second, qos=1, retain=True).wait_for_publish(5)
             wait_until(lambda: set(devices()) == {"north-barrier"}, 10, "the removed reader gone")
             assert gates() == {}
+    finally:
+        publisher.publish(topics.status, b"", qos=1, retain=True).wait_for_publish(5)
+        db.close()
+
+
+def test_a_gateways_state_is_dated_from_its_change_not_its_last_status(
+    shared_broker: TestBroker,
+    publisher: mqtt.Client,
+    db_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`admin gateway list` says since when a gateway is in its state: online since it connected
+    (its status says when), offline since it went, however many statuses came in between (a
+    heartbeat every 30 s, the retained offline status an ingest receives each time it starts)."""
+    gateway = f"gw-since-{uuid.uuid4().hex[:6]}"
+    topics = Topics(SITE, gateway)
+    db = open_database(db_url)
+
+    def since() -> str | None:
+        row = db.one("SELECT state, state_since FROM gateways WHERE site_id = ? AND id = ?", (SITE, gateway))
+        return f"{row[0]} {row[1]}" if row else None
+
+    def status(document: dict[str, object]) -> None:
+        publisher.publish(topics.status, json.dumps(document), qos=1, retain=True).wait_for_publish(5)
+
+    connected = "2026-11-26T01:02:03.000Z"
+    online = {"state": "online", "connected_since": connected, "devices": [{"id": "east-lock"}]}
+    try:
+        with IngestWorker(
+            db_url, shared_broker.mqtt_config(), name=f"since-{gateway}", session_expiry_s=0
+        ) as worker:
+            wait_until(worker.connected.is_set, 10, "the ingest worker to connect")
+            status(online)
+            wait_until(lambda: since() == f"online {connected}", 10, "online since it connected")
+            status({**online, "uptime_s": 30})
+            wait_until(lambda: worker.stats.statuses == 2, 10, "the heartbeat")
+            assert since() == f"online {connected}"
+            status({"state": "offline", "reason": "lost"})
+            wait_until(lambda: since() is not None and since().startswith("offline "), 10, "offline")
+            went = since()
+        with IngestWorker(
+            db_url, shared_broker.mqtt_config(), name=f"since2-{gateway}", session_expiry_s=0
+        ) as again:
+            wait_until(lambda: again.stats.statuses >= 1, 10, "the retained offline status again")
+            assert since() == went, "a restarted ingest does not move the date"
+        capsys.readouterr()
+        assert main(["admin", "--db", db_url, "gateway", "list", "--tz", "UTC"]) == 0
+        row = next(line for line in capsys.readouterr().out.splitlines() if f" {gateway} " in line)
+        day, clock = went.split()[1][:10], went.split()[1][11:19]
+        assert row.split()[2:5] == ["offline", day, clock]
+        assert row.endswith("unknown while the gateway is not online"), (
+            "its devices' last states are old news"
+        )
     finally:
         publisher.publish(topics.status, b"", qos=1, retain=True).wait_for_publish(5)
         db.close()
