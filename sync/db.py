@@ -187,7 +187,9 @@ ALTER TABLE gateways ADD COLUMN signing_alg TEXT NOT NULL DEFAULT 'hmac-sha256'
         # without an index on the time that is a scan of every event ever received.
         # `alerts` is each gateway alert's state, kept by the ingest from the alert.* events
         # (each event sets only its own columns, so their order of arrival does not matter);
-        # the migration fills it from the events already received.
+        # the migration fills it from the events already received. updated_ms is the ingest's
+        # clock (what `admin alerts --follow` follows): 0 for what the migration filled, since a
+        # gateway's clock set ahead would put a follower's start in the future.
         """
 CREATE INDEX events_ts ON events(ts_ms);
 CREATE TABLE alerts (
@@ -214,17 +216,17 @@ INSERT INTO alerts (site_id, gateway_id, alert_id, alert_key, kind, severity, me
     device_id, raised_ms, updated_ms)
 SELECT site_id, gateway_id, payload ->> 'alert_id', min(payload ->> 'key'), min(payload ->> 'kind'),
     min(payload ->> 'severity'), min(payload ->> 'message'), min(payload ->> 'gate'), min(device_id),
-    min(ts_ms), min(ts_ms)
+    min(ts_ms), 0
 FROM events WHERE type = 'alert.raised' GROUP BY site_id, gateway_id, payload ->> 'alert_id';
 INSERT INTO alerts (site_id, gateway_id, alert_id, alert_key, acked_ms, acked_by, updated_ms)
 SELECT site_id, gateway_id, payload ->> 'alert_id', min(payload ->> 'key'), min(ts_ms),
-    min(payload ->> 'by'), min(ts_ms)
+    min(payload ->> 'by'), 0
 FROM events WHERE type = 'alert.acknowledged' GROUP BY site_id, gateway_id, payload ->> 'alert_id'
 ON CONFLICT (site_id, gateway_id, alert_id) DO UPDATE SET acked_ms = excluded.acked_ms,
     acked_by = excluded.acked_by, updated_ms = excluded.updated_ms;
 INSERT INTO alerts (site_id, gateway_id, alert_id, alert_key, cleared_ms, cleared_reason, updated_ms)
 SELECT site_id, gateway_id, payload ->> 'alert_id', min(payload ->> 'key'), min(ts_ms),
-    min(payload ->> 'reason'), min(ts_ms)
+    min(payload ->> 'reason'), 0
 FROM events WHERE type = 'alert.cleared' GROUP BY site_id, gateway_id, payload ->> 'alert_id'
 ON CONFLICT (site_id, gateway_id, alert_id) DO UPDATE SET cleared_ms = excluded.cleared_ms,
     cleared_reason = excluded.cleared_reason, updated_ms = excluded.updated_ms

@@ -365,10 +365,20 @@ def test_the_migration_fills_the_alerts_from_the_events_received_before(
     monkeypatch.undo()
     with open_database(url) as db:
         rows = db.query(
-            "SELECT alert_id, kind, severity, raised_ms, acked_by, acked_ms, cleared_ms, cleared_reason "
-            "FROM alerts ORDER BY alert_id"
+            "SELECT alert_id, kind, severity, raised_ms, acked_by, acked_ms, cleared_ms, cleared_reason, "
+            "updated_ms FROM alerts ORDER BY alert_id"
         )
     assert [tuple(row) for row in rows] == [
-        ("x", "gate.forced_open", "critical", raised.ts_ms, "guard 2", acked.ts_ms, cleared.ts_ms, "closed"),
-        ("y", "gate.forced_open", "critical", open_raised.ts_ms, None, None, None, None),
-    ]
+        (
+            "x",
+            "gate.forced_open",
+            "critical",
+            raised.ts_ms,
+            "guard 2",
+            acked.ts_ms,
+            cleared.ts_ms,
+            "closed",
+            0,
+        ),
+        ("y", "gate.forced_open", "critical", open_raised.ts_ms, None, None, None, None, 0),
+    ], "updated_ms is the ingest's clock: none for history (a gateway's clock may run ahead)"
