@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import json
 import os
 import sys
@@ -356,9 +357,13 @@ def _where(args: argparse.Namespace, db: Any) -> Any:
     return Where(args.site, args.gateway)
 
 
+GATEWAY_COLUMN = 24
+"""the narrowest the site/gateway column of `admin events` is; longer names widen it"""
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     """The events of every gateway (or of --site / --gateway), with `gatehouse events`'s filters."""
-    from edge.cli.common import more_not_shown
+    from edge.cli.common import more_not_shown, width_of
     from edge.cli.events import DEFAULT_LIMIT, PhotoSaver, event_filter, printer
     from sync.reports import attachment_data, each_event, gate_known, known_gates, select_events
 
@@ -369,17 +374,21 @@ def cmd_events(args: argparse.Namespace) -> int:
         for gate in filters.gates:
             if not gate_known(db, gate, where):
                 gates = known_gates(db, where)
+                near = difflib.get_close_matches(gate, gates, n=1)
+                hint = f"did you mean {near[0]!r}? " if near else ""
                 known = f"gates: {', '.join(gates)}" if gates else "no gates are registered"
-                raise UsageError(f"--gate {gate!r}: no such gate, and no event names it; {known}")
+                raise UsageError(f"--gate {gate!r}: no such gate, and no event names it; {hint}{known}")
         limit = args.limit or (None if args.csv else DEFAULT_LIMIT)
         photos = PhotoSaver(args.photos, partial(attachment_data, db), zone) if args.photos else None
-        show = printer(args, zone, by_gateway=True, photos=photos)
-        if limit is None:
+        if limit is None:  # a spreadsheet: no column to line up
+            show = printer(args, zone, gateway_width=GATEWAY_COLUMN, photos=photos)
             for event in each_event(db, filters, where):
                 show(event)
         else:
             fetched = select_events(db, filters, where, limit=limit + 1)
             shown = fetched[-limit:]
+            width = max([GATEWAY_COLUMN, *(width_of(f"{e.site}/{e.gateway}") for e in shown)])
+            show = printer(args, zone, gateway_width=width, photos=photos)
             for event in shown:
                 show(event)
             more_not_shown(shown, fetched, "events")
@@ -409,9 +418,9 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
     def line(item: GatewayAlert) -> str:
         if args.json:
-            return json.dumps(
-                {"site": item.site, "gateway": item.gateway, **item.alert.__dict__}, ensure_ascii=False
-            )
+            # what only the gateway knows (repeats, last seen) is not in the community database
+            known = {k: v for k, v in item.alert.__dict__.items() if k not in ("repeats", "last_seen_ms")}
+            return json.dumps({"site": item.site, "gateway": item.gateway, **known}, ensure_ascii=False)
         return f"{item.site}/{item.gateway}  {format_alert(item.alert, zone)}"
 
     with _database(args) as db:

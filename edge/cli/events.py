@@ -227,7 +227,9 @@ def summary(event: Event) -> str:
         case "gate.state":
             return f"{p.gate}: {p.previous or '?'} → {p.state}" + (f" ({p.detail})" if p.detail else "")
         case "vehicle.plate":
-            return f"{p.lane}: {p.plate} {p.colour or ''} {p.confidence:.2f}".strip()
+            return " ".join(
+                part for part in (f"{p.lane}: {p.plate or '-'}", p.colour, f"{p.confidence:.2f}") if part
+            )
         case "alert.raised":
             return f"[{p.severity}] {p.message}"
         case "alert.acknowledged":
@@ -336,23 +338,25 @@ class PhotoSaver:
         print(note, file=sys.stderr)
 
 
-HEADER_BY_GATEWAY = f"{'time':<14}  {'site/gateway':<24}  {'type':<18}  {'device':<14}  what"
-
-
-def format_row_by_gateway(event: Event, zone: tzinfo) -> str:
-    """One line of the table under HEADER_BY_GATEWAY: events of many gateways (their seqs are
-    each gateway's own, so the table names the gateway instead)."""
+def format_row_by_gateway(event: Event, zone: tzinfo, width: int) -> str:
+    """One line of the table of events of many gateways (their seqs are each gateway's own, so
+    the table names the gateway instead), the site/gateway column `width` wide."""
     local = event.ts.astimezone(zone).strftime("%m-%d %H:%M:%S")
-    where = padded(f"{event.site}/{event.gateway}", 24)
+    where = padded(f"{event.site}/{event.gateway}", width)
     return f"{local}  {where}  {event.type:<18}  {padded(event.device or '-', 14)}  {summary(event)}"
 
 
 def printer(
-    args: argparse.Namespace, zone: tzinfo, *, by_gateway: bool = False, photos: PhotoSaver | None = None
+    args: argparse.Namespace,
+    zone: tzinfo,
+    *,
+    gateway_width: int | None = None,
+    photos: PhotoSaver | None = None,
 ) -> Callable[[Event], None]:
     """Print the heading the output format has, and return what prints one event in it;
-    `by_gateway`: the events of many gateways, each row naming its site and gateway; `photos`:
-    each event's pictures are written out and named in its row."""
+    `gateway_width`: the events of many gateways, each row naming its site and gateway in a
+    column that wide; `photos`: each event's pictures are written out and named in its row."""
+    by_gateway = gateway_width is not None
     if args.json:
 
         def record(event: Event) -> None:
@@ -362,12 +366,19 @@ def printer(
 
         return record
     if not args.csv:
-        print(HEADER_BY_GATEWAY if by_gateway else HEADER)
-        row_of = format_row_by_gateway if by_gateway else format_row
+        if gateway_width is None:
+            print(HEADER)
+        else:
+            print(f"{'time':<14}  {'site/gateway':<{gateway_width}}  {'type':<18}  {'device':<14}  what")
 
         def line(event: Event) -> None:
             names = photos.save(event) if photos is not None else []
-            print(row_of(event, zone) + "".join(f"  [{name}]" for name in names), flush=True)
+            row = (
+                format_row(event, zone)
+                if gateway_width is None
+                else format_row_by_gateway(event, zone, gateway_width)
+            )
+            print(row + "".join(f"  [{name}]" for name in names), flush=True)
 
         return line
     # UTF-8 whatever the locale, and with the byte order mark: without it Excel reads a CSV in

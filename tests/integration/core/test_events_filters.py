@@ -468,5 +468,6 @@ def test_photos_are_written_out_with_the_listing(tmp_path: Path, capsys):
     )
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
-    assert lines[1].endswith("0.90") and lines[2].endswith(f"[{names[1]}]")
+    assert lines[1].endswith("north-in: 津A12345 0.90"), "no colour, no gap for it"
+    assert lines[2].endswith(f"[{names[1]}]")
     assert "1 picture in" in captured.err and "1 no longer kept" in captured.err

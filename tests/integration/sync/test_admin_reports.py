@@ -179,10 +179,37 @@ def test_unknown_gateways_gates_and_zones_are_named(
     assert code == 2 and "--site 'no-such-court'" in err
     code, _, err = run(capsys, db_url, "events", "--gate", "nowhere-in", "--gateway", gateways.north)
     assert code == 2 and "--gate 'nowhere-in': no such gate, and no event names it" in err
+    gateways.db.execute(
+        "INSERT INTO gates (site_id, id, gateway_id) VALUES (?, 'south-in', ?)", (SITE, gateways.south)
+    )
+    code, _, err = run(capsys, db_url, "events", "--gate", "sotuh-in", "--site", SITE)
+    assert code == 2 and "did you mean 'south-in'?" in err
     code, out, _ = run(capsys, db_url, "events", "--gate", "north-in", "--gateway", gateways.north, "--json")
     assert code == 0 and len(out.splitlines()) == 1, "a gate only events name is known"
     code, _, err = run(capsys, db_url, "events", "--tz", "Mars/Olympus")
     assert code == 2 and "--tz 'Mars/Olympus': not a time zone" in err
+
+
+def test_the_table_makes_room_for_long_gateway_names(
+    gateways: Gateways, db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gw = gateways
+    subject = f"visitor-{uuid.uuid4().hex[:6]}"
+    long_name = f"{gw.north}-east-service-entrance"
+    entry = {"gate": "east-in", "plate": "津A12345", "reason": "pass", "subject": subject}
+    late = Makers(long_name).make(long_name, "access.granted", entry, 1)
+    gw.publisher.publish(
+        Topics(SITE, long_name).event(late.type), late.model_dump_json(), qos=1
+    ).wait_for_publish(5)
+    gw.send(gw.make(gw.north, "access.granted", {**entry, "gate": "north-in"}, 2))
+    wait_until(
+        lambda: gw.db.one("SELECT 1 FROM events WHERE id = ?", (str(late.id),)) is not None, 10, "stored"
+    )
+    code, out, _ = run(capsys, db_url, "events", "--subject", subject)
+    assert code == 0
+    header, *rows = out.splitlines()
+    assert [row.split()[2] for row in rows] == [f"{SITE}/{long_name}", f"{SITE}/{gw.north}"]
+    assert [row.index("access.granted") for row in rows] == [header.index("type")] * 2, out
 
 
 def test_a_gateway_of_another_site_is_named_not_listed_as_empty(
@@ -250,6 +277,7 @@ def test_the_alerts_of_every_gateway_whatever_order_their_events_arrive_in(
     }
     b = next(json.loads(line) for line in out.splitlines() if json.loads(line)["alert_id"] == f"b-{gw.south}")
     assert b["message"] == "north-in forced open" and b["severity"] == "critical" and b["gateway"] == gw.south
+    assert "repeats" not in b and "last_seen_ms" not in b, "what only the gateway knows is not made up"
 
     gw.send(a_acked, a_cleared)
     code, out, _ = run(capsys, db_url, "alerts", "--gateway", gw.north, "--json")
