@@ -15,6 +15,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -322,6 +323,59 @@ class Community:
             )
         return self.command(site, gateway, "pass.revoke", {"pass_id": pass_id, "reason": reason}, PASS_TTL_S)
 
+    def allow_entries(
+        self, site: str, gateway: str, *, subject: str | None = None
+    ) -> list[tuple[AllowEntry, int]]:
+        """The gateway's allow-list as the community database holds it (with the version each
+        entry came in), by subject then kind; only `subject`'s entries when given."""
+        rows = self.db.query(
+            "SELECT entry, version FROM allowlist_entries WHERE site_id = ? AND gateway_id = ? "
+            "ORDER BY kind, value",
+            (site, gateway),
+        )
+        entries = [(AllowEntry.model_validate(_json(entry)), int(version)) for entry, version in rows]
+        entries = [(e, v) for e, v in entries if subject is None or e.subject == subject]
+        return sorted(entries, key=lambda item: (item[0].subject or "", item[0].kind))
+
+    def passes(self, site: str, gateway: str) -> list[IssuedPass]:
+        """The passes issued to the gateway, by start, each with the entries the gateway
+        reported for it (its access.granted events that name the pass)."""
+        rows = self.db.query(
+            "SELECT id, kind, plate, credential, host, valid_from, valid_until, max_uses, revoked_at "
+            "FROM passes WHERE site_id = ? AND gateway_id = ? ORDER BY valid_from, id",
+            (site, gateway),
+        )
+        if not rows:
+            return []
+        starts = [int(datetime.fromisoformat(row[5]).timestamp() * 1000) for row in rows]
+        marks = ", ".join("?" * len(rows))
+        used = {
+            pass_id: (int(count), int(last))
+            for pass_id, count, last in self.db.query(
+                "SELECT payload ->> 'pass_id', count(*), max(ts_ms) FROM events "
+                "WHERE type = 'access.granted' AND ts_ms >= ? AND site_id = ? AND gateway_id = ? "
+                f"AND payload ->> 'pass_id' IN ({marks}) "
+                "GROUP BY payload ->> 'pass_id'",
+                (min(starts), site, gateway, *[row[0] for row in rows]),
+            )
+        }
+        return [
+            IssuedPass(
+                pass_id=pass_id,
+                kind=kind,
+                plate=plate,
+                token=credential is not None,
+                host=host,
+                valid_from=datetime.fromisoformat(valid_from),
+                valid_until=datetime.fromisoformat(valid_until),
+                max_uses=int(max_uses) if max_uses is not None else None,
+                revoked_at=revoked_at,
+                entries=used.get(pass_id, (0, 0))[0],
+                last_entry_ms=used.get(pass_id, (0, None))[1],
+            )
+            for pass_id, kind, plate, credential, host, valid_from, valid_until, max_uses, revoked_at in rows
+        ]
+
     def new_pass(
         self,
         site: str,
@@ -378,6 +432,33 @@ class Community:
                 ),
             )
         return document
+
+
+@dataclass(frozen=True)
+class IssuedPass:
+    """A pass the community database issued, with what the gateway reported of its use."""
+
+    pass_id: str
+    kind: str
+    plate: str | None
+    token: bool
+    """issued for a QR token (kept only as its hash)"""
+    host: str | None
+    valid_from: datetime
+    valid_until: datetime
+    max_uses: int | None
+    revoked_at: str | None
+    entries: int
+    last_entry_ms: int | None
+
+    def state(self, now: datetime) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.max_uses is not None and self.entries >= self.max_uses:
+            return "used up"
+        if now >= self.valid_until:
+            return "expired"
+        return "not yet valid" if now < self.valid_from else "valid"
 
 
 def _json(value: Any) -> Any:

@@ -209,6 +209,104 @@ def cmd_allow_import(args: argparse.Namespace) -> int:
     return _send(args, community.allowlist_delta(args.site, args.gateway, version), ALLOWLIST_UNSENT)
 
 
+def _registered(community: Any, args: argparse.Namespace) -> None:
+    """A listing of one gateway's lists: the gateway must be registered (a typo lists nothing)."""
+    if (
+        community.db.one("SELECT 1 FROM gateways WHERE site_id = ? AND id = ?", (args.site, args.gateway))
+        is None
+    ):
+        raise UsageError(
+            f"no gateway {args.site}/{args.gateway} in the community database; "
+            "`gatehouse admin gateway list` shows the gateways it knows"
+        )
+
+
+def cmd_allow_list(args: argparse.Namespace) -> int:
+    """A gateway's allow-list as the community database holds it and sends it."""
+    from edge.cli.common import print_table
+    from edge.cli.events import cell, spreadsheet
+
+    community = _community(args)
+    _registered(community, args)
+    zone = _zone(args)
+    entries = community.allow_entries(args.site, args.gateway, subject=args.subject)
+    rows = [
+        (
+            entry.kind,
+            entry.value if entry.kind == "plate" else f"…{entry.last4 or '?'}",
+            entry.subject or "-",
+            " ".join(entry.gates) or "every gate",
+            entry.valid_until.astimezone(zone).strftime("%Y-%m-%d %H:%M") if entry.valid_until else "-",
+            str(version),
+        )
+        for entry, version in entries
+    ]
+    if args.csv:
+        writer = spreadsheet()
+        writer.writerow(("kind", "credential", "subject", "gates", "valid_until", "version"))
+        writer.writerows([cell(value) for value in row] for row in rows)
+        return 0
+    version = community.allowlist_version(args.site, args.gateway)
+    if not rows:
+        print(f"{args.site}/{args.gateway}: nothing on the allow-list (version {version})")
+        return 0
+    print_table([("KIND", "CREDENTIAL", "SUBJECT", "GATES", "VALID UNTIL", "SINCE VERSION"), *rows])
+    print(f"{len(rows)} entries; the allow-list is at version {version}", file=sys.stderr)
+    return 0
+
+
+def cmd_pass_list(args: argparse.Namespace) -> int:
+    """The passes issued to a gateway, with the entries it reported for each."""
+    from edge.cli.common import print_table
+
+    community = _community(args)
+    _registered(community, args)
+    zone = _zone(args)
+    now = datetime.now().astimezone()
+    issued = community.passes(args.site, args.gateway)
+    shown = [p for p in issued if args.all or p.state(now) in ("valid", "not yet valid")]
+    if args.json:
+        for item in shown:
+            print(
+                json.dumps(
+                    {
+                        **item.__dict__,
+                        "valid_from": item.valid_from.isoformat(),
+                        "valid_until": item.valid_until.isoformat(),
+                        "state": item.state(now),
+                    },
+                    ensure_ascii=False,
+                )
+            )
+        return 0
+    if not shown:
+        ended = len(issued) - len(shown)
+        print(
+            f"{args.site}/{args.gateway}: no pass in force"
+            + (f" ({ended} ended; --all lists them)" if ended else "")
+        )
+        return 0
+
+    def local(moment: datetime) -> str:
+        return moment.astimezone(zone).strftime("%m-%d %H:%M")
+
+    rows = [
+        (
+            item.pass_id,
+            item.kind,
+            item.plate or ("QR token" if item.token else "-"),
+            item.host or "-",
+            local(item.valid_from),
+            local(item.valid_until),
+            f"{item.entries}/{item.max_uses}" if item.max_uses else str(item.entries),
+            item.state(now),
+        )
+        for item in shown
+    ]
+    print_table([("PASS", "KIND", "FOR", "HOST", "FROM", "UNTIL", "ENTRIES", "STATE"), *rows])
+    return 0
+
+
 def cmd_pass_issue(args: argparse.Namespace) -> int:
     community = _community(args)
     if not args.plate and not args.qr:
@@ -554,6 +652,15 @@ def register(subparsers: Any) -> None:
     _target(allow_remove)
     _credential_args(allow_remove)
     _sending(allow_remove)
+    allow_list = add_command(
+        allow_sub, "list", "a gateway's allow-list as the community database holds it", cmd_allow_list
+    )
+    _target(allow_list)
+    allow_list.add_argument("--subject", help="only this resident's or household's entries")
+    allow_list.add_argument("--csv", action="store_true", help="a spreadsheet instead of the table")
+    allow_list.add_argument(
+        "--tz", metavar="ZONE", help="show times in this time zone (default: this machine's)"
+    )
     allow_import = add_command(
         allow_sub,
         "import",
@@ -580,6 +687,18 @@ def register(subparsers: Any) -> None:
     pass_issue.add_argument("--max-uses", type=count_of(1), help="entries allowed (default unlimited)")
     pass_issue.add_argument("--gate", action="append", help="only at this gate (repeat)")
     _sending(pass_issue)
+    pass_list = add_command(
+        pass_sub,
+        "list",
+        "the passes in force at a gateway, with the entries each was used for",
+        cmd_pass_list,
+    )
+    _target(pass_list)
+    pass_list.add_argument("--all", action="store_true", help="also passes expired, used up or revoked")
+    pass_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    pass_list.add_argument(
+        "--tz", metavar="ZONE", help="show times in this time zone (default: this machine's)"
+    )
     pass_revoke = add_command(
         pass_sub,
         "revoke",

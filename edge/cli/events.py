@@ -256,11 +256,21 @@ CSV_COLUMNS = ("time", "type", "gate", "device", "credential", "subject", "house
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _cell(value: object) -> str:
+def cell(value: object) -> str:
     """A spreadsheet cell: empty for None; text a spreadsheet would take for a formula (=, +, -,
     @ first) behind a ' (CSV injection: a name or message from upstream must not run)."""
     text = "" if value is None else str(value)
     return f"'{text}" if text.startswith(_FORMULA) else text
+
+
+def spreadsheet() -> Any:
+    """A CSV writer on standard output that Excel reads right: UTF-8 whatever the locale, and
+    with the byte order mark (without it Excel reads a CSV in the Windows code page and garbles
+    every plate's province, 津 and the like). Put the cells through `cell`."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(encoding="utf-8")
+    sys.stdout.write("\ufeff")
+    return csv.writer(sys.stdout)
 
 
 def csv_row(event: Event, zone: tzinfo) -> list[str]:
@@ -273,7 +283,7 @@ def csv_row(event: Event, zone: tzinfo) -> list[str]:
         credential = f"{p.credential.kind} …{p.credential.last4}"
     detail = p.detail if event.type.startswith("access.") else summary(event)
     return [
-        _cell(value)
+        cell(value)
         for value in (
             event.ts.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
             event.type,
@@ -381,12 +391,7 @@ def printer(
             print(row + "".join(f"  [{name}]" for name in names), flush=True)
 
         return line
-    # UTF-8 whatever the locale, and with the byte order mark: without it Excel reads a CSV in
-    # the Windows code page and garbles every plate's province (津 and the like).
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        sys.stdout.reconfigure(encoding="utf-8")
-    sys.stdout.write("\ufeff")
-    writer = csv.writer(sys.stdout)
+    writer = spreadsheet()
     columns = [
         *(("site", "gateway") if by_gateway else ()),
         *CSV_COLUMNS,
@@ -397,9 +402,9 @@ def printer(
     def row(event: Event) -> None:
         cells = csv_row(event, zone)
         if by_gateway:
-            cells = [_cell(event.site), _cell(event.gateway), *cells]
+            cells = [cell(event.site), cell(event.gateway), *cells]
         if photos is not None:
-            cells.append(_cell(" ".join(photos.save(event))))
+            cells.append(cell(" ".join(photos.save(event))))
         writer.writerow(cells)
         if args.follow:
             sys.stdout.flush()
