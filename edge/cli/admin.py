@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from edge.cli.alerts import ALL_ALERTS_HELP, add_listing_arguments
 from edge.cli.common import add_command, count_of, positive
 from edge.cli.events import add_filter_arguments, add_output_arguments
 from edge.cli.ingest import add_broker_arguments, broker_config
@@ -758,19 +759,11 @@ def register(subparsers: Any) -> None:
         cmd_alerts,
     )
     _gateways(alerts, zone_use="show times")
-    alerts.add_argument(
-        "--all",
-        action="store_true",
-        help="also the alerts that are over (cleared); open ones, raised or acknowledged, are always listed",
+    add_listing_arguments(
+        alerts,
+        all_help=ALL_ALERTS_HELP,
+        follow_help="then keep printing each alert as the ingest receives it raised, acknowledged or cleared",
     )
-    alerts.add_argument(
-        "--follow",
-        "-f",
-        action="store_true",
-        help="then keep printing each alert as the ingest receives it raised, acknowledged or cleared",
-    )
-    alerts.add_argument("--json", action="store_true", help="one JSON object per line")
-    alerts.add_argument("--limit", "-n", type=count_of(1), default=100, help="how many (default 100)")
 
 
 def _gateways(parser: argparse.ArgumentParser, zone_use: str) -> None:

@@ -29,6 +29,10 @@ from edge.store.queries import query_events
 
 FOLLOW_POLL_S = 0.5
 
+ALL_ALERTS_HELP = (
+    "also the alerts that are over (cleared); open ones, raised or acknowledged, are always listed"
+)
+
 MAX_BY = 100
 """as long as `by` may be in the alert.ack command the community database sends"""
 
@@ -48,15 +52,11 @@ def register(subparsers: Any) -> None:
         "list open alerts (newest last); --follow to watch; `alerts ack ID` to acknowledge",
         _alerts,
     )
-    parser.add_argument("--all", action="store_true", help="also acknowledged and cleared alerts")
-    parser.add_argument(
-        "--follow",
-        "-f",
-        action="store_true",
-        help="then keep printing each alert as it is raised, acknowledged or cleared (same lines)",
+    add_listing_arguments(
+        parser,
+        all_help=ALL_ALERTS_HELP,
+        follow_help="then keep printing each alert as it is raised, acknowledged or cleared (same lines)",
     )
-    parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    parser.add_argument("--limit", "-n", type=count_of(1), default=100, help="how many (default 100)")
     sub = parser.add_subparsers(dest="alerts_command", metavar="ACTION", title="actions")
     ack = add_command(sub, "ack", "acknowledge an alert: it stays open until its condition clears", _ack)
     ack.add_argument(
@@ -71,6 +71,14 @@ def register(subparsers: Any) -> None:
         default="guard",
         help=f"who acknowledges, at most {MAX_BY} characters (default: guard)",
     )
+
+
+def add_listing_arguments(parser: argparse.ArgumentParser, *, all_help: str, follow_help: str) -> None:
+    """--all, --follow, --json and --limit of an alert listing (the gateway's or the community's)."""
+    parser.add_argument("--all", action="store_true", help=all_help)
+    parser.add_argument("--follow", "-f", action="store_true", help=follow_help)
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument("--limit", "-n", type=count_of(1), default=100, help="how many (default 100)")
 
 
 def local_time(ms: int | None, zone: tzinfo) -> str:
