@@ -40,38 +40,11 @@ def test_the_allow_list_as_the_database_holds_it(
     db_url: str, gateway: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     target = [SITE, gateway]
-    assert (
-        admin(
-            capsys,
-            db_url,
-            "allow",
-            "add",
-            *target,
-            "--plate",
-            "津a 12345",
-            "--subject",
-            "unit-3-402",
-            "--gate",
-            "north-in",
-            "--no-send",
-        )[0]
-        == 0
-    )
-    assert (
-        admin(
-            capsys,
-            db_url,
-            "allow",
-            "add",
-            *target,
-            "--card",
-            "0012345678",
-            "--subject",
-            "unit-5-101",
-            "--no-send",
-        )[0]
-        == 0
-    )
+    for credential in (
+        ["--plate", "津a 12345", "--subject", "unit-3-402", "--gate", "north-in"],
+        ["--card", "0012345678", "--subject", "unit-5-101"],
+    ):
+        assert admin(capsys, db_url, "allow", "add", *target, *credential, "--no-send")[0] == 0
     residents = tmp_path / "residents.csv"
     residents.write_text(
         "kind,value,subject,gates,valid_until\nplate,津B00001,=cmd(),,2027-06-30T23:59:00+08:00\n"
