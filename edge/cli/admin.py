@@ -607,9 +607,7 @@ def register(subparsers: Any) -> None:
         "every gateway: its state and since when, signing, allow-list applied, devices not online",
         cmd_gateway_list,
     )
-    gateway_list.add_argument(
-        "--tz", metavar="ZONE", help="show times in this time zone (default: this machine's)"
-    )
+    _zone_option(gateway_list)
     signed_by = gateway_add.add_mutually_exclusive_group(required=True)
     signed_by.add_argument(
         "--key-env", metavar="NAME", help="environment variable holding the gateway's HMAC key"
@@ -659,9 +657,7 @@ def register(subparsers: Any) -> None:
     _target(allow_list)
     allow_list.add_argument("--subject", help="only this resident's or household's entries")
     allow_list.add_argument("--csv", action="store_true", help="a spreadsheet instead of the table")
-    allow_list.add_argument(
-        "--tz", metavar="ZONE", help="show times in this time zone (default: this machine's)"
-    )
+    _zone_option(allow_list)
     allow_import = add_command(
         allow_sub,
         "import",
@@ -697,9 +693,7 @@ def register(subparsers: Any) -> None:
     _target(pass_list)
     pass_list.add_argument("--all", action="store_true", help="also passes expired, used up or revoked")
     pass_list.add_argument("--json", action="store_true", help="one JSON object per line")
-    pass_list.add_argument(
-        "--tz", metavar="ZONE", help="show times in this time zone (default: this machine's)"
-    )
+    _zone_option(pass_list)
     pass_revoke = add_command(
         pass_sub,
         "revoke",
@@ -734,9 +728,7 @@ def register(subparsers: Any) -> None:
         "--ttl-s", type=positive, default=300.0, help="expires after this many seconds (default 300)"
     )
     _sending(alert_ack)
-    alert_ack.add_argument(
-        "--tz", metavar="ZONE", help="show times in this time zone (default: this machine's)"
-    )
+    _zone_option(alert_ack)
 
     gaps = add_command(sub, "gaps", "report missing seq numbers of a gateway's events", cmd_gaps)
     _target(gaps)
@@ -771,6 +763,11 @@ def _gateways(parser: argparse.ArgumentParser, zone_use: str) -> None:
     listing does in the zone."""
     parser.add_argument("--site", help="only this site's gateways")
     parser.add_argument("--gateway", help="only this gateway")
+    _zone_option(parser, zone_use)
+
+
+def _zone_option(parser: argparse.ArgumentParser, zone_use: str = "show times") -> None:
+    """--tz: the community database does not know the sites' zones (see _zone)."""
     parser.add_argument(
         "--tz",
         metavar="ZONE",
