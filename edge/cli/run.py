@@ -264,6 +264,10 @@ def _demo(args: argparse.Namespace) -> int:
                 config_path(args) if args.config else (DEMO_PROTOCOL_CONFIG if args.protocol else DEMO_CONFIG)
             )
             print(f"Look again with: gatehouse --config {shown} events")
+            if db_url:
+                print(
+                    f"and the community side: gatehouse admin --db {db_url} events (or alerts, gateway list)"
+                )
     return 0
 
 

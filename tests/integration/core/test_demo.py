@@ -36,7 +36,19 @@ def test_demo_shows_events_and_the_community_database_receives_them(tmp_path: Pa
     received = [int(n) for n in re.findall(r"community database: (\d+) events from demo-gw", out)]
     assert recorded > 5
     assert received and received[-1] == recorded, out
-    assert "seq gaps [" not in out.splitlines()[-3]
+    final = [line for line in out.splitlines() if "community database:" in line][-1]
+    assert "seq gaps [" not in final
+    hint = re.search(r"and the community side: gatehouse (admin --db \S+) events", out)
+    assert hint, out
+    listed = subprocess.run(
+        [sys.executable, "-m", "edge.cli", *hint.group(1).split(), "events", "--type", "access.*"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0 and "demo-compound/demo-gw" in listed.stdout, listed.stderr
 
 
 @pytest.mark.serial
