@@ -248,7 +248,7 @@ def _demo(args: argparse.Namespace) -> int:
             from sync.ingest import local_ingest
 
             config.state_path.mkdir(parents=True, exist_ok=True)
-            db_url = f"sqlite:///{config.state_path / 'community.db'}"
+            db_url = f"sqlite:///{(config.state_path / 'community.db').resolve()}"
             broker, ingest = local_ingest(db_url, config.mqtt)
             stack.callback(broker.close)
             stack.callback(ingest.stop)
