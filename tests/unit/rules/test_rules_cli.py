@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge.cli import main
-from edge.events import EventFactory
+from edge.events import AlertClearedPayload, AlertPayload, EventFactory
 from edge.rules.alerts import AlertEngine
 from edge.store import Store
 from tests.support.sync_helpers import start_cli, wait_for_line
@@ -315,3 +315,37 @@ def test_alerts_follow_json_prints_alert_records_as_each_event_left_them(tmp_pat
     ]
     assert set(followed[0]) == set(listed) | {"event", "seq"}
     assert followed[0]["acked_by"] is None and followed[1]["acked_by"] == "guard-2"
+
+
+def test_alerts_follow_prints_the_alerts_the_store_raises_itself(tmp_path: Path):
+    """The store raises store.quota and store.corrupt as events of its own, with no row in the
+    alerts table: a guard following the alerts must see them raised and cleared all the same."""
+    config = tmp_path / "gatehouse.yaml"
+    config.write_text(CONFIG.format(state=tmp_path / "state"))
+    factory = EventFactory("test-site", "gw-test")
+    with Store(tmp_path / "state" / "gatehouse.db", synchronous="normal", events=factory) as store:
+        asyncio.run(AlertEngine(store, factory).raise_("gate.stuck", "gate.stuck:north-in", "north-in stuck"))
+        process = start_cli(config, "alerts", "--follow", "--json")
+        try:
+            wait_for_line(process, b"north-in stuck", 30)
+            raised = AlertPayload(
+                alert_id="quota-1",
+                kind="store.quota",
+                key="store.quota",
+                severity="warning",
+                message="over quota",
+            )
+            store.append(factory.make("alert.raised", raised))
+            cleared = AlertClearedPayload(
+                alert_id="quota-1", key="store.quota", reason="usage back under quota"
+            )
+            store.append(factory.make("alert.cleared", cleared))
+            followed = [json.loads(wait_for_line(process, b"over quota", 30)) for _ in range(2)]
+        finally:
+            process.terminate()
+            process.wait(10)
+    assert [(r["event"], r["state"], r["kind"], r["alert_id"]) for r in followed] == [
+        ("alert.raised", "raised", "store.quota", "quota-1"),
+        ("alert.cleared", "cleared", "store.quota", "quota-1"),
+    ]
+    assert followed[0]["cleared_ms"] is None and followed[1]["cleared_ms"] is not None
