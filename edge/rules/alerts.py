@@ -325,25 +325,24 @@ class AlertEngine:
         await self.drive_outputs()
         return event
 
-    async def clear(self, key: str, reason: str = "") -> Event | None:
+    async def clear(self, key: str, reason: str = "", *, quiet_since_ms: int | None = None) -> Event | None:
         """Clear the open alert with this key (the condition is over). An alert being raised
-        meanwhile is waited for, then cleared. Each change of an alert's state and the event
-        that records it are one commit: the guards' list and the community's never disagree
-        after a crash."""
+        meanwhile is waited for, then cleared. With `quiet_since_ms`, only an alert not seen
+        since then: a moment that happened again while waiting stays open, counted. Each change
+        of an alert's state and the event that records it are one commit: the guards' list and
+        the community's never disagree after a crash."""
+        sql = "SELECT alert_id FROM alerts WHERE key=? AND state != 'cleared'"
+        params: tuple[Any, ...] = (key,)
+        if quiet_since_ms is not None:
+            sql += " AND coalesce(last_seen_ms, raised_ms) < ?"
+            params = (key, quiet_since_ms)
         async with self._lock:
-            open_now = (
-                self.store.read()
-                .execute("SELECT 1 FROM alerts WHERE key=? AND state != 'cleared'", (key,))
-                .fetchone()
-            )
-            if open_now is None:
+            if self.store.read().execute(sql, params).fetchone() is None:
                 return None
             now_ms = self._now_ms()
 
             def record(conn: sqlite3.Connection) -> tuple[str | None, Event | None]:
-                row = conn.execute(
-                    "SELECT alert_id FROM alerts WHERE key=? AND state != 'cleared'", (key,)
-                ).fetchone()
+                row = conn.execute(sql, params).fetchone()
                 if row is None:
                     return None, None
                 return self._clear_row(str(row[0]), key, reason, now_ms, conn)
@@ -376,7 +375,9 @@ class AlertEngine:
             .fetchall()
         )
         for (key,) in stale:
-            await self.clear(key, reason=f"quiet for {self.config.momentary_clear_min:g} min")
+            await self.clear(
+                key, reason=f"quiet for {self.config.momentary_clear_min:g} min", quiet_since_ms=quiet_since
+            )
         await self.drive_outputs()
 
     # sirens and strobes

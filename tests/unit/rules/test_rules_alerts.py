@@ -287,3 +287,30 @@ def test_each_flapping_gate_has_its_own_flood_alert(tmp_path: Path):
         ]
     finally:
         rig.store.close()
+
+
+def test_a_moment_that_happens_again_while_the_quiet_ones_are_cleared_stays_open(tmp_path: Path):
+    """The periodic check clears the moments it found quiet one by one; a blocklisted plate read
+    again while an earlier one is being cleared is news, counted on its alert, not cleared as
+    quiet with the rest."""
+    rig = make_rig(tmp_path, SIREN)
+    first, second = "plate.blocklisted:津A11111", "plate.blocklisted:津B22222"
+    clear = rig.alerts.clear
+
+    async def read_again_meanwhile(key: str, reason: str = "", **kwargs: Any) -> Any:
+        if key == first:
+            await rig.alerts.raise_("plate.blocklisted", second, "plate 津B22222 blocklisted")
+        return await clear(key, reason, **kwargs)
+
+    async def scenario() -> None:
+        await rig.alerts.raise_("plate.blocklisted", first, "plate 津A11111 blocklisted")
+        await rig.alerts.raise_("plate.blocklisted", second, "plate 津B22222 blocklisted")
+        rig.clock.advance(11 * 60)
+        rig.alerts.clear = read_again_meanwhile  # type: ignore[method-assign]
+        await rig.alerts.check()
+
+    try:
+        asyncio.run(scenario())
+        assert [(a.key, a.repeats) for a in rig.alerts.open_alerts()] == [(second, 1)]
+    finally:
+        rig.store.close()
