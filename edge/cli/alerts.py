@@ -8,7 +8,6 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import sqlite3
 import time
 from datetime import datetime, tzinfo
 from typing import Any
@@ -124,52 +123,13 @@ def _alerts(args: argparse.Namespace) -> int:
         time.sleep(FOLLOW_POLL_S)
         for event in query_events(conn, types=["alert.*"], after_seq=last, limit=500, newest=False):
             last = event.seq
-            alert = as_of(event, find_alert(conn, event.payload.alert_id) or from_events(conn, event))
+            alert = as_of(event, find_alert(conn, event.payload.alert_id))
             if alert is None:
                 continue
             record = {**alert.__dict__, "event": event.type, "seq": event.seq}
             print(
                 json.dumps(record, ensure_ascii=False) if args.json else format_alert(alert, zone), flush=True
             )
-
-
-def from_events(conn: sqlite3.Connection, event: Event) -> AlertRecord | None:
-    """The alert of `event` as its recorded events tell it, for an alert the store raised itself
-    (`store.quota`, `store.corrupt`): it has no row in the alerts table, and a guard following
-    the alerts must see it all the same. None when its alert.raised is not in the store."""
-    alert_id = event.payload.alert_id
-    bodies = conn.execute(
-        "SELECT body FROM outbox WHERE type IN ('alert.raised', 'alert.acknowledged', 'alert.cleared') "
-        "AND json_extract(body, '$.payload.alert_id') = ? ORDER BY seq",
-        (alert_id,),
-    ).fetchall()
-    alert: AlertRecord | None = None
-    for (body,) in bodies:
-        step = Event.model_validate_json(body)
-        at_ms = int(step.ts.timestamp() * 1000)
-        payload = step.payload
-        if step.type == "alert.raised":
-            alert = AlertRecord(
-                alert_id=alert_id,
-                key=payload.key,
-                kind=payload.kind,
-                severity=payload.severity,
-                state="raised",
-                message=payload.message,
-                gate=payload.gate,
-                device=step.device,
-                raised_ms=at_ms,
-                acked_ms=None,
-                acked_by=None,
-                cleared_ms=None,
-                repeats=0,
-                last_seen_ms=None,
-            )
-        elif alert is not None and step.type == "alert.acknowledged":
-            alert = dataclasses.replace(alert, state="acknowledged", acked_ms=at_ms, acked_by=payload.by)
-        elif alert is not None:
-            alert = dataclasses.replace(alert, state="cleared", cleared_ms=at_ms)
-    return alert
 
 
 def as_of(event: Event, alert: AlertRecord | None) -> AlertRecord | None:

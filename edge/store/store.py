@@ -114,6 +114,36 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
+def _keep_alert_row(conn: sqlite3.Connection, event: Event, *, momentary: bool) -> None:
+    """The guards' record of an alert the store raises or clears itself (store.corrupt,
+    store.quota), kept as the alert engine keeps its own, in the same transaction as its event:
+    so it is listed, acknowledged, and sounds the sirens configured for its severity. A moment
+    (the corruption found at start) clears itself when quiet, like a blocklisted card."""
+    payload: Any = event.payload
+    at_ms = event.ts_ms
+    if event.type == "alert.raised":
+        conn.execute(
+            "INSERT OR IGNORE INTO alerts(alert_id, key, kind, severity, state, message, raised_ms, "
+            "last_seen_ms, momentary, detail) VALUES (?, ?, ?, ?, 'raised', ?, ?, ?, ?, ?)",
+            (
+                payload.alert_id,
+                payload.key,
+                payload.kind,
+                payload.severity,
+                payload.message,
+                at_ms,
+                at_ms,
+                int(momentary),
+                json.dumps(payload.detail, ensure_ascii=False, default=str),
+            ),
+        )
+    elif event.type == "alert.cleared":
+        conn.execute(
+            "UPDATE alerts SET state = 'cleared', cleared_ms = ? WHERE key = ? AND state != 'cleared'",
+            (at_ms, payload.key),
+        )
+
+
 class Store:
     """The gateway's SQLite store. Thread-safe; one writer thread, read connections per thread."""
 
@@ -222,7 +252,8 @@ class Store:
             ),
             detail={"moved_to": str(self.recovered_from)},
         )
-        self.append(self.factory.make("alert.raised", payload))
+        event = self.factory.make("alert.raised", payload)
+        self.write_with_event(lambda conn: (_keep_alert_row(conn, event, momentary=True), event))
 
     def _initial_seq(self) -> int:
         """The last seq handed out: the newest row's, or the counter kept when rows are evicted;
@@ -593,6 +624,7 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             (row,) = self._number(conn, [row], self.last_seq)
             conn.execute(INSERT_OUTBOX_SQL, row)
+            _keep_alert_row(conn, event, momentary=False)
             for key, value in kv.items():
                 if value is None:
                     conn.execute("DELETE FROM kv WHERE key=?", (key,))

@@ -11,6 +11,7 @@ import pytest
 
 from edge.errors import StoreError, StoreFull
 from edge.events import MAX_EVENT_BYTES, EventFactory, Priority
+from edge.rules.alerts import AlertEngine, list_alerts
 from edge.store import Store
 from edge.store.migrations import MIGRATIONS, migrate
 from edge.store.queries import read_backlog
@@ -294,6 +295,38 @@ def test_corrupt_file_is_moved_aside_reported_and_replaced(tmp_path: Path, facto
         alerts = store.events(types=["alert.raised"])
         assert [a.payload.kind for a in alerts] == ["store.corrupt"]
         assert alerts[0].seq > last, "seq must never repeat after recovery"
+        (record,) = list_alerts(store.read())
+        assert (record.alert_id, record.state, record.severity) == (
+            alerts[0].payload.alert_id,
+            "raised",
+            "critical",
+        )
+        engine = AlertEngine(store, factory)
+        assert asyncio.run(engine.acknowledge("store.corrupt", by="guard 2")) is not None
+        assert engine.find(record.alert_id).state == "acknowledged"  # type: ignore[union-attr]
+
+
+def test_the_quota_alert_is_the_guards_to_see_and_acknowledge(tmp_path: Path, factory: EventFactory):
+    """Raised and cleared by the store itself, the quota alert has its record in the alerts table
+    like every other alert (listed, acknowledged, sounding the sirens for its severity)."""
+    store = Store(tmp_path / "q.db", synchronous="normal", events=factory, quota_bytes=1_000_000)
+    try:
+        for i in range(7000):
+            store.append(telemetry(factory, i))
+        (record,) = list_alerts(store.read())
+        assert (record.kind, record.key, record.state) == ("store.quota", "store.quota", "raised")
+        assert asyncio.run(AlertEngine(store, factory).acknowledge(record.alert_id, by="guard 2")) is not None
+        store.mark_synced(through={int(Priority.TELEMETRY): store.last_seq})
+        for i in range(3000):  # until a round has only synced rows to drop
+            store.append(telemetry(factory, i))
+            if store.events(types=["alert.cleared"], limit=1):
+                break
+        assert store.events(types=["alert.cleared"], limit=1), "the store cleared it"
+        assert list_alerts(store.read()) == [], "and the guards' list with it"
+        (over,) = list_alerts(store.read(), include_cleared=True)
+        assert (over.state, over.acked_by) == ("cleared", "guard 2")
+    finally:
+        store.close()
 
 
 def test_migrations_from_empty_and_each_earlier_version(tmp_path: Path):

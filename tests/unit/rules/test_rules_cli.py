@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge.cli import main
-from edge.events import AlertClearedPayload, AlertPayload, EventFactory
+from edge.events import EventFactory, Priority
 from edge.rules.alerts import AlertEngine
 from edge.store import Store
 from tests.support.sync_helpers import start_cli, wait_for_line
@@ -317,35 +317,39 @@ def test_alerts_follow_json_prints_alert_records_as_each_event_left_them(tmp_pat
     assert followed[0]["acked_by"] is None and followed[1]["acked_by"] == "guard-2"
 
 
+def fill_until(store: Store, factory: EventFactory, event_type: str) -> None:
+    """Append occupancy samples until the store has recorded a store.quota event of `event_type`."""
+    for count in range(20_000):
+        store.append(factory.make("occupancy.sample", {"zone": "lot", "count": count % 50}))
+        if count % 100 == 0 and any(
+            e.payload.key == "store.quota" for e in store.events(types=[event_type], limit=5)
+        ):
+            return
+    raise AssertionError(f"no store.quota {event_type} after 20,000 samples")
+
+
 def test_alerts_follow_prints_the_alerts_the_store_raises_itself(tmp_path: Path):
-    """The store raises store.quota and store.corrupt as events of its own, with no row in the
-    alerts table: a guard following the alerts must see them raised and cleared all the same."""
+    """The store raises and clears store.quota (and store.corrupt) itself, not through the alert
+    engine: a guard following the alerts must see them raised and cleared all the same."""
     config = tmp_path / "gatehouse.yaml"
     config.write_text(CONFIG.format(state=tmp_path / "state"))
     factory = EventFactory("test-site", "gw-test")
-    with Store(tmp_path / "state" / "gatehouse.db", synchronous="normal", events=factory) as store:
+    path = tmp_path / "state" / "gatehouse.db"
+    with Store(path, synchronous="normal", events=factory, quota_bytes=1_000_000) as store:
         asyncio.run(AlertEngine(store, factory).raise_("gate.stuck", "gate.stuck:north-in", "north-in stuck"))
         process = start_cli(config, "alerts", "--follow", "--json")
         try:
             wait_for_line(process, b"north-in stuck", 30)
-            raised = AlertPayload(
-                alert_id="quota-1",
-                kind="store.quota",
-                key="store.quota",
-                severity="warning",
-                message="over quota",
-            )
-            store.append(factory.make("alert.raised", raised))
-            cleared = AlertClearedPayload(
-                alert_id="quota-1", key="store.quota", reason="usage back under quota"
-            )
-            store.append(factory.make("alert.cleared", cleared))
-            followed = [json.loads(wait_for_line(process, b"over quota", 30)) for _ in range(2)]
+            fill_until(store, factory, "alert.raised")  # unsynced telemetry dropped: raised
+            store.mark_synced(through={int(Priority.TELEMETRY): store.last_seq})
+            fill_until(store, factory, "alert.cleared")  # only synced rows to drop: cleared
+            (quota,) = [e for e in store.events(types=["alert.raised"]) if e.payload.kind == "store.quota"]
+            followed = [json.loads(wait_for_line(process, b"store.quota", 30)) for _ in range(2)]
         finally:
             process.terminate()
             process.wait(10)
     assert [(r["event"], r["state"], r["kind"], r["alert_id"]) for r in followed] == [
-        ("alert.raised", "raised", "store.quota", "quota-1"),
-        ("alert.cleared", "cleared", "store.quota", "quota-1"),
+        ("alert.raised", "raised", "store.quota", quota.payload.alert_id),
+        ("alert.cleared", "cleared", "store.quota", quota.payload.alert_id),
     ]
     assert followed[0]["cleared_ms"] is None and followed[1]["cleared_ms"] is not None
