@@ -236,11 +236,29 @@ class GatehouseConfig(StrictModel):
                         f"anti-passback gate {getattr(pair, end)!r} is not in gates "
                         f"(known: {', '.join(sorted(gate_ids)) or 'none'})",
                     )
+        devices_by_id = {device.id: device for device in self.devices}
         for index, output in enumerate(self.rules.alerts.outputs):
             if output.device not in device_ids:
                 raise MisplacedValue(
                     ("rules", "alerts", "outputs", index, "device"),
                     f"alert output device {output.device!r} is not in devices (known: {known})",
+                )
+            # Only a relay board switches outputs, those its profile names: any other would
+            # leave the guards without a siren and nothing but a line in the log.
+            device = devices_by_id[output.device]
+            relays = getattr(getattr(device, "profile", None), "outputs", None)
+            if relays is None or output.output not in relays:
+                have = (
+                    f"its profile.outputs: {', '.join(sorted(relays)) or 'none'}"
+                    if relays is not None
+                    else (
+                        f"a {device.kind} has none; sirens and strobes are relays of a modbus_gate board, "
+                        "named in its profile.outputs"
+                    )
+                )
+                raise MisplacedValue(
+                    ("rules", "alerts", "outputs", index, "output"),
+                    f"device {output.device!r} has no output {output.output!r} ({have})",
                 )
         self._shared_ports()
         return self

@@ -171,6 +171,11 @@ def test_dangling_device_reference_points_at_the_line_naming_it(tmp_path: Path):
             "rules.alerts.outputs[0].device: alert output device 'north-barier' is not in devices "
             "(known: north-barrier)",
         ),
+        (
+            "rules:\n  alerts:\n    outputs:\n      - {device: north-barrier, output: siren}\n",
+            "rules.alerts.outputs[0].output: device 'north-barrier' has no output 'siren' (a sim_lane has "
+            "none; sirens and strobes are relays of a modbus_gate board, named in its profile.outputs)",
+        ),
     ],
 )
 def test_rules_name_only_configured_gates_and_devices(tmp_path: Path, rules: str, message: str):
