@@ -35,7 +35,11 @@ devices:
   - {{kind: sim_reader, id: reader-out}}
   - {{kind: sim_camera, id: cam}}
   - {{kind: sim_camera, id: yard-cam}}
-  - {{kind: modbus_gate, id: relay, serial: {{port: /dev/ttyUSB9}}, unit_id: 9, profile: {{outputs: {{siren: 4, strobe: 5}}}}}}
+  - kind: modbus_gate
+    id: relay
+    serial: {{port: /dev/ttyUSB9}}
+    unit_id: 9
+    profile: {{outputs: {{siren: 4, strobe: 5}}}}
 {extra}
 """
 
