@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from edge.cli.alerts import ALL_ALERTS_HELP, add_listing_arguments
+from edge.cli.alerts import ALL_ALERTS_HELP, MAX_BY, acknowledger, add_listing_arguments
 from edge.cli.common import add_command, count_of, positive
 from edge.cli.events import add_filter_arguments, add_output_arguments
 from edge.cli.ingest import add_broker_arguments, broker_config
@@ -723,7 +723,12 @@ def register(subparsers: Any) -> None:
         "alert_id",
         help="the alert's id as `admin alerts` shows it, its first or last 4 or more characters, or its key",
     )
-    alert_ack.add_argument("--by", default="operator", help="who acknowledges (shown to the guards)")
+    alert_ack.add_argument(
+        "--by",
+        type=acknowledger,
+        default="operator",
+        help=f"who acknowledges, shown to the guards; at most {MAX_BY} characters (default: operator)",
+    )
     alert_ack.add_argument(
         "--ttl-s", type=positive, default=300.0, help="expires after this many seconds (default 300)"
     )

@@ -37,7 +37,7 @@ MAX_BY = 100
 """as long as `by` may be in the alert.ack command the community database sends"""
 
 
-def _who(text: str) -> str:
+def acknowledger(text: str) -> str:
     """An argparse type for --by: the record says who acknowledged, so it cannot be blank."""
     who = text.strip()
     if not who or len(who) > MAX_BY:
@@ -67,7 +67,7 @@ def register(subparsers: Any) -> None:
     )
     ack.add_argument(
         "--by",
-        type=_who,
+        type=acknowledger,
         default="guard",
         help=f"who acknowledges, at most {MAX_BY} characters (default: guard)",
     )

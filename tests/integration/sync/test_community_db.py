@@ -177,6 +177,10 @@ def test_admin_alert_ack_signs_an_ack_for_an_alert_the_database_holds(
         document = json.loads(capsys.readouterr().out)
         assert document["name"] == "alert.ack" and document["sig"]
         assert document["args"] == {"alert_id": alert_id, "by": "control-room"}
+    for blank_or_long in ("  ", "g" * 101):
+        with pytest.raises(SystemExit) as refused:
+            main([*admin, *ack, alert_id, "--by", blank_or_long, "--no-send"])
+        assert refused.value.code == 2 and "give who acknowledges" in capsys.readouterr().err
     assert main([*admin, *ack, "019a0000-0000-7000-8000-0000000000ff", "--no-send"]) == 2
     assert "no alert 019a0000-0000-7000-8000-0000000000ff from oak-court/gw-ack" in capsys.readouterr().err
     assert main([*admin, *ack, "019a", "--no-send"]) == 2
