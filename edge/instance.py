@@ -14,6 +14,7 @@ import fcntl
 import os
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 
 from edge.errors import GatehouseError
@@ -34,10 +35,18 @@ class Running:
 
     pid: int | None
     since: str
+    """when it started: ISO 8601 in UTC (a lock written by an older version: local text)"""
 
-    def describe(self) -> str:
+    def describe(self, zone: tzinfo = UTC) -> str:
+        """Who holds the lock and since when, in `zone` (the site's, where it is known)."""
         who = f"pid {self.pid}" if self.pid else "another process"
-        return f"{who}, since {self.since}" if self.since else who
+        if not self.since:
+            return who
+        try:
+            started = datetime.fromisoformat(self.since).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+        except ValueError:
+            started = self.since
+        return f"{who}, since {started}"
 
 
 class InstanceLock:
@@ -64,7 +73,7 @@ class InstanceLock:
                 f"a gateway already runs on {self.path.parent} ({holder.describe()}); stop it first "
                 "(sudo systemctl stop gatehouse) or give this one another gateway.state_dir"
             )
-        started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        started = datetime.now(UTC).isoformat(timespec="seconds")
         with contextlib.suppress(OSError):  # a read-only lock file still locks
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n{started}\n".encode(), 0)

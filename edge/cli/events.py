@@ -448,6 +448,16 @@ def _events(args: argparse.Namespace) -> int:
         last = newest
 
 
+def _site_time(iso: str, zone: tzinfo) -> str:
+    """A UTC ISO time the uplink recorded, as `status` shows times: in the site's zone."""
+    try:
+        moment = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return iso
+    local = moment.astimezone(zone)
+    return f"{local:%Y-%m-%d %H:%M:%S %Z}"
+
+
 def _attachment_file(folder: Path, sha256: str) -> bytes | None:
     """An attachment's bytes from the gateway's attachment files; None once retention took it."""
     try:
@@ -460,6 +470,7 @@ def _attachment_file(folder: Path, sha256: str) -> bytes | None:
 
 def _status(args: argparse.Namespace) -> int:
     config = load(args)
+    zone = site_zone(config)
     conn = reader(config)
     counters = dict(conn.execute("SELECT name, value FROM counters"))
     backlog = read_backlog(conn)
@@ -467,7 +478,7 @@ def _status(args: argparse.Namespace) -> int:
     print(f"gateway {config.gateway.id} at site {config.site.id}; store {config.store_path}")
     running = running_gateway(config.state_path)
     if running is not None:
-        print(f"running: yes ({running.describe()})")
+        print(f"running: yes ({running.describe(zone)})")
     else:
         print("running: NO — no gateway runs on this store; device states below are from when one last ran")
     print(f"events stored: {total[0]}, last seq: {max(total[1], counters.get('seq', 0))}")
@@ -483,6 +494,8 @@ def _status(args: argparse.Namespace) -> int:
     uplink = conn.execute("SELECT value FROM kv WHERE key='uplink.status'").fetchone()
     if uplink:
         for key, value in json.loads(uplink[0]).items():
+            if key in ("connected_since", "last_puback") and isinstance(value, str):
+                value = _site_time(value, zone)
             print(f"  uplink {key}: {value}")
     open_alerts = conn.execute(
         "SELECT severity, state, alert_id, message FROM alerts WHERE state != 'cleared' ORDER BY raised_ms"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import subprocess
 from datetime import datetime
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 
 from edge.cli import main
 from edge.events import EventFactory
+from edge.instance import InstanceLock, Running
 from edge.store import Store
 from tests.support.sync_helpers import start_cli, wait_for_line
 
@@ -154,3 +157,29 @@ def test_a_listing_cut_at_the_limit_says_so(tmp_path: Path, capsys):
         with pytest.raises(SystemExit):
             main(["--config", str(config), "events", "--limit", bad])
         assert "is not a whole number of 1 or more" in capsys.readouterr().err
+
+
+def test_status_shows_its_times_in_the_site_zone(tmp_path: Path, capsys):
+    """`alerts` and `events` show the compound's time; `status` must not show the guards a second
+    clock eight hours off (the uplink records UTC, the service may run in UTC)."""
+    config = tmp_path / "gatehouse.yaml"
+    config.write_text(CONFIG.format(state=tmp_path / "state").replace("}", ", timezone: Asia/Shanghai}", 1))
+    with Store(tmp_path / "state" / "gatehouse.db", synchronous="normal") as store:
+        report = {"state": "online", "connected_since": "2026-11-26T01:00:00.000Z", "last_puback": "bad"}
+        store.update_state(kv={"uplink.status": json.dumps(report)})
+    lock = InstanceLock(tmp_path / "state")
+    lock.acquire()
+    try:
+        assert main(["--config", str(config), "status"]) == 0
+    finally:
+        lock.release()
+    out = capsys.readouterr().out
+    assert "uplink connected_since: 2026-11-26 09:00:00 CST" in out
+    assert "uplink last_puback: bad" in out, "what is not a time is shown as it is"
+    started = re.search(r"running: yes \(pid \d+, since (\S+ \S+ \S+)\)", out)
+    assert started and started.group(1).endswith(" CST"), out
+
+
+def test_a_lock_written_by_an_older_version_is_described_as_it_is():
+    assert Running(7, "2026-11-26 09:00:00 UTC").describe() == "pid 7, since 2026-11-26 09:00:00 UTC"
+    assert Running(7, "2026-11-26T01:00:00+00:00").describe() == "pid 7, since 2026-11-26 01:00:00 UTC"
