@@ -230,6 +230,19 @@ async def _demo_loop(config: Any, duration: float | None, out: Any, db_url: str 
     return seen
 
 
+def _register_demo_gateway(db_url: str, config: Any) -> None:
+    """The demo's gateway registered in its community database with its site's salt and its
+    signing key, as an installer does with `admin gateway add`: the admin commands (alert-ack,
+    allow add, open-gate, pass issue) then work against the demo as they would in service."""
+    from sync.community import Community
+    from sync.db import open_database
+
+    with open_database(db_url) as db:
+        community = Community(db)
+        community.add_site(config.site.id, salt=config.site.salt)
+        community.register_gateway(config.site.id, config.gateway.id, config.gateway.signing_key)
+
+
 def _demo(args: argparse.Namespace) -> int:
     config = _demo_config(args)
     setup_logging(json_lines=False, debug=args.debug, quiet=not args.debug)
@@ -249,6 +262,7 @@ def _demo(args: argparse.Namespace) -> int:
 
             config.state_path.mkdir(parents=True, exist_ok=True)
             db_url = f"sqlite:///{(config.state_path / 'community.db').resolve()}"
+            _register_demo_gateway(db_url, config)
             broker, ingest = local_ingest(db_url, config.mqtt)
             stack.callback(broker.close)
             stack.callback(ingest.stop)
@@ -266,7 +280,7 @@ def _demo(args: argparse.Namespace) -> int:
             print(f"Look again with: gatehouse --config {shown} events")
             if db_url:
                 print(
-                    f"and the community side: gatehouse admin --db {db_url} events (or alerts, gateway list)"
+                    f"and the community side: gatehouse admin --db {db_url} events (or alerts, alert-ack)"
                 )
     return 0
 

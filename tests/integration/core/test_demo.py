@@ -40,15 +40,25 @@ def test_demo_shows_events_and_the_community_database_receives_them(tmp_path: Pa
     assert "seq gaps [" not in final
     hint = re.search(r"and the community side: gatehouse (admin --db \S+) events", out)
     assert hint, out
-    listed = subprocess.run(
-        [sys.executable, "-m", "edge.cli", *hint.group(1).split(), "events", "--type", "access.*"],
+    listed = gatehouse(*hint.group(1).split(), "events", "--type", "access.*")
+    assert listed.returncode == 0 and "demo-compound/demo-gw" in listed.stdout, listed.stderr
+    signed = gatehouse(
+        *hint.group(1).split(), "open-gate", "demo-compound", "demo-gw", "north-in", "--no-send"
+    )
+    assert signed.returncode == 0 and '"sig"' in signed.stdout, (
+        "the demo's gateway is registered with its key"
+    )
+
+
+def gatehouse(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge.cli", *argv],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert listed.returncode == 0 and "demo-compound/demo-gw" in listed.stdout, listed.stderr
 
 
 @pytest.mark.serial
