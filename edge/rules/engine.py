@@ -430,6 +430,9 @@ class Rules:
             self._open_since.setdefault(gate_id, self.clock())
             if not seen.commanded and seen.previous in ("closed", "closing"):
                 await self._gate_alert("forced_open", gate_id, seen.device, "moved without a command")
+        elif seen.state == "closing":
+            # the arm is coming down: whatever reopens it (the next car's grant) is a new opening
+            self._open_since.pop(gate_id, None)
         elif seen.state == "closed":
             self._open_since.pop(gate_id, None)
             for condition in ("forced_open", "held_open"):

@@ -150,6 +150,22 @@ def test_a_barrier_opened_without_a_command_then_held_open(rig: Rig):
     ]
 
 
+def test_a_barrier_reopened_as_it_closes_starts_a_new_opening(rig: Rig):
+    """Busy traffic: the arm starts down and the next car's grant lifts it again before it is
+    closed. That is two openings of 40 s, not one of 80 s held open."""
+    run(rig, GateStateChanged("barrier", "open", "opening", commanded=True))
+    rig.clock.advance(40)
+    run(rig, GateStateChanged("barrier", "closing", "open", commanded=True))
+    run(rig, GateStateChanged("barrier", "opening", "closing", commanded=True))
+    run(rig, GateStateChanged("barrier", "open", "opening", commanded=True))
+    rig.clock.advance(40)
+    asyncio.run(rig.rules.tick())
+    assert rig.alert_kinds() == []
+    rig.clock.advance(21)
+    asyncio.run(rig.rules.tick())
+    assert rig.alert_kinds() == ["gate.held_open"], "the second opening is held open all the same"
+
+
 def test_a_commanded_opening_is_not_forced(rig: Rig):
     run(rig, GateStateChanged("barrier", "opening", "closed", commanded=True))
     assert rig.alert_kinds() == []
