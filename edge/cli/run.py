@@ -8,7 +8,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,6 +27,8 @@ DEMO_CONFIG = REPO_ROOT / "config" / "demo.yaml"
 DEMO_PROTOCOL_CONFIG = REPO_ROOT / "config" / "demo-protocol.yaml"
 COMMUNITY_POLL_S = 5.0
 DEMO_CONNECT_S = 5.0
+DEMO_SHOW_S = 0.3
+"""how often the demo's table looks for new events in the store"""
 
 
 def register(subparsers: Any) -> None:
@@ -186,8 +190,8 @@ async def _watch_community(db_url: str, config: Any, out: Any) -> None:
 async def _demo_loop(config: Any, duration: float | None, out: Any, db_url: str | None) -> Counter[str]:
     from edge.cli.common import site_zone
     from edge.cli.events import HEADER, format_row
-    from edge.events import Event
     from edge.gateway import Gateway
+    from edge.store.queries import EventFilter, select_events
 
     stop = asyncio.Event()
     install_stop_signals(stop)
@@ -208,22 +212,38 @@ async def _demo_loop(config: Any, duration: float | None, out: Any, db_url: str 
     loop = asyncio.get_running_loop()
     seen: Counter[str] = Counter()
     zone = site_zone(config)
+    shown = gateway.store.newest_seq()
+    # its own read-only connection: it reads on after the gateway has closed the store
+    conn = sqlite3.connect(f"file:{config.store_path}?mode=ro", uri=True, check_same_thread=False)
+    reading = threading.Lock()
 
-    def show(rows: list[Any]) -> None:
-        for row in rows:
-            event = Event.model_validate_json(row.body)
-            seen[event.type] += 1
-            loop.call_soon_threadsafe(lambda e=event: print(format_row(e, zone), file=out, flush=True))
+    def show_new() -> None:
+        """Print what the store holds past the last row shown, whoever wrote it (the gateway, or
+        a `gatehouse alerts ack` in another terminal)."""
+        nonlocal shown
+        with reading:
+            for event in list(select_events(conn, EventFilter(), after_seq=shown, newest=False)):
+                seen[event.type] += 1
+                shown = event.seq
+                print(format_row(event, zone), file=out, flush=True)
 
-    gateway.store.add_commit_listener(show)
+    async def show_as_recorded() -> None:
+        while True:
+            await asyncio.to_thread(show_new)
+            await asyncio.sleep(DEMO_SHOW_S)
+
+    printer = asyncio.create_task(show_as_recorded())
     watcher = asyncio.create_task(_watch_community(db_url, config, out)) if db_url else None
     if duration is not None:
         loop.call_later(duration, stop.set)
     try:
         await gateway.run(stop)
     finally:
+        printer.cancel()
         if watcher is not None:
             watcher.cancel()
+    show_new()
+    conn.close()
     if db_url:
         line, _ = await asyncio.to_thread(_community_line, db_url, config, -1)
         print(line, file=out, flush=True)
@@ -279,9 +299,7 @@ def _demo(args: argparse.Namespace) -> int:
             )
             print(f"Look again with: gatehouse --config {shown} events")
             if db_url:
-                print(
-                    f"and the community side: gatehouse admin --db {db_url} events (or alerts, alert-ack)"
-                )
+                print(f"and the community side: gatehouse admin --db {db_url} events (or alerts, alert-ack)")
     return 0
 
 

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from edge.events import EventFactory
+from edge.store import Store
+
 REPO = Path(__file__).resolve().parents[3]
 
 
@@ -67,3 +70,43 @@ def test_protocol_demo_runs_the_real_drivers(tmp_path: Path):
     assert re.search(r"device\.online\s+north-reader", out), out
     assert re.search(r"device\.online\s+north-barrier", out), out
     assert "demo ended" in out
+
+
+@pytest.mark.broker
+def test_demo_shows_events_another_process_records(tmp_path: Path):
+    """A guard's `gatehouse alerts ack` in another terminal writes to the demo's store: the
+    demo's table and its summary show it like the gateway's own events."""
+    demo = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge.cli",
+            "demo",
+            "--duration",
+            "8",
+            "--state-dir",
+            str(tmp_path),
+            "--no-sync",
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert demo.stdout is not None
+    lines = []
+    for line in demo.stdout:
+        lines.append(line)
+        if line.startswith("time "):
+            break
+    factory = EventFactory("demo-compound", "demo-gw")
+    with Store(tmp_path / "gatehouse.db", events=factory) as store:
+        store.append(
+            factory.make("gate.state", {"gate": "north-in", "state": "open", "detail": "from a terminal"})
+        )
+    out = "".join(lines) + demo.stdout.read()
+    assert demo.wait(60) == 0
+    assert "north-in: ? → open (from a terminal)" in out, out
+    listed = [line for line in out.splitlines() if line[:2].isdigit()]
+    recorded = int(re.search(r"demo ended: (\d+) events recorded", out).group(1))
+    assert recorded == len(listed), "the summary counts what the table showed"
