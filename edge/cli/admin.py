@@ -118,7 +118,7 @@ def cmd_gateway_add(args: argparse.Namespace) -> int:
 def cmd_gateway_list(args: argparse.Namespace) -> int:
     """Every gateway the community database knows: its state and since when, how its commands
     are signed, whether it has applied the allow-list, and its devices that are not online."""
-    from edge.cli.common import print_table
+    from edge.cli.common import in_zone, print_table
 
     zone = _zone(args)
     with _database(args) as db:
@@ -143,16 +143,9 @@ def cmd_gateway_list(args: argparse.Namespace) -> int:
             seen = "unknown while the gateway is not online"
         else:
             seen = ", ".join(down) or (f"none of {len(mine)}" if mine else "-")
-        rows.append((site, gateway, state or "never seen", _local_iso(since, zone), alg, listed, seen))
+        rows.append((site, gateway, state or "never seen", in_zone(since, zone), alg, listed, seen))
     print_table(rows)
     return 0
-
-
-def _local_iso(text: str | None, zone: tzinfo) -> str:
-    """A stored UTC ISO time as the listings show times: in `zone`, to the second."""
-    if not text:
-        return "-"
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def cmd_signer_new(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.allowlist import normalise_plate
-from edge.cli.common import add_command, count_of, load, more_not_shown, padded, site_zone
+from edge.cli.common import add_command, count_of, in_zone, load, more_not_shown, padded, site_zone
 from edge.errors import StoreError, UsageError
 from edge.events import Event, EventType, Priority
 from edge.instance import running_gateway
@@ -448,16 +448,6 @@ def _events(args: argparse.Namespace) -> int:
         last = newest
 
 
-def _site_time(iso: str, zone: tzinfo) -> str:
-    """A UTC ISO time the uplink recorded, as `status` shows times: in the site's zone."""
-    try:
-        moment = datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    except ValueError:
-        return iso
-    local = moment.astimezone(zone)
-    return f"{local:%Y-%m-%d %H:%M:%S %Z}"
-
-
 def _attachment_file(folder: Path, sha256: str) -> bytes | None:
     """An attachment's bytes from the gateway's attachment files; None once retention took it."""
     try:
@@ -495,7 +485,7 @@ def _status(args: argparse.Namespace) -> int:
     if uplink:
         for key, value in json.loads(uplink[0]).items():
             if key in ("connected_since", "last_puback") and isinstance(value, str):
-                value = _site_time(value, zone)
+                value = in_zone(value, zone, name_zone=True)
             print(f"  uplink {key}: {value}")
     open_alerts = conn.execute(
         "SELECT severity, state, alert_id, message FROM alerts WHERE state != 'cleared' ORDER BY raised_ms"
