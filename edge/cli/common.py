@@ -7,6 +7,7 @@ import contextlib
 import difflib
 import math
 import os
+import shutil
 import sys
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -50,6 +51,23 @@ def in_zone(iso: str | None, zone: tzinfo, *, name_zone: bool = False) -> str:
     except ValueError:
         return iso
     return f"{moment:%Y-%m-%d %H:%M:%S}" + (f" {moment:%Z}" if name_zone else "")
+
+
+def own_command() -> str:
+    """How the person at the terminal runs this gatehouse again: `gatehouse` when their PATH
+    finds this very one (an installed gateway, an activated venv), else the path of the one
+    running (`.venv/bin/gatehouse` after the quick start, which activates nothing); also
+    `gatehouse` when run as `python -m edge.cli`."""
+    running = Path(sys.argv[0])
+    if running.name != "gatehouse":
+        return "gatehouse"
+    found = shutil.which("gatehouse")
+    if found is not None and Path(found).resolve() == running.resolve():
+        return "gatehouse"
+    with contextlib.suppress(ValueError):
+        relative = running.absolute().relative_to(Path.cwd())
+        return str(relative) if len(relative.parts) > 1 else f"./{relative}"
+    return str(running.absolute())
 
 
 def add_command(

@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from edge.cli.common import add_command, config_path, load, positive
+from edge.cli.common import add_command, config_path, load, own_command, positive
 from edge.config_loader import load_config
 from edge.errors import ConfigError
 from edge.logs import setup_logging
@@ -297,9 +297,10 @@ def _demo(args: argparse.Namespace) -> int:
             shown = (
                 config_path(args) if args.config else (DEMO_PROTOCOL_CONFIG if args.protocol else DEMO_CONFIG)
             )
-            print(f"Look again with: gatehouse --config {shown} events")
+            command = own_command()
+            print(f"Look again with: {command} --config {shown} events")
             if db_url:
-                print(f"and the community side: gatehouse admin --db {db_url} events (or alerts, alert-ack)")
+                print(f"and the community side: {command} admin --db {db_url} events (or alerts, alert-ack)")
     return 0
 
 
