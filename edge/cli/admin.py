@@ -230,7 +230,7 @@ def cmd_allow_list(args: argparse.Namespace) -> int:
             entry.value if entry.kind == "plate" else f"…{entry.last4 or '?'}",
             entry.subject or "-",
             " ".join(entry.gates) or "every gate",
-            entry.valid_until.astimezone(zone).strftime("%Y-%m-%d %H:%M") if entry.valid_until else "-",
+            entry.valid_until.astimezone(zone).strftime("%Y-%m-%d %H:%M") if entry.valid_until else None,
             str(version),
         )
         for entry, version in entries
@@ -238,8 +238,9 @@ def cmd_allow_list(args: argparse.Namespace) -> int:
     if args.csv:
         writer = spreadsheet()
         writer.writerow(("kind", "credential", "subject", "gates", "valid_until", "version"))
-        writer.writerows([cell(value) for value in row] for row in rows)
+        writer.writerows([cell(value) for value in row] for row in rows)  # no end: an empty cell
         return 0
+    rows = [tuple("-" if value is None else value for value in row) for row in rows]
     version = community.allowlist_version(args.site, args.gateway)
     if not rows:
         print(f"{args.site}/{args.gateway}: nothing on the allow-list (version {version})")

@@ -66,6 +66,7 @@ def test_the_allow_list_as_the_database_holds_it(
     records = list(csv.DictReader(io.StringIO(out.lstrip("\ufeff"))))
     assert out.startswith("\ufeffkind,credential,subject,gates,valid_until,version")
     assert [(r["credential"], r["gates"], r["version"]) for r in records] == [("津A12345", "north-in", "1")]
+    assert records[0]["valid_until"] == "", "no end is an empty cell, not the table's '-' made text ('-)"
     code, out, _ = admin(capsys, db_url, "allow", "list", *target, "--subject", "=cmd()", "--csv")
     (record,) = csv.DictReader(io.StringIO(out.lstrip("\ufeff")))
     assert record["subject"] == "'=cmd()", "a spreadsheet would run it as a formula"
