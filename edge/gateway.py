@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from drivers.base import Command, Driver, DriverContext
 from drivers.registry import driver_for
@@ -72,7 +73,11 @@ class Gateway:
         self.factory = EventFactory(config.site.id, config.gateway.id)
         make_state_dir(Path(config.gateway.state_dir))
         # a gateway that opens its own store holds the state directory while it has it open
-        self.instance = InstanceLock(Path(config.gateway.state_dir)) if store is None else None
+        self.instance = (
+            InstanceLock(Path(config.gateway.state_dir), ZoneInfo(config.site.timezone))
+            if store is None
+            else None
+        )
         if self.instance is not None:
             self.instance.acquire()
         try:

@@ -52,8 +52,10 @@ class Running:
 class InstanceLock:
     """The daemon's hold on its state directory."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, zone: tzinfo = UTC) -> None:
         self.path = state_dir / LOCK_NAME
+        self.zone = zone
+        """the zone AlreadyRunning names the running gateway's start in (the site's)"""
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -70,7 +72,7 @@ class InstanceLock:
             holder = _holder(self.path)
             os.close(fd)
             raise AlreadyRunning(
-                f"a gateway already runs on {self.path.parent} ({holder.describe()}); stop it first "
+                f"a gateway already runs on {self.path.parent} ({holder.describe(self.zone)}); stop it first "
                 "(sudo systemctl stop gatehouse) or give this one another gateway.state_dir"
             )
         started = datetime.now(UTC).isoformat(timespec="seconds")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -13,10 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from drivers.base import CardPresented, OpenGate, PlateRead
 from edge.allowlist import AllowList
 from edge.config_loader import parse_config
 from edge.gateway import Gateway
+from edge.instance import AlreadyRunning
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -189,3 +193,22 @@ def test_run_with_a_state_directory_that_cannot_be_created_says_so(tmp_path: Pat
         result.stderr
     )
     assert "internal error" not in result.stderr
+
+
+def test_a_second_gateway_names_the_first_ones_start_in_the_site_zone(tmp_path: Path):
+    """`gatehouse run` beside a running gateway says since when that one runs, in the site's time
+    zone like every time the CLI shows (`gatehouse status` says the same moment), not in UTC."""
+    config = parse_config(
+        CONFIG.format(state=tmp_path / "state").replace("home_province: 津", "timezone: Asia/Shanghai"),
+        "test.yaml",
+    )
+    first = Gateway(config)
+    try:
+        with pytest.raises(AlreadyRunning) as refused:
+            Gateway(config)
+    finally:
+        first.store.close()
+        first.instance.release()
+    assert re.search(r"\(pid \d+, since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d CST\)", str(refused.value)), str(
+        refused.value
+    )
