@@ -22,6 +22,7 @@ from drivers.registry import device_kinds
 from edge.config import GateConfig
 from edge.config_loader import (
     SECRET_REFERENCE,
+    anchor_paths,
     data_path,
     dotted,
     parse_config,
@@ -185,6 +186,19 @@ class ConfigDocument:
             if named:
                 touched.append(str(gate.get("id")))
         return touched
+
+
+def copy_with_state_dir(source: Path, target: Path, state_dir: Path) -> None:
+    """Write the configuration file `source` to `target` with its state directory set to
+    `state_dir` and its other relative paths (TLS, model files) made absolute, so that the copy
+    reads as the original did from wherever it lies: comments and secrets' references kept."""
+    document = ConfigDocument(source)
+    anchor_paths(document.data, source.resolve().parent)
+    gateway = document.data.get("gateway")
+    if not isinstance(gateway, dict):
+        raise ConfigError(f"{source}: no gateway: section to set the state directory in")
+    gateway["state_dir"] = str(state_dir.resolve())
+    write_private(target, document.text())
 
 
 def checked_device(settings: dict[str, Any]) -> Any:

@@ -306,7 +306,7 @@ _PATH_KEYS: tuple[Path_, ...] = (
 )
 
 
-def _anchor_paths(data: dict[str, Any], base: Path) -> None:
+def anchor_paths(data: dict[str, Any], base: Path) -> None:
     """Make the relative paths of the file (state directory, TLS files, model files) relative to
     `base`, the file's own folder, rather than to wherever the command runs."""
     for *parents, key in _PATH_KEYS:
@@ -336,7 +336,7 @@ def parse_config(text: str, source: str = "<config>", base: Path | None = None) 
     if not isinstance(data, dict):
         raise ConfigError(f"{source}:1:1: the top level must be a mapping of sections (site:, gateway:, …)")
     if base is not None:
-        _anchor_paths(data, base)
+        anchor_paths(data, base)
     try:
         return GatehouseConfig.model_validate(data)
     except ValidationError as err:

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO_ROOT / "config" / "demo.yaml"
 DEMO_PROTOCOL_CONFIG = REPO_ROOT / "config" / "demo-protocol.yaml"
+DEMO_CONFIG_COPY = "gatehouse-demo.yaml"
+"""the demo's configuration as run, written into a --state-dir for the other commands"""
 COMMUNITY_POLL_S = 5.0
 DEMO_CONNECT_S = 5.0
 DEMO_SHOW_S = 0.3
@@ -45,7 +47,11 @@ def register(subparsers: Any) -> None:
         ),
     )
     demo.add_argument("--duration", type=positive, default=None, help="stop after this many seconds")
-    demo.add_argument("--state-dir", help="where the demo keeps its store (default: from the config)")
+    demo.add_argument(
+        "--state-dir",
+        help="where the demo keeps its store (default: from the config); the configuration that "
+        f"reaches it from the other commands is written there as {DEMO_CONFIG_COPY}",
+    )
     demo.add_argument(
         "--protocol",
         action="store_true",
@@ -115,8 +121,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _demo_config(args: argparse.Namespace) -> Any:
-    default = DEMO_PROTOCOL_CONFIG if args.protocol else DEMO_CONFIG
-    path = Path(args.config) if args.config else default
+    path = _demo_config_path(args)
     if not path.exists():
         raise ConfigError(f"{path}: demo configuration not found; pass --config config/demo.yaml")
     config = load_config(path)
@@ -124,6 +129,25 @@ def _demo_config(args: argparse.Namespace) -> Any:
         gateway = config.gateway.model_copy(update={"state_dir": args.state_dir})
         config = config.model_copy(update={"gateway": gateway})
     return config
+
+
+def _demo_config_path(args: argparse.Namespace) -> Path:
+    default = DEMO_PROTOCOL_CONFIG if args.protocol else DEMO_CONFIG
+    return Path(args.config) if args.config else default
+
+
+def _demo_config_for_cli(args: argparse.Namespace, config: Any) -> Path:
+    """The configuration file the other commands (`events`, `alerts`, `status`) reach this demo's
+    store with: the demo's own, or with --state-dir a copy of it in that folder naming it."""
+    from edge.config_edit import copy_with_state_dir
+
+    source = _demo_config_path(args)
+    if not args.state_dir:
+        return source
+    copy = config.state_path / DEMO_CONFIG_COPY
+    if copy.resolve() != source.resolve():
+        copy_with_state_dir(source, copy, config.state_path)
+    return copy
 
 
 def seed_demo_allowlist(gateway: Any) -> dict[str, int]:
@@ -294,10 +318,8 @@ def _demo(args: argparse.Namespace) -> int:
             total = sum(seen.values())
             parts = ", ".join(f"{n} {t}" for t, n in sorted(seen.items()))
             print(f"demo ended: {total} events recorded ({parts}).")
-            shown = (
-                config_path(args) if args.config else (DEMO_PROTOCOL_CONFIG if args.protocol else DEMO_CONFIG)
-            )
             command = own_command()
+            shown = _demo_config_for_cli(args, config)
             print(f"Look again with: {command} --config {shown} events")
             if db_url:
                 print(f"and the community side: {command} admin --db {db_url} events (or alerts, alert-ack)")

@@ -41,6 +41,14 @@ def test_demo_shows_events_and_the_community_database_receives_them(tmp_path: Pa
     assert received and received[-1] == recorded, out
     final = [line for line in out.splitlines() if "community database:" in line][-1]
     assert "seq gaps [" not in final
+    own = re.search(r"Look again with: gatehouse (--config \S+) events", out)
+    assert own and str(tmp_path) in own.group(1), out
+    local = gatehouse(*own.group(1).split(), "events", "--type", "access.*")
+    assert local.returncode == 0 and "access.granted" in local.stdout, (
+        "the hint reaches the store in --state-dir, not the one the demo's file names",
+        local.stdout,
+        local.stderr,
+    )
     hint = re.search(r"and the community side: gatehouse (admin --db \S+) events", out)
     assert hint, out
     listed = gatehouse(*hint.group(1).split(), "events", "--type", "access.*")
