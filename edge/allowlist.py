@@ -162,6 +162,7 @@ class ImportResult:
     plates: int = 0
     blocked: int = 0
     households: set[str] = field(default_factory=set)
+    """the residents' households and those allowed a credential, a person named or not"""
 
 
 @dataclass(frozen=True)
@@ -491,8 +492,9 @@ class AllowList:
                 result.plates += 1
             else:
                 result.credentials += 1
-            if row.household:
+            if row.household and row.list == "allow":
                 result.households.add(row.household)
+        result.households.update(household for household, *_ in residents.values() if household)
         return result
 
     def _csv_rows(

@@ -106,6 +106,16 @@ def test_csv_import_all_or_nothing(rig: Rig, tmp_path: Path):
     result = rig.allow.import_csv(good)
     assert (result.residents, result.credentials, result.plates, result.households) == (3, 2, 2, {"3-402"})
     assert decide_card(rig, "61000002") == "resident"
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "person,household,card,list\n"
+        "p-4,5-101,,\n"  # a resident with no credential yet
+        "p-5,5-102,,\n"
+        ",5-103,61000005,\n"  # a household's own card
+        "p-6,5-104,61000006,block\n",  # a blocked card is no household of the compound's
+        encoding="utf-8",
+    )
+    assert rig.allow.import_csv(people).households == {"5-101", "5-102", "5-103"}
     bad = tmp_path / "bad.csv"
     bad.write_text("person,card,plate\np-7,62000007,\np-8,,not a plate!\n,62000009,\n", encoding="utf-8")
     with pytest.raises(UsageError) as problem:
