@@ -174,15 +174,16 @@ def _quoted(value: str) -> str:
     return yaml.safe_dump(value, default_style='"', allow_unicode=True, width=math.inf).rstrip("\n")
 
 
-def check_command(credentials_dir: Path, target: Path) -> str:
-    """The command that checks the written file with its secrets, as short as the paths allow."""
+def command_for(credentials_dir: Path, target: Path, action: str) -> str:
+    """`gatehouse ACTION` run by root on the written file with its secrets, as short as the paths
+    allow: the commands init names must reach the file it wrote, not the default one."""
     words = ["sudo"]
     if credentials_dir != DEFAULT_CREDENTIALS_DIR:
         words.append(f"CREDENTIALS_DIRECTORY={credentials_dir}")
     words.append("gatehouse")
     if target != DEFAULT_CONFIG_PATH:
         words += ["--config", str(target)]
-    return " ".join([*words, "config", "check"])
+    return " ".join([*words, action])
 
 
 def config_text(values: dict[str, str], state_dir: str, credentials_dir: Path, target: Path) -> str:
@@ -191,7 +192,7 @@ def config_text(values: dict[str, str], state_dir: str, credentials_dir: Path, t
         f"# Written by `gatehouse init` on {today}. Secrets are not in this file: each ${{NAME}} is",
         "# read from the environment or from systemd's credentials directory (the unit loads the",
         f"# files in {credentials_dir} with LoadCredential=). Check it with:",
-        f"#   {check_command(credentials_dir, target)}",
+        f"#   {command_for(credentials_dir, target, 'config check')}",
         "site:",
         f"  id: {_quoted(values['site_id'])}",
         f"  name: {_quoted(values['site_name'])}",
@@ -297,9 +298,11 @@ def _init(args: argparse.Namespace) -> int:
         done = "generated" if name in new_secrets else "kept existing"
         print(f"{done} secret {credentials_dir / name} (mode 0600)")
     # gates and devices first: provision registers them with the community database
-    print("next: sudo gatehouse gates add ID --kind vehicle|pedestrian")
-    print(
-        "      sudo gatehouse devices add KIND ID SETTING=VALUE… --gate ID (gatehouse probe PORT finds them)"
+    steps = (
+        "gates add ID --kind vehicle|pedestrian",
+        "devices add KIND ID SETTING=VALUE… --gate ID (gatehouse probe PORT finds them)",
+        "provision --broker mqtts://HOST:8883 --ca ca.pem --cert gw.pem --key gw.key",
     )
-    print("      sudo gatehouse provision --broker mqtts://HOST:8883 --ca ca.pem --cert gw.pem --key gw.key")
+    for number, step in enumerate(steps):
+        print(f"{'next:' if number == 0 else '':5s} {command_for(credentials_dir, target, step)}")
     return 0

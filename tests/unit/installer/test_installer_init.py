@@ -64,10 +64,10 @@ def test_init_by_flags_writes_a_private_config_and_generates_secrets(tmp_path, c
     assert f"#   sudo CREDENTIALS_DIRECTORY={credentials} gatehouse --config {config} config check\n" in text
     assert f"wrote {config} (mode 0600): site lotus-garden, gateway gw-" in out
     steps = out[out.index("next: ") :]
+    # the steps reach the file written here, with its secrets, not /etc/gatehouse's
+    run = f"sudo CREDENTIALS_DIRECTORY={credentials} gatehouse --config {config}"
     assert (
-        steps.index("gatehouse gates add")
-        < steps.index("gatehouse devices add")
-        < steps.index("gatehouse provision")
+        steps.index(f"{run} gates add") < steps.index(f"{run} devices add") < steps.index(f"{run} provision")
     ), "gates and devices come before provision, which registers them"
     with credentials_directory(credentials):
         loaded = load_config(config)
