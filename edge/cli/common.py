@@ -70,6 +70,14 @@ def own_command() -> str:
     return str(running.absolute())
 
 
+def command_line(args: argparse.Namespace, action: str) -> str:
+    """`gatehouse [--config FILE] ACTION` as a command suggests the next one: with the --config it
+    was given, so that the next command changes the same file (a file named by $GATEHOUSE_CONFIG
+    is still named by it)."""
+    config = getattr(args, "config", None)
+    return f"{own_command()}{f' --config {config}' if config else ''} {action}"
+
+
 def add_command(
     subparsers: Any, name: str, help_text: str, func: Any, description: str | None = None
 ) -> argparse.ArgumentParser:

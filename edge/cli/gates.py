@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from edge.cli.common import add_change_options, add_command, changing_config, load, print_table
+from edge.cli.common import add_change_options, add_command, changing_config, command_line, load, print_table
 
 
 def register(subparsers: Any) -> None:
@@ -44,7 +44,8 @@ def register(subparsers: Any) -> None:
 def _list(args: argparse.Namespace) -> int:
     config = load(args)
     if not config.gates:
-        print("no gates configured; add one with: gatehouse gates add ID --kind vehicle|pedestrian")
+        add = command_line(args, "gates add ID --kind vehicle|pedestrian")
+        print(f"no gates configured; add one with: {add}")
         return 0
     rows = [("ID", "KIND", "DIRECTION", "BARRIER", "READERS", "CAMERAS", "NAME")]
     for gate in config.gates:
@@ -74,7 +75,8 @@ def _add(args: argparse.Namespace) -> int:
         settings["open_on_plate"] = False
     with changing_config(args) as document:
         document.add_gate(settings)
-    print(f"{args.id}: give it devices with: gatehouse devices add KIND ID SETTING=VALUE… --gate {args.id}")
+    devices = command_line(args, f"devices add KIND ID SETTING=VALUE… --gate {args.id}")
+    print(f"{args.id}: give it devices with: {devices}")
     return 0
 
 

@@ -102,6 +102,7 @@ def test_from_init_to_a_working_lane_with_gates_and_devices_commands(tmp_path, c
     )
     assert code == 0, err
     assert f"wrote {config}" in out
+    assert f"give it devices with: gatehouse --config {config} devices add" in out, "the same file"
     code, out, err = gatehouse(
         config,
         credentials,
