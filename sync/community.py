@@ -18,10 +18,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import ValidationError
@@ -35,6 +34,9 @@ from sync.commands import AllowEntry, AllowKey, PassIssueArgs
 from sync.config import MqttConfig
 from sync.db import Database, now_iso
 from sync.topics import Topics
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 SIGNER_KEY_ENV = "GATEHOUSE_COMMAND_SIGNER_KEY"
 SIGNER_CREDENTIAL = "community-commands.pem"

@@ -22,9 +22,8 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from edge.errors import GatehouseError
@@ -33,6 +32,9 @@ from sync import signing, strict_json
 from sync.commands import ARGS, AllowlistApplyArgs, Command, ErrorCode, Reply
 from sync.config import MqttConfig
 from sync.topics import Topics
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 log = logging.getLogger(__name__)
 

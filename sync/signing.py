@@ -12,6 +12,9 @@ separators=(",", ":"), ensure_ascii=False)`). It includes `alg`, so the algorith
 swapped. The verifier canonicalises the object it parsed, not a re-serialised model, so a
 signer in another language only has to produce the same bytes. Keep floats out of signed
 arguments; integers and strings serialise alike everywhere.
+
+`cryptography` is imported only where an Ed25519 key is made, read or used: its OpenSSL costs a
+gateway about 10 MB of memory, which one on HMAC keys need not carry.
 """
 
 from __future__ import annotations
@@ -23,11 +26,10 @@ import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 HMAC = "hmac-sha256"
 ED25519 = "ed25519"
@@ -38,9 +40,9 @@ _HEX_KEY = re.compile(r"^(?:[0-9a-fA-F]{2}){32,}$")
 _HEX_32_BYTES = re.compile(r"^[0-9a-fA-F]{64}$")
 _SIGNATURE = {HMAC: re.compile(r"[0-9a-fA-F]{64}"), ED25519: re.compile(r"[0-9a-fA-F]{128}")}
 
-SigningKey = str | bytes | Ed25519PrivateKey
+SigningKey: TypeAlias = "str | bytes | Ed25519PrivateKey"
 """What signs: a gateway's HMAC key, or the community's Ed25519 private key."""
-VerifyingKey = str | bytes | Ed25519PublicKey
+VerifyingKey: TypeAlias = "str | bytes | Ed25519PublicKey"
 """What checks: the gateway's HMAC key, or the community's Ed25519 public key."""
 
 
@@ -64,17 +66,17 @@ def signature(document: Mapping[str, Any], key: str | bytes) -> str:
 
 
 def algorithm_of(key: SigningKey | VerifyingKey) -> str:
-    return ED25519 if isinstance(key, Ed25519PrivateKey | Ed25519PublicKey) else HMAC
+    return HMAC if isinstance(key, str | bytes) else ED25519
 
 
 def sign(document: Mapping[str, Any], key: SigningKey) -> dict[str, Any]:
     """A copy of the document with its `alg` and `sig` set."""
     signed = {name: value for name, value in document.items() if name != SIG_FIELD}
     signed[ALG_FIELD] = algorithm_of(key)
-    if isinstance(key, Ed25519PrivateKey):
-        signed[SIG_FIELD] = key.sign(canonical(signed)).hex()
-    else:
+    if isinstance(key, str | bytes):
         signed[SIG_FIELD] = signature(signed, key)
+    else:
+        signed[SIG_FIELD] = key.sign(canonical(signed)).hex()
     return signed
 
 
@@ -89,18 +91,25 @@ def verify(document: Mapping[str, Any], key: VerifyingKey) -> bool:
     if not isinstance(claimed, str) or not _SIGNATURE[alg].fullmatch(claimed):
         return False
     try:
-        if isinstance(key, Ed25519PublicKey):
+        if isinstance(key, str | bytes):
+            return hmac.compare_digest(claimed.lower(), signature(document, key))
+        from cryptography.exceptions import InvalidSignature
+
+        try:
             key.verify(bytes.fromhex(claimed), canonical(document))
-            return True
-        expected = signature(document, key)
-    except (UnicodeEncodeError, InvalidSignature):
+        except InvalidSignature:
+            return False
+        return True
+    except UnicodeEncodeError:
         return False
-    return hmac.compare_digest(claimed.lower(), expected)
 
 
 def public_key(text: str) -> Ed25519PublicKey:
     """An Ed25519 public key from 64 hex digits or a PEM block; ValueError saying what is
     expected otherwise."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     text = text.strip()
     if _HEX_32_BYTES.match(text):
         return Ed25519PublicKey.from_public_bytes(bytes.fromhex(text))
@@ -115,6 +124,9 @@ def public_key(text: str) -> Ed25519PublicKey:
 
 def public_hex(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
     """The public key as 64 hex digits, as `gateway.command_public_key` takes it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
     return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
 
@@ -122,6 +134,9 @@ def public_hex(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
 def read_private_key(path: Path) -> Ed25519PrivateKey:
     """The community's Ed25519 signing key from a PEM file (`openssl genpkey -algorithm ed25519`,
     or `gatehouse admin signer new`); ValueError or OSError saying why not."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(loaded, Ed25519PrivateKey):
         raise ValueError(f"{path} holds a {type(loaded).__name__}, not an Ed25519 private key")
@@ -130,6 +145,9 @@ def read_private_key(path: Path) -> Ed25519PrivateKey:
 
 def new_private_key_pem() -> tuple[bytes, str]:
     """A new Ed25519 signing key as an unencrypted PKCS#8 PEM, and its public key in hex."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
