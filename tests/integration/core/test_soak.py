@@ -28,10 +28,9 @@ from sync.ingest import IngestWorker
 from tests.support.mosquitto import start_broker
 from tests.support.sync_helpers import wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.broker]
-
 REPO = Path(__file__).resolve().parents[3]
 SOAK_S = float(os.environ.get("GATEHOUSE_SOAK_S", "45"))
+pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(SOAK_S + 300)]
 BROKER_RESTART_S = 10.0
 SAMPLE_S = 0.5
 RSS_GROWTH_MB = 16
