@@ -148,6 +148,20 @@ def produce_fast(store: Store, factory: EventFactory, count: int, chunk: int = 1
     asyncio.run(fill())
 
 
+def stop_child(process: subprocess.Popen[bytes]) -> None:
+    """End a child process that a test left running (a failed assertion on the way): ask, then
+    kill; close its output pipe."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    if process.stdout is not None:
+        process.stdout.close()
+
+
 def start_cli(config: Path, *argv: str, stderr: int = subprocess.STDOUT) -> subprocess.Popen[bytes]:
     """`gatehouse --config CONFIG ARGV` of this checkout as a child process, its output piped."""
     return subprocess.Popen(

@@ -26,7 +26,7 @@ import pytest
 from sync.db import open_database
 from sync.ingest import IngestWorker
 from tests.support.mosquitto import start_broker
-from tests.support.sync_helpers import wait_until
+from tests.support.sync_helpers import stop_child, wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 SOAK_S = float(os.environ.get("GATEHOUSE_SOAK_S", "45"))
@@ -133,9 +133,7 @@ def test_a_busy_gateway_keeps_its_memory_files_and_threads_and_loses_no_event(tm
         gateway.send_signal(signal.SIGTERM)
         assert gateway.wait(30) == 0
     finally:
-        if gateway.poll() is None:
-            gateway.kill()
-            gateway.wait(10)
+        stop_child(gateway)
         log.close()
         db.close()
         ingest.stop()

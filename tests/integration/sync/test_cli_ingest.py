@@ -18,7 +18,7 @@ from sync import mqtt as mqttc
 from sync.db import open_database
 from sync.uplink import Uplink
 from tests.support.mosquitto import TestBroker, start_broker
-from tests.support.sync_helpers import ROOT, SITE, produce_fast, wait_for_line, wait_until
+from tests.support.sync_helpers import ROOT, SITE, produce_fast, stop_child, wait_for_line, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -60,11 +60,7 @@ def test_ingest_command_with_two_workers(shared_broker: TestBroker, store: Store
         process.send_signal(signal.SIGTERM)
         assert process.wait(20) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-        if process.stdout is not None:
-            process.stdout.close()
+        stop_child(process)
 
 
 def test_username_and_password(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ events the gateway's store committed: none lost, none twice."""
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from tests.support.sync_helpers import (
     outbox_ids,
     produce_fast,
     spawn,
+    stop_child,
     wait_for_line,
     wait_until,
 )
@@ -44,18 +44,6 @@ def assert_exactly(db: Database, expected: set[str], timeout: float = 60) -> Non
     ids = db.event_ids()
     assert len(ids) == len(set(ids))
     assert set(ids) == expected, (len(set(ids) - expected), len(expected - set(ids)))
-
-
-def stop_child(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-    if process.stdout is not None:
-        process.stdout.close()
 
 
 def test_broker_restarted_mid_drain(
