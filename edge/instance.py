@@ -19,6 +19,7 @@ from pathlib import Path
 
 from edge.errors import GatehouseError
 from edge.store.ownership import StateDirOwner
+from edge.times import in_zone
 
 LOCK_NAME = "gateway.lock"
 ACQUIRE_TRIES = 20
@@ -40,13 +41,7 @@ class Running:
     def describe(self, zone: tzinfo = UTC) -> str:
         """Who holds the lock and since when, in `zone` (the site's, where it is known)."""
         who = f"pid {self.pid}" if self.pid else "another process"
-        if not self.since:
-            return who
-        try:
-            started = datetime.fromisoformat(self.since).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z")
-        except ValueError:
-            started = self.since
-        return f"{who}, since {started}"
+        return f"{who}, since {in_zone(self.since, zone, name_zone=True)}" if self.since else who
 
 
 class InstanceLock:

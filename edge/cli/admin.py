@@ -118,7 +118,8 @@ def cmd_gateway_add(args: argparse.Namespace) -> int:
 def cmd_gateway_list(args: argparse.Namespace) -> int:
     """Every gateway the community database knows: its state and since when, how its commands
     are signed, whether it has applied the allow-list, and its devices that are not online."""
-    from edge.cli.common import in_zone, print_table
+    from edge.cli.common import print_table
+    from edge.times import in_zone
 
     zone = _zone(args)
     with _database(args) as db:

@@ -11,7 +11,6 @@ import shutil
 import sys
 import unicodedata
 from collections.abc import Callable, Iterator
-from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -39,18 +38,6 @@ def site_zone(config: Any) -> ZoneInfo:
     """The compound's time zone (`site.timezone`): the CLI shows times in it, and reads a time
     typed without a zone as a time there."""
     return ZoneInfo(config.site.timezone)
-
-
-def in_zone(iso: str | None, zone: tzinfo, *, name_zone: bool = False) -> str:
-    """A stored ISO time (UTC, `Z` or an offset) as the CLI shows times: in `zone`, to the
-    second, with the zone's name when asked; "-" for none, and text that is no time as it is."""
-    if not iso:
-        return "-"
-    try:
-        moment = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(zone)
-    except ValueError:
-        return iso
-    return f"{moment:%Y-%m-%d %H:%M:%S}" + (f" {moment:%Z}" if name_zone else "")
 
 
 def own_command() -> str:

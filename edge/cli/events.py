@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from edge.allowlist import normalise_plate
-from edge.cli.common import add_command, count_of, in_zone, load, more_not_shown, padded, site_zone
+from edge.cli.common import add_command, count_of, load, more_not_shown, padded, site_zone
 from edge.errors import StoreError, UsageError
 from edge.events import Event, EventType, Priority
 from edge.instance import running_gateway
 from edge.store.queries import EventFilter, gate_seen, read_backlog, select_events, types_matching, types_with
+from edge.times import in_zone
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _BARE_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
