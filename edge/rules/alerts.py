@@ -18,7 +18,6 @@ condition raised again while it is open (the periodic checks find it still so) o
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 import time
@@ -31,7 +30,7 @@ from edge.errors import GatehouseError
 from edge.events import AlertAckPayload, AlertClearedPayload, AlertPayload, Event, EventFactory, Severity
 from edge.ids import uuid7
 from edge.rules.config import AlertOutput, AlertsConfig
-from edge.store import Store
+from edge.store import Store, insert_alert
 
 log = logging.getLogger(__name__)
 
@@ -273,15 +272,9 @@ class AlertEngine:
                     detail=detail or {},
                 )
                 raised = self.factory.make("alert.raised", payload, device=device)
-                row = (alert_id, key, kind, chosen, message, gate, device, now_ms, now_ms, int(momentary))
 
                 def open_alert(conn: sqlite3.Connection) -> tuple[None, Event]:
-                    conn.execute(
-                        "INSERT INTO alerts(alert_id, key, kind, severity, state, message, gate, device, "
-                        "raised_ms, last_seen_ms, momentary, detail) "
-                        "VALUES (?, ?, ?, ?, 'raised', ?, ?, ?, ?, ?, ?, ?)",
-                        (*row, json.dumps(detail or {}, ensure_ascii=False, default=str)),
-                    )
+                    insert_alert(conn, raised, now_ms, momentary=momentary)
                     return None, raised
 
                 _, event = await self.store.write_with_event_async(open_alert)

@@ -114,33 +114,40 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
+def insert_alert(conn: sqlite3.Connection, raised: Event, at_ms: int, *, momentary: bool) -> None:
+    """The guards' record of an alert (the `alerts` table), from its alert.raised event, written
+    in the transaction that appends the event: the alert engine's alerts and the store's own
+    (store.corrupt, store.quota) alike, so every one is listed, acknowledged and sounds the
+    sirens configured for its severity. A moment clears itself when quiet."""
+    payload: Any = raised.payload
+    conn.execute(
+        "INSERT INTO alerts(alert_id, key, kind, severity, state, message, gate, device, raised_ms, "
+        "last_seen_ms, momentary, detail) VALUES (?, ?, ?, ?, 'raised', ?, ?, ?, ?, ?, ?, ?)",
+        (
+            payload.alert_id,
+            payload.key,
+            payload.kind,
+            payload.severity,
+            payload.message,
+            payload.gate,
+            raised.device,
+            at_ms,
+            at_ms,
+            int(momentary),
+            json.dumps(payload.detail, ensure_ascii=False, default=str),
+        ),
+    )
+
+
 def _keep_alert_row(conn: sqlite3.Connection, event: Event, *, momentary: bool) -> None:
-    """The guards' record of an alert the store raises or clears itself (store.corrupt,
-    store.quota), kept as the alert engine keeps its own, in the same transaction as its event:
-    so it is listed, acknowledged, and sounds the sirens configured for its severity. A moment
-    (the corruption found at start) clears itself when quiet, like a blocklisted card."""
+    """The alerts table's side of an alert event the store appends itself."""
     payload: Any = event.payload
-    at_ms = event.ts_ms
     if event.type == "alert.raised":
-        conn.execute(
-            "INSERT OR IGNORE INTO alerts(alert_id, key, kind, severity, state, message, raised_ms, "
-            "last_seen_ms, momentary, detail) VALUES (?, ?, ?, ?, 'raised', ?, ?, ?, ?, ?)",
-            (
-                payload.alert_id,
-                payload.key,
-                payload.kind,
-                payload.severity,
-                payload.message,
-                at_ms,
-                at_ms,
-                int(momentary),
-                json.dumps(payload.detail, ensure_ascii=False, default=str),
-            ),
-        )
+        insert_alert(conn, event, event.ts_ms, momentary=momentary)
     elif event.type == "alert.cleared":
         conn.execute(
             "UPDATE alerts SET state = 'cleared', cleared_ms = ? WHERE key = ? AND state != 'cleared'",
-            (at_ms, payload.key),
+            (event.ts_ms, payload.key),
         )
 
 
