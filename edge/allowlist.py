@@ -126,15 +126,25 @@ class PassRecord:
     source: str
 
     def state(self, now_ms: int) -> str:
-        if self.revoked:
-            return "revoked"
-        if now_ms < self.valid_from_ms:
-            return "not yet valid"
-        if now_ms >= self.valid_until_ms:
-            return "expired"
-        if self.max_entries is not None and self.used >= self.max_entries:
-            return "used up"
-        return "valid"
+        return pass_state(
+            now_ms, self.valid_from_ms, self.valid_until_ms, self.used, self.max_entries, revoked=self.revoked
+        )
+
+
+def pass_state(
+    now_ms: int, valid_from_ms: int, valid_until_ms: int, used: int, max_entries: int | None, *, revoked: bool
+) -> str:
+    """A pass's state as the gateway and the community database both show it: revoked, not yet
+    valid, expired, used up or valid, the first that holds."""
+    if revoked:
+        return "revoked"
+    if now_ms < valid_from_ms:
+        return "not yet valid"
+    if now_ms >= valid_until_ms:
+        return "expired"
+    if max_entries is not None and used >= max_entries:
+        return "used up"
+    return "valid"
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
-from edge.allowlist import normalise_plate
+from edge.allowlist import normalise_plate, pass_state
 from edge.errors import ConfigError
 from edge.privacy import credential_hash
 from sync import commands, signing
@@ -454,13 +454,17 @@ class IssuedPass:
     last_entry_ms: int | None
 
     def state(self, now: datetime) -> str:
-        if self.revoked_at is not None:
-            return "revoked"
-        if self.max_uses is not None and self.entries >= self.max_uses:
-            return "used up"
-        if now >= self.valid_until:
-            return "expired"
-        return "not yet valid" if now < self.valid_from else "valid"
+        def ms(moment: datetime) -> int:
+            return int(moment.timestamp() * 1000)
+
+        return pass_state(
+            ms(now),
+            ms(self.valid_from),
+            ms(self.valid_until),
+            self.entries,
+            self.max_uses,
+            revoked=self.revoked_at is not None,
+        )
 
 
 def _json(value: Any) -> Any:
