@@ -231,6 +231,7 @@ def cmd_allow_list(args: argparse.Namespace) -> int:
             entry.value if entry.kind == "plate" else f"…{entry.last4 or '?'}",
             entry.subject or "-",
             " ".join(entry.gates) or "every gate",
+            # no end: an empty cell in the spreadsheet, "-" in the table
             entry.valid_until.astimezone(zone).strftime("%Y-%m-%d %H:%M") if entry.valid_until else None,
             str(version),
         )
@@ -239,7 +240,7 @@ def cmd_allow_list(args: argparse.Namespace) -> int:
     if args.csv:
         writer = spreadsheet()
         writer.writerow(("kind", "credential", "subject", "gates", "valid_until", "version"))
-        writer.writerows([cell(value) for value in row] for row in rows)  # no end: an empty cell
+        writer.writerows([cell(value) for value in row] for row in rows)
         return 0
     rows = [tuple("-" if value is None else value for value in row) for row in rows]
     version = community.allowlist_version(args.site, args.gateway)
