@@ -16,9 +16,14 @@ if [ ! -x .venv/bin/python ]; then
     exit 1
   fi
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-if [ "${1:-}" = "" ]; then
-  .venv/bin/python -m pip install --quiet -e .
-else
-  .venv/bin/python -m pip install --quiet -e ".[$1]"
+# pip's and the build backend's notices (an editable install's advice, index warnings) go to a
+# log that is shown only when the install fails.
+log=.venv/install.log
+target=.
+[ "${1:-}" = "" ] || target=".[$1]"
+echo "installing Gatehouse into .venv (log: $log)" >&2
+if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e "$target"; } >"$log" 2>&1; then
+  cat "$log" >&2
+  echo "installing Gatehouse failed: the lines above say why (also in $log)" >&2
+  exit 1
 fi
