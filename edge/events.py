@@ -136,16 +136,21 @@ class AlertPayload(Payload):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
+REPEATS_DESCRIPTION = "how many times the moment happened again while the alert was open, up to this event"
+
+
 class AlertAckPayload(Payload):
     alert_id: str
     key: str
     by: str = Field(default="operator", description="who acknowledged it")
+    repeats: int = Field(default=0, ge=0, description=REPEATS_DESCRIPTION)
 
 
 class AlertClearedPayload(Payload):
     alert_id: str
     key: str
     reason: str = ""
+    repeats: int = Field(default=0, ge=0, description=REPEATS_DESCRIPTION)
 
 
 class DevicePayload(Payload):

@@ -257,6 +257,15 @@ ALTER TABLE gateways ADD COLUMN state_since TEXT;
 UPDATE gateways SET state_since = status_at
 """,
     ),
+    (
+        "0006_alert_repeats",
+        # How often a moment (a blocklisted card tried again) happened while its alert was open,
+        # as the gateway's alert.acknowledged and alert.cleared events carry it. Events from
+        # before gateways sent it carry none, so there is nothing to fill from them.
+        """
+ALTER TABLE alerts ADD COLUMN repeats INTEGER NOT NULL DEFAULT 0
+""",
+    ),
 ]
 
 

@@ -432,9 +432,12 @@ class IngestWorker:
         """An alert.raised/acknowledged/cleared event sets its part of the alert's row in
         `alerts` (what `gatehouse admin alerts` lists), the first time it arrives: a redelivered
         event changes nothing, and an acknowledgement that overtook its alert.raised (a backlog
-        drained after an outage) keeps its part when the raise comes. A value the database
-        refuses costs the row, never the batch."""
+        drained after an outage) keeps its part when the raise comes. `repeats` (how often a
+        moment happened again while open, carried by the acknowledgement and the clearing) only
+        grows, whichever of the two arrives first. A value the database refuses costs the row,
+        never the batch."""
         payload = item["payload"]
+        repeats = payload.get("repeats") or 0
         columns = {
             "alert.raised": {
                 "kind": payload.get("kind"),
@@ -444,12 +447,19 @@ class IngestWorker:
                 "device_id": row[3],
                 "raised_ms": row[6],
             },
-            "alert.acknowledged": {"acked_ms": row[6], "acked_by": payload.get("by")},
-            "alert.cleared": {"cleared_ms": row[6], "cleared_reason": payload.get("reason")},
+            "alert.acknowledged": {"acked_ms": row[6], "acked_by": payload.get("by"), "repeats": repeats},
+            "alert.cleared": {
+                "cleared_ms": row[6],
+                "cleared_reason": payload.get("reason"),
+                "repeats": repeats,
+            },
         }[row[4]]
         names = ["site_id", "gateway_id", "alert_id", "alert_key", *columns, "updated_ms"]
         values = [row[1], row[2], payload["alert_id"], payload.get("key"), *columns.values(), now_ms()]
-        updates = ", ".join(f"{name} = excluded.{name}" for name in [*columns, "updated_ms"])
+        updates = ", ".join(
+            REPEATS_ONLY_GROW if name == "repeats" else f"{name} = excluded.{name}"
+            for name in [*columns, "updated_ms"]
+        )
         first = ALERT_UPDATES[row[4]]
         try:
             with db.savepoint():
@@ -628,6 +638,9 @@ class IngestWorker:
 DEVICE_STATES = {"device.online": "online", "device.offline": "offline"}
 ALERT_UPDATES = {"alert.raised": "raised_ms", "alert.acknowledged": "acked_ms", "alert.cleared": "cleared_ms"}
 """the alert events the ingest keeps `alerts` by: the column each sets first"""
+REPEATS_ONLY_GROW = (
+    "repeats = CASE WHEN excluded.repeats > alerts.repeats THEN excluded.repeats ELSE alerts.repeats END"
+)
 
 
 def _listed(value: Any) -> list[dict[str, Any]] | None:

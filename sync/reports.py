@@ -134,7 +134,7 @@ class GatewayAlert:
 
 _ALERT_COLUMNS = (
     "site_id, gateway_id, alert_id, alert_key, kind, severity, message, gate_id, device_id, raised_ms, "
-    "acked_ms, acked_by, cleared_ms, updated_ms"
+    "acked_ms, acked_by, cleared_ms, repeats, updated_ms"
 )
 
 
@@ -219,6 +219,7 @@ def _alert(row: tuple[Any, ...]) -> GatewayAlert:
         acked,
         by,
         cleared,
+        repeats,
         updated,
     ) = row
     state = "cleared" if cleared is not None else "acknowledged" if acked is not None else "raised"
@@ -235,7 +236,7 @@ def _alert(row: tuple[Any, ...]) -> GatewayAlert:
         acked_ms=int(acked) if acked is not None else None,
         acked_by=by,
         cleared_ms=int(cleared) if cleared is not None else None,
-        repeats=0,
+        repeats=int(repeats or 0),
         last_seen_ms=None,
     )
     return GatewayAlert(site, gateway, record, int(updated))

@@ -513,8 +513,9 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
     def line(item: GatewayAlert) -> str:
         if args.json:
-            # what only the gateway knows (repeats, last seen) is not in the community database
-            known = {k: v for k, v in item.alert.__dict__.items() if k not in ("repeats", "last_seen_ms")}
+            # what only the gateway knows (when a moment was last seen) is not in the community
+            # database; its repeats come with the acknowledgement and the clearing
+            known = {k: v for k, v in item.alert.__dict__.items() if k != "last_seen_ms"}
             return json.dumps({"site": item.site, "gateway": item.gateway, **known}, ensure_ascii=False)
         return f"{item.site}/{item.gateway}  {format_alert(item.alert, zone)}"
 

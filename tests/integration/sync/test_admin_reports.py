@@ -227,7 +227,11 @@ def test_a_gateway_of_another_site_is_named_not_listed_as_empty(
     assert code == 0 and len(out.splitlines()) == 1
 
 
-def alert_events(gw: Makers, gateway: str, alert_id: str, minutes: float) -> tuple[Event, Event, Event]:
+def alert_events(
+    gw: Makers, gateway: str, alert_id: str, minutes: float, repeats: tuple[int, int] = (0, 0)
+) -> tuple[Event, Event, Event]:
+    """An alert's raise, acknowledgement and clearing; `repeats`: the count each of the last two
+    carries."""
     key = f"gate.forced_open:{alert_id}"
     raised = gw.make(
         gateway,
@@ -243,10 +247,16 @@ def alert_events(gw: Makers, gateway: str, alert_id: str, minutes: float) -> tup
         minutes,
     )
     acked = gw.make(
-        gateway, "alert.acknowledged", {"alert_id": alert_id, "key": key, "by": "guard 2"}, minutes + 1
+        gateway,
+        "alert.acknowledged",
+        {"alert_id": alert_id, "key": key, "by": "guard 2", "repeats": repeats[0]},
+        minutes + 1,
     )
     cleared = gw.make(
-        gateway, "alert.cleared", {"alert_id": alert_id, "key": key, "reason": "closed"}, minutes + 2
+        gateway,
+        "alert.cleared",
+        {"alert_id": alert_id, "key": key, "reason": "closed", "repeats": repeats[1]},
+        minutes + 2,
     )
     return raised, acked, cleared
 
@@ -260,7 +270,7 @@ def test_the_alerts_of_every_gateway_whatever_order_their_events_arrive_in(
     gateways: Gateways, db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     gw = gateways
-    a_raised, a_acked, a_cleared = alert_events(gw, gw.north, f"a-{gw.north}", 1)
+    a_raised, a_acked, a_cleared = alert_events(gw, gw.north, f"a-{gw.north}", 1, repeats=(2, 4))
     b_raised, b_acked, _ = alert_events(gw, gw.south, f"b-{gw.south}", 2)
     c_raised, _, _ = alert_events(gw, gw.south, f"c-{gw.south}", 3)
     # the acknowledgement of b overtakes its raise (a backlog drained after an outage), and a's
@@ -277,16 +287,19 @@ def test_the_alerts_of_every_gateway_whatever_order_their_events_arrive_in(
     }
     b = next(json.loads(line) for line in out.splitlines() if json.loads(line)["alert_id"] == f"b-{gw.south}")
     assert b["message"] == "north-in forced open" and b["severity"] == "critical" and b["gateway"] == gw.south
-    assert "repeats" not in b and "last_seen_ms" not in b, "what only the gateway knows is not made up"
+    assert "last_seen_ms" not in b, "what only the gateway knows is not made up"
+    assert b["repeats"] == 0
 
-    gw.send(a_acked, a_cleared)
+    # the clearing (four repeats by then) overtakes the acknowledgement (two by then): the
+    # count does not go back
+    gw.send(a_cleared, a_acked)
     code, out, _ = run(capsys, db_url, "alerts", "--gateway", gw.north, "--json")
     assert out == "", "a cleared alert is no longer open"
     code, out, _ = run(capsys, db_url, "alerts", "--gateway", gw.north, "--all", "--tz", "UTC")
     assert code == 0
     (line,) = out.splitlines()
     assert line.startswith(f"{SITE}/{gw.north}  a-{gw.north}  05-01 12:01:00  critical  cleared")
-    assert "(ack guard 2 05-01 12:02:00) (cleared 05-01 12:03:00)" in line
+    assert "north-in forced open ×5 (ack guard 2 05-01 12:02:00) (cleared 05-01 12:03:00)" in line
 
 
 def test_the_help_of_admin_alerts_says_what_it_lists(capsys: pytest.CaptureFixture[str]) -> None:

@@ -94,6 +94,28 @@ def test_a_moment_again_is_counted_but_a_condition_still_so_is_not(rig: Rig):
     assert repeats == {"device.offline": (0, last_ms), "card.blocklisted": (2, last_ms)}
 
 
+def test_the_acknowledgement_and_the_clearing_carry_how_often_the_moment_happened_again(rig: Rig):
+    """The community sees the alert's events, not the gateway's table: its `×3` comes with them."""
+    key = "card.blocklisted:…1234"
+
+    async def scenario() -> None:
+        for _ in range(3):
+            await rig.alerts.raise_("card.blocklisted", key, "blocklisted card")
+        (open_alert,) = rig.alerts.open_alerts()
+        await rig.alerts.acknowledge(open_alert.alert_id, by="guard-7")
+        await rig.alerts.clear(key, reason="quiet")
+        await rig.alerts.raise_("gate.forced_open", "gate.forced_open:north-in", "forced")
+        await rig.alerts.clear("gate.forced_open:north-in", reason="closed")
+
+    asyncio.run(scenario())
+    acked, *cleared = rig.events("alert.acknowledged") + rig.events("alert.cleared")
+    assert acked.payload.repeats == 2
+    assert [(e.payload.key, e.payload.repeats) for e in cleared] == [
+        (key, 2),
+        ("gate.forced_open:north-in", 0),
+    ]
+
+
 def test_an_alert_state_change_whose_event_cannot_be_written_does_not_happen(rig: Rig):
     """The guards' list and the community database never disagree: an acknowledgement or a
     clearing that cannot be recorded leaves the alert as it was, to be done again."""
