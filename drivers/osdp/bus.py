@@ -48,6 +48,7 @@ SC_REFUSALS = 2
 """A single failed handshake may be noise on the line; two in a row are a refused key."""
 SC_STATUS = int(osdp.EventNotification.SecureChannelStatus)
 PD_STATUS = int(osdp.EventNotification.PeripheralDeviceStatus)
+COMMAND_STATUS = int(osdp.EventNotification.Command)
 LOCAL_STATUS_REQUEST: dict[str, Any] = {
     "command": osdp.Command.Status,
     "type": osdp.StatusReportType.Local,
@@ -131,6 +132,8 @@ class ReaderSlot:
     """The bus disabled the reader to re-enable it: its notifications meanwhile are ours."""
     capabilities: dict[int, tuple[int, int]] | None = None
     key_set_reported: bool = False
+    commands_done: int = 0
+    """Commands libosdp has finished with this reader (answered or given up), as it notified."""
 
     @property
     def address(self) -> int:
@@ -381,6 +384,9 @@ class OsdpBus:
 
     def _notified(self, slot: ReaderSlot, event: dict[str, Any]) -> None:
         kind, active, detail = event.get("type"), event.get("arg0"), event.get("arg1")
+        if kind == COMMAND_STATUS:
+            slot.commands_done += 1
+            return
         if kind == PD_STATUS:
             slot.pd_online = bool(active)
             if active:

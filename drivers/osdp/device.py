@@ -40,6 +40,9 @@ COLOURS = {
 ENTER_KEYS = {0x0D, ord("#")}
 CLEAR_KEYS = {0x7F, ord("*")}
 RAW_FORMATS = {int(osdp.CardFormat.Wiegand), int(osdp.CardFormat.Unspecified)}
+FEEDBACK_WAIT_S = 2.0
+"""`self_test` waits this long for the reader to take its answer (LED, beeps) before it stops the
+Control Panel, which would drop commands still queued."""
 
 
 def card_from_event(device: str, event: dict[str, Any], arrived: float) -> CardPresented:
@@ -149,17 +152,21 @@ class OsdpReader(Driver):
         return isinstance(command, ReaderFeedback)
 
     async def execute(self, command: Command) -> None:
-        if not isinstance(command, ReaderFeedback):
-            return
+        if isinstance(command, ReaderFeedback):
+            self._show(command)
+
+    def _show(self, command: ReaderFeedback) -> int:
+        """Queue the LED and buzzer commands of an answer; how many were queued."""
         bus, slot = self._bus, self._slot
         if bus is None or slot is None or not bus.online(slot):
             raise DeviceNotReady(f"{self.id} is offline; cannot show the answer")
         feedback = self.config.feedback
         reader = self.config.reader_number
+        queued = 0
         if bus.capability(slot, osdp.Capability.LEDControl)[0] > 0:
             tenths = max(1, min(255, feedback.led_ms // 100))
             colour = feedback.granted_colour if command.granted else feedback.denied_colour
-            bus.submit(
+            queued += bus.submit(
                 slot,
                 {
                     "command": osdp.Command.LED,
@@ -176,7 +183,7 @@ class OsdpReader(Driver):
             )
         beeps = feedback.granted_beeps if command.granted else feedback.denied_beeps
         if beeps and bus.capability(slot, osdp.Capability.AudibleControl)[0] > 0:
-            bus.submit(
+            queued += bus.submit(
                 slot,
                 {
                     "command": osdp.Command.Buzzer,
@@ -187,6 +194,7 @@ class OsdpReader(Driver):
                     "rep_count": beeps,
                 },
             )
+        return queued
 
     async def self_test(self, timeout_s: float, out_dir: str) -> str:
         """Wait for the reader to come online, then for a card or PIN, and show it."""
@@ -233,7 +241,13 @@ class OsdpReader(Driver):
                 raise DeviceNotReady("\n".join([*lines, f"no card within {timeout_s:g} s"]))
             card = found[0]
             lines.append(f"read {card.kind} {card.credential} ({card.card_format})")
-            await self.execute(ReaderFeedback(granted=True))
+            done = slot.commands_done
+            queued = self._show(ReaderFeedback(granted=True))
+            shown_by = time.monotonic() + FEEDBACK_WAIT_S
+            while slot.commands_done - done < queued and time.monotonic() < shown_by and not task.done():
+                await asyncio.sleep(0.05)
+            if slot.commands_done - done < queued:
+                lines.append(f"the reader did not take the LED/buzzer commands within {FEEDBACK_WAIT_S:g} s")
             return "\n".join(lines)
         finally:
             task.cancel()

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import osdp
 import pytest
 
 from drivers.modbus_gate.sim import Barrier, board_in_thread
@@ -170,6 +171,28 @@ def test_devices_list_and_test(cable: VirtualCable, tmp_path: Path, capsys):
         assert "did you mean 'reader-1'" in capsys.readouterr().err
     finally:
         other.close()
+
+
+def test_devices_test_of_a_reader_lights_it_green(cable: VirtualCable, tmp_path: Path, capsys):
+    """After the card, the reader shows the answer (docs/drivers.md: "lights the reader green"): the
+    LED and buzzer commands reach the reader before the test stops the Control Panel."""
+    config = write_config(
+        tmp_path,
+        f"""
+  - {{id: barrier-1, kind: sim_lane}}
+  - {{id: reader-1, kind: osdp, address: 0, serial: {{port: {cable.path_a}, baudrate: 115200}}}}
+""",
+    )
+    with ReaderLineSim(cable.path_b, [SimReader(0, bytes(16))], baudrate=115200) as readers:
+        swiper = threading.Timer(1.5, lambda: readers.reader(0).present_card(5, 6))
+        swiper.start()
+        assert main(["--config", str(config), "devices", "test", "reader-1", "--timeout", "10"]) == 0
+        swiper.join()
+        leds = readers.reader(0).received(osdp.Command.LED)
+        beeps = readers.reader(0).received(osdp.Command.Buzzer)
+    assert [led.command["on_color"] for led in leds] == [osdp.CommandLEDColor.Green]
+    assert [beep.command["rep_count"] for beep in beeps] == [1]
+    assert "reader-1: OK" in capsys.readouterr().out
 
 
 def test_devices_test_a_wiegand_reader(cable: VirtualCable, tmp_path: Path, capsys):
