@@ -13,6 +13,7 @@ import contextlib
 import logging
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,9 +73,14 @@ def register(subparsers: Any) -> None:
         help="only this baud rate (repeatable; default: common ones)",
     )
     parser.add_argument(
-        "--osdp-addresses", default="0-3", help="OSDP addresses to poll, e.g. 0-3 or 0,1,5 (default 0-3)"
+        "--osdp-addresses",
+        type=_numbers_within(0, 126),
+        default="0-3",
+        help="OSDP addresses to poll, e.g. 0-3 or 0,1,5 (default 0-3)",
     )
-    parser.add_argument("--units", default="1-10", help="Modbus unit ids to try (default 1-10)")
+    parser.add_argument(
+        "--units", type=_numbers_within(1, 247), default="1-10", help="Modbus unit ids to try (default 1-10)"
+    )
     parser.add_argument(
         "--parity", action="append", choices=["N", "E", "O"], help="Modbus parity to try (default N and E)"
     )
@@ -110,9 +116,28 @@ def numbers(text: str, low: int, high: int) -> list[int]:
     return sorted(set(found))
 
 
+def _numbers_within(low: int, high: int) -> Callable[[str], str]:
+    """An argparse type for --osdp-addresses and --units: the text as typed, once `numbers` reads it
+    within [low, high]; else a usage error naming the option, before anything is probed."""
+
+    def check(text: str) -> str:
+        try:
+            numbers(text, low, high)
+        except DeviceMisconfigured as err:
+            raise argparse.ArgumentTypeError(str(err)) from err
+        return text
+
+    return check
+
+
 def _baud(text: str) -> int:
-    """A --baud value: a whole number of bit/s above 0 (argparse reports the ValueError)."""
-    rate = int(text)
+    """A --baud value: a whole number of bit/s above 0."""
+    try:
+        rate = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a baud rate is a whole number of bit/s, e.g. 9600 (got {text})"
+        ) from None
     if rate <= 0:
         raise argparse.ArgumentTypeError(f"a baud rate is more than 0, e.g. 9600 (got {text})")
     return rate

@@ -65,6 +65,37 @@ def test_probe_refuses_a_baud_rate_of_zero(capsys: pytest.CaptureFixture[str]):
     assert "a baud rate is more than 0, e.g. 9600 (got 0)" in capsys.readouterr().err
 
 
+def test_probe_says_what_a_baud_rate_is(capsys: pytest.CaptureFixture[str]):
+    """Not argparse's "invalid _baud value", which names a Python function."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["probe", "/dev/ttyNOPE", "--baud", "9600bps"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --baud: a baud rate is a whole number of bit/s, e.g. 9600 (got 9600bps)" in err
+    assert "_baud" not in err
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--units", "1-300", "'1-300': numbers must be within 1-247"),
+        ("--units", "one", "'one': write numbers like 0-3 or 1,2,7"),
+        ("--osdp-addresses", "0-200", "'0-200': numbers must be within 0-126"),
+    ],
+)
+def test_probe_checks_its_ranges_before_probing(
+    option: str, value: str, says: str, capsys: pytest.CaptureFixture[str]
+):
+    """A typo in --units is a usage error naming the option, said at once: not after the OSDP
+    scan (seconds per baud rate), and not when the port is missing."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["probe", "/dev/ttyNOPE", option, value])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert f"argument {option}: {says}" in captured.err
+    assert "probing" not in captured.out
+
+
 @pytest.mark.parametrize(
     "argv",
     [
