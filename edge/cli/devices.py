@@ -15,7 +15,15 @@ import yaml
 from pydantic import BaseModel
 
 from drivers.registry import device_kinds
-from edge.cli.common import add_change_options, add_command, changing_config, load, positive, print_table
+from edge.cli.common import (
+    add_change_options,
+    add_command,
+    changing_config,
+    load,
+    positive,
+    print_table,
+    site_zone,
+)
 from edge.errors import ConfigError, GatehouseError, UsageError
 from edge.instance import running_gateway
 
@@ -270,8 +278,8 @@ def _test(args: argparse.Namespace) -> int:
     running = running_gateway(config.state_path)
     if running is not None and getattr(device, "serial", None) is not None:
         raise GatehouseError(
-            f"the gateway is running ({running.describe()}) and has the serial port of {device.id} open; "
-            "stop it first: sudo systemctl stop gatehouse"
+            f"the gateway is running ({running.describe(site_zone(config))}) and has the serial port of "
+            f"{device.id} open; stop it first: sudo systemctl stop gatehouse"
         )
     driver = driver_for(device)(device, driver_context(config))
     out_dir = args.out or tempfile.mkdtemp(prefix=f"gatehouse-test-{device.id}-")

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from edge.doctor import Result
 from edge.instance import running_gateway
@@ -310,7 +311,11 @@ def check_devices(context: Context) -> list[Result]:
     # systemd may not be asked (--skip service, no systemd) or the gateway runs by hand: its lock
     running = None if context.service_active else running_gateway(config.state_path)
     if context.service_active or running is not None:
-        who = SERVICE_UNIT if running is None else f"a gateway ({running.describe()})"
+        who = (
+            SERVICE_UNIT
+            if running is None
+            else f"a gateway ({running.describe(ZoneInfo(config.site.timezone))})"
+        )
         return [
             Result.skip(
                 "devices",

@@ -265,7 +265,7 @@ def test_a_gateway_holding_the_devices_is_not_disturbed(initialised, pty_port, t
     skipped = line(out, "[SKIP] devices")
     assert skipped.startswith(f"[SKIP] devices: a gateway (pid {os.getpid()}, since ")
     assert skipped.endswith(
-        ") is running and holds the devices; see `gatehouse status`, or stop it to let the doctor "
+        " CST) is running and holds the devices; see `gatehouse status`, or stop it to let the doctor "
         "talk to them"
     )
     assert "device gate-wiegand" not in out and "device east-reader" not in out

@@ -56,7 +56,7 @@ def test_devices_test_leaves_a_running_gateways_serial_port_alone(
     state.mkdir()
     config = tmp_path / "gatehouse.yaml"
     config.write_text(
-        "site: {id: s, salt: test-salt-0123456789}\n"
+        "site: {id: s, salt: test-salt-0123456789, timezone: Asia/Shanghai}\n"
         f"gateway: {{id: gw, state_dir: {state}}}\n"
         "devices:\n"
         "  - {kind: wiegand, id: door, profile: ascii_hex, serial: {port: /dev/ttyUSB7}}\n"
@@ -71,3 +71,4 @@ def test_devices_test_leaves_a_running_gateways_serial_port_alone(
         held.release()
     assert code == 1
     assert "the gateway is running (pid " in err and "has the serial port of door open" in err
+    assert " CST) " in err, "its start in the site's time zone, as `gatehouse status` shows it"
