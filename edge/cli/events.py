@@ -495,8 +495,17 @@ def _status(args: argparse.Namespace) -> int:
     print(f"open alerts: {len(open_alerts)} ({waiting} not acknowledged)")
     for severity, state, alert_id, message in open_alerts:
         print(f"  [{severity}] {state} {alert_id}: {message}")
-    devices = conn.execute("SELECT id, kind, state, last_error, restarts FROM devices ORDER BY id").fetchall()
-    for device_id, kind, state, error, restarts in devices:
-        extra = f" — {error}" if error else ""
-        print(f"  device {device_id} ({kind}): {state}, {restarts} restarts{extra}")
+    devices = conn.execute(
+        "SELECT id, kind, state, since_ms, last_error, restarts FROM devices ORDER BY id"
+    ).fetchall()
+    for device_id, kind, state, since_ms, error, restarts in devices:
+        since = datetime.fromtimestamp(since_ms / 1000, zone).strftime("%Y-%m-%d %H:%M:%S %Z")
+        counted = f"{restarts} restart{'' if restarts == 1 else 's'}"
+        if not error:
+            problem = ""
+        elif state == "online":
+            problem = f"; before it came back: {error}"  # what went wrong last, not what is wrong now
+        else:
+            problem = f" — {error}"
+        print(f"  device {device_id} ({kind}): {state} since {since}, {counted}{problem}")
     return 0

@@ -180,6 +180,38 @@ def test_status_shows_its_times_in_the_site_zone(tmp_path: Path, capsys):
     assert started and started.group(1).endswith(" CST"), out
 
 
+def test_status_says_when_each_device_came_and_does_not_show_an_old_problem_as_a_present_one(
+    tmp_path: Path, capsys
+):
+    """A reader back after its adapter was unplugged keeps its last error for the record; `status`
+    must not print it as if the reader were still at fault."""
+    config = tmp_path / "gatehouse.yaml"
+    config.write_text(CONFIG.format(state=tmp_path / "state").replace("}", ", timezone: Asia/Shanghai}", 1))
+    with Store(tmp_path / "state" / "gatehouse.db", synchronous="normal") as store:
+        rows = [
+            ("reader", "osdp", "online", 1_764_118_800_000, "/dev/ttyUSB0 is not there", 1),
+            ("barrier", "modbus_gate", "offline", 1_764_118_860_000, "no answer from unit 1", 3),
+            ("camera", "camera", "online", 1_764_118_920_000, None, 0),
+        ]
+        store.write(
+            lambda c: c.executemany(
+                "INSERT INTO devices(id, kind, state, since_ms, last_error, restarts) VALUES (?,?,?,?,?,?)",
+                rows,
+            )
+        )
+    assert main(["--config", str(config), "status"]) == 0
+    devices = [
+        line.strip() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("device ")
+    ]
+    assert devices == [
+        "device barrier (modbus_gate): offline since 2025-11-26 09:01:00 CST, 3 restarts — "
+        "no answer from unit 1",
+        "device camera (camera): online since 2025-11-26 09:02:00 CST, 0 restarts",
+        "device reader (osdp): online since 2025-11-26 09:00:00 CST, 1 restart; "
+        "before it came back: /dev/ttyUSB0 is not there",
+    ]
+
+
 def test_a_lock_written_by_an_older_version_is_described_as_it_is():
     assert Running(7, "2026-11-26 09:00:00 UTC").describe() == "pid 7, since 2026-11-26 09:00:00 UTC"
     assert Running(7, "2026-11-26T01:00:00+00:00").describe() == "pid 7, since 2026-11-26 01:00:00 UTC"
