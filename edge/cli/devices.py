@@ -8,6 +8,7 @@ import difflib
 import tempfile
 import textwrap
 import typing
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -292,6 +293,10 @@ def _test(args: argparse.Namespace) -> int:
         async with asyncio.timeout(args.timeout + 10):
             return await driver.self_test(args.timeout, out_dir)
 
-    print(asyncio.run(run()))
+    try:
+        print(asyncio.run(run()))
+    finally:
+        if not args.out and not any(Path(out_dir).iterdir()):
+            Path(out_dir).rmdir()  # a reader's or a barrier's test saves nothing: leave no empty folder
     print(f"{device.id}: OK")
     return 0

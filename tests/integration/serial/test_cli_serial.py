@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -133,8 +134,11 @@ def test_devices_list_hides_passwords_in_urls():
     assert without_password("/dev/serial/by-id/usb-FTDI-port0") == "/dev/serial/by-id/usb-FTDI-port0"
 
 
-def test_devices_list_and_test(cable: VirtualCable, tmp_path: Path, capsys):
+def test_devices_list_and_test(cable: VirtualCable, tmp_path: Path, capsys, monkeypatch):
     other = VirtualCable(tmp_path, "readers")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     config = write_config(
         tmp_path,
         f"""
@@ -166,6 +170,7 @@ def test_devices_list_and_test(cable: VirtualCable, tmp_path: Path, capsys):
             swiper.join()
         out = capsys.readouterr().out
         assert "read card 5:6 (wiegand26)" in out
+        assert list(scratch.iterdir()) == [], "tests that save nothing leave no empty folder behind"
 
         assert main(["--config", str(config), "devices", "test", "reader-2"]) == 2
         assert "did you mean 'reader-1'" in capsys.readouterr().err
