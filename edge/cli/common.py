@@ -40,6 +40,11 @@ def site_zone(config: Any) -> ZoneInfo:
     return ZoneInfo(config.site.timezone)
 
 
+def counted(number: int, noun: str) -> str:
+    """`1 device`, `2 devices`: a count as people write it (nouns whose plural adds an s)."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def own_command() -> str:
     """How the person at the terminal runs this gatehouse again: `gatehouse` when their PATH
     finds this very one (an installed gateway, an activated venv), else the path of the one

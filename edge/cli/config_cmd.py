@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from edge.cli.common import add_command, config_path, load
+from edge.cli.common import add_command, config_path, counted, load
 
 
 def register(subparsers: Any) -> None:
@@ -25,7 +25,7 @@ def _check(args: argparse.Namespace) -> int:
     config = load(args)
     print(
         f"{config_path(args)}: OK — site {config.site.id}, gateway {config.gateway.id}, "
-        f"{len(config.gates)} gates, {len(config.devices)} devices"
+        f"{counted(len(config.gates), 'gate')}, {counted(len(config.devices), 'device')}"
     )
     return 0
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge.cli.common import add_command, config_path, positive
+from edge.cli.common import add_command, config_path, counted, positive
 from edge.cli.init import add_credentials_option, service_credentials
 from edge.doctor.checks import CHECKS, DEFAULT_MIN_FREE_MB, SERVICE_USER, Context, default_user, run_checks
 from edge.errors import ConfigError, SecretUnavailable
@@ -89,5 +89,5 @@ def _doctor(args: argparse.Namespace) -> int:
         for result in run_checks(context):
             print(result.line(colour), flush=True)
             red += result.state == "fail"
-    print(f"{red} problem{'s' if red != 1 else ''} found" if red else "all checks passed")
+    print(f"{counted(red, 'problem')} found" if red else "all checks passed")
     return 1 if red else 0

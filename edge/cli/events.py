@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.allowlist import normalise_plate
-from edge.cli.common import add_command, count_of, load, more_not_shown, padded, site_zone
+from edge.cli.common import add_command, count_of, counted, load, more_not_shown, padded, site_zone
 from edge.errors import StoreError, UsageError
 from edge.events import Event, EventType, Priority
 from edge.instance import running_gateway
@@ -343,7 +343,7 @@ class PhotoSaver:
 
     def summary(self) -> None:
         """Say on stderr what was written, and what the retention limits had already removed."""
-        note = f"{self.saved} picture{'' if self.saved == 1 else 's'} in {self.folder}"
+        note = f"{counted(self.saved, 'picture')} in {self.folder}"
         if self.missing:
             note += f"; {self.missing} no longer kept (store.retention.snapshots_days) or not yet received"
         print(note, file=sys.stderr)
@@ -500,12 +500,13 @@ def _status(args: argparse.Namespace) -> int:
     ).fetchall()
     for device_id, kind, state, since_ms, error, restarts in devices:
         since = datetime.fromtimestamp(since_ms / 1000, zone).strftime("%Y-%m-%d %H:%M:%S %Z")
-        counted = f"{restarts} restart{'' if restarts == 1 else 's'}"
         if not error:
             problem = ""
         elif state == "online":
             problem = f"; before it came back: {error}"  # what went wrong last, not what is wrong now
         else:
             problem = f" — {error}"
-        print(f"  device {device_id} ({kind}): {state} since {since}, {counted}{problem}")
+        print(
+            f"  device {device_id} ({kind}): {state} since {since}, {counted(restarts, 'restart')}{problem}"
+        )
     return 0

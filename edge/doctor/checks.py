@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from edge.cli.common import counted
 from edge.doctor import Result
 from edge.instance import running_gateway
 from edge.store.migrations import MIGRATIONS
@@ -155,7 +156,7 @@ def check_config(context: Context) -> list[Result]:
         Result.ok(
             "config",
             f"{context.config_file} is valid: site {config.site.id}, gateway {config.gateway.id}, "
-            f"{len(config.gates)} gates, {len(config.devices)} devices",
+            f"{counted(len(config.gates), 'gate')}, {counted(len(config.devices), 'device')}",
         )
     ]
 

@@ -205,7 +205,7 @@ def test_duplicate_key_is_an_error():
 def test_config_check_exit_codes_and_no_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     good = write(tmp_path, GOOD)
     assert main(["--config", str(good), "config", "check"]) == 0
-    assert "OK" in capsys.readouterr().out
+    assert "OK — site compound-7, gateway gw-north, 1 gate, 1 device" in capsys.readouterr().out
     bad = write(tmp_path, GOOD.replace("kind: vehicle", "kind: vehicles"))
     assert main(["--config", str(bad), "config", "check"]) == 2
     err = capsys.readouterr().err
