@@ -76,6 +76,12 @@ def open_serial(settings: SerialSettings, timeout_s: float = 0.0) -> serial.Seri
         raise DeviceMisconfigured(f"{settings.port}: {err}") from err
     except (serial.SerialException, OSError) as err:
         code = err.errno if isinstance(err, OSError) else (err.args[0] if err.args else None)
+        if isinstance(err.__context__, termios.error) and err.__context__.args[:1] == (errno.ENOTTY,):
+            # pyserial's "Could not configure port: (25, 'Inappropriate ioctl for device')"
+            raise DeviceMisconfigured(
+                f"{settings.port} is not a serial port (it takes no line settings); give the "
+                "adapter's device, e.g. /dev/ttyUSB0 or one of `ls -l /dev/serial/by-id/`"
+            ) from err
         if code in (errno.EACCES, errno.EPERM):
             raise _permission_error(settings.port) from err
         if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):

@@ -31,6 +31,15 @@ def test_a_missing_adapter_says_to_plug_it_in(tmp_path: Path):
         open_serial(SerialSettings(port=str(tmp_path / "usb-FTDI-if00-port0")))
 
 
+@pytest.mark.parametrize("name", ["null", "file"])
+def test_a_path_that_is_no_serial_port_says_so(tmp_path: Path, name: str):
+    """Not pyserial's "Could not configure port: (25, 'Inappropriate ioctl for device')"."""
+    path = os.devnull if name == "null" else str(tmp_path / "notes.txt")
+    Path(path).touch()
+    with pytest.raises(DeviceMisconfigured, match=r"is not a serial port .*/dev/serial/by-id/"):
+        open_serial(SerialSettings(port=path))
+
+
 def test_a_permission_problem_names_the_group(tmp_path: Path):
     node = tmp_path / "tty"
     node.touch()
