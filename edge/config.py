@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from drivers.registry import device_config_models
-from edge.config_base import StrictModel
+from edge.config_base import SECRET, StrictModel
 from edge.rules.config import RulesConfig
 from models.config import InferenceConfig
 from sync import signing
@@ -51,6 +51,7 @@ class SiteConfig(StrictModel):
     salt: str = Field(
         min_length=16,
         description="site-wide secret salt for hashing card numbers and QR tokens; write ${NAME}",
+        json_schema_extra=SECRET,
     )
 
     @field_validator("timezone")
@@ -77,6 +78,7 @@ class GatewayConfig(StrictModel):
         default=None,
         min_length=32,
         description="HMAC key (hex or text) that signs commands to this gateway; write ${NAME}",
+        json_schema_extra=SECRET,
     )
     command_public_key: str | None = Field(
         default=None,

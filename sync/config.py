@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from edge.config_base import StrictModel
+from edge.config_base import SECRET, StrictModel
 
 
 class TlsConfig(StrictModel):
@@ -25,7 +25,9 @@ class MqttConfig(StrictModel):
     protocol: Literal["5", "3.1.1"] = Field(default="5", description="MQTT protocol version")
     username: str | None = Field(default=None, description="broker user name")
     password: str | None = Field(
-        default=None, description="broker password; write ${NAME} to read it from a secret"
+        default=None,
+        description="broker password; write ${NAME} to read it from a secret",
+        json_schema_extra=SECRET,
     )
     tls: TlsConfig | None = Field(default=None, description="TLS settings; absent means plain TCP")
     keepalive_s: int = Field(

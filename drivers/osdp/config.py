@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from drivers.base import DeviceConfig, GateSlot
 from drivers.serial.config import SerialSettings
-from edge.config_base import StrictModel
+from edge.config_base import SECRET, StrictModel
 
 Colour = Literal["red", "green", "amber", "blue", "magenta", "cyan", "white"]
 
@@ -40,6 +40,7 @@ class OsdpReaderConfig(DeviceConfig):
             "secure channel base key, 32 hex digits; write ${NAME}. Absent: no secure channel "
             "(card numbers travel in clear text on the line)"
         ),
+        json_schema_extra=SECRET,
     )
     install_mode: bool = Field(
         default=False,

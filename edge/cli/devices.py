@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import difflib
+import re
+import sys
 import tempfile
 import textwrap
 import typing
@@ -25,6 +27,9 @@ from edge.cli.common import (
     print_table,
     site_zone,
 )
+from edge.cli.init import credentials_dir_of
+from edge.config_base import is_secret
+from edge.config_loader import SECRET_REFERENCE
 from edge.errors import ConfigError, GatehouseError, UsageError
 from edge.instance import running_gateway
 
@@ -254,7 +259,37 @@ def _add(args: argparse.Namespace) -> int:
         print(f"{device.id}: serial settings taken from {line}, which shares the port")
     if args.gate:
         print(f"{device.id}: {type(device).gate_slot} of gate {args.gate}")
+    for setting, name in secrets_in_clear(settings, type(device), args.id):
+        print(
+            f"warning: {setting} holds a secret, now written out in the configuration file; keep it in "
+            f"the credentials directory instead: sudo sh -c 'umask 077; cat > "
+            f"{credentials_dir_of(args) / name}' (type it, then Ctrl-D), and write ${{{name}}} in its "
+            "place in the file",
+            file=sys.stderr,
+        )
     return 0
+
+
+def secrets_in_clear(
+    settings: dict[str, Any], model: type[BaseModel], device_id: str
+) -> list[tuple[str, str]]:
+    """The settings given that write a secret out instead of naming it as ${NAME} (a setting
+    the configuration marks secret, an OSDP reader's key; a password in a camera's URL), each
+    with a name for its file in the credentials directory."""
+    found = []
+    prefix = re.sub(r"[^A-Z0-9]+", "_", device_id.upper()).strip("_")
+    for key, value in settings.items():
+        if not isinstance(value, str):
+            continue
+        field = model.model_fields.get(key)
+        if field is not None and is_secret(field):
+            if not SECRET_REFERENCE.fullmatch(value):
+                found.append((key, f"{prefix}_{key.upper()}"))
+            continue
+        password = urlsplit(value).password if "://" in value else None
+        if password and not SECRET_REFERENCE.fullmatch(password):
+            found.append((f"the password in {key}", f"{prefix}_PASSWORD"))
+    return found
 
 
 def _remove(args: argparse.Namespace) -> int:

@@ -192,6 +192,40 @@ def test_a_reader_joins_an_existing_line_and_gate_and_nothing_else_moves(example
     reader = loaded(config, credentials).device("east-reader-3")
     assert reader.serial.baudrate == 115200 and reader.address == 3
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    assert "warning" not in err, "a key named as ${NAME} is where it belongs"
+
+
+@pytest.mark.parametrize(
+    ("argv", "setting", "name"),
+    [
+        (
+            ["osdp", "east-reader-3", f"serial.port={LINE_1}", "address=3", "scbk=" + "ab" * 16],
+            "scbk",
+            "EAST_READER_3_SCBK",
+        ),
+        (
+            ["camera", "gate-cam", "source=rtsp://gatehouse:hunter2@192.0.2.30/stream2"],
+            "the password in source",
+            "GATE_CAM_PASSWORD",
+        ),
+    ],
+)
+def test_a_secret_written_out_is_added_with_a_warning_saying_where_it_belongs(
+    example, capsys, argv: list[str], setting: str, name: str
+):
+    config, credentials = example
+    code, _out, err = gatehouse(config, credentials, capsys, "devices", "add", *argv)
+    assert code == 0, err
+    assert f"warning: {setting} holds a secret, now written out in the configuration file" in err
+    assert f"cat > {credentials / name}'" in err and f"write ${{{name}}} in its place" in err
+    assert "hunter2" not in err and "ab" * 16 not in err
+
+
+def test_a_camera_url_naming_its_password_as_a_secret_needs_no_warning(example, capsys):
+    config, credentials = example
+    source = "source=rtsp://gatehouse:${NORTH_CAM_PASSWORD}@192.0.2.30/stream2"
+    code, _out, err = gatehouse(config, credentials, capsys, "devices", "add", "camera", "gate-cam", source)
+    assert code == 0 and "warning" not in err, err
 
 
 def test_removing_a_device_takes_it_out_of_its_gate(example, capsys):
