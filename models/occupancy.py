@@ -172,6 +172,9 @@ class OccupancyMonitor:
             self._subtractor = cv2.createBackgroundSubtractorMOG2(
                 history=300, varThreshold=25, detectShadows=False
             )
+            # the first frame only starts the background: the subtractor calls all of it foreground
+            self._subtractor.apply(frame)
+            return np.zeros(frame.shape[:2], dtype=np.uint8)
         mask = self._subtractor.apply(frame)
         return cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
 

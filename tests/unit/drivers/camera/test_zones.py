@@ -138,6 +138,17 @@ def test_crowd_at_the_gate(clock: FakeClock) -> None:
     assert np.all(np.array(counts) >= 4)
 
 
+def test_the_first_frame_a_crowd_zone_sees_counts_nobody(clock: FakeClock) -> None:
+    """Without a model people are what moves against the learned background; the first frame
+    has no background yet (the subtractor calls all of it foreground), so it counts nobody
+    rather than the whole zone as one person: the first occupancy.sample after a start, and
+    `gatehouse camera zones`, said 1."""
+    gate = ZoneConfig(id="gate", kind="crowd", polygon=[(0, 0), (640, 0), (640, 480), (0, 480)])
+    monitor = OccupancyMonitor([gate], clock)
+    states, _ = monitor.update(road())
+    assert states[0].count == 0
+
+
 @pytest.mark.parametrize(
     ("polygon", "spaces", "message"),
     [
