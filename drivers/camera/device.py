@@ -155,6 +155,8 @@ class CameraDriver(Driver):
         return path
 
     async def self_test(self, timeout_s: float, out_dir: str) -> str:
+        """Loads the models the camera uses, as the gateway does, then grabs a frame and saves it."""
+        await asyncio.to_thread(self._make_analyser)
         image = await asyncio.to_thread(grab_one, self.config, timeout_s)
         from drivers.camera.analysis import jpeg
 
@@ -172,7 +174,7 @@ def grab_one(config: CameraConfig, timeout_s: float) -> Any:
     deadline = time.monotonic() + timeout_s
     capture = open_capture(config.source, min(config.open_timeout_s, timeout_s), config.read_timeout_s)
     if capture is None:
-        raise DeviceNotReady(f"camera {config.id}: cannot open {redact(config.source)}")
+        raise DeviceNotReady(_cannot_open(config, min(config.open_timeout_s, timeout_s)))
     try:
         while time.monotonic() < deadline:
             ok, image = capture.read()
@@ -181,3 +183,23 @@ def grab_one(config: CameraConfig, timeout_s: float) -> Any:
     finally:
         capture.release()
     raise DeviceNotReady(f"camera {config.id}: no frame within {timeout_s:.0f} s")
+
+
+def _cannot_open(config: CameraConfig, waited_s: float) -> str:
+    """Why the camera's source did not open, with what the installer can check."""
+    source = config.source
+    if source.isdigit():
+        return (
+            f"camera {config.id}: no camera at USB index {source}; is it plugged in? "
+            "(ls /dev/video* lists the ones this machine sees)"
+        )
+    if "://" in source:
+        return (
+            f"camera {config.id}: cannot open {redact(source)} (no stream within {waited_s:g} s); "
+            "check its address, port, path, user and password (open it in VLC), and that this "
+            "gateway reaches the camera"
+        )
+    path = Path(source)
+    if not path.exists():
+        return f"camera {config.id}: {source}: no such file"
+    return f"camera {config.id}: {source} is not a video file OpenCV can read"

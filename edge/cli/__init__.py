@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     # OpenCV's and FFmpeg's own lines (a camera that does not answer, an index out of range) would
     # come between ours, which say the same to the installer; OPENCV_LOG_LEVEL=INFO shows them.
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    # They are logged as errors, so only FATAL keeps them out.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "FATAL")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     parser = build_parser()
     args = parser.parse_args(argv)

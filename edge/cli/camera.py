@@ -7,7 +7,7 @@ import argparse
 import difflib
 from typing import Any
 
-from edge.cli.common import add_command, image_path, load, positive, write_image
+from edge.cli.common import add_command, draw_label, image_path, load, positive, write_image
 from edge.errors import ConfigError
 
 
@@ -121,8 +121,7 @@ def draw_zones(image: Any, camera: Any, inference: Any = None) -> list[str]:
         else:
             text = f"{zone.id}: {state.count} people (alert at {zone.max_people})"
         x, y = zone.polygon[0]
-        cv2.putText(image, text, (x + 4, y + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 4)
-        cv2.putText(image, text, (x + 4, y + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1)
+        draw_label(image, text, (x + 4, y + 20), (255, 255, 255))
         lines.append(text)
     return [*lines, *(f"warning: {w}" for w in warnings)]
 

@@ -187,3 +187,18 @@ def write_image(path: Path, image: Any) -> None:
         raise GatehouseError(f"cannot write {path}: {getattr(err, 'strerror', None) or err}") from err
     if not written:
         raise GatehouseError(f"cannot write {path}; check that its folder is writable")
+
+
+def draw_label(image: Any, text: str, origin: tuple[int, int], colour: tuple[int, int, int]) -> None:
+    """`text` in `colour` on a black box, from `origin` (x, y of the baseline's left end), moved
+    inside the picture where it would reach beyond it. A box rather than a thick dark copy of the
+    text under it: OpenCV 5 draws thick text wider than thin, so that copy misses the letters."""
+    import cv2
+
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.6
+    (width, height), baseline = cv2.getTextSize(text, font, scale, 1)
+    rows, columns = image.shape[:2]
+    x = max(3, min(origin[0], columns - width - 3))
+    y = max(height + 4, min(origin[1], rows - baseline - 2))
+    cv2.rectangle(image, (x - 3, y - height - 4), (x + width + 3, y + baseline + 2), (0, 0, 0), cv2.FILLED)
+    cv2.putText(image, text, (x, y), font, scale, colour, 1, cv2.LINE_AA)

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from edge.cli import EXIT_CONFIG
-from edge.cli.common import add_command, config_path, image_path, load, write_image
-from edge.errors import GatehouseError, UsageError
+from edge.cli.common import add_command, config_path, draw_label, image_path, load, write_image
+from edge.errors import GatehouseError, ModelError, UsageError
 
 
 def register(subparsers: Any) -> None:
@@ -35,7 +35,8 @@ def register(subparsers: Any) -> None:
             "and line: image and plates, or image and error when the picture cannot be read (image, "
             "plates and error when the annotated one cannot be written). A picture that fails does "
             "not stop the others. "
-            "Exit status: 2 when any picture failed, else 0 when a plate was found, 1 when none was."
+            "Exit status: 2 when any picture failed or a model cannot be loaded, else 0 when a "
+            "plate was found, 1 when none was."
         ),
     )
     read.add_argument("images", nargs="+", metavar="IMAGE", help="picture files (JPEG, PNG)")
@@ -97,7 +98,15 @@ def _read(args: argparse.Namespace) -> int:
     if args.annotate:
         _refuse_to_overwrite_a_picture(args.annotate, args.images)
     inference, home = _settings(args)
-    pipeline = PlatePipeline(inference, home)
+    try:
+        return _read_all(args, PlatePipeline(inference, home))
+    except ModelError as err:
+        # not "no plate" (1): no picture could be read at all
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _read_all(args: argparse.Namespace, pipeline: Any) -> int:
     found_any = failed = False
     for index, name in enumerate(args.images, 1):
         try:
@@ -168,7 +177,5 @@ def draw_plates(image: Any, results: list[Any], out: Path) -> None:
     for r in results:
         cv2.polylines(canvas, [r.corners.astype(np.int32)], True, (0, 0, 255), thickness)
         label = f"{ascii_label(r.plate)} {r.colour or ''} {r.confidence:.2f}"
-        x, y = r.box[0], max(20, r.box[1] - 8)
-        cv2.putText(canvas, label, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 4)
-        cv2.putText(canvas, label, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 255), 1)
+        draw_label(canvas, label, (r.box[0], r.box[1] - 8), (0, 255, 255))
     write_image(out, canvas)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from camera_scenes import paste, road
@@ -223,3 +224,142 @@ def test_a_camera_that_does_not_answer_is_said_in_our_words_only(tmp_path: Path)
     assert process.returncode == 1, said
     assert "yard-cam" in said
     assert "[ WARN" not in said and "[tcp @" not in said and "[ERROR" not in said, said
+
+
+BACKDROP = (60, 140, 90)  # no blend of the label colours with black is this colour
+
+
+def _bare_pixels_touching_text(picture: Any, text_colour: tuple[int, int, int]) -> int:
+    """Pixels of the untouched picture right next to a pixel of the label's text: none when
+    every letter sits on the label's dark backing, some when the backing is off the letters."""
+    import cv2
+    import numpy as np
+
+    text = np.all(np.abs(picture.astype(np.int32) - np.array(text_colour)) <= 60, axis=2)
+    assert text.sum() > 100, "no label drawn"
+    ring = cv2.dilate(text.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool) & ~text
+    bare = np.all(picture == np.array(BACKDROP, dtype=np.uint8), axis=2)
+    return int((ring & bare).sum())
+
+
+def test_an_annotated_plate_is_labelled_legibly(tmp_path: Path) -> None:
+    """The label's dark backing sits under every letter (OpenCV 5 draws thick text wider than
+    thin text, so a thick dark copy drawn under it no longer outlines the letters)."""
+    import cv2
+    import numpy as np
+
+    from edge.cli.plates import draw_plates
+    from models.plates.pipeline import PlateResult
+
+    picture = np.full((480, 640, 3), BACKDROP, dtype=np.uint8)
+    corners = np.array([[200, 300], [340, 300], [340, 344], [200, 344]], dtype=np.float32)
+    result = PlateResult("京PC5U22", 0.998, "blue", (200, 300, 340, 344), corners, picture[300:344, 200:340])
+    out = tmp_path / "annotated.png"
+    draw_plates(picture, [result], out)
+    assert _bare_pixels_touching_text(cv2.imread(str(out)), (0, 255, 255)) == 0
+
+
+def test_a_zone_is_labelled_legibly() -> None:
+    import numpy as np
+
+    from drivers.camera.config import CameraConfig
+    from edge.cli.camera import draw_zones
+
+    camera = CameraConfig.model_validate(
+        {
+            "kind": "camera",
+            "id": "yard-cam",
+            "source": "yard.avi",
+            "zones": [
+                {
+                    "id": "gate-queue",
+                    "kind": "crowd",
+                    "polygon": [[20, 20], [600, 20], [600, 400], [20, 400]],
+                    "max_people": 8,
+                }
+            ],
+        }
+    )
+    picture = np.full((480, 640, 3), BACKDROP, dtype=np.uint8)
+    assert draw_zones(picture, camera)[0].startswith("gate-queue: ")
+    assert _bare_pixels_touching_text(picture, (255, 255, 255)) == 0
+
+
+def test_opencv_says_nothing_of_a_usb_camera_that_is_not_there(tmp_path: Path) -> None:
+    """OpenCV's own `[ERROR…] … Camera index out of range` line stays out of what the installer
+    reads, as the command's start promises."""
+    from tests.support.sync_helpers import start_cli
+
+    config = write_config(tmp_path, "57")
+    process = start_cli(config, "camera", "snapshot", "yard-cam", "--out", str(tmp_path / "s.jpg"))
+    out, _ = process.communicate(timeout=60)
+    said = out.decode()
+    assert process.returncode == 1, said
+    assert "yard-cam" in said
+    assert "[ERROR" not in said and "[ WARN" not in said, said
+
+
+def test_plates_read_with_a_model_it_cannot_load_is_no_picture_without_a_plate(
+    yard: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit status 1 says the pictures hold no plate: a missing or different model file read
+    no picture at all, and exits 2 (a failure, as the help says) naming the file."""
+    picture = str(shared_data() / "plates" / CAR)
+    wrong = HYPERLPR_SHA256[:-1] + ("0" if HYPERLPR_SHA256[-1] != "0" else "1")
+    yard.write_text(yard.read_text(encoding="utf-8").replace(HYPERLPR_SHA256, wrong), encoding="utf-8")
+    assert main(["-c", str(yard), "plates", "read", picture]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"expected {wrong}" in err
+    missing = tmp_path / "y5fu.onnx"
+    text = yard.read_text(encoding="utf-8")
+    yard.write_text(
+        text.replace(
+            str(shared_data() / "models" / "hyperlpr3-detector" / "y5fu_320x_sim.onnx"), str(missing)
+        ),
+        encoding="utf-8",
+    )
+    assert main(["-c", str(yard), "plates", "read", picture, "--json"]) == 2
+    assert f"file {missing} not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("source", "said"),
+    [
+        ("{tmp}/lane.avi", "camera yard-cam: {tmp}/lane.avi: no such file"),
+        ("{tmp}", "camera yard-cam: {tmp} is not a video file OpenCV can read"),
+        ("57", "camera yard-cam: no camera at USB index 57; is it plugged in? (ls /dev/video* lists"),
+        (
+            "rtsp://gatehouse:pw@127.0.0.1:{port}/stream2",
+            "camera yard-cam: cannot open rtsp://gatehouse:***@127.0.0.1:{port}/stream2 (no stream "
+            "within 5 s); check its address, port, path, user and password",
+        ),
+    ],
+    ids=["missing-file", "folder", "usb-index", "rtsp"],
+)
+def test_a_camera_that_cannot_be_opened_is_said_with_what_to_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], source: str, said: str
+) -> None:
+    from sync.broker import free_port
+
+    port = free_port()
+    config = write_config(tmp_path, source.format(tmp=tmp_path, port=port))
+    assert main(["-c", str(config), "camera", "snapshot", "yard-cam", "--out", str(tmp_path / "s.jpg")]) == 1
+    assert said.format(tmp=tmp_path, port=port) in capsys.readouterr().err
+
+
+def test_devices_test_of_a_camera_whose_model_the_gateway_would_refuse_fails(
+    yard: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The gateway does not run a camera whose plate detector is missing or different: its test
+    says so rather than OK after grabbing a frame."""
+    wrong = HYPERLPR_SHA256[:-1] + ("0" if HYPERLPR_SHA256[-1] != "0" else "1")
+    yard.write_text(yard.read_text(encoding="utf-8").replace(HYPERLPR_SHA256, wrong), encoding="utf-8")
+    code = main(
+        ["-c", str(yard), "devices", "test", "yard-cam", "--out", str(tmp_path / "out"), "--timeout", "10"]
+    )
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "yard-cam: OK" not in out
+    assert f"camera yard-cam: model plate_detector: {shared_data() / 'models'}" in err
+    assert f"expected {wrong}" in err
