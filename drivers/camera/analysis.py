@@ -97,6 +97,12 @@ class FrameAnalyser:
             out.extend(self._zones(image))
         return out
 
+    def quiet(self) -> list[Observation]:
+        """No new frame (the stream stalled, or is reconnecting): a pass quiet for its gap still
+        ends now, not when frames come back."""
+        finished = self.voter.poll() if self.voter is not None else None
+        return [self._plate(finished)] if finished is not None else []
+
     def flush(self) -> list[Observation]:
         """Report a pass still open (the stream ended)."""
         if self.voter is None or not self.voter.open:

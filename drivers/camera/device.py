@@ -101,6 +101,9 @@ class CameraDriver(Driver):
                     last_seq = frame.seq
                     for observation in await asyncio.to_thread(self.analyser.analyse, frame.image):
                         emit(observation)
+                else:
+                    for observation in self.analyser.quiet():
+                        emit(observation)
                 if self.clock() >= next_health:
                     next_health = self.clock() + self.config.health_interval_s
                     emit(Health(self.id, self.health()))

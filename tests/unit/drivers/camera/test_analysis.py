@@ -14,7 +14,7 @@ from drivers.camera.analysis import FrameAnalyser
 from drivers.camera.config import CameraConfig
 from models.config import InferenceConfig, ModelFileConfig
 from models.plates.pipeline import PlatePipeline
-from tests.support.shared_data import HYPERLPR_SHA256
+from tests.support.shared_data import HYPERLPR_SHA256, shared_data
 
 pytestmark = pytest.mark.camera
 
@@ -108,3 +108,59 @@ def test_motion_starts_inference(pipeline: PlatePipeline, photo, clock) -> None:
     lane.analyse(paste(empty, photo(VEHICLES[0][0]), 100, 0, 440))
     assert pipeline.detector.calls == calls + 1
     assert np.any(lane.motion.changed_fraction > 0)
+
+
+def test_a_pass_ends_on_time_when_the_stream_stops_in_the_middle_of_it(tmp_path: Path, photo) -> None:  # type: ignore[no-untyped-def]
+    """A camera that drops while a car is in view must not hold back the car's plate (and the
+    lane's decision) until the stream is back: the pass ends after its gap, frames or not."""
+    import asyncio
+    import contextlib
+    import time
+
+    import cv2
+
+    from drivers.base import DriverContext
+    from drivers.camera.device import CameraDriver
+
+    video = tmp_path / "cut.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (640, 480))
+    empty, car = road(), photo(VEHICLES[0][0])
+    for _ in range(FPS):
+        writer.write(empty)
+    for step in range(8):  # the stream ends with the car still driving in
+        writer.write(paste(empty, car, 200 - step * 20, 0, 440))
+    writer.release()
+    config = CameraConfig(
+        id="lane-in",
+        kind="camera",
+        source=str(video),
+        plates={"pass_gap_s": 1.0},
+        reconnect_initial_s=120,
+        reconnect_max_s=120,
+    )
+    detector = shared_data() / "models" / "hyperlpr3-detector" / "y5fu_320x_sim.onnx"
+    inference = InferenceConfig(
+        threads=2, plate_detector=ModelFileConfig(path=str(detector), sha256=HYPERLPR_SHA256)
+    )
+    driver = CameraDriver(config, DriverContext(state_dir=str(tmp_path), inference=inference))
+    seen: list[object] = []
+
+    class Emit:
+        def __call__(self, observation: object) -> None:
+            seen.append(observation)
+
+        def alive(self) -> None:
+            return
+
+    async def scenario() -> list[str]:
+        task = asyncio.create_task(driver.run(Emit()))
+        deadline = time.monotonic() + 30
+        while not any(isinstance(o, PlateRead) for o in seen) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        read_while_running = [o.plate for o in seen if isinstance(o, PlateRead)]
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return read_while_running
+
+    assert asyncio.run(scenario()) == [VEHICLES[0][1]], "not held until the stream comes back (120 s)"
