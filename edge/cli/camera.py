@@ -105,8 +105,14 @@ def draw_zones(image: Any, camera: Any, inference: Any = None) -> list[str]:
             warnings.append(lane)
     if not camera.zones:
         return ["no zones configured", *(f"warning: {w}" for w in warnings)]
+    detector = _object_detector(inference)
+    if detector is None and any(zone.kind == "crowd" for zone in camera.zones):
+        warnings.append(
+            "without inference.object_detector people are counted from what moves, which one "
+            "picture cannot show: crowd zones read 0 here (the running gateway counts them)"
+        )
     monitor = OccupancyMonitor(
-        list(camera.zones), time.monotonic, camera.occupancy, _object_detector(inference), warnings.append
+        list(camera.zones), time.monotonic, camera.occupancy, detector, warnings.append
     )
     states, _ = monitor.update(image)
     for zone, state in zip(camera.zones, states, strict=True):

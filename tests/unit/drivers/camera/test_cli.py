@@ -281,8 +281,13 @@ def test_a_zone_is_labelled_legibly() -> None:
         }
     )
     picture = np.full((480, 640, 3), BACKDROP, dtype=np.uint8)
-    assert draw_zones(picture, camera)[0].startswith("gate-queue: ")
+    lines = draw_zones(picture, camera)
+    assert lines[0] == "gate-queue: 0 people (alert at 8)"
     assert _bare_pixels_touching_text(picture, (255, 255, 255)) == 0
+    assert (
+        "warning: without inference.object_detector people are counted from what moves, which one "
+        "picture cannot show: crowd zones read 0 here (the running gateway counts them)"
+    ) in lines, "an installer reading 0 on a crowded picture is told why"
 
 
 def test_opencv_says_nothing_of_a_usb_camera_that_is_not_there(tmp_path: Path) -> None:
