@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import shlex
 import time
 from collections.abc import Callable
@@ -91,7 +92,7 @@ def register(subparsers: Any) -> None:
         help="seconds to wait for each Modbus unit's answer (default 0.3)",
     )
     parser.add_argument(
-        "--listen", type=float, default=5.0, help="seconds to listen for Wiegand frames (0 to skip)"
+        "--listen", type=_listen_s, default=5.0, help="seconds to listen for Wiegand frames (0 to skip)"
     )
     parser.add_argument(
         "--only", choices=["osdp", "modbus", "wiegand"], action="append", help="probe only these protocols"
@@ -128,6 +129,17 @@ def _numbers_within(low: int, high: int) -> Callable[[str], str]:
         return text
 
     return check
+
+
+def _listen_s(text: str) -> float:
+    """A --listen value: seconds, 0 to skip the Wiegand listen (-1 skipped it without a word)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds < math.inf:
+        raise argparse.ArgumentTypeError(f"seconds to listen, 0 or more, e.g. 5 (got {text})")
+    return seconds
 
 
 def _baud(text: str) -> int:

@@ -78,6 +78,8 @@ def test_probe_says_what_a_baud_rate_is(capsys: pytest.CaptureFixture[str]):
 @pytest.mark.parametrize(
     ("option", "value", "says"),
     [
+        ("--listen", "-1", "seconds to listen, 0 or more, e.g. 5 (got -1)"),
+        ("--listen", "nan", "seconds to listen, 0 or more, e.g. 5 (got nan)"),
         ("--units", "1-300", "'1-300': numbers must be within 1-247"),
         ("--units", "one", "'one': write numbers like 0-3 or 1,2,7"),
         ("--osdp-addresses", "0-200", "'0-200': numbers must be within 0-126"),
