@@ -170,7 +170,12 @@ class ModbusGate(Driver):
             except (DeviceNotReady, DeviceMisconfigured) as err:
                 failures += 1
                 if failures == 1:
-                    log.warning("%s: relay %d is still on; retrying until it is off (%s)", self.id, coil, err)
+                    log.warning(
+                        "%s: relay %d may still be on; switching it off again until the board confirms (%s)",
+                        self.id,
+                        coil,
+                        err,
+                    )
                 self._board_answered.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._board_answered.wait(), next(delays))
