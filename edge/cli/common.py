@@ -63,11 +63,16 @@ def own_command() -> str:
 
 
 def command_line(args: argparse.Namespace, action: str) -> str:
-    """`gatehouse [--config FILE] ACTION` as a command suggests the next one: with the --config it
-    was given, so that the next command changes the same file (a file named by $GATEHOUSE_CONFIG
-    is still named by it)."""
+    """`gatehouse [--config FILE] ACTION [--credentials-dir DIR]` as a command suggests the next
+    one: with the --config and --credentials-dir it was given, so that the next command changes
+    the same file with the same secrets (a file named by $GATEHOUSE_CONFIG is still named by it).
+    `action` must be a command that takes --credentials-dir when this one was given it."""
     config = getattr(args, "config", None)
-    return f"{own_command()}{f' --config {config}' if config else ''} {action}"
+    credentials = getattr(args, "credentials_dir", None)
+    return (
+        f"{own_command()}{f' --config {config}' if config else ''} {action}"
+        f"{f' --credentials-dir {credentials}' if credentials else ''}"
+    )
 
 
 def add_command(

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from edge.cli.common import add_command, config_path, counted, load
+from edge.cli.init import add_credentials_option, service_credentials
 
 
 def register(subparsers: Any) -> None:
@@ -17,12 +18,14 @@ def register(subparsers: Any) -> None:
     )
     parser.set_defaults(func=lambda _args: parser.print_help() or 1)
     group = parser.add_subparsers(dest="config_command", metavar="ACTION", title="actions")
-    add_command(group, "check", "validate the configuration file and say what is wrong", _check)
+    check = add_command(group, "check", "validate the configuration file and say what is wrong", _check)
+    add_credentials_option(check)
     add_command(group, "schema", "print the JSON Schema of the configuration (for editors)", _schema)
 
 
 def _check(args: argparse.Namespace) -> int:
-    config = load(args)
+    with service_credentials(args):
+        config = load(args)
     print(
         f"{config_path(args)}: OK — site {config.site.id}, gateway {config.gateway.id}, "
         f"{counted(len(config.gates), 'gate')}, {counted(len(config.devices), 'device')}"

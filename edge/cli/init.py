@@ -253,13 +253,18 @@ def credentials_dir_of(args: argparse.Namespace) -> Path:
     return Path(chosen) if chosen else DEFAULT_CREDENTIALS_DIR
 
 
-def service_credentials(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:
-    """The secrets as the service will see them: from the folder `credentials_dir_of` names when
-    it exists, else as they are (the environment). A --credentials-dir that does not exist is
-    an error, not a silent fall-back to other secrets."""
+def existing_credentials_dir(args: argparse.Namespace) -> Path:
+    """`credentials_dir_of`, for a command that reads the secrets: a --credentials-dir that does
+    not exist is an error, not a silent fall-back to other secrets."""
     if args.credentials_dir and not Path(args.credentials_dir).is_dir():
         raise UsageError(f"--credentials-dir {args.credentials_dir}: no such folder")
-    folder = credentials_dir_of(args)
+    return credentials_dir_of(args)
+
+
+def service_credentials(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:
+    """The secrets as the service will see them: from the folder `existing_credentials_dir`
+    names when it exists, else as they are (the environment)."""
+    folder = existing_credentials_dir(args)
     return credentials_directory(folder) if folder.is_dir() else contextlib.nullcontext()
 
 
@@ -293,6 +298,10 @@ def _init(args: argparse.Namespace) -> int:
         write_private(target, text)
     except PermissionError as err:
         raise UsageError(f"{err.filename}: permission denied; run gatehouse init with sudo") from err
+    except (FileExistsError, NotADirectoryError) as err:
+        blocker = next((p for p in (Path(err.filename), *Path(err.filename).parents) if p.is_file()), None)
+        what = f"{blocker} is a file, not a folder" if blocker else f"{err.filename}: {err.strerror}"
+        raise UsageError(f"{what}; give --config and --credentials-dir paths in folders") from err
     print(f"wrote {target} (mode 0600): site {values['site_id']}, gateway {values['gateway_id']}")
     for name in GENERATED:
         done = "generated" if name in new_secrets else "kept existing"

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from edge.cli.common import add_command, config_path, positive
-from edge.cli.init import add_credentials_option, credentials_dir_of, credentials_directory
+from edge.cli.init import add_credentials_option, credentials_directory, existing_credentials_dir
 from edge.errors import GatehouseError, UsageError
 from edge.files import write_private
 
@@ -181,6 +181,16 @@ def _check_files(args: argparse.Namespace, broker: Broker) -> None:
         raise UsageError("--cert and --key go together (the client certificate and its private key)")
     if not broker.tls and (args.ca or args.cert):
         raise UsageError(f"--ca/--cert need TLS: write --broker mqtts://{broker.host}:8883")
+    for flag in ("ca", "cert"):
+        value = getattr(args, flag)
+        try:
+            if value:
+                certificate_facts(value)
+        except ProvisionError as err:
+            raise UsageError(
+                f"--{flag} {value}: not a PEM certificate (-----BEGIN CERTIFICATE-----); "
+                "give the certificate file the community operator sent"
+            ) from err
     if args.cert:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         try:
@@ -196,9 +206,23 @@ def _check_files(args: argparse.Namespace, broker: Broker) -> None:
 
 
 def _tls_context(args: TlsFiles) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=args.ca) if args.ca else ssl.create_default_context()
+    """The client's TLS context; a ProvisionError naming the file that cannot be used."""
+    try:
+        context = ssl.create_default_context(cafile=args.ca) if args.ca else ssl.create_default_context()
+    except (ssl.SSLError, OSError) as err:
+        raise ProvisionError(
+            f"{args.ca}: not a CA certificate that can be used ({getattr(err, 'reason', None) or err}); "
+            "give the CA certificate (PEM) the community operator sent"
+        ) from err
     if args.cert:
-        context.load_cert_chain(args.cert, args.key)
+        try:
+            context.load_cert_chain(args.cert, args.key)
+        except (ssl.SSLError, OSError) as err:
+            raise ProvisionError(
+                f"the client certificate {args.cert} and key {args.key} cannot be used together "
+                f"({getattr(err, 'reason', None) or err}); use the key that was generated with the "
+                "certificate request"
+            ) from err
     return context
 
 
@@ -291,6 +315,7 @@ def test_connection(
 ) -> str:
     """Open the connection and wait for CONNACK; a ProvisionError explains any failure."""
     where = f"{broker.host}:{broker.port}"
+    context = _tls_context(args) if broker.tls else None
     try:
         raw = socket.create_connection((broker.host, broker.port), timeout=timeout)
     except socket.gaierror as err:
@@ -309,15 +334,26 @@ def test_connection(
     sock: socket.socket = raw
     try:
         sock.settimeout(timeout)
-        if broker.tls:
+        if context is not None:
             try:
-                sock = _tls_context(args).wrap_socket(raw, server_hostname=broker.host)
+                sock = context.wrap_socket(raw, server_hostname=broker.host)
             except ssl.SSLCertVerificationError as err:
                 raise _verify_failed(err, args, broker) from err
             except ssl.SSLError as err:
                 if any(code in str(err.reason) for code in _REJECTED_CERT_REASONS):
                     raise _rejected_certificate(err, args, broker) from err
                 raise ProvisionError(f"TLS with {where} failed: {err.reason or err}") from err
+            except TimeoutError as err:
+                raise ProvisionError(
+                    f"{where} did not answer the TLS handshake within {timeout:g} s; is it a TLS port? "
+                    f"(plain MQTT, usually port 1883, is written --broker mqtt://{where})"
+                ) from err
+            except OSError as err:
+                # a plain MQTT listener takes the TLS hello for a bad packet and resets
+                raise ProvisionError(
+                    f"{where} closed the connection during the TLS handshake ({err.strerror or err}); is "
+                    f"it a TLS port? (plain MQTT, usually port 1883, is written --broker mqtt://{where})"
+                ) from err
         try:
             sock.sendall(_connect_packet(client_id, username, password))
             reply = _read_exactly(sock, 4)
@@ -532,7 +568,7 @@ def _provision(args: argparse.Namespace) -> int:
         raise UsageError(f"{target}: no configuration yet; run gatehouse init first")
     broker = parse_broker(args.broker)
     _check_files(args, broker)
-    credentials_dir = credentials_dir_of(args)
+    credentials_dir = existing_credentials_dir(args)
     password = _password(args)
     with credentials_directory(credentials_dir):
         current = parse_config(target.read_text(encoding="utf-8"), str(target))

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from edge.cli.common import add_command, config_path
-from edge.cli.init import DEFAULT_STATE_DIR, GENERATED, add_credentials_option, credentials_dir_of
+from edge.cli.init import DEFAULT_STATE_DIR, GENERATED, add_credentials_option, existing_credentials_dir
 from edge.config import DEFAULT_CONFIG_PATH
 from edge.config_loader import SECRET_REFERENCE
 from edge.errors import GatehouseError, UsageError
@@ -218,7 +218,7 @@ def plan(args: argparse.Namespace) -> Plan:
         )
     config = Path(os.path.abspath(config_path(args)))
     executable = gatehouse_executable()
-    credentials = Path(os.path.abspath(credentials_dir_of(args)))
+    credentials = Path(os.path.abspath(existing_credentials_dir(args)))
     target = Path(args.prefix) / UNIT_TARGET.relative_to("/") if args.prefix else UNIT_TARGET
     result = Plan()
     for name in (GATEWAY_UNIT, INGEST_UNIT):

@@ -414,3 +414,25 @@ def test_devices_kinds_lists_each_kinds_settings_required_first(capsys):
     assert ["zones", "[]"] in [line.split()[:2] for line in out.splitlines()]
     code, _out, err = run_cli(["devices", "kinds", "osdpp"], capsys)
     assert code == 2 and "unknown device kind 'osdpp'; did you mean 'osdp'?" in err
+
+
+def test_the_next_command_gates_add_suggests_reaches_the_same_secrets(tmp_path, capsys, monkeypatch):
+    """After `gates add … --credentials-dir DIR` the suggested `devices add` names DIR too: as
+    printed (its placeholders filled in), it works."""
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    config = tmp_path / "gatehouse.yaml"
+    credentials = tmp_path / "credentials"
+    init = ["--config", str(config), "init", "--yes", "--site-id", "lotus-garden"]
+    code, _out, err = run_cli(
+        [*init, "--credentials-dir", str(credentials), "--state-dir", str(tmp_path / "state")], capsys
+    )
+    assert code == 0, err
+    code, out, err = gatehouse(config, credentials, capsys, "gates", "add", "north-in", "--kind", "vehicle")
+    assert code == 0, err
+    suggested = out.split("give it devices with: ", 1)[1].splitlines()[0]
+    assert suggested.endswith(f"--gate north-in --credentials-dir {credentials}"), suggested
+    words = suggested.replace("KIND ID SETTING=VALUE…", "sim_lane north-barrier travel_s=7").split()
+    assert words[0] == "gatehouse"
+    code, out, err = run_cli(words[1:], capsys)
+    assert code == 0, err
+    assert "north-barrier: barrier of gate north-in" in out

@@ -299,3 +299,71 @@ def test_provision_before_init_says_what_to_do(tmp_path, capsys):
     )
     assert code == 2
     assert "run gatehouse init first" in err
+
+
+def test_tls_to_a_plain_listener_is_explained(initialised, tls_broker, pki, capsys):
+    """mqtts:// to the broker's plain port: mosquitto resets the TLS handshake; provision and the
+    doctor say it is not a TLS port instead of an internal error."""
+    config, credentials = initialised
+    before = config.read_text()
+    where = f"127.0.0.1:{tls_broker.port}"
+    argv = ["--config", str(config), "provision", "--broker", f"mqtts://{where}", "--ca", str(pki.ca)]
+    code, _out, err = run_cli(
+        [*argv, "--credentials-dir", str(credentials), "--timeout", str(WAIT_S)], capsys
+    )
+    assert code == 1
+    assert "internal error" not in err
+    assert f"{where} closed the connection during the TLS handshake" in err
+    assert f"--broker mqtt://{where}" in err
+    assert config.read_text() == before
+
+    config.write_text(
+        before + f"\nmqtt:\n  host: 127.0.0.1\n  port: {tls_broker.port}\n  tls:\n    ca: {pki.ca}\n"
+    )
+    skips = [
+        arg
+        for name in ("serial", "devices", "clock", "disk", "store", "models", "service")
+        for arg in ("--skip", name)
+    ]
+    code, out, _err = run_cli(
+        ["--config", str(config), "doctor", "--credentials-dir", str(credentials), *skips], capsys
+    )
+    assert code == 1
+    assert f"[FAIL] broker: {where} closed the connection during the TLS handshake" in out
+
+
+def test_a_credentials_dir_that_does_not_exist_is_refused_before_anything(
+    initialised, tmp_path, capsys, monkeypatch
+):
+    """install.md: a --credentials-dir that does not exist is an error. With the secrets in the
+    environment provision would otherwise test the broker and then fail writing the password."""
+    config, credentials = initialised
+    for name in ("GATEHOUSE_SITE_SALT", "GATEHOUSE_SIGNING_KEY"):
+        monkeypatch.setenv(name, (credentials / name).read_text().strip())
+    monkeypatch.setenv("BROKER_PASSWORD", "right horse battery")
+    missing = tmp_path / "no-such-credentials"
+    argv = ["--config", str(config), "provision", "--broker", f"mqtt://127.0.0.1:{free_port()}"]
+    argv += ["--username", "gw-north", "--password-env", "BROKER_PASSWORD", "--credentials-dir", str(missing)]
+    code, _out, err = run_cli(argv, capsys)
+    assert code == 2
+    assert f"--credentials-dir {missing}: no such folder" in err
+
+
+@pytest.mark.parametrize("flag", ["--ca", "--cert"])
+def test_a_file_that_is_not_a_certificate_is_named(initialised, pki, tmp_path, capsys, flag):
+    """Not a TLS failure of the broker, nor a key that does not belong: the file is not a
+    certificate."""
+    config, credentials = initialised
+    wrong = tmp_path / "not-a-certificate.pem"
+    wrong.write_text("gw-north:$7$101$not a certificate\n")
+    files = {
+        "--ca": str(pki.ca),
+        "--cert": str(pki.client_cert),
+        "--key": str(pki.client_key),
+        flag: str(wrong),
+    }
+    argv = ["--config", str(config), "provision", "--broker", f"mqtts://127.0.0.1:{free_port()}"]
+    argv += [*(word for pair in files.items() for word in pair), "--credentials-dir", str(credentials)]
+    code, _out, err = run_cli(argv, capsys)
+    assert code == 2
+    assert f"{flag} {wrong}: not a PEM certificate" in err

@@ -253,3 +253,21 @@ def test_a_secret_the_configuration_names_but_the_folder_lacks_is_said(
     (credentials / "GATEHOUSE_MQTT_PASSWORD").write_text("secret")
     code, out, err = run_cli([*argv, "--credentials-dir", str(credentials), "--dry-run"], capsys)
     assert code == 0 and "does not hold" not in out
+
+
+def test_a_credentials_dir_that_does_not_exist_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """A mistyped --credentials-dir would give the unit LoadCredential= lines for files that are
+    not there: refused, as every command that reads the secrets refuses it, and nothing written."""
+    missing = tmp_path / "no-such-credentials"
+    argv = [
+        "--config",
+        str(tmp_path / "gatehouse.yaml"),
+        "service",
+        "install",
+        "--prefix",
+        str(tmp_path / "root"),
+    ]
+    code, _out, err = run_cli([*argv, "--credentials-dir", str(missing)], capsys)
+    assert code == 2
+    assert f"--credentials-dir {missing}: no such folder" in err
+    assert not (tmp_path / "root").exists()

@@ -180,3 +180,32 @@ def test_init_writes_the_secrets_where_credentials_directory_says(
     assert (folder / "GATEHOUSE_SITE_SALT").is_file() and (folder / "GATEHOUSE_SIGNING_KEY").is_file()
     assert main(["--config", str(config), "config", "check"]) == 0
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("which", ["credentials", "config"])
+def test_a_file_where_a_folder_belongs_is_named_not_an_internal_error(tmp_path, capsys, which):
+    """--credentials-dir naming a file, or --config inside a file: the installer is told which
+    path is not a folder."""
+    blocker = tmp_path / "etc" if which == "config" else tmp_path / "etc" / "credentials"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a folder\n")
+    code, _out, err = init(tmp_path, capsys, "--yes", "--site-id", "lotus-garden")
+    assert code == 2, err
+    assert "internal error" not in err
+    assert f"{blocker} is a file, not a folder" in err
+
+
+def test_config_check_takes_the_credentials_dir_its_error_names(tmp_path, capsys, monkeypatch):
+    """The secret-not-set message tells the installer to name the folder with --credentials-dir:
+    `config check`, the check install.md has them run after init, takes it."""
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    code, _out, err = init(tmp_path, capsys, "--yes", "--site-id", "lotus-garden")
+    assert code == 0, err
+    config = str(tmp_path / "etc" / "gatehouse.yaml")
+    assert main(["--config", config, "config", "check"]) == 2
+    assert "name that folder with --credentials-dir DIR" in capsys.readouterr().err
+    credentials = str(tmp_path / "etc" / "credentials")
+    assert main(["--config", config, "config", "check", "--credentials-dir", credentials]) == 0
+    assert f"{config}: OK — site lotus-garden" in capsys.readouterr().out
+    assert main(["--config", config, "config", "check", "--credentials-dir", str(tmp_path / "none")]) == 2
+    assert f"--credentials-dir {tmp_path / 'none'}: no such folder" in capsys.readouterr().err
