@@ -58,7 +58,9 @@ def secret_not_set(name: str) -> str:
     return (
         f"secret ${{{name}}} is not set: not in the environment, and no file {candidate}; put the "
         "secret in that file (mode 0600), or, if `gatehouse init --credentials-dir` put the secrets "
-        "elsewhere, name that folder with --credentials-dir DIR (or CREDENTIALS_DIRECTORY=DIR)"
+        "elsewhere, name that folder: CREDENTIALS_DIRECTORY=DIR before any gatehouse command, or "
+        "--credentials-dir DIR after the ones that take it (config check, gates/devices add and "
+        "remove, provision, doctor, service install)"
     )
 
 

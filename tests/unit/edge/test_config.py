@@ -102,7 +102,7 @@ def test_a_missing_secret_names_the_file_looked_for(tmp_path: Path, monkeypatch:
             f"secret ${{TEST_SITE_SALT}} is not set: not in the environment, and no file "
             f"{folder / 'TEST_SITE_SALT'}; put the secret in that file"
         ) in str(err.value)
-        assert "--credentials-dir DIR (or CREDENTIALS_DIRECTORY=DIR)" in str(err.value)
+        assert "CREDENTIALS_DIRECTORY=DIR before any gatehouse command" in str(err.value)
         monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "elsewhere"))
     monkeypatch.setenv("INVOCATION_ID", "0123456789abcdef")
     with pytest.raises(ConfigError) as err:

@@ -203,7 +203,11 @@ def test_config_check_takes_the_credentials_dir_its_error_names(tmp_path, capsys
     assert code == 0, err
     config = str(tmp_path / "etc" / "gatehouse.yaml")
     assert main(["--config", config, "config", "check"]) == 2
-    assert "name that folder with --credentials-dir DIR" in capsys.readouterr().err
+    said = " ".join(capsys.readouterr().err.split())
+    assert (
+        "name that folder: CREDENTIALS_DIRECTORY=DIR before any gatehouse command, or --credentials-dir DIR"
+        in said
+    )
     credentials = str(tmp_path / "etc" / "credentials")
     assert main(["--config", config, "config", "check", "--credentials-dir", credentials]) == 0
     assert f"{config}: OK — site lotus-garden" in capsys.readouterr().out
