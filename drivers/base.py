@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import Field
 
-from edge.config_base import StrictModel
+from edge.config_base import Identifier, StrictModel
 from edge.errors import DeviceMisconfigured
 
 GateSlot = Literal["barrier", "readers", "cameras"]
@@ -30,7 +30,7 @@ GateSlot = Literal["barrier", "readers", "cameras"]
 class DeviceConfig(StrictModel):
     """Fields every device has. Each driver subclasses this with `kind: Literal["<name>"]`."""
 
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="unique device id")
+    id: Identifier = Field(description="unique device id")
     name: str | None = Field(default=None, description="what people call it")
     enabled: bool = Field(default=True, description="run this device")
     hang_timeout_s: float = Field(

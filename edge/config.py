@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from drivers.registry import device_config_models
-from edge.config_base import SECRET, StrictModel
+from edge.config_base import SECRET, Identifier, StrictModel
 from edge.rules.config import RulesConfig
 from models.config import InferenceConfig
 from sync import signing
@@ -37,8 +37,7 @@ class MisplacedValue(ValueError):
 
 
 class SiteConfig(StrictModel):
-    id: str = Field(
-        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+    id: Identifier = Field(
         description="compound id, as the community database knows it",
     )
     name: str = Field(default="", description="compound name for people")
@@ -65,8 +64,7 @@ class SiteConfig(StrictModel):
 
 
 class GatewayConfig(StrictModel):
-    id: str = Field(
-        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+    id: Identifier = Field(
         description="this gateway's id; also its MQTT client id",
     )
     state_dir: str = Field(
@@ -116,7 +114,7 @@ class StoreConfig(StrictModel):
 
 
 class GateConfig(StrictModel):
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="gate or lane id, e.g. north-in")
+    id: Identifier = Field(description="gate or lane id, e.g. north-in")
     name: str = Field(default="", description="what the guards call it")
     kind: Literal["vehicle", "pedestrian"] = Field(description="vehicle lane or pedestrian door")
     direction: Literal["in", "out", "both"] = Field(

@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from edge.config_base import StrictModel
+from edge.config_base import Identifier, StrictModel
 
 
 class ModelFileConfig(StrictModel):
@@ -42,7 +42,7 @@ class InferenceConfig(StrictModel):
 class ZoneConfig(StrictModel):
     """A polygon of one camera's picture, watched for occupancy."""
 
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="zone id, unique per camera")
+    id: Identifier = Field(description="zone id, unique per camera")
     kind: Literal["parking", "keep_clear", "crowd"] = Field(
         description="parking: count occupied spaces; keep_clear: alert when a vehicle stays "
         "(fire lane); crowd: alert when too many people gather"

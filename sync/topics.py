@@ -15,10 +15,12 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from edge.config_base import ID_PATTERN
+
 DEFAULT_PREFIX = "gatehouse/v1"
 SHARE_GROUP = "ingest"
 
-_LEVEL = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_LEVEL = re.compile(ID_PATTERN)
 _NAME = re.compile(r"^[a-z][a-z0-9_.]{0,62}$")
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

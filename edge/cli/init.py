@@ -25,6 +25,7 @@ import yaml
 
 from edge.cli.common import add_command, config_path
 from edge.config import DEFAULT_CONFIG_PATH, DEFAULT_CREDENTIALS_DIR
+from edge.config_base import ID_PATTERN, ID_RULE
 from edge.errors import ConfigError, UsageError
 from edge.files import write_private
 
@@ -32,7 +33,7 @@ DEFAULT_STATE_DIR = "/var/lib/gatehouse"
 SALT_NAME = "GATEHOUSE_SITE_SALT"
 SIGNING_KEY_NAME = "GATEHOUSE_SIGNING_KEY"
 GENERATED = (SALT_NAME, SIGNING_KEY_NAME)
-_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_ID = re.compile(ID_PATTERN)
 
 
 def register(subparsers: Any) -> None:
@@ -96,7 +97,7 @@ def _ask(prompt: str, default: str | None, check: Callable[[str], str | None]) -
 def check_id(value: str, what: str = "id") -> str | None:
     if _ID.match(value):
         return None
-    return f"{what} {value!r} must be lower-case letters, digits, - and _ (start with a letter or digit)"
+    return f"{what} {value!r}: an id is {ID_RULE}"
 
 
 def check_timezone(value: str) -> str | None:

@@ -261,7 +261,7 @@ def test_removing_a_device_takes_it_out_of_its_gate(example, capsys):
         ),
         (
             ["devices", "add", "osdp", "Bad Id", f"serial.port={LINE_1}", "address=5"],
-            "  id: String should match pattern",
+            "  id: an id is lower-case letters, digits, - and _, starting with a letter or digit",
         ),
         (["devices", "add", "sim_reader", "east-reader-in"], "device 'east-reader-in' is already in"),
         (["devices", "add", "sim_reader", "r9", "--gate", "east-dor"], "no gate 'east-dor' in"),
@@ -290,7 +290,10 @@ def test_removing_a_device_takes_it_out_of_its_gate(example, capsys):
             ["gates", "remove", "north-in"],
             "rules.anti_passback[0].entry: anti-passback gate 'north-in' is not in gates",
         ),
-        (["gates", "add", "North In", "--kind", "vehicle"], "  id: String should match pattern"),
+        (
+            ["gates", "add", "North In", "--kind", "vehicle"],
+            "  id: an id is lower-case letters, digits, - and _, starting with a letter or digit",
+        ),
     ],
 )
 def test_a_refused_change_says_why_and_leaves_the_file_as_it_was(example, capsys, argv, message):

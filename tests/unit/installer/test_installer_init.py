@@ -100,7 +100,10 @@ def test_running_init_again_keeps_the_secrets(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--site-id", "Lotus Garden"], "--site-id: site id 'Lotus Garden' must be lower-case letters"),
+        (
+            ["--site-id", "Lotus Garden"],
+            "--site-id: site id 'Lotus Garden': an id is lower-case letters, digits, - and _",
+        ),
         (["--site-id", "x", "--timezone", "Mars/Olympus"], "unknown time zone 'Mars/Olympus'"),
         (["--site-id", "x", "--home-province", "津门"], "home province must be one character"),
         ([], "--site-id is required with --yes or without a terminal"),
@@ -120,7 +123,7 @@ def test_interactive_init_asks_again_until_the_answer_is_valid(tmp_path, capsys,
     monkeypatch.setenv("TZ", "Asia/Shanghai")
     code, _out, err = init(tmp_path, capsys)
     assert code == 0, err
-    assert "site id 'Bad Id' must be lower-case" in err
+    assert "site id 'Bad Id': an id is lower-case" in err
     text = (tmp_path / "etc" / "gatehouse.yaml").read_text()
     assert 'id: "lotus-garden"' in text and 'timezone: "Asia/Shanghai"' in text
     assert "home_province" not in text
