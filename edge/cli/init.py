@@ -309,10 +309,10 @@ def _init(args: argparse.Namespace) -> int:
         print(f"{done} secret {credentials_dir / name} (mode 0600)")
     # gates and devices first: provision registers them with the community database
     steps = (
-        "gates add ID --kind vehicle|pedestrian",
-        "devices add KIND ID SETTING=VALUE… --gate ID (gatehouse probe PORT finds them)",
-        "provision --broker mqtts://HOST:8883 --ca ca.pem --cert gw.pem --key gw.key",
+        ("gates add ID --kind vehicle|pedestrian", ""),
+        ("devices add KIND ID SETTING=VALUE… --gate ID", "  # `gatehouse probe PORT` finds them"),
+        ("provision --broker mqtts://HOST:8883 --ca ca.pem --cert gw.pem --key gw.key", ""),
     )
-    for number, step in enumerate(steps):
-        print(f"{'next:' if number == 0 else '':5s} {command_for(credentials_dir, target, step)}")
+    for number, (step, hint) in enumerate(steps):
+        print(f"{'next:' if number == 0 else '':5s} {command_for(credentials_dir, target, step)}{hint}")
     return 0

@@ -69,6 +69,9 @@ def test_init_by_flags_writes_a_private_config_and_generates_secrets(tmp_path, c
     assert (
         steps.index(f"{run} gates add") < steps.index(f"{run} devices add") < steps.index(f"{run} provision")
     ), "gates and devices come before provision, which registers them"
+    assert (
+        f"{run} devices add KIND ID SETTING=VALUE… --gate ID  # `gatehouse probe PORT` finds them\n" in steps
+    ), "a hint beside a command is a shell comment: the line pasted runs the command"
     with credentials_directory(credentials):
         loaded = load_config(config)
     assert loaded.site.salt == salt
