@@ -278,7 +278,9 @@ async def _try_device(device: Any, context: Context) -> Result:
         )
     seen = len(emit.observations)
     doing = "delivering frames" if "camera" in device.kind else "answering"
-    return Result.ok(name, f"{device.kind} {doing} ({seen} observations in {context.timeout_s:g} s)")
+    return Result.ok(
+        name, f"{device.kind} {doing} ({counted(seen, 'observation')} in {context.timeout_s:g} s)"
+    )
 
 
 def _what(device: Any) -> str:
