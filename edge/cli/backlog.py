@@ -12,6 +12,7 @@ from edge.cli.common import add_command, count_of, load, site_zone
 from edge.cli.events import format_row, reader
 from edge.events import Priority
 from edge.store.queries import backlog_by_type, next_to_send, pictures_waiting
+from edge.times import in_zone
 
 
 def register(subparsers: Any) -> None:
@@ -99,17 +100,24 @@ def _backlog(args: argparse.Namespace) -> int:
             f"pictures not sent: {pictures.skipped} (too large for a message, or the file gone; "
             "the gateway's log says which)"
         )
+    zone = site_zone(config)
     if uplink:
         print(
             f"uplink (last report): {uplink.get('state', '?')}; connected since "
-            f"{uplink.get('connected_since') or '-'}; last PUBACK {uplink.get('last_puback') or '-'}; "
+            f"{in_zone(uplink.get('connected_since'), zone, name_zone=True)}; last PUBACK "
+            f"{in_zone(uplink.get('last_puback'), zone, name_zone=True)}; "
             f"sent {uplink.get('sent', 0)}, acknowledged {uplink.get('acked', 0)}, "
             f"sent again {uplink.get('resent', 0)}"
         )
-    else:
+    if config.mqtt is None:
+        print(
+            "uplink: none: the configuration has no mqtt: section, so the events stay in this store; "
+            "`gatehouse provision` connects the gateway to the community broker"
+        )
+    elif not uplink:
         print("uplink: no report recorded yet (has the gateway connected to a broker?)")
     if upcoming:
         print(f"next {len(upcoming)} to be sent:")
         for event in upcoming:
-            print(f"  {format_row(event, site_zone(config))}")
+            print(f"  {format_row(event, zone)}")
     return 0

@@ -41,7 +41,7 @@ def test_backlog_shows_what_waits_in_sending_order(config: Path, tmp_path: Path,
         assert "5 events wait to be synced" in out
         order = [out.index(t) for t in ("alert.raised", "gate.state", "occupancy.sample")]
         assert order == sorted(order), out
-        assert "no report recorded yet" in out
+        assert "uplink: none: the configuration has no mqtt: section" in out
         upcoming = out.split("next 2 to be sent:")[1].splitlines()[1:]
         assert [f" {alert.seq} " in upcoming[0], f" {gate.seq} " in upcoming[1]] == [True, True], upcoming
 
@@ -68,7 +68,35 @@ def test_backlog_shows_what_waits_in_sending_order(config: Path, tmp_path: Path,
         assert main(["--config", str(config), "backlog"]) == 0
         out = capsys.readouterr().out
         assert "nothing waits" in out
-        assert "uplink (last report): online" in out and "last PUBACK 2026-11-26T02:00:00Z" in out
+        assert "uplink (last report): online" in out and "last PUBACK 2026-11-26 02:00:00 UTC" in out
+
+
+def test_backlog_names_the_uplink_times_in_the_site_time_zone_and_a_missing_uplink(
+    tmp_path: Path, capsys
+) -> None:
+    """As `gatehouse status` does; and without `mqtt:` nothing is sent, so the backlog does not
+    ask whether a broker was reached."""
+    config = tmp_path / "gatehouse.yaml"
+    config.write_text(
+        "site: {id: test-site, salt: test-salt-long-enough, timezone: Asia/Shanghai}\n"
+        f"gateway: {{id: gw-test, state_dir: {tmp_path / 'state'}}}\n"
+    )
+    factory = EventFactory("test-site", "gw-test")
+    with Store(tmp_path / "state" / "gatehouse.db", synchronous="normal", events=factory) as store:
+        store.append(factory.make("gate.state", {"gate": "north-in", "state": "open", "previous": "opening"}))
+        assert main(["--config", str(config), "backlog"]) == 0
+        out = capsys.readouterr().out
+        assert "has the gateway connected to a broker" not in out
+        assert "uplink: none: the configuration has no mqtt: section" in out and "gatehouse provision" in out
+        status = {
+            "state": "online",
+            "connected_since": "2026-11-26T01:30:00.000Z",
+            "last_puback": "2026-11-26T02:00:00Z",
+        }
+        store.update_state(kv={"uplink.status": json.dumps(status)})
+        assert main(["--config", str(config), "backlog"]) == 0
+        out = capsys.readouterr().out
+        assert "connected since 2026-11-26 09:30:00 CST; last PUBACK 2026-11-26 10:00:00 CST" in out
 
 
 def test_backlog_counts_the_pictures_still_to_send(config: Path, tmp_path: Path, capsys) -> None:
