@@ -19,7 +19,7 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
@@ -41,6 +41,10 @@ EntryKind = Literal["card", "qr", "pin", "plate"]
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 _PLATE = re.compile(r"^[\w\u4e00-\u9fff·-]{4,12}$")
 _BARE_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+MIN_PASS_ID_PIECE = 4
+"""The fewest characters of a pass id (besides `pass-`) that name it: `gatehouse pass revoke 0431`."""
 
 
 class VersionGap(GatehouseError):
@@ -83,6 +87,37 @@ def to_ms(
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
     return int(moment.timestamp() * 1000)
+
+
+_QUOTES = (
+    "a quote opens a value that does not close where the value ends; write a value with a quote or "
+    'a comma in it between quotes, its own quotes doubled ("Li ""Big"" Wang"), as spreadsheets save it'
+)
+
+
+def _records(
+    reader: csv.DictReader[str], source: Path, problems: list[str]
+) -> Iterator[dict[str | Any, str | Any]]:
+    """The CSV's records, up to a quote that does not pair up: a problem naming the line it is on
+    (what follows it cannot be told apart)."""
+    while True:
+        begins = reader.line_num + 1
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            problems.append(f"{source}:{begins}: {_QUOTES} ({err})")
+            return
+
+
+def _csv_time(line: dict[str, str], column: str, zone: tzinfo) -> int | None:
+    """A CSV time column in ms (a bare date in valid_until: the end of that day); ValueError naming
+    the column."""
+    try:
+        return to_ms(line.get(column) or None, zone, until=column == "valid_until")
+    except ValueError as err:
+        raise ValueError(f"{column}: expected an ISO time like 2027-01-31T23:59 ({err})") from err
 
 
 def _csv_text(source: Path) -> str:
@@ -434,8 +469,12 @@ class AllowList:
         }  # fmt: skip
         first_line: dict[tuple[str, str, str], tuple[int, _Row]] = {}
         with handle:
-            reader = csv.DictReader(handle)
-            header = [h.strip() for h in reader.fieldnames or []]
+            # Strict: a quote left open would otherwise take every line after it into one value.
+            reader = csv.DictReader(handle, strict=True)
+            try:
+                header = [h.strip() for h in reader.fieldnames or []]
+            except csv.Error as err:
+                raise UsageError(f"{source}:1: {_QUOTES} ({err})") from err
             # A column without a name is what Excel leaves after a trailing comma: ignored
             # while it holds nothing.
             unknown = [h for h in header if h and h not in known]
@@ -444,7 +483,7 @@ class AllowList:
                     f"{source}:1: unknown column(s) {', '.join(unknown) or '(no header)'}; "
                     f"expected some of: {', '.join(sorted(known))}"
                 )
-            for raw in reader:
+            for raw in _records(reader, source, problems):
                 line_no = reader.line_num
                 if raw.get(None):
                     problems.append(
@@ -517,13 +556,8 @@ class AllowList:
         household = line.get("household") or None
         if listed == "allow" and not (person or household):
             raise ValueError("person or household: one of them is needed")
-        try:
-            start = to_ms(line.get("valid_from") or None, zone)
-            end = to_ms(line.get("valid_until") or None, zone, until=True)
-        except ValueError as err:
-            raise ValueError(
-                f"valid_from/valid_until: expected an ISO time like 2027-01-31T23:59 ({err})"
-            ) from err
+        start = _csv_time(line, "valid_from", zone)
+        end = _csv_time(line, "valid_until", zone)
         if start is not None and end is not None and end <= start:
             raise ValueError("valid_until must be after valid_from")
         named = [gate for gate in re.split(r"[;\s]+", line.get("gates", "")) if gate]
@@ -735,14 +769,24 @@ class AllowList:
             )
         )
 
-    def pass_ids_starting(self, prefix: str) -> list[str]:
-        """The ids of the passes whose id is `prefix` or starts with it (as people shorten them)."""
-        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    def pass_ids_fitting(self, text: str) -> list[str]:
+        """The ids of the passes a person means by `text`: the id itself, else the passes whose id
+        begins or ends with it, a piece of at least MIN_PASS_ID_PIECE characters besides `pass-`
+        (ids issued in the same minute begin alike: the end is the random part); ValueError for a
+        shorter piece, which would fit any pass."""
+        if self.store.read().execute("SELECT 1 FROM passes WHERE id = ?", (text,)).fetchone():
+            return [text]
+        piece = text.strip().lower()
+        if len(piece.removeprefix("pass-")) < MIN_PASS_ID_PIECE:
+            raise ValueError(
+                f"{text!r}: give the pass id, or its first or last {MIN_PASS_ID_PIECE} or more characters"
+            )
         rows = self.store.read().execute(
-            "SELECT id FROM passes WHERE id = ? OR id LIKE ? ESCAPE '\\' ORDER BY id", (prefix, pattern)
+            "SELECT id FROM passes WHERE substr(lower(id), 1, ?) = ? OR substr(lower(id), -?) = ? "
+            "ORDER BY id",
+            (len(piece), piece, len(piece), piece),
         )
-        ids = [str(row[0]) for row in rows]
-        return [prefix] if prefix in ids else ids
+        return [str(row[0]) for row in rows]
 
     def get_pass(self, pass_id: str) -> PassRecord | None:
         row = self.store.read().execute(_PASS_SELECT + " WHERE id=?", (pass_id,)).fetchone()

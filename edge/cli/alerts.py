@@ -163,8 +163,10 @@ def _ack(args: argparse.Namespace) -> int:
         except UnknownAlert as err:
             raise UsageError(str(err)) from err
         if alert is None:
+            short = len(args.alert_id.strip()) < MIN_ID_PIECE
             raise UsageError(
                 f"no alert {args.alert_id!r}; `gatehouse alerts` lists the open ones with their ids"
+                + (f": give an id, or its first or last {MIN_ID_PIECE} or more characters" if short else "")
             )
         engine = AlertEngine(store, factory)
         event = asyncio.run(engine.acknowledge(alert.alert_id, by=args.by))

@@ -12,7 +12,7 @@ import time
 from datetime import datetime, tzinfo
 from typing import Any
 
-from edge.allowlist import PASS_KINDS, PassRecord, list_passes
+from edge.allowlist import MIN_PASS_ID_PIECE, PASS_KINDS, PassRecord, list_passes
 from edge.cli.allow import check_gates, open_allowlist, parse_time
 from edge.cli.common import add_command, load, padded, site_zone
 from edge.cli.events import reader
@@ -68,7 +68,10 @@ def register(subparsers: Any) -> None:
 
     revoke = add_command(sub, "revoke", "revoke a pass at once", _revoke)
     revoke.add_argument(
-        "pass_id", metavar="ID", help="pass id, as `gatehouse pass list` shows it, or enough of its start"
+        "pass_id",
+        metavar="ID",
+        help=f"pass id, as `gatehouse pass list` shows it, or its first or last {MIN_PASS_ID_PIECE} or more "
+        "characters",
     )
 
 
@@ -185,12 +188,15 @@ def _list(args: argparse.Namespace) -> int:
 def _revoke(args: argparse.Namespace) -> int:
     allow = open_allowlist(load(args))
     try:
-        found = allow.pass_ids_starting(args.pass_id)
+        try:
+            found = allow.pass_ids_fitting(args.pass_id)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
         if not found:
             raise UsageError(f"no pass {args.pass_id!r}; `gatehouse pass list --all` shows them")
         if len(found) > 1:
             raise UsageError(
-                f"{args.pass_id!r} starts {len(found)} pass ids ({', '.join(found[:5])}"
+                f"{args.pass_id!r} fits {len(found)} pass ids ({', '.join(found[:5])}"
                 f"{', …' if len(found) > 5 else ''}): give more of it"
             )
         (pass_id,) = found

@@ -162,6 +162,11 @@ def test_csv_import_skips_empty_rows_and_names_the_physical_line(rig: Rig, tmp_p
         ("person,name,card\np-5,Wang, Li,65000005\n", ":2: more values than the header has columns"),
         ("person,card,\np-5,65000005,x\n", ":2: a value under a column with no name"),
         ("person,card\np-5,65000005\np-6,65000005\n", ":3: card …0005 is also on line 2"),
+        # A quote left open would swallow every line after it into one name, silently.
+        ('person,card,name\np-5,65000005,"Li\np-6,65000006,Zhao\n', ":2: a quote opens a value"),
+        ('person,card,name\np-5,65000005,"Li" Wang\n', ":2: a quote opens a value"),
+        ("person,card,valid_from,valid_until\np-5,65000005,2026-01-01,2027-13-01\n", ":2: valid_until: "),
+        ("person,card,valid_from\np-5,65000005,yesterday\n", ":2: valid_from: "),
     ],
 )
 def test_csv_import_refuses_shifted_unnamed_and_conflicting_values(rig: Rig, tmp_path: Path, text, problem):

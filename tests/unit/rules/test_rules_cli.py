@@ -171,12 +171,26 @@ def test_pass_revoke_takes_enough_of_an_id_to_tell_it_apart(cli):
         ids.append(json.loads(out)["id"])
     common = next(i for i in range(len(ids[0])) if ids[0][i] != ids[1][i])
     code, _, err = cli("pass", "revoke", ids[0][:common])
-    assert code == 2 and "starts 2 pass ids" in err and ids[0] in err and ids[1] in err
+    assert code == 2 and "fits 2 pass ids" in err and ids[0] in err and ids[1] in err
     code, out, _ = cli("pass", "revoke", ids[1][: common + 1])
     assert code == 0 and out.strip() == f"revoked pass {ids[1]}"
     _, out, _ = cli("pass", "list", "--all", "--json")
     states = {json.loads(line)["id"]: json.loads(line)["state"] for line in out.splitlines()}
     assert states == {ids[0]: "valid", ids[1]: "revoked"}
+
+
+def test_pass_revoke_takes_the_end_of_an_id_and_never_a_blank_or_tiny_piece(cli):
+    """Pass ids issued in the same minute begin alike; their end is the random part, as with
+    `alerts ack`. A blank or too short piece revokes nothing, even when only one pass is there."""
+    code, out, _ = cli("pass", "issue", "--plate", "津A12345", "--hours", "2", "--json")
+    pass_id = json.loads(out)["id"]
+    for piece in ("", " ", "pass-", pass_id[:7], pass_id[-3:]):
+        code, _, err = cli("pass", "revoke", piece)
+        assert code == 2 and "4 or more characters" in err, piece
+    _, out, _ = cli("pass", "list", "--json")
+    assert json.loads(out)["state"] == "valid"
+    code, out, _ = cli("pass", "revoke", pass_id[-4:].upper())
+    assert code == 0 and out.strip() == f"revoked pass {pass_id}"
 
 
 @pytest.mark.parametrize("command", [["allow", "list"], ["pass", "list"], ["pass", "list", "--json"]])
@@ -231,6 +245,8 @@ def test_alerts_ack_takes_a_piece_of_the_id_and_says_who_did_it_first(cli):
     first, second = (event.payload.alert_id for event in raised if event is not None)
     code, out, err = cli("alerts", "ack", first[:4])
     assert code == 2 and first in err and second in err and "give more of the id" in err
+    code, out, err = cli("alerts", "ack", first[-3:])
+    assert code == 2 and "its first or last 4 or more characters" in err, "too short a piece: say so"
     code, out, _ = cli("alerts", "ack", first[-6:], "--by", "张保安")
     assert code == 0 and out.startswith(f"acknowledged {first}: north-in stuck")
     code, out, _ = cli("alerts", "ack", first[-6:], "--by", "guard-4")
