@@ -137,6 +137,7 @@ class AlertPayload(Payload):
 
 
 REPEATS_DESCRIPTION = "how many times the moment happened again while the alert was open, up to this event"
+ALERT_GATE_DESCRIPTION = "the alert's gate, as alert.raised named it (so that a gate's events show its end)"
 
 
 class AlertAckPayload(Payload):
@@ -144,6 +145,7 @@ class AlertAckPayload(Payload):
     key: str
     by: str = Field(default="operator", description="who acknowledged it")
     repeats: int = Field(default=0, ge=0, description=REPEATS_DESCRIPTION)
+    gate: str | None = Field(default=None, description=ALERT_GATE_DESCRIPTION)
 
 
 class AlertClearedPayload(Payload):
@@ -151,6 +153,7 @@ class AlertClearedPayload(Payload):
     key: str
     reason: str = ""
     repeats: int = Field(default=0, ge=0, description=REPEATS_DESCRIPTION)
+    gate: str | None = Field(default=None, description=ALERT_GATE_DESCRIPTION)
 
 
 class DevicePayload(Payload):

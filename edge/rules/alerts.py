@@ -294,7 +294,7 @@ class AlertEngine:
 
         def record(conn: sqlite3.Connection) -> tuple[str | None, Event | None]:
             row = conn.execute(
-                "SELECT alert_id, key, state, repeats FROM alerts "
+                "SELECT alert_id, key, state, repeats, gate FROM alerts "
                 "WHERE alert_id = ? OR (key = ? AND state != 'cleared') "
                 "ORDER BY raised_ms DESC LIMIT 1",
                 (alert_id_or_key, alert_id_or_key),
@@ -309,7 +309,9 @@ class AlertEngine:
                 "UPDATE alerts SET state='acknowledged', acked_ms=?, acked_by=? WHERE alert_id=?",
                 (now_ms, by, row[0]),
             )
-            payload = AlertAckPayload(alert_id=str(row[0]), key=str(row[1]), by=by, repeats=int(row[3]))
+            payload = AlertAckPayload(
+                alert_id=str(row[0]), key=str(row[1]), by=by, repeats=int(row[3]), gate=row[4]
+            )
             return str(row[0]), self.factory.make("alert.acknowledged", payload)
 
         _, event = await self.store.write_with_event_async(record)
@@ -351,8 +353,12 @@ class AlertEngine:
     ) -> tuple[str, Event]:
         """Mark the alert cleared; its alert.cleared event (for `write_with_event`)."""
         conn.execute("UPDATE alerts SET state='cleared', cleared_ms=? WHERE alert_id=?", (now_ms, alert_id))
-        (repeats,) = conn.execute("SELECT repeats FROM alerts WHERE alert_id=?", (alert_id,)).fetchone()
-        payload = AlertClearedPayload(alert_id=alert_id, key=key, reason=reason, repeats=int(repeats))
+        repeats, gate = conn.execute(
+            "SELECT repeats, gate FROM alerts WHERE alert_id=?", (alert_id,)
+        ).fetchone()
+        payload = AlertClearedPayload(
+            alert_id=alert_id, key=key, reason=reason, repeats=int(repeats), gate=gate
+        )
         return alert_id, self.factory.make("alert.cleared", payload)
 
     async def check(self) -> None:

@@ -116,6 +116,20 @@ def test_the_acknowledgement_and_the_clearing_carry_how_often_the_moment_happene
     ]
 
 
+def test_the_acknowledgement_and_the_clearing_name_the_alerts_gate(rig: Rig):
+    """A guard following one gate (`events --gate north-in --type 'alert.*'`) sees its alert end."""
+    key = "gate.forced_open:north-in"
+
+    async def scenario() -> None:
+        raised = await rig.alerts.raise_("gate.forced_open", key, "forced", gate="north-in")
+        assert raised is not None
+        await rig.alerts.acknowledge(raised.payload.alert_id, by="guard-7")
+        await rig.alerts.clear(key, reason="closed")
+
+    asyncio.run(scenario())
+    assert [e.payload.gate for e in rig.events("alert.*")] == ["north-in", "north-in", "north-in"]
+
+
 def test_an_alert_state_change_whose_event_cannot_be_written_does_not_happen(rig: Rig):
     """The guards' list and the community database never disagree: an acknowledgement or a
     clearing that cannot be recorded leaves the alert as it was, to be done again."""
