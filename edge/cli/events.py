@@ -489,12 +489,13 @@ def _status(args: argparse.Namespace) -> int:
                 value = in_zone(value, zone, name_zone=True)
             print(f"  uplink {key}: {value}")
     open_alerts = conn.execute(
-        "SELECT severity, state, alert_id, message FROM alerts WHERE state != 'cleared' ORDER BY raised_ms"
+        "SELECT severity, state, alert_id, message, repeats FROM alerts WHERE state != 'cleared' "
+        "ORDER BY raised_ms"
     ).fetchall()
-    waiting = sum(1 for _, state, _, _ in open_alerts if state == "raised")
+    waiting = sum(1 for _, state, _, _, _ in open_alerts if state == "raised")
     print(f"open alerts: {len(open_alerts)} ({waiting} not acknowledged)")
-    for severity, state, alert_id, message in open_alerts:
-        print(f"  [{severity}] {state} {alert_id}: {message}")
+    for severity, state, alert_id, message, repeats in open_alerts:
+        print(f"  [{severity}] {state} {alert_id}: {message}{f' ×{repeats + 1}' if repeats else ''}")
     devices = conn.execute(
         "SELECT id, kind, state, since_ms, last_error, restarts FROM devices ORDER BY id"
     ).fetchall()

@@ -210,17 +210,21 @@ def test_alerts_list_and_ack_records_an_event(cli):
         raised = asyncio.run(
             AlertEngine(store, factory).raise_("gate.stuck", "gate.stuck:north-in", "north-in stuck")
         )
+        card = "card.blocklisted:…1234"
+        for _ in range(3):
+            asyncio.run(AlertEngine(store, factory).raise_("card.blocklisted", card, "blocklisted card"))
     assert raised is not None
     alert_id = raised.payload.alert_id
     code, out, _ = cli("alerts")
     assert code == 0 and alert_id in out and "critical" in out and "north-in stuck" in out
     code, out, _ = cli("status")
-    assert "open alerts: 1 (1 not acknowledged)" in out
-    assert f"  [critical] raised {alert_id}: north-in stuck" in out
+    assert "open alerts: 2 (2 not acknowledged)" in out
+    assert f"  [critical] raised {alert_id}: north-in stuck\n" in out
+    assert ": blocklisted card ×3\n" in out, "status counts a moment's repeats as alerts does"
     code, out, _ = cli("alerts", "ack", alert_id, "--by", "guard-3")
     assert code == 0 and "acknowledged" in out
     code, out, _ = cli("status")
-    assert "open alerts: 1 (0 not acknowledged)" in out and f"acknowledged {alert_id}" in out
+    assert "open alerts: 2 (1 not acknowledged)" in out and f"acknowledged {alert_id}" in out
     code, out, _ = cli("alerts", "ack", alert_id)
     assert "already acknowledged" in out
     code, out, _ = cli("alerts", "--all", "--json")
