@@ -13,7 +13,7 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from edge.allowlist import CREDENTIAL_KINDS, AllowList, Entry, list_entries, to_ms, version_of
-from edge.cli.common import add_command, load, padded, site_zone
+from edge.cli.common import add_command, load, print_table, site_zone
 from edge.cli.events import reader
 from edge.errors import UsageError
 from edge.events import EventFactory
@@ -226,23 +226,25 @@ def _list(args: argparse.Namespace) -> int:
             print(json.dumps(entry.__dict__, ensure_ascii=False))
         return 0
     print(f"allow-list version {version} (from the community database); {len(entries)} entries")
-    print(
-        f"{'list':<6} {'kind':<6} {'credential':<12} {'subject':<16} {'household':<12} "
-        f"{'bldg/unit':<10} {'until':<16} {'gates':<14} source"
-    )
     zone = site_zone(config)
-    for entry in entries:
-        print(_row(entry, zone))
+    heading = ("list", "kind", "credential", "subject", "household", "bldg/unit", "until", "gates", "source")
+    print_table([heading, *(_row(entry, zone) for entry in entries)])
     return 0
 
 
-def _row(entry: Entry, zone: tzinfo) -> str:
+def _row(entry: Entry, zone: tzinfo) -> tuple[str, ...]:
     place = "/".join(p for p in (entry.building, entry.unit) if p) or "-"
     who = entry.subject or (f"({entry.reason})" if entry.reason else "-")
     return (
-        f"{entry.list:<6} {entry.kind:<6} {padded(entry.shown, 12)} {padded(who, 16)} "
-        f"{padded(entry.household or '-', 12)} {padded(place, 10)} {_date(entry.valid_until_ms, zone):<16} "
-        f"{padded(','.join(entry.gates) or 'all', 14)} {entry.source}"
+        entry.list,
+        entry.kind,
+        entry.shown,
+        who,
+        entry.household or "-",
+        place,
+        _date(entry.valid_until_ms, zone),
+        ",".join(entry.gates) or "all",
+        entry.source,
     )
 
 

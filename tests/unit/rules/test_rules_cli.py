@@ -46,6 +46,9 @@ def test_allow_add_list_remove(cli):
     )
     assert code == 0 and "allowed card …5678 for p-1" in out and "allowed plate 津A12345" in out
     assert cli("allow", "add", "--block", "--plate", "津B66666", "--reason", "stolen")[0] == 0
+    assert (
+        cli("allow", "add", "--block", "--card", "87654321", "--reason", "lost card, reported 11-26")[0] == 0
+    )
     code, out, _ = cli("allow", "list")
     assert "…5678" in out and "3-402" in out and "津B66666" in out and "stolen" in out
     assert "12345678" not in out, "card numbers are never shown whole"
@@ -54,6 +57,9 @@ def test_allow_add_list_remove(cli):
     owned = [line for line in out.splitlines() if " p-1 " in line]
     starts = {width_of(line.split(" p-1 ")[0]) for line in owned}
     assert len(owned) == 2 and len(starts) == 1, "the plate's 津 takes two columns: its row still aligns"
+    table = out.splitlines()[1:]
+    sources = {width_of(line[: line.rindex(" ")]) for line in table}
+    assert len(table) == 5 and len(sources) == 1, "a long reason widens its column instead of pushing its row"
     code, out, _ = cli("allow", "list", "--blocked", "--json")
     assert [json.loads(line)["shown"] for line in out.splitlines()] == ["津B66666"]
     assert cli("allow", "remove", "--card", "12345678")[0] == 0
