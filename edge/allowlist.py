@@ -89,17 +89,18 @@ def to_ms(
     return int(moment.timestamp() * 1000)
 
 
-_QUOTES = (
+CSV_QUOTING = (
     "a quote opens a value that does not close where the value ends; write a value with a quote or "
     'a comma in it between quotes, its own quotes doubled ("Li ""Big"" Wang"), as spreadsheets save it'
 )
 
 
-def _records(
-    reader: csv.DictReader[str], source: Path, problems: list[str]
+def csv_records(
+    reader: csv.DictReader[str], unpaired: Callable[[str], None]
 ) -> Iterator[dict[str | Any, str | Any]]:
-    """The CSV's records, up to a quote that does not pair up: a problem naming the line it is on
-    (what follows it cannot be told apart)."""
+    """The records of a strict csv.DictReader, up to a quote that does not pair up: `unpaired` is
+    given the problem (the line its value starts on, what to do) and the records end there, since
+    what follows it cannot be told apart."""
     while True:
         begins = reader.line_num + 1
         try:
@@ -107,7 +108,7 @@ def _records(
         except StopIteration:
             return
         except csv.Error as err:
-            problems.append(f"{source}:{begins}: {_QUOTES} ({err})")
+            unpaired(f"{begins}: {CSV_QUOTING} ({err})")
             return
 
 
@@ -472,18 +473,26 @@ class AllowList:
             # Strict: a quote left open would otherwise take every line after it into one value.
             reader = csv.DictReader(handle, strict=True)
             try:
-                header = [h.strip() for h in reader.fieldnames or []]
+                # column names as people type them in a spreadsheet: "Card", "Plate "
+                header = [h.strip().lower() for h in reader.fieldnames or []]
             except csv.Error as err:
-                raise UsageError(f"{source}:1: {_QUOTES} ({err})") from err
+                raise UsageError(f"{source}:1: {CSV_QUOTING} ({err})") from err
             # A column without a name is what Excel leaves after a trailing comma: ignored
             # while it holds nothing.
             unknown = [h for h in header if h and h not in known]
             if not any(header) or unknown:
+                semicolons = len(header) == 1 and ";" in header[0]
                 raise UsageError(
                     f"{source}:1: unknown column(s) {', '.join(unknown) or '(no header)'}; "
                     f"expected some of: {', '.join(sorted(known))}"
+                    + (
+                        "; the values are separated by semicolons, as Excel saves CSV in some "
+                        "languages: save it as 'CSV UTF-8 (comma delimited)'"
+                        if semicolons
+                        else ""
+                    )
                 )
-            for raw in _records(reader, source, problems):
+            for raw in csv_records(reader, lambda problem: problems.append(f"{source}:{problem}")):
                 line_no = reader.line_num
                 if raw.get(None):
                     problems.append(
@@ -494,7 +503,7 @@ class AllowList:
                 if any((raw.get(h) or "").strip() for h in reader.fieldnames or [] if not h.strip()):
                     problems.append(f"{source}:{line_no}: a value under a column with no name")
                     continue
-                line = {k.strip(): (v or "").strip() for k, v in raw.items() if k}
+                line = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k}
                 if not any(line.values()):
                     continue  # an empty row, as spreadsheets save them (",,,")
                 try:

@@ -25,7 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
-from edge.allowlist import normalise_plate, pass_state
+from edge.allowlist import csv_records, normalise_plate, pass_state
 from edge.errors import ConfigError
 from edge.privacy import credential_hash
 from sync import commands, signing
@@ -209,7 +209,8 @@ class Community:
         entries = []
         try:
             with path.open(newline="", encoding="utf-8-sig") as handle:
-                reader = csv.DictReader(handle)
+                # strict: a quote left open would otherwise take the lines after it into one value
+                reader = csv.DictReader(handle, strict=True)
                 columns = [name.strip().lower() for name in reader.fieldnames or ()]
                 reader.fieldnames = columns
                 expected = "kind,value,subject[,gates][,valid_until]"
@@ -224,7 +225,11 @@ class Community:
                         f"{path}:1: unknown column {', '.join(map(repr, unknown))}; "
                         f"the columns are {expected}"
                     )
-                for row in reader:
+
+                def unpaired(problem: str) -> None:
+                    raise ConfigError(f"{path}:{problem}")
+
+                for row in csv_records(reader, unpaired):
                     try:
                         entries.append(self._csv_entry(site, row, len(columns)))
                     except ConfigError as err:

@@ -129,6 +129,17 @@ def test_csv_import_all_or_nothing(rig: Rig, tmp_path: Path):
         rig.allow.import_csv(wrong)
 
 
+def test_csv_column_names_as_a_spreadsheet_has_them(rig: Rig, tmp_path: Path):
+    """Capitals and spaces in the header are how people type it; semicolons are how Excel saves
+    CSV where the comma is the decimal mark."""
+    sheet = tmp_path / "residents.csv"
+    sheet.write_text("Person, Card ,Plate\np-1,67000001,津A67001\n", encoding="utf-8")
+    assert (rig.allow.import_csv(sheet).credentials, decide_card(rig, "67000001")) == (1, "resident")
+    sheet.write_text("person;card;plate\np-2;67000002;\n", encoding="utf-8")
+    with pytest.raises(UsageError, match="separated by semicolons, as Excel saves CSV in some languages"):
+        rig.allow.import_csv(sheet)
+
+
 def test_a_bare_date_until_is_the_whole_of_that_day(rig: Rig, tmp_path: Path):
     """`valid_until 2027-06-30` in a resident list means the card still opens on the 30th."""
     day = datetime.fromtimestamp(rig.clock(), UTC).date()

@@ -86,6 +86,10 @@ def imported(admin: list[str], tmp_path: Path, text: str | bytes, capsys: pytest
         ),
         ("kind,value,subject,valid_until\nplate,津B00001,u,2027-13-40\n", "not a date and time"),
         ("kind,value,subject\n", "no rows below the header row; nothing imported"),
+        (
+            'kind,value,subject\nplate,津B00001,"unit-1\nplate,津B00002,unit-2\n',
+            "residents.csv:2: a quote opens a value that does not close where the value ends",
+        ),
         (b"\xff\xfekind,value,subject\n", "not UTF-8 text"),
     ],
 )
