@@ -149,9 +149,6 @@ class AccessDecider:
             "AND (valid_until_ms IS NULL OR valid_until_ms > ?)",
             (kind, value, now_ms),
         ).fetchone()
-        if blocked is not None:
-            why = f": {blocked[0]}" if blocked[0] else ""
-            return Decision(False, "blocklisted", detail=f"{shown} is on the blocklist{why}", blocked=True)
         if kind == "plate":
             sql = (
                 "SELECT e.subject, e.valid_from_ms, e.valid_until_ms, e.gates, r.household, "
@@ -165,6 +162,19 @@ class AccessDecider:
                 "LEFT JOIN residents r ON r.id = e.subject WHERE e.hash=?"
             )
         row = conn.execute(sql, (value,)).fetchone()
+        if blocked is not None:
+            # a resident's lost card, blocked: refused, but under its owner, whom the property
+            # manager looks for (`events --household`)
+            owner, household = (row[0], row[4]) if row is not None else (None, None)
+            why = f": {blocked[0]}" if blocked[0] else ""
+            return Decision(
+                False,
+                "blocklisted",
+                owner,
+                household=household,
+                detail=f"{shown} is on the blocklist{why}",
+                blocked=True,
+            )
         if row is not None:
             return self._resident(conn, row, shown, gate, now_ms)
         column = "plate" if kind == "plate" else "token_hash"

@@ -48,6 +48,19 @@ def test_blocklist_wins_over_the_allow_list(rig: Rig):
     assert rig.rules.decider.plate("津A12345", IN, now_ms(rig))[0].granted
 
 
+def test_a_residents_blocked_card_is_refused_under_its_owner(rig: Rig):
+    """A lost card, blocked, is still the resident's: its refusal is found by the household
+    (`events --household 3-402`); a blocked card nobody owns has no subject."""
+    rig.allow.add_resident("p-1", household="3-402")
+    rig.allow.add_credential("12345678", "p-1")
+    rig.allow.block("card", "12345678", reason="lost card")
+    rig.allow.block("card", "99990000", reason="found at the gate")
+    lost = rig.rules.decider.credential("card", "12345678", IN, now_ms(rig))[0]
+    assert (lost.reason, lost.subject, lost.household, lost.blocked) == ("blocklisted", "p-1", "3-402", True)
+    stray = rig.rules.decider.credential("card", "99990000", IN, now_ms(rig))[0]
+    assert (stray.reason, stray.subject, stray.household) == ("blocklisted", None, None)
+
+
 def test_a_block_with_an_end_lapses(rig: Rig):
     rig.allow.add_credential("777", "p-1")
     rig.allow.block("card", "777", valid_until_ms=now_ms(rig) + HOUR_MS)
