@@ -29,6 +29,18 @@ WAIT_S = 10.0
 GATEHOUSE = "import sys; from edge.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
+def doctor_on_the_broker(
+    config: Path, credentials: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str, str]:
+    """`gatehouse doctor` with every check but the configuration and the broker skipped."""
+    skips = [
+        arg
+        for name in ("serial", "devices", "clock", "disk", "store", "models", "service")
+        for arg in ("--skip", name)
+    ]
+    return run_cli(["--config", str(config), "doctor", "--credentials-dir", str(credentials), *skips], capsys)
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
@@ -196,14 +208,7 @@ def test_doctor_reaches_the_provisioned_broker_over_tls(initialised, tls_broker,
         config, credentials, tls_broker, pki.ca, pki.client_cert, pki.client_key, capsys
     )
     assert code == 0, err
-    skips = [
-        arg
-        for name in ("serial", "devices", "clock", "disk", "store", "models", "service")
-        for arg in ("--skip", name)
-    ]
-    code, out, err = run_cli(
-        ["--config", str(config), "doctor", "--credentials-dir", str(credentials), *skips], capsys
-    )
+    code, out, err = doctor_on_the_broker(config, credentials, capsys)
     assert code == 0, out + err
     assert f"[ OK ] broker: TLS connection to 127.0.0.1:{tls_broker.tls_port} accepted" in out
 
@@ -320,14 +325,7 @@ def test_tls_to_a_plain_listener_is_explained(initialised, tls_broker, pki, caps
     config.write_text(
         before + f"\nmqtt:\n  host: 127.0.0.1\n  port: {tls_broker.port}\n  tls:\n    ca: {pki.ca}\n"
     )
-    skips = [
-        arg
-        for name in ("serial", "devices", "clock", "disk", "store", "models", "service")
-        for arg in ("--skip", name)
-    ]
-    code, out, _err = run_cli(
-        ["--config", str(config), "doctor", "--credentials-dir", str(credentials), *skips], capsys
-    )
+    code, out, _err = doctor_on_the_broker(config, credentials, capsys)
     assert code == 1
     assert f"[FAIL] broker: {where} closed the connection during the TLS handshake" in out
 
