@@ -22,8 +22,8 @@ from edge.store import Store
 from sync.config import MqttConfig
 from sync.ingest import IngestWorker
 from sync.topics import Topics
+from tests.support.children import child_env, start_gatehouse
 
-ROOT = Path(__file__).resolve().parents[2]
 SITE, GATEWAY = "oak-court", "gw-1"
 KEY = "7a" * 32
 
@@ -123,10 +123,9 @@ def outbox_ids(store_path: Path) -> set[str]:
 
 def spawn(script: Path, *args: str) -> subprocess.Popen[bytes]:
     """Run a helper script in a child process with the repository importable."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
         [sys.executable, str(script), *args],
-        env=env,
+        env=child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -164,20 +163,13 @@ def stop_child(process: subprocess.Popen[bytes]) -> None:
 
 def start_cli(config: Path, *argv: str, stderr: int = subprocess.STDOUT) -> subprocess.Popen[bytes]:
     """`gatehouse --config CONFIG ARGV` of this checkout as a child process, its output piped."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "--config", str(config), *argv],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-    )
+    return start_gatehouse("--config", str(config), *argv, stdout=subprocess.PIPE, stderr=stderr)
 
 
 def wait_for_line(process: subprocess.Popen[bytes], marker: bytes, timeout: float) -> bytes:
     """Read the child's output until a line contains `marker`, and return that line. Reads the
     pipe's file descriptor directly: a buffered reader can hold lines that select() no longer
     sees."""
-    import os
     import selectors
 
     assert process.stdout is not None

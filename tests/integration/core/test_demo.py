@@ -3,29 +3,19 @@ side must receive them."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from edge.events import EventFactory
 from edge.store import Store
-
-REPO = Path(__file__).resolve().parents[3]
+from tests.support.children import run_gatehouse, start_gatehouse
 
 
 def run_demo(tmp_path: Path, *extra: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "demo", "--duration", "10", "--state-dir", str(tmp_path), *extra],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_gatehouse("demo", "--duration", "10", "--state-dir", str(tmp_path), *extra, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     return result.stdout
@@ -62,14 +52,7 @@ def test_demo_shows_events_and_the_community_database_receives_them(tmp_path: Pa
 
 
 def gatehouse(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edge.cli", *argv],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_gatehouse(*argv)
 
 
 @pytest.mark.serial
@@ -84,20 +67,13 @@ def test_protocol_demo_runs_the_real_drivers(tmp_path: Path):
 def test_demo_shows_events_another_process_records(tmp_path: Path):
     """A guard's `gatehouse alerts ack` in another terminal writes to the demo's store: the
     demo's table and its summary show it like the gateway's own events."""
-    demo = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edge.cli",
-            "demo",
-            "--duration",
-            "8",
-            "--state-dir",
-            str(tmp_path),
-            "--no-sync",
-        ],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+    demo = start_gatehouse(
+        "demo",
+        "--duration",
+        "8",
+        "--state-dir",
+        str(tmp_path),
+        "--no-sync",
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -6,10 +6,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,9 +18,9 @@ from edge.cli import main
 from edge.events import Attachment, Event, EventFactory
 from edge.store import Store
 from edge.store.queries import EventFilter, select_events
+from tests.support.children import REPO, child_env, gatehouse_argv
 from tests.support.sync_helpers import start_cli, wait_for_line
 
-REPO = Path(__file__).resolve().parents[3]
 CONFIG = """\
 site: {{id: test-site, salt: test-salt-long-enough, timezone: Asia/Shanghai}}
 gateway: {{id: gw-test, state_dir: {state}}}
@@ -323,9 +321,9 @@ def test_csv_has_no_default_limit_where_the_table_has_one(tmp_path: Path, capsys
 def test_csv_is_utf8_whatever_the_locale_says(site: Path):
     """Written by the real process into a pipe, with Python told the terminal speaks Latin-1."""
     result = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "--config", str(site), "events", "--csv", "--plate", "津A12345"],
+        gatehouse_argv("--config", str(site), "events", "--csv", "--plate", "津A12345"),
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONIOENCODING": "latin-1"},
+        env=child_env(PYTHONIOENCODING="latin-1"),
         capture_output=True,
         timeout=60,
         check=True,

@@ -4,12 +4,10 @@ barrier moves, and a clean shutdown on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,7 @@ from edge.allowlist import AllowList
 from edge.config_loader import parse_config
 from edge.gateway import Gateway
 from edge.instance import AlreadyRunning
-
-REPO = Path(__file__).resolve().parents[3]
+from tests.support.children import run_gatehouse, start_gatehouse
 
 CONFIG = """\
 site: {{id: test-site, salt: test-salt-long-enough, home_province: 津}}
@@ -112,13 +109,7 @@ def test_sigterm_drains_and_closes_the_store(tmp_path: Path):
     config_file.write_text(
         CONFIG.format(state=tmp_path / "state").replace("interval_s: 3600", "interval_s: 0.05")
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "--config", str(config_file), "run"],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_gatehouse("--config", str(config_file), "run", stderr=subprocess.PIPE, text=True)
     db = tmp_path / "state" / "gatehouse.db"
     deadline = time.monotonic() + 30
     count = 0
@@ -180,14 +171,7 @@ def test_run_with_a_state_directory_that_cannot_be_created_says_so(tmp_path: Pat
     (tmp_path / "file").write_text("not a directory")
     config_file = tmp_path / "gatehouse.yaml"
     config_file.write_text(CONFIG.format(state=tmp_path / "file" / "state"))
-    result = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "--config", str(config_file), "run", "--text-logs"],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_gatehouse("--config", str(config_file), "run", "--text-logs")
     assert result.returncode == 1
     assert f"error: cannot create the state directory {tmp_path / 'file' / 'state'} (Not a directory)" in (
         result.stderr

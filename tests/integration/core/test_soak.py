@@ -16,7 +16,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +24,10 @@ import pytest
 
 from sync.db import open_database
 from sync.ingest import IngestWorker
+from tests.support.children import start_gatehouse
 from tests.support.mosquitto import start_broker
 from tests.support.sync_helpers import stop_child, wait_until
 
-REPO = Path(__file__).resolve().parents[3]
 SOAK_S = float(os.environ.get("GATEHOUSE_SOAK_S", "45"))
 pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.timeout(SOAK_S + 300)]
 BROKER_RESTART_S = 10.0
@@ -101,12 +100,8 @@ def test_a_busy_gateway_keeps_its_memory_files_and_threads_and_loses_no_event(tm
     # ingest keeps what the broker queued for it while it restarted
     ingest = IngestWorker(db_url, broker.mqtt_config(protocol="3.1.1"), name="soak").start()
     log = (tmp_path / "gateway.log").open("wb")
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "--config", str(config), "run", "--text-logs"],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    gateway = start_gatehouse(
+        "--config", str(config), "run", "--text-logs", stdout=log, stderr=subprocess.STDOUT
     )
     db = open_database(db_url)
     samples: list[Sample] = []

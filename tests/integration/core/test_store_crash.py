@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import sqlite3
@@ -11,14 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[3]
+from tests.support.children import REPO, child_env
 
 
 def test_sigkill_twenty_times_loses_nothing(tmp_path: Path):
     db = tmp_path / "crash.db"
     side = tmp_path / "returned.txt"
     rng = random.Random(20261125)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = child_env()
     for _ in range(20):
         child = subprocess.Popen(
             [sys.executable, "-m", "tests.support.store_child", str(db), str(side)],

@@ -17,8 +17,9 @@ from edge.store import Store
 from sync import mqtt as mqttc
 from sync.db import open_database
 from sync.uplink import Uplink
+from tests.support.children import REPO
 from tests.support.mosquitto import TestBroker, start_broker
-from tests.support.sync_helpers import ROOT, SITE, produce_fast, stop_child, wait_for_line, wait_until
+from tests.support.sync_helpers import SITE, produce_fast, stop_child, wait_for_line, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -44,7 +45,7 @@ def test_ingest_command_with_two_workers(shared_broker: TestBroker, store: Store
         "--port",
         str(shared_broker.port),
     ]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         # both workers say so, the second one from its own process too
         lines = [wait_for_line(process, b": connected to", 30) for _ in range(2)]

@@ -4,12 +4,10 @@ that package carries costs about 10 MB of a Raspberry Pi's memory (58 against 49
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[3]
+from tests.support.children import REPO, child_env
 
 GATEWAY_ON_HMAC = """
 import sys
@@ -27,7 +25,7 @@ def test_the_gateway_and_its_cli_on_hmac_keys_do_not_load_cryptography():
     result = subprocess.run(
         [sys.executable, "-c", GATEWAY_ON_HMAC],
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=60,
