@@ -95,6 +95,12 @@ CSV_QUOTING = (
 )
 
 
+CSV_SEMICOLONS = (
+    "the values are separated by semicolons, as Excel saves CSV in some languages: save it as "
+    "'CSV UTF-8 (comma delimited)'"
+)
+
+
 def csv_records(
     reader: csv.DictReader[str], unpaired: Callable[[str], None]
 ) -> Iterator[dict[str | Any, str | Any]]:
@@ -485,12 +491,7 @@ class AllowList:
                 raise UsageError(
                     f"{source}:1: unknown column(s) {', '.join(unknown) or '(no header)'}; "
                     f"expected some of: {', '.join(sorted(known))}"
-                    + (
-                        "; the values are separated by semicolons, as Excel saves CSV in some "
-                        "languages: save it as 'CSV UTF-8 (comma delimited)'"
-                        if semicolons
-                        else ""
-                    )
+                    + (f"; {CSV_SEMICOLONS}" if semicolons else "")
                 )
             for raw in csv_records(reader, lambda problem: problems.append(f"{source}:{problem}")):
                 line_no = reader.line_num

@@ -10,6 +10,7 @@ the whole list at the current version.
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import os
 import threading
@@ -25,7 +26,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from pydantic import ValidationError
 
-from edge.allowlist import csv_records, normalise_plate, pass_state
+from edge.allowlist import CSV_SEMICOLONS, csv_records, normalise_plate, pass_state
 from edge.errors import ConfigError
 from edge.privacy import credential_hash
 from sync import commands, signing
@@ -107,10 +108,21 @@ class Community:
         )
         if row is not None and row[0] == signing.ED25519:
             return self.signer()
-        if row is None or not row[1]:
+        register = f"`gatehouse admin gateway add {site} {gateway} --key-env NAME` (or --ed25519)"
+        if row is None:
+            # most often a typo: registering it would record and sign for a gateway nobody runs
+            known = [f"{s}/{g}" for s, g in self.db.query("SELECT site_id, id FROM gateways")]
+            near = difflib.get_close_matches(f"{site}/{gateway}", known, n=1)
             raise ConfigError(
-                f"no signing key for gateway {site}/{gateway}; register it with "
-                f"`gatehouse admin gateway add {site} {gateway} --key-env NAME` (or --ed25519)"
+                f"no gateway {site}/{gateway} in the community database"
+                + (f" (did you mean {near[0]}?)" if near else "")
+                + f"; `gatehouse admin gateway list` shows the gateways it knows, and {register} "
+                "registers a new one"
+            )
+        if not row[1]:
+            raise ConfigError(
+                f"gateway {site}/{gateway} is not registered: the community database has its status "
+                f"but no key to sign its commands with; register it with {register}"
             )
         return str(row[1])
 
@@ -216,8 +228,16 @@ class Community:
                 expected = "kind,value,subject[,gates][,valid_until]"
                 missing = [name for name in CSV_COLUMNS[:3] if name not in columns]
                 if missing:
+                    semicolons = len(columns) == 1 and ";" in columns[0]
                     raise ConfigError(
                         f"{path}:1: the header row needs the columns {expected}; {', '.join(missing)} missing"
+                        + (f"; {CSV_SEMICOLONS}" if semicolons else "")
+                    )
+                twice = sorted({name for name in columns if columns.count(name) > 1})
+                if twice:
+                    # a reader keeps the last of two columns of one name: the first would be lost
+                    raise ConfigError(
+                        f"{path}:1: the column {', '.join(map(repr, twice))} twice; keep one of them"
                     )
                 unknown = [name for name in columns if name not in CSV_COLUMNS]
                 if unknown:
@@ -229,11 +249,25 @@ class Community:
                 def unpaired(problem: str) -> None:
                     raise ConfigError(f"{path}:{problem}")
 
+                # the line each credential is first on: a second line for it with other details
+                # is a mistake to fix (which of the two is meant?), the same line again is not
+                first: dict[tuple[str, str], tuple[int, AllowEntry]] = {}
                 for row in csv_records(reader, unpaired):
                     try:
-                        entries.append(self._csv_entry(site, row, len(columns)))
+                        entry = self._csv_entry(site, row, len(columns))
                     except ConfigError as err:
                         raise ConfigError(f"{path}:{reader.line_num}: {err}") from err
+                    line, seen = first.setdefault((entry.kind, entry.value), (reader.line_num, entry))
+                    if seen == entry:
+                        continue
+                    shown = (
+                        f"plate {entry.value}" if entry.kind == "plate" else f"{entry.kind} …{entry.last4}"
+                    )
+                    raise ConfigError(
+                        f"{path}:{reader.line_num}: {shown} is also on line {line}, for someone else or "
+                        "with other details; keep one of the two lines"
+                    )
+                entries = [entry for _, entry in first.values()]
         except UnicodeDecodeError as err:
             raise ConfigError(f"{path}: not UTF-8 text ({err.reason}); save it as CSV UTF-8") from err
         except csv.Error as err:

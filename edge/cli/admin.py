@@ -110,6 +110,13 @@ def cmd_gateway_add(args: argparse.Namespace) -> int:
     community.add_site(args.site, salt=_secret(args.salt_env, "--salt-env"))
     community.register_gateway(args.site, args.gateway, key)
     print(f"gateway {args.site}/{args.gateway} registered")
+    if key is not None:
+        from edge.cli.provision import fingerprint
+
+        print(
+            f"signing key fingerprint: {fingerprint(key)} (it must be the one `gatehouse provision` "
+            "printed on the gateway; another key has every command refused as bad_signature)"
+        )
     if args.ed25519:
         print(f"its configuration needs, under gateway:, the line  command_public_key: {public}")
     return 0
@@ -124,15 +131,15 @@ def cmd_gateway_list(args: argparse.Namespace) -> int:
     zone = _zone(args)
     with _database(args) as db:
         gateways = db.query(
-            "SELECT site_id, id, state, state_since, signing_alg, allowlist_version, applied_version "
-            "FROM gateways ORDER BY site_id, id"
+            "SELECT site_id, id, state, state_since, signing_alg, signing_key, allowlist_version, "
+            "applied_version FROM gateways ORDER BY site_id, id"
         )
         devices = db.query("SELECT site_id, gateway_id, id, state FROM devices ORDER BY id")
     if not gateways:
         print("no gateways yet: register one with gatehouse admin gateway add SITE GATEWAY …")
         return 0
     rows = [("SITE", "GATEWAY", "STATE", "SINCE", "SIGNED", "ALLOW-LIST", "DEVICES NOT ONLINE")]
-    for site, gateway, state, since, alg, version, applied in gateways:
+    for site, gateway, state, since, alg, key, version, applied in gateways:
         mine = [(name, device_state) for s, g, name, device_state in devices if (s, g) == (site, gateway)]
         down = [
             f"{name} ({device_state or 'never seen'})"
@@ -144,7 +151,9 @@ def cmd_gateway_list(args: argparse.Namespace) -> int:
             seen = "unknown while the gateway is not online"
         else:
             seen = ", ".join(down) or (f"none of {len(mine)}" if mine else "-")
-        rows.append((site, gateway, state or "never seen", in_zone(since, zone), alg, listed, seen))
+        # a gateway the ingest knows from its status only: nothing signs its commands yet
+        signed = alg if alg == signing.ED25519 or key else "not registered"
+        rows.append((site, gateway, state or "never seen", in_zone(since, zone), signed, listed, seen))
     print_table(rows)
     return 0
 
@@ -314,7 +323,7 @@ def cmd_pass_issue(args: argparse.Namespace) -> int:
         qr=args.qr,
         hours=args.hours,
         kind=args.kind,
-        host=args.host,
+        host=args.visiting,
         max_uses=args.max_uses,
         gates=tuple(args.gate or ()),
     )
@@ -677,7 +686,8 @@ def register(subparsers: Any) -> None:
     pass_issue.add_argument(
         "--kind", choices=("visitor", "delivery", "contractor"), default="visitor", help="pass kind"
     )
-    pass_issue.add_argument("--host", help="household visited")
+    # dest of its own: `admin --host` is the broker, which a household must not replace
+    pass_issue.add_argument("--host", dest="visiting", help="household visited")
     pass_issue.add_argument("--max-uses", type=count_of(1), help="entries allowed (default unlimited)")
     pass_issue.add_argument("--gate", action="append", help="only at this gate (repeat)")
     _sending(pass_issue)

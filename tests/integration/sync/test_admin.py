@@ -144,7 +144,7 @@ def test_admin_commands_reach_the_gateway(
         )
         == 2
     )
-    assert "no signing key" in capsys.readouterr().err
+    assert f"no gateway {SITE}/gw-unknown in the community database" in capsys.readouterr().err
 
 
 def test_a_gateway_holding_only_the_community_public_key_takes_its_commands(

@@ -91,6 +91,20 @@ def imported(admin: list[str], tmp_path: Path, text: str | bytes, capsys: pytest
             "residents.csv:2: a quote opens a value that does not close where the value ends",
         ),
         (b"\xff\xfekind,value,subject\n", "not UTF-8 text"),
+        (
+            "kind,value,subject\nplate,津B00001,u1\nplate,津b 00001,u2\n",
+            "residents.csv:3: plate 津B00001 is also on line 2, for someone else or with other details",
+        ),
+        (
+            "kind,value,subject\ncard,0099,u1\nqr,0099,u1\ncard, 0099 ,u2\n",
+            "residents.csv:4: card …0099 is also on line 2",
+        ),
+        (
+            "kind,value,subject,gates\ncard,0099,u1,\ncard,0099,u1,east-door\n",
+            "residents.csv:3: card …0099 is also on line 2",
+        ),
+        ("kind,value,subject,Kind\nplate,津B00001,u1,card\n", "residents.csv:1: the column 'kind' twice"),
+        ("kind;value;subject\nplate;津B00001;u1\n", "separated by semicolons"),
     ],
 )
 def test_a_bad_csv_is_refused_whole_naming_the_line(
@@ -179,3 +193,63 @@ def test_gaps_of_a_gateway_the_database_does_not_know(
     assert "no gateway oak-court/gw-typo" in capsys.readouterr().err
     assert main([*admin, "gaps", SITE, GATEWAY]) == 0
     assert "no events received yet" in capsys.readouterr().out
+
+
+def test_gateway_add_prints_the_fingerprint_that_provision_printed(
+    admin: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`gatehouse provision` prints the signing key's fingerprint and asks the operator to compare
+    it with what registering the key shows: a key mistyped or mixed up shows here, not as every
+    command refused `bad_signature` later."""
+    from edge.cli.provision import fingerprint
+
+    assert main([*admin, "gateway", "add", SITE, "gw-2", "--key-env", "GW_KEY"]) == 0
+    assert f"signing key fingerprint: {fingerprint('k' * 40)}" in capsys.readouterr().out
+
+
+def test_a_mistyped_gateway_is_named_as_unknown_not_offered_for_registration(
+    admin: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo in the gateway or site id is not a gateway to register: the operator is told it is
+    unknown and which one was meant, and nothing is recorded."""
+    for site, gateway in ((SITE, "gw-l"), ("oak-crt", GATEWAY)):
+        argv = [*admin, "allow", "add", site, gateway, "--plate", "津A12345", "--subject", "u", "--no-send"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"no gateway {site}/{gateway} in the community database" in err
+        assert f"did you mean {SITE}/{GATEWAY}?)" in err
+        assert "gatehouse admin gateway list" in err
+    assert main([*admin, "open-gate", SITE, "gw-l", "north-in", "--no-send"]) == 2
+    assert "(did you mean oak-court/gw-1?)" in capsys.readouterr().err
+    assert community(admin).db.one("SELECT count(*) FROM allowlist_changes") == (0,)
+
+
+def test_a_gateway_known_only_from_its_status_is_listed_as_not_registered(
+    admin: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The ingest records a gateway from its first status, before the operator registered its
+    key: the listing does not say its commands are signed, and a command says what is missing."""
+    held = community(admin)
+    with held.db.transaction():
+        held.db.execute(
+            "INSERT INTO gateways(site_id, id, state, status_at) VALUES (?, ?, 'provisioned', ?)",
+            (SITE, "gw-new", "2026-11-26T08:00:00Z"),
+        )
+    assert main([*admin, "gateway", "list", "--tz", "UTC"]) == 0
+    rows = {line.split()[1]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "hmac-sha256" in rows[GATEWAY]
+    assert "hmac-sha256" not in rows["gw-new"] and "not registered" in rows["gw-new"]
+    assert main([*admin, "open-gate", SITE, "gw-new", "north-in", "--no-send"]) == 2
+    err = capsys.readouterr().err
+    assert "gateway oak-court/gw-new is not registered" in err
+    assert "gatehouse admin gateway add oak-court gw-new --key-env NAME" in err
+
+
+def test_a_line_repeated_as_it_is_is_imported_once(
+    admin: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = "kind,value,subject\nplate,津B00001,u1\nplate,津b 00001,u1\ncard,0099,u1\n"
+    assert main([*admin, "allow", "import", SITE, GATEWAY, _write(tmp_path, text), "--no-send"]) == 0
+    assert "imported 2 entries" in capsys.readouterr().out
+    delta = community(admin).allowlist_delta(SITE, GATEWAY)
+    assert [entry["kind"] for entry in delta["args"]["add"]] == ["card", "plate"]

@@ -48,3 +48,19 @@ def test_a_pass_that_cannot_be_sent_says_how_to_put_it_right(
     assert "gatehouse admin pass revoke" in said.err
     assert main([*admin, "open-gate", SITE, GATEWAY, "north-in"]) == 1
     assert "nothing was sent: the gate stays as it is" in capsys.readouterr().err
+
+
+def test_a_pass_for_a_household_is_sent_to_the_broker_given_before_the_command(
+    admin: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`pass issue --host` is the household visited; `admin --host` is the broker: neither takes
+    the other's place."""
+    port = admin[-1]
+    argv = [*admin, "pass", "issue", SITE, GATEWAY, "--plate", "津B12345", "--host", "unit-3-402"]
+    assert main(argv) == 1
+    assert f"cannot reach the broker at 127.0.0.1:{port}" in capsys.readouterr().err
+    row = Community(open_database(admin[2])).db.one("SELECT host FROM passes")
+    assert row == ("unit-3-402",)
+    broker_named = [*admin[:3], "--host", "localhost", "--port", port]
+    assert main([*broker_named, "pass", "issue", SITE, GATEWAY, "--plate", "津B12346"]) == 1
+    assert f"cannot reach the broker at localhost:{port}" in capsys.readouterr().err
