@@ -224,6 +224,8 @@ def summary(event: Event) -> str:
         case "access.granted" | "access.denied":
             who = p.subject or (f"card …{p.credential.last4}" if p.credential else p.plate or "?")
             what = p.plate or (f"{p.credential.kind} …{p.credential.last4}" if p.credential else "")
+            if not what:  # an operator's opening: no card, no plate, but who and why
+                return f"{p.gate}: {p.reason}: {p.detail or who}"
             return f"{p.gate}: {what} → {p.reason}" + (f" ({who})" if p.subject else "")
         case "gate.state":
             return f"{p.gate}: {p.previous or '?'} → {p.state}" + (f" ({p.detail})" if p.detail else "")

@@ -258,6 +258,9 @@ def test_an_old_backlog_raises_when_an_uplink_is_configured(tmp_path: Path):
 def test_operator_open_is_recorded_and_covers_the_passage(rig: Rig):
     event = asyncio.run(rig.rules.open_gate("north-in", by="guard-2", reason="ambulance"))
     assert (event.payload.reason, event.payload.subject) == ("operator", "guard-2")
+    from edge.cli.events import summary
+
+    assert summary(event) == "north-in: operator: opened by guard-2: ambulance", "as events lists it"
     assert rig.commands[-1][0] == "barrier" and isinstance(rig.commands[-1][1], OpenGate)
     run(rig, VehiclePassage("barrier"))
     assert rig.alert_kinds() == []
