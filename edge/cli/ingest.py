@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from edge.cli.common import add_command
+from edge.cli.common import add_command, count_of
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,9 @@ def register(subparsers: Any) -> None:
         default=DEFAULT_URL,
         help=f"sqlite:///path or postgresql://user@host/db (default {DEFAULT_URL})",
     )
-    parser.add_argument("--workers", type=int, default=1, help="worker processes in the group (default 1)")
+    parser.add_argument(
+        "--workers", type=count_of(1), default=1, help="worker processes in the group (default 1)"
+    )
     parser.add_argument(
         "--name", help="worker name prefix; client ids are ingest-NAME-N (default: host name)"
     )

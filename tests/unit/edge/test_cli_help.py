@@ -116,3 +116,12 @@ def test_durations_must_be_above_zero(argv: list[str], value: str, capsys: pytes
         main([*argv, value])
     assert stopped.value.code == 2
     assert f"'{value}' is not a number above 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_ingest_runs_at_least_one_worker(value: str, capsys: pytest.CaptureFixture[str]):
+    """`--workers 0` said '0 worker(s)' and ran one."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["ingest", "--workers", value])
+    assert stopped.value.code == 2
+    assert f"argument --workers: '{value}' is not a whole number of 1 or more" in capsys.readouterr().err
