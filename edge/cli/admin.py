@@ -432,16 +432,18 @@ def _where(args: argparse.Namespace, db: Any) -> Any:
     when both are given, the gateway to be one of that site's."""
     from sync.reports import Where
 
-    for option, table, column, value in (
-        ("--site", "sites", "site_id", args.site),
-        ("--gateway", "gateways", "gateway_id", args.gateway),
+    # a site is known by its row, or by a gateway the ingest knows from its status only (not
+    # registered yet), or by events; a gateway by its row or its events
+    for option, places, column, value in (
+        ("--site", ("sites WHERE id", "gateways WHERE site_id"), "site_id", args.site),
+        ("--gateway", ("gateways WHERE id",), "gateway_id", args.gateway),
     ):
         if value is None:
             continue
-        known = db.one(f"SELECT 1 FROM {table} WHERE id = ?", (value,)) or db.one(
+        known = any(db.one(f"SELECT 1 FROM {place} = ? LIMIT 1", (value,)) for place in places) or db.one(
             f"SELECT 1 FROM events WHERE {column} = ? LIMIT 1", (value,)
         )
-        if known is None:
+        if not known:
             raise UsageError(
                 f"{option} {value!r}: the community database has no such {option[2:]} and no events "
                 "from one; `gatehouse admin gateway list` shows the gateways it knows"

@@ -177,6 +177,11 @@ def test_unknown_gateways_gates_and_zones_are_named(
     assert code == 2 and "--gateway 'gw-nowhere': the community database has no such gateway" in err
     code, _, err = run(capsys, db_url, "alerts", "--site", "no-such-court")
     assert code == 2 and "--site 'no-such-court'" in err
+    # a site the ingest knows from a gateway's status only (not registered, no events yet)
+    lone = f"lone-court-{gateways.north}"
+    gateways.db.execute("INSERT INTO gateways (site_id, id, state) VALUES (?, 'gw-lone', 'online')", (lone,))
+    code, out, err = run(capsys, db_url, "alerts", "--site", lone)
+    assert (code, out, err) == (0, "no open alerts\n", ""), "gateway list shows it: no unknown site"
     code, _, err = run(capsys, db_url, "events", "--gate", "nowhere-in", "--gateway", gateways.north)
     assert code == 2 and "--gate 'nowhere-in': no such gate, and no event names it" in err
     gateways.db.execute(
