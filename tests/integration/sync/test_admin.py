@@ -93,7 +93,9 @@ def test_admin_commands_reach_the_gateway(
             )
             == 1
         )
-        assert "version_gap" in capsys.readouterr().out
+        said = capsys.readouterr()
+        assert "version_gap" in said.out
+        assert "allowlist.apply refused (version_gap): the gateway holds another" in said.err
         wait_until(lambda: downlink.allowlist_version() == 3, 20, "the full list sent after the gap")
         full = gate.calls[-1].args
         assert full.full and len(full.add) == 4
@@ -203,7 +205,9 @@ def test_a_gateway_holding_only_the_community_public_key_takes_its_commands(
     with Uplink(store, config, site=SITE, gateway="gw-ed", downlink=downlink) as uplink:
         wait_until(uplink.connected.is_set, 10, "connection")
         assert main([*impostor, "open-gate", SITE, "gw-ed", "north-in", "--wait-s", "5"]) == 1
-    assert '"bad_signature"' in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert '"bad_signature"' in said.out
+    assert "open_gate refused (bad_signature): the gateway holds another key" in said.err
     assert [call.name for call in gate.calls].count("open_gate") == 1, "the impostor's gate stayed shut"
 
 
