@@ -160,6 +160,11 @@ class Community:
             raise ConfigError(f"empty {kind}")
         return credential_hash(normalised, self.salt(site), kind), normalised[-4:]
 
+    def gates_of(self, site: str, gateway: str) -> list[str]:
+        """The gates the gateway reported in its status (none before its first one)."""
+        rows = self.db.query("SELECT id FROM gates WHERE site_id = ? AND gateway_id = ?", (site, gateway))
+        return sorted(str(row[0]) for row in rows)
+
     # allow-lists
 
     def allowlist_version(self, site: str, gateway: str) -> int:
@@ -175,6 +180,9 @@ class Community:
         # An entry the gateway refuses would hold it at its version for good: every later delta
         # answers version_gap, and the full list sent then is refused for the same entry.
         adds = [_checked(entry) for entry in adds]
+        known = self.gates_of(site, gateway)
+        for entry in adds:
+            refuse_unknown_gates(site, gateway, known, entry.gates)
         with self.db.transaction():
             version = self.allowlist_version(site, gateway) + 1
             for entry in adds:
@@ -249,12 +257,15 @@ class Community:
                 def unpaired(problem: str) -> None:
                     raise ConfigError(f"{path}:{problem}")
 
+                known = self.gates_of(site, gateway)
+
                 # the line each credential is first on: a second line for it with other details
                 # is a mistake to fix (which of the two is meant?), the same line again is not
                 first: dict[tuple[str, str], tuple[int, AllowEntry]] = {}
                 for row in csv_records(reader, unpaired):
                     try:
                         entry = self._csv_entry(site, row, len(columns))
+                        refuse_unknown_gates(site, gateway, known, entry.gates)
                     except ConfigError as err:
                         raise ConfigError(f"{path}:{reader.line_num}: {err}") from err
                     line, seen = first.setdefault((entry.kind, entry.value), (reader.line_num, entry))
@@ -327,6 +338,7 @@ class Community:
 
     def pass_issue(self, site: str, gateway: str, args: PassIssueArgs) -> dict[str, Any]:
         self.key(site, gateway)  # a pass nobody can sign is not recorded
+        refuse_unknown_gates(site, gateway, self.gates_of(site, gateway), args.gates)
         with self.db.transaction():
             self.db.execute(
                 "INSERT INTO passes(id, site_id, gateway_id, kind, plate, credential, host, valid_from, "
@@ -610,3 +622,17 @@ def send_and_wait(config: MqttConfig, document: dict[str, Any], timeout: float) 
     finally:
         mqttc.stop(client)
     return replies[0] if replies else None
+
+
+def refuse_unknown_gates(site: str, gateway: str, known: list[str], gates: Iterable[str]) -> None:
+    """ConfigError for a gate the gateway has not reported (an entry or pass for it would never
+    match), naming the nearest; before the gateway's first status there is nothing to check."""
+    unknown = [gate for gate in gates if gate not in known]
+    if not known or not unknown:
+        return
+    near = difflib.get_close_matches(unknown[0], known, n=1)
+    raise ConfigError(
+        f"gate {unknown[0]!r} is not one of {site}/{gateway}'s gates ({', '.join(known)})"
+        + (f"; did you mean {near[0]!r}?" if near else "")
+        + " (an entry for a gate the gateway does not have never matches)"
+    )

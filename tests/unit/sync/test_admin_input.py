@@ -253,3 +253,25 @@ def test_a_line_repeated_as_it_is_is_imported_once(
     assert "imported 2 entries" in capsys.readouterr().out
     delta = community(admin).allowlist_delta(SITE, GATEWAY)
     assert [entry["kind"] for entry in delta["args"]["add"]] == ["card", "plate"]
+
+
+def test_a_gate_the_gateway_does_not_have_is_refused_with_the_nearest(
+    admin: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An entry or a pass for `north-inn` would never match: once the gateway has reported its
+    gates (its status), a gate not among them is refused everywhere an operator types one."""
+    db = community(admin).db
+    for gate in ("north-in", "east-door"):
+        db.execute("INSERT INTO gates (site_id, id, gateway_id) VALUES (?, ?, ?)", (SITE, gate, GATEWAY))
+    says = f"gate 'north-inn' is not one of {SITE}/{GATEWAY}'s gates (east-door, north-in); did you mean"
+    plate = ["--plate", "津B00001", "--subject", "u"]
+    for argv in (
+        ["allow", "add", SITE, GATEWAY, *plate, "--gate", "north-in", "--gate", "north-inn"],
+        ["pass", "issue", SITE, GATEWAY, "--plate", "津B00001", "--gate", "north-inn"],
+    ):
+        assert main([*admin, *argv, "--no-send"]) == 2
+        assert says in capsys.readouterr().err
+    err = imported(admin, tmp_path, "kind,value,subject,gates\nplate,津B00001,u,north-in north-inn\n", capsys)
+    assert f"residents.csv:2: {says}" in err
+    assert main([*admin, "allow", "add", SITE, GATEWAY, *plate, "--gate", "north-in", "--no-send"]) == 0
+    assert community(admin).db.one("SELECT count(*) FROM passes") == (0,), "no pass for a gate it lacks"
