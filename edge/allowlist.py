@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from edge.errors import GatehouseError, UsageError
 from edge.ids import uuid7
-from edge.privacy import credential_hash
+from edge.privacy import credential_hash, normalise_credential
 from edge.store import Store
 from models.plates import grammar
 
@@ -315,7 +315,7 @@ class AllowList:
         return int(self.clock() * 1000)
 
     def _credential(self, raw: str, kind: str) -> tuple[str, str]:
-        normalised = raw.strip().upper()
+        normalised = normalise_credential(raw, kind)
         if kind not in CREDENTIAL_KINDS:
             raise ValueError(f"credential kind {kind!r}: expected one of {', '.join(CREDENTIAL_KINDS)}")
         if not normalised:

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from edge.allowlist import CSV_SEMICOLONS, csv_records, normalise_plate, pass_state
 from edge.errors import ConfigError
-from edge.privacy import credential_hash
+from edge.privacy import credential_hash, normalise_credential
 from sync import commands, signing
 from sync import mqtt as mqttc
 from sync.commands import AllowEntry, AllowKey, PassIssueArgs
@@ -155,7 +155,7 @@ class Community:
             return _plate(raw), None
         if kind not in ("card", "qr", "pin"):
             raise ConfigError(f"kind {kind!r}: expected card, qr, pin or plate")
-        normalised = raw.strip().upper()
+        normalised = normalise_credential(raw, kind)
         if not normalised:
             raise ConfigError(f"empty {kind}")
         return credential_hash(normalised, self.salt(site), kind), normalised[-4:]

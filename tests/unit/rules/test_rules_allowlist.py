@@ -205,3 +205,13 @@ def test_a_pass_from_upstream_by_token_hash(rig: Rig):
     assert (decision.reason, decision.pass_id) == ("pass", "up-1")
     with pytest.raises(ValueError, match="end after"):
         rig.allow.issue_pass(plate="津A1", valid_from_ms=now, valid_until_ms=now)
+
+
+def test_a_card_number_typed_with_its_printed_spaces_is_the_card_the_reader_sends(rig: Rig, tmp_path: Path):
+    """`0012 3456 78`, as printed on the card, is the 0012345678 a reader reports."""
+    rig.allow.add_resident("p-1")
+    rig.allow.add_credential("0012 3456 78", "p-1")
+    sheet = tmp_path / "residents.csv"
+    sheet.write_text("person,card\np-2,0099 8877 66\n", encoding="utf-8")
+    rig.allow.import_csv(sheet)
+    assert (decide_card(rig, "0012345678"), decide_card(rig, "0099887766")) == ("resident", "resident")

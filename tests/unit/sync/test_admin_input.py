@@ -275,3 +275,11 @@ def test_a_gate_the_gateway_does_not_have_is_refused_with_the_nearest(
     assert f"residents.csv:2: {says}" in err
     assert main([*admin, "allow", "add", SITE, GATEWAY, *plate, "--gate", "north-in", "--no-send"]) == 0
     assert community(admin).db.one("SELECT count(*) FROM passes") == (0,), "no pass for a gate it lacks"
+
+
+def test_a_card_number_with_spaces_is_hashed_as_the_reader_sends_it(admin: list[str]) -> None:
+    """The community hashes `0012 3456 78` as the gateway hashes the 0012345678 its reader reads."""
+    from edge.privacy import credential_hash
+
+    value, last4 = community(admin).credential(SITE, "card", "0012 3456 78")
+    assert (value, last4) == (credential_hash("0012345678", SALT, "card"), "5678")
