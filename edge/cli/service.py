@@ -224,6 +224,11 @@ def plan(args: argparse.Namespace) -> Plan:
     for name in (GATEWAY_UNIT, INGEST_UNIT):
         text = render((templates / name).read_text(), executable, config, credentials)
         result.files.append((target / name, text))
+    if not config.is_file():
+        result.notes.append(
+            f"there is no configuration at {config} yet: the service cannot start until "
+            "`gatehouse init` writes it (or --config names the one to use)"
+        )
     result.notes += missing_secrets_note(config, credentials)
     if args.prefix:
         return result

@@ -252,7 +252,16 @@ def test_a_secret_the_configuration_names_but_the_folder_lacks_is_said(
     )
     (credentials / "GATEHOUSE_MQTT_PASSWORD").write_text("secret")
     code, out, err = run_cli([*argv, "--credentials-dir", str(credentials), "--dry-run"], capsys)
-    assert code == 0 and "does not hold" not in out
+    assert code == 0 and "does not hold" not in out and "no configuration" not in out
+
+
+def test_a_configuration_not_written_yet_is_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """`service install` before `init`: the units name a file that is not there."""
+    config = tmp_path / "gatehouse.yaml"
+    argv = ["--config", str(config), "service", "install", "--prefix", str(tmp_path / "root"), "--dry-run"]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert f"note: there is no configuration at {config} yet: the service cannot start until" in out
 
 
 def test_a_credentials_dir_that_does_not_exist_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
