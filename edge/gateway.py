@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from drivers.base import Command, Driver, DriverContext
 from drivers.registry import driver_for
 from edge.config_loader import resolve_secret
-from edge.errors import AuthFailed, ConfigError, DeviceMisconfigured, DeviceNotReady
+from edge.errors import AuthFailed, ConfigError, DeviceMisconfigured, DeviceNotReady, StoreFull
 from edge.events import EventFactory
 from edge.housekeeping import run_housekeeping
 from edge.instance import InstanceLock
@@ -153,12 +153,31 @@ class Gateway:
 
     async def _consume(self) -> None:
         assert self.queue is not None
+        not_acted_on = 0
+        """observations the rules could not record (nor act on) since the store became full"""
         while True:
             observation = await self.queue.queue.get()
             try:
                 await self.rules.handle(observation)
+            except StoreFull as err:
+                # every observation fails alike while the disk is full: say it when it starts
+                if not not_acted_on:
+                    log.error(
+                        "%s from %s not acted on, nor any observation until the store has room: %s",
+                        type(observation).__name__,
+                        getattr(observation, "device", "?"),
+                        err,
+                    )
+                not_acted_on += 1
             except Exception:
                 log.exception("rules failed on %r", type(observation).__name__)
+            else:
+                if not_acted_on:
+                    log.info(
+                        "the store records again; %d observations were not acted on while it was full",
+                        not_acted_on,
+                    )
+                    not_acted_on = 0
             finally:
                 self.handled += 1
                 self.queue.queue.task_done()

@@ -4,6 +4,7 @@ barrier moves, and a clean shutdown on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import signal
 import sqlite3
@@ -20,6 +21,7 @@ from edge.config_loader import parse_config
 from edge.gateway import Gateway
 from edge.instance import AlreadyRunning
 from tests.support.children import run_gatehouse, start_gatehouse
+from tests.support.store_faults import failing_inserts, working_inserts
 
 CONFIG = """\
 site: {{id: test-site, salt: test-salt-long-enough, home_province: 津}}
@@ -102,6 +104,37 @@ def test_allowed_plate_opens_the_lane_and_records_the_read(tmp_path: Path):
         await asyncio.wait_for(runner, 10)
 
     asyncio.run(scenario())
+
+
+def test_a_full_store_is_said_once_without_a_traceback_and_its_end_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    """Every card or plate on a full disk fails the same way: the log says so when it starts,
+    without a traceback per observation, and says how many were not acted on when it ends."""
+
+    async def scenario() -> None:
+        gateway = Gateway(config_for(tmp_path))
+        stop = asyncio.Event()
+        runner = asyncio.create_task(gateway.run(stop))
+        await gateway.started.wait()
+        await wait_for(lambda: len(gateway.store.events(types=["device.online"])) == 3)
+        failing_inserts(gateway.store, "%", "database or disk is full")
+        before = gateway.handled
+        for card in ("11111111", "22222222", "33333333"):
+            gateway.queue.put(CardPresented("reader", card))
+        await wait_for(lambda: gateway.handled >= before + 3)
+        working_inserts(gateway.store)
+        gateway.queue.put(CardPresented("reader", "44444444"))
+        await wait_for(lambda: len(gateway.store.events(types=["access.*"])) == 1)
+        stop.set()
+        await asyncio.wait_for(runner, 10)
+
+    with caplog.at_level(logging.INFO, logger="edge.gateway"):
+        asyncio.run(scenario())
+    said = [r for r in caplog.records if r.name == "edge.gateway" and "not acted on" in r.getMessage()]
+    assert [(r.levelno, r.exc_info) for r in said[:-1]] == [(logging.ERROR, None)]
+    assert "CardPresented from reader" in said[0].getMessage()
+    assert re.search(r"[3-9]\d* observations were not acted on", said[-1].getMessage())
 
 
 def test_sigterm_drains_and_closes_the_store(tmp_path: Path):
