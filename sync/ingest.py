@@ -551,10 +551,26 @@ class IngestWorker:
                 "AND allowlist_version > coalesce(applied_version, 0)",
                 (parsed.site, parsed.gateway),
             )
+            # A gateway holding an older version than it confirmed lost its allow-list (its store
+            # was moved aside as corrupt, or replaced): the one worker whose update lowers the
+            # version it is known to hold sends it the whole list.
+            held = status.get("allowlist_version") if state == "online" else None
+            lost = _is_bigint(held) and (
+                db.execute(
+                    "UPDATE gateways SET applied_version = ? WHERE site_id = ? AND id = ? "
+                    "AND coalesce(applied_version, 0) > ?",
+                    (held, parsed.site, parsed.gateway, held),
+                )
+                == 1
+            )
         if behind:
             # an allow-list change sent while it was away (or while the broker was down) has not
             # been applied: send the whole list rather than wait for the next change
             self._send_full_allowlist(db, parsed, client, after, "is online behind the allow-list")
+        elif lost:
+            self._send_full_allowlist(
+                db, parsed, client, after, f"holds allow-list version {held}, older than it had confirmed"
+            )
 
     @staticmethod
     def _registered_devices(db: Database, parsed: topics.ParsedTopic, devices: list[dict[str, Any]]) -> None:

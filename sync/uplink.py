@@ -982,12 +982,23 @@ class Uplink:
     def _publish_status(
         self, conn: _Connection, state: str, backlog: Backlog | None = None, reason: str | None = None
     ) -> None:
-        document = {"state": state, **self.status(backlog), **(self.inventory if state == "online" else {})}
+        document = {
+            "state": state,
+            **self.status(backlog),
+            **(self._online_facts() if state == "online" else {}),
+        }
         if reason:
             document["reason"] = reason
         body = json.dumps(document)
         conn.publish(self.topics.status, body, None, retain=True)
         self._marker.report(status=body)
+
+    def _online_facts(self) -> dict[str, Any]:
+        """What an online status carries besides the metrics: the inventory, and the allow-list
+        version held (a store started anew holds none, whatever the gateway confirmed before)."""
+        if self.downlink is None:
+            return self.inventory
+        return {**self.inventory, "allowlist_version": self.downlink.allowlist_version()}
 
     def _record_offline(self, reason: str) -> None:
         """What `gatehouse status` shows while there is no connection to publish a report on

@@ -282,3 +282,43 @@ def test_a_gateway_that_comes_online_behind_the_allow_list_is_caught_up(
             "the gateway's reply recorded",
         )
         db.close()
+
+
+def test_a_gateway_whose_store_was_replaced_is_sent_its_allow_list_again(
+    shared_broker: TestBroker,
+    store: Store,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A store moved aside as corrupt starts again with an empty allow-list (version 0) while the
+    community database holds the version the gateway confirmed: its online status says which
+    version it holds, and the ingest sends it the whole list rather than leave every resident
+    refused until the next change."""
+    gateway = "gw-replaced"
+    db_url = f"sqlite:///{tmp_path / 'community.db'}"
+    admin = ["admin", "--db", db_url]
+    register(admin, gateway, monkeypatch)
+    add = ["allow", "add", SITE, gateway, "--plate", "津E00006", "--subject", "unit-6-606", "--no-send"]
+    assert main([*admin, *add]) == 0
+    capsys.readouterr()
+    config = shared_broker.mqtt_config()
+    db = open_database(db_url)
+    with IngestWorker(db_url, config, name="replaced", session_expiry_s=0) as worker:
+        wait_until(worker.connected.is_set, 10, "the ingest worker")
+        downlink = Downlink(store, Gate(), site=SITE, gateway=gateway, key=KEY)
+        with Uplink(store, config, site=SITE, gateway=gateway, downlink=downlink):
+            wait_until(lambda: downlink.allowlist_version() == 1, 20, "the list sent when it came online")
+            wait_until(
+                lambda: db.one("SELECT applied_version FROM gateways WHERE id = ?", (gateway,)) == (1,),
+                10,
+                "the gateway's reply recorded",
+            )
+        replaced = Store(tmp_path / "replaced.db", synchronous="normal")
+        try:
+            downlink = Downlink(replaced, Gate(), site=SITE, gateway=gateway, key=KEY)
+            with Uplink(replaced, config, site=SITE, gateway=gateway, downlink=downlink):
+                wait_until(lambda: downlink.allowlist_version() == 1, 20, "the whole list sent again")
+        finally:
+            replaced.close()
+    db.close()
