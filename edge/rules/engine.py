@@ -649,7 +649,8 @@ class Rules:
                 "disk.nearly_full",
                 key,
                 f"only {free_pct:.1f}% ({usage.free / 1e9:.2f} GB) free on the disk of "
-                f"{self.store.path.parent}; free space or lower the store quota",
+                f"{self.store.path.parent}; free space or lower the store quota: once it is full, cards "
+                "and plates are no longer decided (no gate opens by them) until there is room again",
                 detail={"free_bytes": usage.free, "total_bytes": usage.total},
             )
         elif free_pct >= limit + 2:

@@ -236,6 +236,8 @@ def test_disk_nearly_full(rig: Rig, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(100, 95, 5))  # type: ignore[attr-defined]
     asyncio.run(rig.rules.tick())
     assert rig.alert_kinds() == ["disk.nearly_full"]
+    (alert,) = rig.alerts.open_alerts()
+    assert "once it is full, cards and plates are no longer decided" in alert.message, "the guards know"
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(100, 50, 50))  # type: ignore[attr-defined]
     asyncio.run(rig.rules.tick())
     assert rig.alerts.open_alerts() == []
