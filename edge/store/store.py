@@ -253,11 +253,14 @@ class Store:
             kind="store.corrupt",
             key=CORRUPT_ALERT_KEY,
             severity="critical",
+            # one line for the guards' lists; SQLite's check may take several (in `problem`)
             message=(
-                f"the event store was unreadable ({self._corruption}); it was moved to "
-                f"{self.recovered_from} and a new one started"
+                f"the event store was unreadable ({' '.join(self._corruption.split())}); it was moved "
+                f"to {self.recovered_from} and a new one started; the allow-list and passes were in "
+                "it: the community database sends the allow-list again once the gateway is online, "
+                "passes still needed must be issued again"
             ),
-            detail={"moved_to": str(self.recovered_from)},
+            detail={"moved_to": str(self.recovered_from), "problem": self._corruption},
         )
         event = self.factory.make("alert.raised", payload)
         self.write_with_event(lambda conn: (_keep_alert_row(conn, event, momentary=True), event))

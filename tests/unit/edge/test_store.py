@@ -306,6 +306,25 @@ def test_corrupt_file_is_moved_aside_reported_and_replaced(tmp_path: Path, facto
         assert engine.find(record.alert_id).state == "acknowledged"  # type: ignore[union-attr]
 
 
+def test_a_store_damaged_in_the_middle_is_reported_on_one_line(tmp_path: Path, factory: EventFactory):
+    """SQLite's check names the damaged pages over several lines: the guards' lists show one line
+    (the whole text stays in the alert's detail)."""
+    path = tmp_path / "m.db"
+    with Store(path, synchronous="normal", events=factory) as store:
+        for _ in range(2000):
+            store.append(gate_event(factory))
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 3000] = b"\xa5" * 3000
+    path.write_bytes(bytes(data))
+    with Store(path, synchronous="normal", events=factory) as store:
+        assert store.recovered_from is not None
+        (alert,) = store.events(types=["alert.raised"])
+        assert "\n" not in alert.payload.message
+        assert "the community database sends the allow-list again" in alert.payload.message
+        assert "\n" in alert.payload.detail["problem"], "SQLite's whole text is kept in the detail"
+
+
 def test_the_quota_alert_is_the_guards_to_see_and_acknowledge(tmp_path: Path, factory: EventFactory):
     """Raised and cleared by the store itself, the quota alert has its record in the alerts table
     like every other alert (listed, acknowledged, sounding the sirens for its severity)."""
