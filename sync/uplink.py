@@ -51,7 +51,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.errors import AuthFailed
+from edge.errors import AuthFailed, StoreFull
 from edge.events import MAX_EVENT_BYTES, EventType, Priority
 from edge.store import Backlog, OutboxRow, Store
 from sync import mqtt as mqttc
@@ -317,8 +317,13 @@ class _Marker:
                     self.store.update_state(
                         kv={STATUS_KV: status} if status is not None else None, add=counts, values=values
                     )
-                except Exception:
-                    log.exception("uplink: cannot record the status report; it goes with the next one")
+                except Exception as err:
+                    if isinstance(err, StoreFull):  # the disk: said by the store and the alerts already
+                        log.warning(
+                            "uplink: cannot record the status report (%s); it goes with the next one", err
+                        )
+                    else:
+                        log.exception("uplink: cannot record the status report; it goes with the next one")
                     with self._cond:
                         self._status = self._status or status
                         self._counts.update(counts)

@@ -14,7 +14,10 @@ from sync.uplink import STATUS_KV, _Marker
 from tests.support.sync_helpers import GATEWAY, SITE, produce
 
 
-def test_a_report_that_meets_a_full_disk_goes_with_the_next_one(tmp_path: Path) -> None:
+def test_a_report_that_meets_a_full_disk_goes_with_the_next_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without a traceback every 30 s: the store and the alerts say the disk is full already."""
     factory = EventFactory(SITE, GATEWAY)
     store = Store(tmp_path / "full.db", synchronous="normal", events=factory, max_page_count=40)
     marker = _Marker(store)
@@ -26,6 +29,8 @@ def test_a_report_that_meets_a_full_disk_goes_with_the_next_one(tmp_path: Path) 
         marker.report(status=document, add={"sync.sent": 5}, values={"sync.last_puback_ms": 17})
         assert marker.flush(5)
         assert store.kv_get(STATUS_KV) is None and store.counter("sync.sent") == 0
+        (said,) = [r for r in caplog.records if "cannot record the status report" in r.getMessage()]
+        assert said.levelname == "WARNING" and said.exc_info is None
 
         store.write(lambda conn: conn.execute("DELETE FROM outbox"))
         marker.report(add={"sync.sent": 2})
