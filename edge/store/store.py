@@ -186,6 +186,9 @@ class Store:
         self.foreign_appends = 0
         """commits that found rows another process (the CLI) had appended since this store's own
         last commit; the uplink reads again when it changes"""
+        self._failing = 0
+        """commits failed since the last one that worked: the first is logged as an error, the
+        rest (every commit while the disk is full) only counted, and said when one works again"""
         self._reserved = 0
         try:
             self._reserve_seq(self._seq_floor)
@@ -483,6 +486,9 @@ class Store:
                         conn.execute(f"RELEASE call{index}")
                         call.error = err
                 conn.execute("COMMIT")
+                if self._failing:
+                    log.info("the store commits again, after %d failed commits", self._failing)
+                    self._failing = 0
                 if group.rows:
                     group.seqs = range(numbered[0][1], numbered[0][1] + len(group.rows))
                 if numbered:
@@ -495,7 +501,7 @@ class Store:
                 for call in group.calls:
                     call.result, call.error = None, None
                 group.error = err
-                log.error("store commit failed: %s", err)
+                self._commit_failed(err)
                 return []
             except sqlite3.Error as err:
                 if conn.in_transaction:
@@ -509,9 +515,18 @@ class Store:
                     if _is_full(err)
                     else StoreError(f"the store could not commit: {err}")
                 )
-                log.error("store commit failed: %s", err)
+                self._commit_failed(err)
                 return []
         return []
+
+    def _commit_failed(self, err: BaseException) -> None:
+        self._failing += 1
+        log.log(
+            logging.ERROR if self._failing == 1 else logging.DEBUG,
+            "store commit failed: %s%s",
+            err,
+            "; further failures are counted until a commit works again" if self._failing == 1 else "",
+        )
 
     def _append_in_call(
         self, conn: sqlite3.Connection, result: tuple[Any, Event | None], numbered: list[tuple[Any, ...]]
@@ -588,7 +603,8 @@ class Store:
         except sqlite3.Error as err:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            log.error("eviction failed: %s", err)
+            # on a full disk every commit tries to make room: said once, with the commit's failure
+            log.log(logging.DEBUG if self._failing else logging.ERROR, "eviction failed: %s", err)
             return None
         if dropped["telemetry"]:
             log.warning(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 from pathlib import Path
@@ -242,7 +243,10 @@ def test_quota_never_drops_alerts_or_access(tmp_path: Path, factory: EventFactor
         store.close()
 
 
-def test_disk_full_raises_and_keeps_what_was_committed(tmp_path: Path, factory: EventFactory):
+def test_disk_full_raises_and_keeps_what_was_committed(
+    tmp_path: Path, factory: EventFactory, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.INFO, logger="edge.store.store")
     store = Store(tmp_path / "full.db", synchronous="normal", events=factory, max_page_count=40)
     try:
         committed = []
@@ -252,6 +256,15 @@ def test_disk_full_raises_and_keeps_what_was_committed(tmp_path: Path, factory: 
         stored = {r[0] for r in store.read().execute("SELECT seq FROM outbox")}
         assert set(committed) <= stored
         assert len(committed) > 10
+        for _ in range(5):  # every card while the disk is full: said once, not five more times
+            with pytest.raises(StoreFull):
+                store.append(access(factory))
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len([m for m in errors if m.startswith("store commit failed")]) == 1, errors
+        assert len([m for m in errors if m.startswith("eviction failed")]) <= 1, errors
+        store.write(lambda conn: conn.execute("DELETE FROM outbox"))
+        store.append(access(factory))
+        assert any(r.getMessage().startswith("the store commits again") for r in caplog.records)
     finally:
         store.close()
 
