@@ -11,6 +11,7 @@ from typing import Any
 from edge.cli.common import add_command, count_of, load, site_zone
 from edge.cli.events import format_row, reader
 from edge.events import Priority
+from edge.instance import running_gateway
 from edge.store.queries import backlog_by_type, next_to_send, pictures_waiting
 from edge.times import in_zone
 
@@ -102,8 +103,12 @@ def _backlog(args: argparse.Namespace) -> int:
         )
     zone = site_zone(config)
     if uplink:
+        # the report a gateway killed (or crashed) left says "online" for good: say it is old
+        when = (
+            "last report" if running_gateway(config.state_path) else "last report, before the gateway stopped"
+        )
         print(
-            f"uplink (last report): {uplink.get('state', '?')}; connected since "
+            f"uplink ({when}): {uplink.get('state', '?')}; connected since "
             f"{in_zone(uplink.get('connected_since'), zone, name_zone=True)}; last PUBACK "
             f"{in_zone(uplink.get('last_puback'), zone, name_zone=True)}; "
             f"sent {uplink.get('sent', 0)}, acknowledged {uplink.get('acked', 0)}, "

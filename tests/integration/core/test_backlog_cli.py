@@ -9,6 +9,7 @@ import pytest
 
 from edge.cli import main
 from edge.events import EventFactory, Priority
+from edge.instance import InstanceLock
 from edge.store import Store
 
 CONFIG = (
@@ -65,10 +66,18 @@ def test_backlog_shows_what_waits_in_sending_order(config: Path, tmp_path: Path,
         assert document["uplink"]["state"] == "online"
 
         store.mark_synced([alert.seq, gate.seq])
-        assert main(["--config", str(config), "backlog"]) == 0
+        lock = InstanceLock(tmp_path / "state")
+        lock.acquire()
+        try:
+            assert main(["--config", str(config), "backlog"]) == 0
+        finally:
+            lock.release()
         out = capsys.readouterr().out
         assert "nothing waits" in out
         assert "uplink (last report): online" in out and "last PUBACK 2026-11-26 02:00:00 UTC" in out
+        # the gateway killed: its last report still says online, which is no longer so
+        assert main(["--config", str(config), "backlog"]) == 0
+        assert "uplink (last report, before the gateway stopped): online" in capsys.readouterr().out
 
 
 def test_backlog_names_the_uplink_times_in_the_site_time_zone_and_a_missing_uplink(
