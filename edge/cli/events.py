@@ -487,8 +487,14 @@ def _status(args: argparse.Namespace) -> int:
     uplink = conn.execute("SELECT value FROM kv WHERE key='uplink.status'").fetchone()
     if uplink:
         for key, value in json.loads(uplink[0]).items():
+            # the backlog is counted above from the store itself, the devices below; the report's
+            # copies are as old as the report
+            if key in ("backlog", "devices", "gates"):
+                continue
             if key in ("connected_since", "last_puback") and isinstance(value, str):
                 value = in_zone(value, zone, name_zone=True)
+            elif isinstance(value, dict | list):
+                value = json.dumps(value, ensure_ascii=False)
             print(f"  uplink {key}: {value}")
     open_alerts = conn.execute(
         "SELECT severity, state, alert_id, message, repeats FROM alerts WHERE state != 'cleared' "

@@ -165,7 +165,14 @@ def test_status_shows_its_times_in_the_site_zone(tmp_path: Path, capsys):
     config = tmp_path / "gatehouse.yaml"
     config.write_text(CONFIG.format(state=tmp_path / "state").replace("}", ", timezone: Asia/Shanghai}", 1))
     with Store(tmp_path / "state" / "gatehouse.db", synchronous="normal") as store:
-        report = {"state": "online", "connected_since": "2026-11-26T01:00:00.000Z", "last_puback": "bad"}
+        report = {
+            "state": "online",
+            "connected_since": "2026-11-26T01:00:00.000Z",
+            "last_puback": "bad",
+            "backlog": {"count": 6, "oldest_age_s": 3.0},
+            "devices": [{"id": "reader", "kind": "osdp", "state": "online"}],
+            "extra": {"a": 1},
+        }
         store.update_state(kv={"uplink.status": json.dumps(report)})
     lock = InstanceLock(tmp_path / "state")
     lock.acquire()
@@ -176,6 +183,8 @@ def test_status_shows_its_times_in_the_site_zone(tmp_path: Path, capsys):
     out = capsys.readouterr().out
     assert "uplink connected_since: 2026-11-26 09:00:00 CST" in out
     assert "uplink last_puback: bad" in out, "what is not a time is shown as it is"
+    assert "uplink backlog" not in out and "uplink devices" not in out, "counted from the store instead"
+    assert 'uplink extra: {"a": 1}' in out
     started = re.search(r"running: yes \(pid \d+, since (\S+ \S+ \S+)\)", out)
     assert started and started.group(1).endswith(" CST"), out
 
