@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.cli.common import add_command, count_of
+from edge.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +56,19 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def _worker_main(
-    db_url: str, config_json: str, name: str, session_expiry_s: int, signer_key: str | None, level: int
+    db_url: str,
+    config_json: str,
+    name: str,
+    session_expiry_s: int,
+    signer_key: str | None,
+    logs: tuple[bool, bool],
 ) -> None:
     from sync.config import MqttConfig
     from sync.ingest import IngestWorker
 
     # a spawned process starts without the parent's logging: its info lines would be lost
-    logging.basicConfig(level=level)
+    json_lines, debug = logs
+    setup_logging(json_lines=json_lines, debug=debug)
     signal.signal(signal.SIGTERM, _interrupt)
     worker = IngestWorker(
         db_url,
@@ -81,8 +88,9 @@ def run_ingest(args: argparse.Namespace) -> int:
     from sync.community import load_signer, signer_key_path
     from sync.db import open_database
 
-    level = logging.DEBUG if args.debug else logging.INFO
-    logging.basicConfig(level=level)
+    # JSON lines, as the gateway's: the service's journal is read by the same tools
+    logs = (not args.text_logs, bool(args.debug))
+    setup_logging(json_lines=logs[0], debug=logs[1])
     open_database(args.db).close()
     signer = signer_key_path(args.signer_key)
     if signer:
@@ -107,7 +115,7 @@ def run_ingest(args: argparse.Namespace) -> int:
                 f"{base}-{index}",
                 args.session_expiry_s,
                 args.signer_key,
-                level,
+                logs,
             ),
             daemon=True,
         )
@@ -170,6 +178,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--workers", type=count_of(1), default=1, help="worker processes in the group (default 1)"
     )
+    parser.add_argument("--text-logs", action="store_true", help="plain text logs instead of JSON lines")
     parser.add_argument(
         "--name", help="worker name prefix; client ids are ingest-NAME-N (default: host name)"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -49,8 +50,10 @@ def test_ingest_command_with_two_workers(shared_broker: TestBroker, store: Store
     try:
         # both workers say so, the second one from its own process too
         lines = [wait_for_line(process, b": connected to", 30) for _ in range(2)]
-        workers = {re.search(rb"(ingest-\S+): connected to", line).group(1) for line in lines}  # type: ignore[union-attr]
+        workers = {re.search(rb"(ingest-[^\s:]+): connected to", line).group(1) for line in lines}  # type: ignore[union-attr]
         assert workers == {f"ingest-{name}-{index}".encode() for index in range(2)}
+        said = [json.loads(line) for line in lines]  # JSON lines, as the gateway's, from both processes
+        assert {entry["logger"] for entry in said} == {"sync.ingest"} and all("ts" in entry for entry in said)
         factory = EventFactory(SITE, "gw-cli")
         produce_fast(store, factory, 600)
         with Uplink(store, shared_broker.mqtt_config(batch_size=5), site=SITE, gateway="gw-cli") as uplink:
