@@ -253,6 +253,25 @@ def test_a_change_the_admin_cannot_sign_is_not_recorded(
     assert db.one("SELECT count(*) FROM passes") == (0,)
 
 
+def one_plate_not_sent(
+    tmp_path: Path,
+    gateway: str,
+    plate: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> str:
+    """A community database with `gateway` registered and one plate added with --no-send; its URL."""
+    db_url = f"sqlite:///{tmp_path / 'community.db'}"
+    admin = ["admin", "--db", db_url]
+    register(admin, gateway, monkeypatch)
+    assert (
+        main([*admin, "allow", "add", SITE, gateway, "--plate", plate, "--subject", "unit-5", "--no-send"])
+        == 0
+    )
+    capsys.readouterr()
+    return db_url
+
+
 def test_a_gateway_that_comes_online_behind_the_allow_list_is_caught_up(
     shared_broker: TestBroker,
     store: Store,
@@ -263,12 +282,7 @@ def test_a_gateway_that_comes_online_behind_the_allow_list_is_caught_up(
     """A change recorded while the gateway was away (or the broker down, or with --no-send)
     reaches it when it comes online, not only with the next change."""
     gateway = "gw-catchup"
-    db_url = f"sqlite:///{tmp_path / 'community.db'}"
-    admin = ["admin", "--db", db_url]
-    register(admin, gateway, monkeypatch)
-    add = ["allow", "add", SITE, gateway, "--plate", "津E00005", "--subject", "unit-5-505", "--no-send"]
-    assert main([*admin, *add]) == 0
-    capsys.readouterr()
+    db_url = one_plate_not_sent(tmp_path, gateway, "津E00005", monkeypatch, capsys)
     downlink = Downlink(store, Gate(), site=SITE, gateway=gateway, key=KEY)
     config = shared_broker.mqtt_config()
     with IngestWorker(db_url, config, name="catchup", session_expiry_s=0) as worker:
@@ -296,12 +310,7 @@ def test_a_gateway_whose_store_was_replaced_is_sent_its_allow_list_again(
     version it holds, and the ingest sends it the whole list rather than leave every resident
     refused until the next change."""
     gateway = "gw-replaced"
-    db_url = f"sqlite:///{tmp_path / 'community.db'}"
-    admin = ["admin", "--db", db_url]
-    register(admin, gateway, monkeypatch)
-    add = ["allow", "add", SITE, gateway, "--plate", "津E00006", "--subject", "unit-6-606", "--no-send"]
-    assert main([*admin, *add]) == 0
-    capsys.readouterr()
+    db_url = one_plate_not_sent(tmp_path, gateway, "津E00006", monkeypatch, capsys)
     config = shared_broker.mqtt_config()
     db = open_database(db_url)
     with IngestWorker(db_url, config, name="replaced", session_expiry_s=0) as worker:
