@@ -359,6 +359,32 @@ class Community:
             )
         return self.command(site, gateway, "pass.issue", args, PASS_TTL_S)
 
+    def passes_to_restore(self, site: str, gateway: str) -> list[dict[str, Any]]:
+        """Signed pass.issue commands that give a gateway whose store was replaced the passes it
+        held: each one still to be used (not revoked, not ended, entries left), as it was issued,
+        less the entries the gateway reported with it."""
+        now = datetime.now(UTC)
+        issued = {
+            document["args"]["pass_id"]: document["args"]
+            for document in (
+                _json(row[0])
+                for row in self.db.query(
+                    "SELECT document FROM commands WHERE site_id = ? AND gateway_id = ? "
+                    "AND name = 'pass.issue'",
+                    (site, gateway),
+                )
+            )
+        }
+        documents = []
+        for held in self.passes(site, gateway):
+            if held.pass_id not in issued or held.state(now) not in ("valid", "not yet valid"):
+                continue
+            args = PassIssueArgs.model_validate(issued[held.pass_id])
+            if args.max_uses is not None:
+                args = args.model_copy(update={"max_uses": args.max_uses - held.entries})
+            documents.append(self.command(site, gateway, "pass.issue", args, PASS_TTL_S))
+        return documents
+
     def pass_revoke(self, site: str, gateway: str, pass_id: str, reason: str = "") -> dict[str, Any]:
         """Mark a pass issued to this gateway revoked and return the signed pass.revoke;
         ConfigError when the community database issued no such pass there."""

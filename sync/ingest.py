@@ -571,6 +571,7 @@ class IngestWorker:
             self._send_full_allowlist(
                 db, parsed, client, after, f"holds allow-list version {held}, older than it had confirmed"
             )
+            self._restore_passes(db, parsed, client, after)
 
     @staticmethod
     def _registered_devices(db: Database, parsed: topics.ParsedTopic, devices: list[dict[str, Any]]) -> None:
@@ -649,6 +650,21 @@ class IngestWorker:
             log.warning("ingest: cannot send the full allow-list: %s", err)
             return
         after.append(lambda: publish_command(client, self.config, document))
+
+    def _restore_passes(
+        self, db: Database, parsed: topics.ParsedTopic, client: mqtt.Client, after: list[Callable[[], None]]
+    ) -> None:
+        """Sign again the passes a gateway that lost its store still needs, and publish them once
+        the batch is committed."""
+        try:
+            documents = Community(db, self.signer_key).passes_to_restore(parsed.site, parsed.gateway)
+        except ConfigError as err:
+            log.warning("ingest: cannot send the passes again: %s", err)
+            return
+        if documents:
+            log.info("ingest: %s/%s: sending %d passes again", parsed.site, parsed.gateway, len(documents))
+        for document in documents:
+            after.append(lambda document=document: publish_command(client, self.config, document))
 
 
 DEVICE_STATES = {"device.online": "online", "device.offline": "offline"}

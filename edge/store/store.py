@@ -260,8 +260,8 @@ class Store:
             message=(
                 f"the event store was unreadable ({' '.join(self._corruption.split())}); it was moved "
                 f"to {self.recovered_from} and a new one started; the allow-list and passes were in "
-                "it: the community database sends the allow-list again once the gateway is online, "
-                "passes still needed must be issued again"
+                "it: the community database sends them again once the gateway is online (without an "
+                "uplink, import and issue them again)"
             ),
             detail={"moved_to": str(self.recovered_from), "problem": self._corruption},
         )

@@ -308,9 +308,14 @@ def test_a_gateway_whose_store_was_replaced_is_sent_its_allow_list_again(
     """A store moved aside as corrupt starts again with an empty allow-list (version 0) while the
     community database holds the version the gateway confirmed: its online status says which
     version it holds, and the ingest sends it the whole list rather than leave every resident
-    refused until the next change."""
+    refused until the next change. The passes still to be used go again too."""
     gateway = "gw-replaced"
     db_url = one_plate_not_sent(tmp_path, gateway, "津E00006", monkeypatch, capsys)
+    admin = ["admin", "--db", db_url]
+    for plate in ("津F00001", "津F00002"):
+        assert main([*admin, "pass", "issue", SITE, gateway, "--plate", plate, "--no-send"]) == 0
+    revoked = capsys.readouterr().out.split("pass ")[-1].split()[0]
+    assert main([*admin, "pass", "revoke", SITE, gateway, revoked, "--no-send"]) == 0
     config = shared_broker.mqtt_config()
     db = open_database(db_url)
     with IngestWorker(db_url, config, name="replaced", session_expiry_s=0) as worker:
@@ -325,9 +330,14 @@ def test_a_gateway_whose_store_was_replaced_is_sent_its_allow_list_again(
             )
         replaced = Store(tmp_path / "replaced.db", synchronous="normal")
         try:
-            downlink = Downlink(replaced, Gate(), site=SITE, gateway=gateway, key=KEY)
+            gate = Gate()
+            downlink = Downlink(replaced, gate, site=SITE, gateway=gateway, key=KEY)
             with Uplink(replaced, config, site=SITE, gateway=gateway, downlink=downlink):
                 wait_until(lambda: downlink.allowlist_version() == 1, 20, "the whole list sent again")
+                wait_until(lambda: any(c.name == "pass.issue" for c in gate.calls), 20, "the pass sent again")
+            assert [c.args.plate for c in gate.calls if c.name == "pass.issue"] == ["津F00001"], (
+                "not the revoked"
+            )
         finally:
             replaced.close()
     db.close()

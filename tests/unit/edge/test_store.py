@@ -334,7 +334,7 @@ def test_a_store_damaged_in_the_middle_is_reported_on_one_line(tmp_path: Path, f
         assert store.recovered_from is not None
         (alert,) = store.events(types=["alert.raised"])
         assert "\n" not in alert.payload.message
-        assert "the community database sends the allow-list again" in alert.payload.message
+        assert "the community database sends them again once the gateway is online" in alert.payload.message
         assert "\n" in alert.payload.detail["problem"], "SQLite's whole text is kept in the detail"
 
 

@@ -283,3 +283,26 @@ def test_a_card_number_with_spaces_is_hashed_as_the_reader_sends_it(admin: list[
 
     value, last4 = community(admin).credential(SITE, "card", "0012 3456 78")
     assert (value, last4) == (credential_hash("0012345678", SALT, "card"), "5678")
+
+
+def test_a_pass_restored_to_a_replaced_store_keeps_only_the_entries_left(
+    admin: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pass of 3 entries used once, as the gateway reported, goes again with 2; one used up
+    does not go again."""
+    import uuid
+
+    for plate in ("津G00001", "津G00002"):
+        argv = [*admin, "pass", "issue", SITE, GATEWAY, "--plate", plate, "--max-uses", "3", "--no-send"]
+        assert main(argv) == 0
+    ids = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("pass ")]
+    db = community(admin).db
+    for pass_id, used in zip(ids, (1, 3), strict=True):
+        for seq in range(used):
+            db.execute(
+                "INSERT INTO events (id, site_id, gateway_id, type, ts, ts_ms, seq, payload, received_at) "
+                "VALUES (?, ?, ?, 'access.granted', '', ?, ?, ?, '')",
+                (str(uuid.uuid4()), SITE, GATEWAY, 4_102_444_800_000, seq, json.dumps({"pass_id": pass_id})),
+            )
+    restored = community(admin).passes_to_restore(SITE, GATEWAY)
+    assert [(d["args"]["pass_id"], d["args"]["max_uses"]) for d in restored] == [(ids[0], 2)]
