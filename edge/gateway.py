@@ -153,8 +153,7 @@ class Gateway:
 
     async def _consume(self) -> None:
         assert self.queue is not None
-        not_acted_on = 0
-        """observations the rules could not record (nor act on) since the store became full"""
+        not_acted_on = 0  # observations the rules could not record (nor act on) since the store became full
         while True:
             observation = await self.queue.queue.get()
             try:

@@ -85,27 +85,35 @@ def _send(args: argparse.Namespace, document: dict[str, Any], unsent: str) -> in
         return 0
     print(json.dumps(reply, ensure_ascii=False))
     code = (reply.get("error") or {}).get("code") if not reply.get("ok") else None
-    if code in REPLY_ADVICE:
-        print(f"{document['name']} refused ({code}): {REPLY_ADVICE[code]}", file=sys.stderr)
+    advice = reply_advice(code)
+    if advice:
+        print(f"{document['name']} refused ({code}): {advice}", file=sys.stderr)
     return 0 if reply.get("ok") else 1
 
 
-REPLY_ADVICE = {
-    "bad_signature": (
-        "the gateway holds another key than the one this database signs with for it; compare the "
-        "fingerprint `gatehouse provision` printed on the gateway with `admin gateway add`'s, and "
-        "register the gateway again with its key (admin gateway add SITE GATEWAY --key-env NAME)"
-    ),
-    "version_gap": (
-        "the gateway holds another allow-list version; a running ingest sends it the whole list now "
-        "(`admin gateway list` shows when it has applied it), so nothing is lost"
-    ),
-    "expired": (
-        "it reached the gateway after it expired (was the gateway offline?); send it again if still wanted"
-    ),
-    "not_yet_valid": "the clocks of this machine and the gateway disagree; check both are synchronised (NTP)",
-}
-"""what the operator can do about a refusal the admin commands meet in service"""
+def reply_advice(code: str | None) -> str | None:
+    """What the operator can do about a refusal the admin commands meet in service."""
+    from sync.commands import ErrorCode
+
+    advice = {
+        ErrorCode.BAD_SIGNATURE: (
+            "the gateway holds another key than the one this database signs with for it; compare the "
+            "fingerprint `gatehouse provision` printed on the gateway with `admin gateway add`'s, and "
+            "register the gateway again with its key (admin gateway add SITE GATEWAY --key-env NAME)"
+        ),
+        ErrorCode.VERSION_GAP: (
+            "the gateway holds another allow-list version; a running ingest sends it the whole list now "
+            "(`admin gateway list` shows when it has applied it), so nothing is lost"
+        ),
+        ErrorCode.EXPIRED: (
+            "it reached the gateway after it expired (was the gateway offline?); send it again if "
+            "still wanted"
+        ),
+        ErrorCode.NOT_YET_VALID: (
+            "the clocks of this machine and the gateway disagree; check both are synchronised (NTP)"
+        ),
+    }
+    return advice.get(code) if code else None
 
 
 def _credential_args(parser: argparse.ArgumentParser) -> None:
